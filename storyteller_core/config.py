@@ -1,0 +1,125 @@
+"""Settings from the environment, and the one table of models and prices."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    label: str
+    usd_per_m_input: float
+    usd_per_m_output: float
+
+
+# Prices are USD per million tokens (standard tier, prompts under 200k tokens).
+# Model names change fast: this table is the one place to edit them.
+MODELS: dict[str, ModelInfo] = {
+    m.name: m
+    for m in (
+        ModelInfo("gemini-2.5-flash", "Gemini 2.5 Flash (fast, default)", 0.30, 2.50),
+        ModelInfo("gemini-2.5-pro", "Gemini 2.5 Pro (best quality)", 1.25, 10.00),
+        ModelInfo("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite (cheapest)", 0.10, 0.40),
+    )
+}
+DEFAULT_MODEL = "gemini-2.5-flash"
+
+# Gemini counts about 300 tokens per second of video at default media resolution.
+VIDEO_TOKENS_PER_SECOND = 300
+EXPECTED_OUTPUT_TOKENS = 800
+
+PROMPT_PRESETS: dict[str, str] = {
+    "Story": (
+        "Watch this video and write its story: a clear narrative in plain prose of "
+        "what happens, who is involved, where it takes place and how it ends. "
+        "Write for an analyst who will paste it into a report."
+    ),
+    "Key moments with timestamps": (
+        "List the key moments of this video as bullet points, each starting with "
+        "its timestamp (mm:ss), followed by one sentence on what happens."
+    ),
+    "Summary for a report": (
+        "Summarise this video in one paragraph of at most 120 words for a report: "
+        "the subject, the main events and anything notable."
+    ),
+}
+DEFAULT_PROMPT = PROMPT_PRESETS["Story"]
+
+PRIORITIES = ("high", "normal", "low")
+
+VIDEO_EXTENSIONS = {
+    ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpeg", ".mpg", ".3gp", ".flv", ".wmv",
+}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def default_data_dir() -> Path:
+    raw = os.environ.get("STORYTELLER_DATA_DIR", "").strip()
+    return Path(raw).expanduser() if raw else Path.home() / ".video-storyteller"
+
+
+def api_key_from_env() -> str | None:
+    return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY") or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    model: str = DEFAULT_MODEL
+    max_jobs: int = 3
+    max_uploads: int = 2
+    max_polls: int = 10
+    polls_per_second: float = 5.0
+    poll_initial_s: float = 1.0
+    poll_factor: float = 1.5
+    poll_max_s: float = 10.0
+    poll_jitter: float = 0.2
+    upload_budget_s: float = 15 * 60
+    processing_budget_s: float = 10 * 60
+    analysis_budget_s: float = 5 * 60
+    request_timeout_s: float = 60.0
+    max_file_bytes: int = 2 * 1024**3
+    max_duration_s: float = 6 * 3600
+    file_ttl_s: float = 48 * 3600
+    lease_ttl_s: float = 20.0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        base = cls(
+            api_key=api_key_from_env(),
+            base_url=os.environ.get("GOOGLE_GEMINI_BASE_URL") or None,
+            model=os.environ.get("STORYTELLER_MODEL") or DEFAULT_MODEL,
+            max_jobs=_env_int("STORYTELLER_MAX_JOBS", 3),
+            max_uploads=_env_int("STORYTELLER_MAX_UPLOADS", 2),
+        )
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def demo(self) -> bool:
+        return not self.api_key
+
+
+def estimate_tokens(duration_s: float | None, prompt: str) -> int:
+    video = int((duration_s or 0) * VIDEO_TOKENS_PER_SECOND)
+    return video + len(prompt) // 4 + EXPECTED_OUTPUT_TOKENS
+
+
+def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    info = MODELS.get(model)
+    if info is None:
+        return None
+    return (input_tokens * info.usd_per_m_input + output_tokens * info.usd_per_m_output) / 1e6
+
+
+def estimate_cost(model: str, duration_s: float | None, prompt: str) -> float | None:
+    tokens = estimate_tokens(duration_s, prompt)
+    return cost_usd(model, tokens - EXPECTED_OUTPUT_TOKENS, EXPECTED_OUTPUT_TOKENS)

@@ -1,0 +1,30 @@
+"""What the emulator does: delays and faults, changeable while it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EmulatorConfig:
+    processing_delay_s: float | Callable[[str], float] = 0.5  # seconds, or by display name
+    analysis_delay_s: float = 0.2
+    chunk_delay_s: float = 0.0  # per upload request, to make uploads overlap in tests
+    rate_429: float = 0.0  # share of API calls answered 429
+    retry_delay_s: float | None = None  # RetryInfo sent with a 429; None sends none
+    rate_503: float = 0.0
+    fault_on: set[str] = field(default_factory=lambda: {"upload_start", "poll", "generate"})
+    fail_chunk_rate: float = 0.0  # share of upload chunks answered 500 (the SDK resends)
+    fail_marker: str = "FAILME"  # display name containing it -> file ends FAILED
+    blocked_marker: str = "BLOCKME"  # -> answer blocked for safety
+    empty_marker: str = "EMPTYME"  # -> answer with no text
+    hang_generate_s: float = 0.0  # generateContent waits this long before answering
+    expire_after_s: float | None = None  # files vanish this long after upload
+    rejected_keys: set[str] = field(default_factory=set)
+    valid_keys: set[str] | None = None  # None: any key not rejected is valid
+    seed: int = 7
+
+    def processing_delay(self, display_name: str) -> float:
+        delay = self.processing_delay_s
+        return delay(display_name) if callable(delay) else delay

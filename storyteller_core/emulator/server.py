@@ -1,0 +1,413 @@
+"""A local HTTP server speaking the Gemini REST subset that google-genai uses.
+
+Resumable upload (start, chunks with offsets, finalize), files get/list/delete,
+generateContent and models list, with Google's error JSON. Counters record
+what clients did so tests can assert on the server's own view.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from ..config import MODELS
+from .config import EmulatorConfig
+from .story import describe
+
+FILE_TTL_S = 48 * 3600
+_API = r"/(?:v1|v1beta)"
+
+
+@dataclass
+class _File:
+    name: str
+    display_name: str
+    mime_type: str
+    size: int
+    path: Path
+    created: float
+    active_at: float
+    failed: bool = False
+    expires: float = 0.0
+
+
+@dataclass
+class _Session:
+    name: str
+    display_name: str
+    mime_type: str
+    size: int
+    path: Path
+    received: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Stats:
+    uploads_started: int = 0
+    uploads_finished: Counter = field(default_factory=Counter)  # by display name
+    max_uploads_at_once: int = 0
+    polls: Counter = field(default_factory=Counter)  # files.get by file name
+    generates: Counter = field(default_factory=Counter)  # by display name
+    faults: Counter = field(default_factory=Counter)
+    requests: int = 0
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or EmulatorConfig()
+        self.stats = Stats()
+        self.lock = threading.Lock()
+        self.files: dict[str, _File] = {}
+        self.sessions: dict[str, _Session] = {}
+        self.random = random.Random(self.config.seed)
+        self.stopping = threading.Event()
+        self.storage = Path(tempfile.mkdtemp(prefix="gemini-emulator-"))
+        self.httpd = ThreadingHTTPServer((host, port), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.emulator = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Emulator:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="gemini-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        shutil.rmtree(self.storage, ignore_errors=True)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers tests use ------------------------------------------------------
+    def expire(self, display_name: str) -> None:
+        """Make every file of that display name vanish, as a 48-hour expiry would."""
+        with self.lock:
+            for name in [n for n, f in self.files.items() if f.display_name == display_name]:
+                del self.files[name]
+
+    def uploads_of(self, display_name: str) -> int:
+        return self.stats.uploads_finished[display_name]
+
+    def uploads_in_flight(self) -> int:
+        cutoff = time.monotonic() - 30
+        return sum(1 for s in self.sessions.values() if s.touched > cutoff)
+
+    def file_json(self, f: _File) -> dict[str, Any]:
+        now = time.time()
+        state = "FAILED" if f.failed and now >= f.active_at else ("ACTIVE" if now >= f.active_at else "PROCESSING")
+        data: dict[str, Any] = {
+            "name": f.name,
+            "displayName": f.display_name,
+            "mimeType": f.mime_type,
+            "sizeBytes": str(f.size),
+            "createTime": _iso(f.created),
+            "updateTime": _iso(max(f.created, min(now, f.active_at))),
+            "expirationTime": _iso(f.expires),
+            "uri": f"{self.base_url}/v1beta/{f.name}",
+            "state": state,
+            "source": "UPLOADED",
+        }
+        if state == "FAILED":
+            data["error"] = {"code": 400, "message": "The video could not be processed (emulated failure)."}
+        return data
+
+    def live_file(self, name: str) -> _File | None:
+        f = self.files.get(name)
+        if f and time.time() >= f.expires:
+            del self.files[name]
+            return None
+        return f
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "GeminiEmulator/1"
+
+    @property
+    def emu(self) -> Emulator:
+        return self.server.emulator  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    # -- plumbing ------------------------------------------------------------
+    def _send(self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _error(self, code: int, status: str, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        error: dict[str, Any] = {"code": code, "message": message, "status": status}
+        if details:
+            error["details"] = details
+        self._send(code, {"error": error})
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _authorized(self) -> bool:
+        cfg = self.emu.config
+        key = self.headers.get("x-goog-api-key") or ""
+        if key and key not in cfg.rejected_keys and (cfg.valid_keys is None or key in cfg.valid_keys):
+            return True
+        self._error(
+            400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+            [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        )
+        return False
+
+    def _fault(self, where: str) -> bool:
+        """Answer with an injected 429 or 503 when the dice say so."""
+        cfg = self.emu.config
+        if where not in cfg.fault_on:
+            return False
+        with self.emu.lock:
+            roll = self.emu.random.random()
+        if roll < cfg.rate_429:
+            self.emu.stats.faults["429"] += 1
+            details = None
+            if cfg.retry_delay_s is not None:
+                details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{cfg.retry_delay_s}s"}]
+            self._error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).", details)
+            return True
+        if roll < cfg.rate_429 + cfg.rate_503:
+            self.emu.stats.faults["503"] += 1
+            self._error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+            return True
+        return False
+
+    # -- routing ---------------------------------------------------------------
+    def do_GET(self) -> None:
+        self.emu.stats.requests += 1
+        path = self.path.split("?", 1)[0]
+        if m := re.fullmatch(_API + r"/(files/[a-z0-9-]+)", path):
+            self._get_file(m.group(1))
+        elif re.fullmatch(_API + r"/files", path):
+            self._list_files()
+        elif re.fullmatch(_API + r"/models", path):
+            if self._authorized():
+                self._send(200, {"models": [{"name": f"models/{n}", "displayName": m.label} for n, m in MODELS.items()]})
+        else:
+            self._error(404, "NOT_FOUND", f"No route for GET {path}")
+
+    def do_POST(self) -> None:
+        self.emu.stats.requests += 1
+        path = self.path.split("?", 1)[0]
+        if re.fullmatch(r"/upload" + _API + r"/files", path):
+            self._upload_start()
+        elif m := re.fullmatch(r"/upload-session/([0-9a-f]+)", path):
+            self._upload_chunk(m.group(1))
+        elif m := re.fullmatch(_API + r"/models/([^/:]+):generateContent", path):
+            self._generate(m.group(1))
+        else:
+            self._body()
+            self._error(404, "NOT_FOUND", f"No route for POST {path}")
+
+    def do_DELETE(self) -> None:
+        self.emu.stats.requests += 1
+        m = re.fullmatch(_API + r"/(files/[a-z0-9-]+)", self.path.split("?", 1)[0])
+        if not m or not self._authorized():
+            if not m:
+                self._error(404, "NOT_FOUND", "No such route")
+            return
+        with self.emu.lock:
+            self.emu.files.pop(m.group(1), None)
+        self._send(200, {})
+
+    # -- files -----------------------------------------------------------------
+    def _get_file(self, name: str) -> None:
+        if not self._authorized() or self._fault("poll"):
+            return
+        emu = self.emu
+        with emu.lock:
+            emu.stats.polls[name] += 1
+            f = emu.live_file(name)
+            body = emu.file_json(f) if f else None
+        if body is None:
+            self._error(403, "PERMISSION_DENIED", f"You do not have permission to access the File {name} or it may not exist.")
+        else:
+            self._send(200, body)
+
+    def _list_files(self) -> None:
+        if not self._authorized():
+            return
+        with self.emu.lock:
+            files = [self.emu.file_json(f) for f in list(self.emu.files.values())]
+        self._send(200, {"files": files})
+
+    # -- resumable upload ------------------------------------------------------------
+    def _upload_start(self) -> None:
+        body = self._body()
+        if not self._authorized() or self._fault("upload_start"):
+            return
+        if self.headers.get("X-Goog-Upload-Protocol") != "resumable" or self.headers.get("X-Goog-Upload-Command") != "start":
+            self._error(400, "INVALID_ARGUMENT", "Only resumable uploads are supported.")
+            return
+        meta = (json.loads(body or b"{}").get("file") or {})
+        size = int(self.headers.get("X-Goog-Upload-Header-Content-Length") or meta.get("size_bytes") or 0)
+        emu = self.emu
+        name = meta.get("name") or f"files/{uuid.uuid4().hex[:12]}"
+        if not re.fullmatch(r"files/[a-z0-9-]{1,40}", name):
+            self._error(400, "INVALID_ARGUMENT", f"Invalid file name {name!r}.")
+            return
+        with emu.lock:
+            if emu.live_file(name):
+                self._error(409, "ALREADY_EXISTS", f"File {name} already exists.")
+                return
+            session_id = uuid.uuid4().hex
+            emu.sessions[session_id] = _Session(
+                name=name,
+                display_name=meta.get("display_name") or name,
+                mime_type=self.headers.get("X-Goog-Upload-Header-Content-Type") or meta.get("mime_type") or "video/mp4",
+                size=size,
+                path=emu.storage / session_id,
+            )
+            emu.stats.uploads_started += 1
+            emu.stats.max_uploads_at_once = max(emu.stats.max_uploads_at_once, emu.uploads_in_flight())
+        self._send(200, {}, {"x-goog-upload-url": f"{emu.base_url}/upload-session/{session_id}", "x-goog-upload-status": "active"})
+
+    def _upload_chunk(self, session_id: str) -> None:
+        emu, cfg = self.emu, self.emu.config
+        session = emu.sessions.get(session_id)
+        length = int(self.headers.get("Content-Length") or 0)
+        if cfg.chunk_delay_s:
+            time.sleep(cfg.chunk_delay_s)
+        if session is None:
+            self._drain(length)
+            self._error(404, "NOT_FOUND", "Upload session not found.")
+            return
+        with emu.lock:
+            roll = emu.random.random()
+        if roll < cfg.fail_chunk_rate:
+            self._drain(length)
+            emu.stats.faults["chunk"] += 1
+            self._error(500, "INTERNAL", "Internal error while receiving the chunk.")
+            return
+        offset = int(self.headers.get("X-Goog-Upload-Offset") or -1)
+        if offset != session.received:
+            self._drain(length)
+            self._error(400, "INVALID_ARGUMENT", f"Offset {offset} does not match {session.received} bytes received.")
+            return
+        with session.path.open("ab") as out:
+            remaining = length
+            while remaining:
+                piece = self.rfile.read(min(remaining, 1 << 20))
+                if not piece:
+                    break
+                out.write(piece)
+                remaining -= len(piece)
+        session.received += length
+        session.touched = time.monotonic()
+        if "finalize" not in (self.headers.get("X-Goog-Upload-Command") or ""):
+            self._send(200, {}, {"x-goog-upload-status": "active"})
+            return
+        self._finalize(session_id, session)
+
+    def _finalize(self, session_id: str, session: _Session) -> None:
+        emu, cfg = self.emu, self.emu.config
+        now = time.time()
+        ttl = cfg.expire_after_s if cfg.expire_after_s is not None else FILE_TTL_S
+        f = _File(
+            name=session.name, display_name=session.display_name, mime_type=session.mime_type,
+            size=session.received, path=session.path, created=now,
+            active_at=now + cfg.processing_delay(session.display_name),
+            failed=cfg.fail_marker in session.display_name, expires=now + ttl,
+        )
+        with emu.lock:
+            emu.sessions.pop(session_id, None)
+            emu.files[f.name] = f
+            emu.stats.uploads_finished[f.display_name] += 1
+            body = {"file": emu.file_json(f)}
+        self._send(200, body, {"x-goog-upload-status": "final"})
+
+    def _drain(self, length: int) -> None:
+        while length > 0:
+            piece = self.rfile.read(min(length, 1 << 20))
+            if not piece:
+                return
+            length -= len(piece)
+
+    # -- generateContent ---------------------------------------------------------
+    def _generate(self, model: str) -> None:
+        body = json.loads(self._body() or b"{}")
+        if not self._authorized() or self._fault("generate"):
+            return
+        emu, cfg = self.emu, self.emu.config
+        uri, prompt = _file_and_prompt(body)
+        name = uri.split("/v1beta/", 1)[-1] if uri else ""
+        with emu.lock:
+            f = emu.live_file(name)
+            state = emu.file_json(f)["state"] if f else None
+        if f is None:
+            self._error(403, "PERMISSION_DENIED", f"You do not have permission to access the File {name} or it may not exist.")
+            return
+        if state != "ACTIVE":
+            self._error(400, "FAILED_PRECONDITION", f"The File {name} is not in an ACTIVE state and usage is not allowed.")
+            return
+        emu.stats.generates[f.display_name] += 1
+        if cfg.hang_generate_s and emu.stopping.wait(cfg.hang_generate_s):
+            return
+        if cfg.analysis_delay_s:
+            time.sleep(cfg.analysis_delay_s)
+        if cfg.blocked_marker in f.display_name:
+            self._send(200, {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": f"{model}-emulator"})
+            return
+        text = "" if cfg.empty_marker in f.display_name else describe(f.path, f.display_name, prompt)
+        out_tokens = len(text) // 4
+        prompt_tokens = 300 * 10 + len(prompt) // 4
+        self._send(200, {
+            "candidates": [{
+                "content": {"role": "model", "parts": [{"text": text}] if text else []},
+                "finishReason": "STOP" if text else "OTHER", "index": 0,
+            }],
+            "usageMetadata": {
+                "promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
+                "totalTokenCount": prompt_tokens + out_tokens,
+            },
+            "modelVersion": f"{model}-emulator",
+        })
+
+
+def _file_and_prompt(body: dict[str, Any]) -> tuple[str, str]:
+    uri, texts = "", []
+    for content in body.get("contents", []):
+        for part in content.get("parts", []):
+            data = part.get("fileData") or part.get("file_data") or {}
+            uri = data.get("file_uri") or data.get("fileUri") or uri
+            if part.get("text"):
+                texts.append(part["text"])
+    return uri, "\n".join(texts)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

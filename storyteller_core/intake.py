@@ -1,0 +1,94 @@
+"""Turn what a person hands us (a path, a folder, an uploaded stream) into checked candidates.
+
+Nothing here talks to the network: every file is hashed and probed locally, and
+a bad file is refused with a reason before any API call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .config import VIDEO_EXTENSIONS, Settings
+from .media import MediaError, Probe, check_size, hash_file, probe, safe_display_name, spool_stream
+
+
+@dataclass
+class Candidate:
+    display_name: str
+    path: Path
+    size_bytes: int = 0
+    sha256: str = ""
+    probe: Probe | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+def expand(paths: list[Path]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given, and folders expanded to the videos in them (recursively, sorted)."""
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if child.name.startswith("."):
+                    continue
+                if child.suffix.lower() in VIDEO_EXTENSIONS:
+                    files.append(child)
+                else:
+                    skipped.append(Skipped(child, f"{child.name} was skipped: not a video file extension"))
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def inspect_path(path: Path, settings: Settings) -> Candidate:
+    """Hash and probe a local file in place (it is read from disk, never copied)."""
+    name = safe_display_name(path.name)
+    candidate = Candidate(display_name=name, path=path.expanduser().absolute())
+    try:
+        if not path.exists():
+            raise MediaError("not_found", f"{name} does not exist at {path}. Check the path and try again.")
+        if not path.is_file():
+            raise MediaError("not_a_file", f"{path} is not a file. Give a video file or a folder of videos.")
+        check_size(name, path.stat().st_size, settings.max_file_bytes)
+        candidate.sha256, candidate.size_bytes = hash_file(path)
+    except MediaError as exc:
+        return _refuse(candidate, exc)
+    except PermissionError:
+        return _refuse(candidate, MediaError("unreadable", f"{name} cannot be read (permission denied). Check its permissions."))
+    except OSError as exc:
+        return _refuse(candidate, MediaError("unreadable", f"{name} cannot be read ({exc.strerror or exc}). Check the disk and try again."))
+    return _probe(candidate, settings)
+
+
+def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate:
+    """Spool an uploaded stream into the data dir (hashing on the way), then probe it."""
+    display = safe_display_name(name)
+    path, sha, size = spool_stream(stream, settings.data_dir / "spool", display)
+    return _probe(Candidate(display_name=display, path=path, size_bytes=size, sha256=sha), settings)
+
+
+def _probe(candidate: Candidate, settings: Settings) -> Candidate:
+    try:
+        candidate.probe = probe(candidate.path, candidate.display_name, settings.max_file_bytes, settings.max_duration_s)
+    except MediaError as exc:
+        return _refuse(candidate, exc)
+    return candidate
+
+
+def _refuse(candidate: Candidate, exc: MediaError) -> Candidate:
+    candidate.error_code = exc.code
+    candidate.error_message = exc.message
+    return candidate

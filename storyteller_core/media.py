@@ -1,0 +1,198 @@
+"""Local video files: spool + sha256 in one pass, PyAV probe, thumbnails."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+
+CHUNK = 1024 * 1024
+
+_MIME_BY_FORMAT = {
+    "mov,mp4,m4a,3gp,3g2,mj2": "video/mp4",
+    "matroska,webm": "video/webm",
+    "avi": "video/x-msvideo",
+    "mpeg": "video/mpeg",
+    "flv": "video/x-flv",
+    "asf": "video/x-ms-wmv",
+}
+
+
+class MediaError(ValueError):
+    """A file we refuse before any API call; the message is for a person."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Probe:
+    duration_s: float
+    width: int
+    height: int
+    video_codec: str
+    audio_codec: str | None
+    mime_type: str
+    fps: float | None
+
+
+def safe_display_name(name: str) -> str:
+    """The last path component of a user-supplied name, stripped of control characters."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(ch for ch in base if ch.isprintable()).strip()
+    if cleaned in {"", ".", ".."}:
+        cleaned = "video"
+    return cleaned[:200]
+
+
+def spool_stream(stream: BinaryIO, spool_dir: Path, display_name: str) -> tuple[Path, str, int]:
+    """Copy ``stream`` to ``spool_dir`` in 1 MiB chunks, hashing in the same pass.
+
+    The spooled file is named by its sha256, never by the user's file name, so a
+    name cannot escape the data dir and the same content is stored once.
+    """
+    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    digest = hashlib.sha256()
+    size = 0
+    suffix = Path(safe_display_name(display_name)).suffix.lower()[:10]
+    fd, tmp_name = tempfile.mkstemp(dir=spool_dir, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        sha = digest.hexdigest()
+        final = spool_dir / f"{sha}{suffix}"
+        os.chmod(tmp_name, 0o600)
+        os.replace(tmp_name, final)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return final, sha, size
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as src:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float) -> Probe:
+    """Check that ``path`` is a whole, readable video within limits, or raise MediaError."""
+    check_size(display_name, path.stat().st_size, max_bytes)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            video = next(iter(container.streams.video), None)
+            if video is None:
+                raise MediaError("not_video", f"{display_name} is not a video file (no video stream found).")
+            audio = next(iter(container.streams.audio), None)
+            duration = _duration(container, video)
+            check_duration(display_name, duration, max_duration_s)
+            _decode_first_and_last(container, video, duration)
+            fmt = container.format.name
+            return Probe(
+                duration_s=duration,
+                width=video.codec_context.width,
+                height=video.codec_context.height,
+                video_codec=video.codec_context.name,
+                audio_codec=audio.codec_context.name if audio else None,
+                mime_type=_MIME_BY_FORMAT.get(fmt) or _guess_mime(display_name),
+                fps=float(video.average_rate) if video.average_rate else None,
+            )
+    except MediaError:
+        raise
+    except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
+        raise MediaError(
+            "unreadable",
+            f"{display_name} is not a video file we can read, or it is truncated or damaged ({_short(exc)}).",
+        ) from exc
+
+
+def check_size(display_name: str, size: int, max_bytes: int) -> None:
+    if size == 0:
+        raise MediaError("empty_file", f"{display_name} is empty (0 bytes). Check the file and add it again.")
+    if size > max_bytes:
+        raise MediaError(
+            "too_large",
+            f"{display_name} is {size / 1024**3:.2f} GB, over the {max_bytes / 1024**3:.2f} GB limit "
+            "per file. Split or compress it, then add it again.",
+        )
+
+
+def check_duration(display_name: str, duration_s: float, max_duration_s: float) -> None:
+    if duration_s > max_duration_s:
+        raise MediaError(
+            "too_long",
+            f"{display_name} lasts {duration_s / 3600:.1f} h, over the {max_duration_s / 3600:.1f} h limit. "
+            "Cut it into parts, then add them.",
+        )
+
+
+def thumbnail(path: Path, out: Path, width: int = 160) -> Path | None:
+    """Save a JPEG of the first decodable frame; None when there is none."""
+    if out.exists():
+        return out
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                image = frame.to_image()
+                image.thumbnail((width, width * 3))
+                out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                image.save(out, "JPEG", quality=80)
+                return out
+    except (av.FFmpegError, IndexError, OSError):
+        return None
+    return None
+
+
+def _duration(container: av.container.InputContainer, video: av.VideoStream) -> float:
+    if container.duration:
+        return container.duration / av.time_base
+    if video.duration and video.time_base:
+        return float(video.duration * video.time_base)
+    return 0.0
+
+
+def _decode_first_and_last(container: av.container.InputContainer, video: av.VideoStream, duration: float) -> None:
+    """Decode one frame at the start and one near the end: a truncated file fails here."""
+    if _first_frame(container, video) is None:
+        raise ValueError("no frame could be decoded")
+    if duration > 1:
+        target = int((duration * 0.9) / float(video.time_base)) if video.time_base else 0
+        container.seek(target, stream=video, any_frame=False, backward=True)
+        if _first_frame(container, video) is None:
+            raise ValueError("the end of the video is missing")
+
+
+def _first_frame(container: av.container.InputContainer, video: av.VideoStream) -> av.VideoFrame | None:
+    for packet in container.demux(video):
+        for frame in packet.decode():
+            return frame
+    return None
+
+
+def _guess_mime(name: str) -> str:
+    mime, _ = mimetypes.guess_type(name)
+    return mime if mime and mime.startswith("video/") else "video/mp4"
+
+
+def _short(exc: BaseException) -> str:
+    """The error's reason without the file's path (which can be long and private)."""
+    text = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+    text = text[0].lower() + text[1:]
+    return text if len(text) < 120 else text[:117] + "..."

@@ -1,0 +1,103 @@
+"""Which job a free worker takes next: priority, then FIFO, under the upload cap.
+
+A job that waits for Gemini (a poll later) sits here with a due time and holds
+no worker. Thread-safe; workers block in ``take`` until something is due.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class _Entry:
+    job_id: str
+    rank: int  # 0 high, 1 normal, 2 low
+    seq: int  # submission order, kept across phases so FIFO holds
+    due: float
+    uploads: bool  # needs one of the upload slots
+
+
+class Scheduler:
+    def __init__(self, max_uploads: int) -> None:
+        self.max_uploads = max_uploads
+        self._entries: dict[str, _Entry] = {}
+        self._running: dict[str, bool] = {}  # job id -> holds an upload slot
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, job_id: str, rank: int, *, delay: float = 0.0, uploads: bool = False, seq: int | None = None) -> None:
+        with self._cond:
+            old = self._entries.get(job_id)
+            order = seq if seq is not None else (old.seq if old else next(self._seq))
+            self._entries[job_id] = _Entry(job_id, rank, order, time.monotonic() + delay, uploads)
+            self._cond.notify_all()
+
+    def seq_of(self, job_id: str) -> int | None:
+        entry = self._entries.get(job_id)
+        return entry.seq if entry else None
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def remove(self, job_id: str) -> bool:
+        with self._cond:
+            return self._entries.pop(job_id, None) is not None
+
+    def take(self, timeout: float = 1.0) -> _Entry | None:
+        """The best due job a worker may start now, or None after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                entry = self._best(now)
+                if entry is not None:
+                    del self._entries[entry.job_id]
+                    self._running[entry.job_id] = entry.uploads
+                    return entry
+                next_due = min((e.due for e in self._entries.values()), default=deadline)
+                wait = min(deadline, next_due) - now
+                if now >= deadline:
+                    return None
+                self._cond.wait(max(0.005, wait))
+            return None
+
+    def done(self, job_id: str) -> None:
+        with self._cond:
+            self._running.pop(job_id, None)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def queued(self) -> list[str]:
+        with self._cond:
+            return [e.job_id for e in sorted(self._entries.values(), key=lambda e: (e.rank, e.seq))]
+
+    def running(self) -> list[str]:
+        with self._cond:
+            return list(self._running)
+
+    def uploads_running(self) -> int:
+        with self._cond:
+            return sum(self._running.values())
+
+    def __contains__(self, job_id: str) -> bool:
+        with self._cond:
+            return job_id in self._entries or job_id in self._running
+
+    def _best(self, now: float) -> _Entry | None:
+        uploads_free = sum(self._running.values()) < self.max_uploads
+        best = None
+        for entry in self._entries.values():
+            if entry.due > now or (entry.uploads and not uploads_free):
+                continue
+            if best is None or (entry.rank, entry.seq) < (best.rank, best.seq):
+                best = entry
+        return best
