@@ -15,7 +15,7 @@ class EmulatorConfig:
     retry_delay_s: float | None = None  # RetryInfo sent with a 429; None sends none
     rate_503: float = 0.0
     fault_on: set[str] = field(default_factory=lambda: {"upload_start", "poll", "generate"})
-    fail_chunk_rate: float = 0.0  # share of upload chunks answered 500 (the SDK resends)
+    fail_every_nth_chunk: int = 0  # every n-th upload chunk is answered 500 (the SDK resends it)
     fail_marker: str = "FAILME"  # display name containing it -> file ends FAILED
     blocked_marker: str = "BLOCKME"  # -> answer blocked for safety
     empty_marker: str = "EMPTYME"  # -> answer with no text

@@ -63,6 +63,7 @@ class Stats:
     generates: Counter = field(default_factory=Counter)  # by display name
     faults: Counter = field(default_factory=Counter)
     requests: int = 0
+    chunks: int = 0
 
 
 class Emulator:
@@ -307,8 +308,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "NOT_FOUND", "Upload session not found.")
             return
         with emu.lock:
-            roll = emu.random.random()
-        if roll < cfg.fail_chunk_rate:
+            emu.stats.chunks += 1
+            fail = cfg.fail_every_nth_chunk and emu.stats.chunks % cfg.fail_every_nth_chunk == 0
+        if fail:
             self._drain(length)
             emu.stats.faults["chunk"] += 1
             self._error(500, "INTERNAL", "Internal error while receiving the chunk.")
