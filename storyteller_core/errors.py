@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     TRANSIENT = "transient"  # 408/429/5xx, timeouts, connection errors: retry
     AUTH = "auth"  # the key was rejected: stop every job
     GONE = "gone"  # the Gemini file expired or was deleted: upload again

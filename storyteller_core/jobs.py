@@ -6,11 +6,11 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class State(str, Enum):
+class State(StrEnum):
     CREATED = "CREATED"
     UPLOADING = "UPLOADING"
     UPLOADED = "UPLOADED"
