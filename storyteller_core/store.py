@@ -46,6 +46,7 @@ class JobStore:
             self._index_add(_ALL, job.id)
             self._index_add(f"index:batch:{job.batch_id}", job.id)
             self._index_add(f"index:sha:{job.sha256}", job.id)
+            self._index_add("index:batches", job.batch_id)
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -107,6 +108,10 @@ class JobStore:
     def jobs(self, ids: Iterable[str] | None = None) -> list[Job]:
         found = (self.get(i) for i in (self.job_ids() if ids is None else ids))
         return [job for job in found if job is not None]
+
+    def batch_ids(self) -> list[str]:
+        """Batch ids, newest first (ids start with their creation time)."""
+        return sorted(self.cache.get("index:batches", []), reverse=True)
 
     def jobs_in_batch(self, batch_id: str) -> list[Job]:
         return self.jobs(self.cache.get(f"index:batch:{batch_id}", []))
