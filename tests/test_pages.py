@@ -1,0 +1,126 @@
+"""Every page through streamlit.testing.v1.AppTest, against a live emulator with a test key."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from storyteller_core import State
+from storyteller_core.store import JobStore
+
+from .conftest import TEST_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch, emulator):
+    monkeypatch.setenv("STORYTELLER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GEMINI_API_KEY", TEST_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    monkeypatch.chdir(ROOT)
+    return tmp_path / "data"
+
+
+def app(page: str = "app.py") -> AppTest:
+    return AppTest.from_file(str(ROOT / page), default_timeout=60)
+
+
+def text_of(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [e.value for e in at.error] + [w.value for w in at.warning]
+    parts += [c.value for c in at.code] + [i.value for i in at.info] + [str(m.value) for m in at.metric]
+    return "\n".join(parts)
+
+
+def wait_terminal(data_dir: Path, count: int, timeout: float = 60) -> list:
+    store = JobStore(data_dir / "jobs")
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = store.jobs()
+        if len(jobs) == count and all(j.state.terminal for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_upload_start_and_board_shows_every_outcome(data_dir, videos, one_video):
+    at = app().run()
+    assert not at.exception
+    files = [(p.name, p.read_bytes(), "video/mp4") for p in videos[:2]]
+    files += [("notes.mp4", b"not a video", "video/mp4"), ("bad-FAILME.mp4", one_video("x.mp4").read_bytes(), "video/mp4")]
+    at.file_uploader[0].set_value(files).run()
+
+    assert "notes.mp4 is not a video file" in text_of(at)
+    assert at.dataframe  # the accepted list with duration, size, tokens and cost
+    start = next(b for b in at.button if b.label.startswith("Start batch"))
+    assert start.label == "Start batch (3 video(s))"
+    start.click().run()
+    jobs = wait_terminal(data_dir, 4)
+    at.run()
+
+    shown = text_of(at)
+    assert {j.state for j in jobs} == {State.COMPLETED, State.FAILED}
+    assert "could not be processed (emulated failure)" in shown  # FAILED row with Gemini's reason
+    assert "notes.mp4 is not a video file" in shown
+    assert sum("1.0-second video" in c.value for c in at.code) >= 2  # stories in copyable code blocks
+    assert "2 / 4" in shown
+    assert TEST_KEY not in shown
+
+
+def test_retry_and_remove_buttons_act_on_the_job(data_dir, one_video, emulator):
+    video = one_video("interview-EMPTYME.mp4")
+    at = app().run()
+    at.file_uploader[0].set_value([(video.name, video.read_bytes(), "video/mp4")]).run()
+    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
+    [job] = wait_terminal(data_dir, 1)
+    assert job.state is State.FAILED and job.error_code == "empty_answer"
+    at.run()
+    emulator.config.empty_marker = "no longer matches"
+
+    at.button(key=f"retry-{job.id}").click().run()
+    [job] = wait_terminal(data_dir, 1)
+    assert job.state is State.COMPLETED
+    assert emulator.uploads_of(video.name) == 1  # the retry reused the ACTIVE file
+    at.run()
+    at.button(key=f"remove-{job.id}").click().run()
+    assert JobStore(data_dir / "jobs").job_ids() == []
+
+
+def test_results_page_filters_and_offers_the_csv(data_dir, videos):
+    at = app().run()
+    at.file_uploader[0].set_value([(p.name, p.read_bytes(), "video/mp4") for p in videos[:2]]).run()
+    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
+    wait_terminal(data_dir, 2)
+
+    at.switch_page("pages/results.py").run()
+
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 2
+    at.text_input[0].input("clip-001").run()
+    assert list(at.dataframe[0].value["file_name"]) == ["clip-001.mp4"]
+    assert at.get("download_button")[0].proto.label == "Download CSV (1 row(s))"
+
+
+def test_queue_and_settings_pages_render_and_never_show_the_key(data_dir):
+    at = app().run()
+    at.switch_page("pages/queue.py").run()
+    assert not at.exception and "Running" in [m.label for m in at.metric]
+
+    at.switch_page("pages/settings.py").run()
+    assert not at.exception
+    shown = text_of(at) + "\n".join(str(df.value) for df in at.dataframe)
+    assert "••••••••6789" in shown and TEST_KEY not in shown
+    assert "gemini-2.5-flash" in shown
+
+
+def test_demo_banner_when_no_key(data_dir, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY")
+    monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL")
+    monkeypatch.setenv("STORYTELLER_DATA_DIR", str(data_dir) + "-demo")
+
+    at = app().run()
+
+    assert any("Demo mode: no API key; stories are emulator output." in i.value for i in at.info)
