@@ -28,10 +28,10 @@ def test_batch_of_twelve_completes_within_the_upload_cap(make_engine, emulator, 
 
 
 def test_429_and_503_bursts_are_retried_until_done(make_engine, emulator, videos):
-    emulator.config.rate_429 = 0.25
+    emulator.config.rate_429 = 0.15
     emulator.config.retry_delay_s = 0.2
-    emulator.config.rate_503 = 0.2
-    engine = make_engine()
+    emulator.config.rate_503 = 0.1
+    engine = make_engine(upload_budget_s=60, analysis_budget_s=60)  # a long streak must not end a job
 
     jobs = run_all(engine, videos[:6])
 
