@@ -1,11 +1,13 @@
-"""Process-wide limits around Gemini calls: polls at once and poll rate."""
+"""Process-wide limits around Gemini polls: how many at once, and how many per second.
+
+Neither limit makes a worker sleep: a poll that cannot go now tells the caller
+how long to wait, and the job goes back to the scheduler until then.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 
 class RateLimiter:
@@ -16,13 +18,14 @@ class RateLimiter:
         self._next = time.monotonic()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def try_acquire(self) -> float:
+        """Take the slot and return 0, or return the seconds until the next free slot."""
         with self._lock:
             now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
+            if now < self._next:
+                return self._next - now
+            self._next = now + self.interval
+            return 0.0
 
 
 class PollLimits:
@@ -30,8 +33,14 @@ class PollLimits:
         self._slots = threading.BoundedSemaphore(max_at_once)
         self._rate = RateLimiter(per_second)
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._slots:
-            self._rate.acquire()
-            yield
+    def try_start(self) -> float:
+        """0 when a poll may start now (the caller must call ``finish``), else seconds to wait."""
+        if not self._slots.acquire(blocking=False):
+            return 0.05
+        wait = self._rate.try_acquire()
+        if wait:
+            self._slots.release()
+        return wait
+
+    def finish(self) -> None:
+        self._slots.release()

@@ -152,14 +152,18 @@ class Pipeline:
             raise StepFailed("processing_timeout", f"Gemini was still processing {job.display_name} after "
                              f"{self.settings.processing_budget_s / 60:.0f} min. Retry later.")
         assert job.gemini_name
+        wait = self.polls.try_start()
+        if wait:
+            return wait  # over the poll rate: give the worker back until a slot frees
         try:
-            with self.polls.slot():
-                remote = self.gateway.get_file(job.gemini_name)
+            remote = self.gateway.get_file(job.gemini_name)
         except GeminiError as exc:
             if exc.kind is not Kind.TRANSIENT:
                 raise
             job = self.store.update(job.id, poll_attempts=job.poll_attempts + 1)
             return poll_delay(job.poll_attempts, self.settings)
+        finally:
+            self.polls.finish()
         job = self.store.update(job.id, poll_attempts=job.poll_attempts + 1,
                                 gemini_state=remote.state if remote else "GONE")
         if remote is None:
