@@ -70,8 +70,10 @@ def main() -> None:
                 measured = engine_makespan(emu, pool[:n], Path(tmp) / f"data-{n}")
                 if n <= 20:
                     sequential, mark = sequential_makespan(emu, pool[:n]), ""
-                else:
+                elif rows:
                     sequential, mark = rows[-1][4] / rows[-1][0] * n, "~"
+                else:
+                    sequential, mark = float("nan"), "n/a "  # run with a smaller N first to extrapolate
             ideal = args.processing + math.ceil(n / args.workers) * args.analysis
             rows.append((n, measured, ideal, measured / ideal, sequential, mark))
     print(f"P = {args.processing:g} s, A = {args.analysis:g} s, {args.workers} workers, 2 uploads at once")
