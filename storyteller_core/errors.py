@@ -41,7 +41,7 @@ class GeminiError(Exception):
 
 
 class StepFailed(Exception):
-    """A step ended the job: code, message for a person, and the step's name."""
+    """A step ended the job: a code to branch on and a message for a person."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -37,10 +37,6 @@ class Scheduler:
             self._entries[job_id] = _Entry(job_id, rank, order, time.monotonic() + delay, uploads)
             self._cond.notify_all()
 
-    def seq_of(self, job_id: str) -> int | None:
-        entry = self._entries.get(job_id)
-        return entry.seq if entry else None
-
     def next_seq(self) -> int:
         return next(self._seq)
 

@@ -149,17 +149,6 @@ class JobStore:
             if lease and lease["owner"] == owner:
                 self.cache.delete(_LEASE + job_id)
 
-    def lease_owner(self, job_id: str) -> str | None:
-        lease = self.cache.get(_LEASE + job_id)
-        return lease["owner"] if lease and not _lease_stale(lease) else None
-
-    # -- small settings shared by processes ------------------------------------
-    def get_meta(self, key: str, default: Any = None) -> Any:
-        return self.cache.get("meta:" + key, default)
-
-    def set_meta(self, key: str, value: Any) -> None:
-        self.cache.set("meta:" + key, value)
-
     def _index_add(self, key: str, job_id: str) -> None:
         ids = self.cache.get(key, [])
         if job_id not in ids:
