@@ -243,3 +243,30 @@ def _wait_for(engine, job_id: str, state: State, timeout: float = 20) -> None:
     while engine.store.require(job_id).state is not state:
         assert time.monotonic() < deadline, f"job never reached {state}"
         time.sleep(0.05)
+
+
+def test_two_engines_on_one_data_dir_never_work_the_same_job(make_engine, emulator, videos):
+    emulator.config.processing_delay_s = 1.0
+    first = make_engine()
+    jobs = first.submit_paths(videos[:6], prompt="P")
+    second = make_engine()  # e.g. the app's engine rebuilt by "Clear cache", over the same jobs
+
+    done = second.wait([j.id for j in jobs], timeout=60)
+
+    assert [j.state for j in done] == [State.COMPLETED] * 6
+    assert all(emulator.uploads_of(p.name) == 1 for p in videos[:6])
+    assert all(emulator.stats.generates[p.name] == 1 for p in videos[:6])
+
+
+def test_a_second_engine_takes_over_when_the_first_stops(make_engine, emulator, videos):
+    emulator.config.processing_delay_s = 2.0
+    first = make_engine()
+    jobs = first.submit_paths(videos[:3], prompt="P")
+    _wait_for(first, jobs[-1].id, State.FILE_PROCESSING)
+    first.shutdown()  # leaves FILE_PROCESSING jobs and releases their leases
+
+    second = make_engine()
+    done = second.wait([j.id for j in jobs], timeout=60)
+
+    assert [j.state for j in done] == [State.COMPLETED] * 3
+    assert all(emulator.uploads_of(p.name) == 1 for p in videos[:3])
