@@ -88,12 +88,13 @@ def board() -> None:
     live = [j for j in jobs if not j.state.terminal]
     started = min((j.created_at for j in jobs), default=time.time())
     ended = max((j.completed_at or 0 for j in jobs), default=started) if not live else time.time()
-    cols = st.columns(5)
+    cols = st.columns(6)
     cols[0].metric("Done", f"{len(done)} / {len(jobs)}")
     cols[1].metric("Failed", len(failed))
     cols[2].metric("In flight", len(live))
     cols[3].metric("Elapsed", duration(ended - started))
-    cols[4].metric("Tokens · cost", f"{sum(j.total_tokens or 0 for j in jobs):,} · {money(sum(j.cost_usd or 0 for j in jobs))}")
+    cols[4].metric("Tokens", f"{sum(j.total_tokens or 0 for j in jobs):,}")
+    cols[5].metric("Cost", money(sum(j.cost_usd or 0 for j in jobs)))
 
     shown = st.segmented_control("Show", ["All", "In flight", "Completed", "Failed"], default="All", key="board-filter")
     pick = {"In flight": live, "Completed": done, "Failed": failed}.get(shown or "All", jobs)
