@@ -124,3 +124,47 @@ def test_demo_banner_when_no_key(data_dir, monkeypatch):
     at = app().run()
 
     assert any("Demo mode: no API key; stories are emulator output." in i.value for i in at.info)
+
+
+def test_a_job_row_renders_every_state():
+    def script() -> None:
+        from storyteller_core import Job, State
+        from storyteller_ui.view import job_row
+
+        class NoEngine:
+            def retry(self, job_id): ...
+            def cancel(self, job_id): ...
+            def remove(self, job_id): ...
+
+        for state in State:
+            job = Job(display_name=f"{state.value}.mp4", source_path="/x", size_bytes=1, sha256="a" * 64,
+                      mime_type="video/mp4", model="m", prompt="p", batch_id="b", state=state, progress=50,
+                      story="The story." if state is State.COMPLETED else None,
+                      error_message="Gemini could not process it." if state is State.FAILED else None)
+            job_row(NoEngine(), job)
+
+    at = AppTest.from_function(script).run()
+
+    assert not at.exception
+    shown = "\n".join(m.value for m in at.markdown)
+    for label in ("Queued", "Uploading", "Uploaded", "Gemini processing", "Ready to analyze", "Writing story",
+                  "Completed", "Failed", "Cancelled"):
+        assert label in shown
+    assert [e.value for e in at.error] == ["Gemini could not process it."]
+    assert [c.value for c in at.code] == ["The story."]
+    labels = [b.label for b in at.button]
+    assert labels.count("Cancel") == 6 and labels.count("Retry") == 2 and labels.count("Remove") == 9
+
+
+def test_cancel_button_stops_a_running_job(data_dir, videos, emulator):
+    emulator.config.processing_delay_s = 30
+    at = app().run()
+    at.file_uploader[0].set_value([(videos[0].name, videos[0].read_bytes(), "video/mp4")]).run()
+    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
+    [job] = JobStore(data_dir / "jobs").jobs()
+
+    at.button(key=f"cancel-{job.id}").click().run()
+
+    [job] = wait_terminal(data_dir, 1, timeout=30)
+    assert job.state is State.CANCELLED
+    assert not emulator.stats.generates
