@@ -88,7 +88,13 @@ class Pipeline:
     def _upload(self, job: Job) -> float:
         name = file_name_for(job.sha256)
         budget = self.settings.upload_budget_s
-        existing = call_with_retry(lambda: self.gateway.get_file(name), budget)
+        wait = self.polls.try_start()  # files.get counts against the same rate as polls
+        if wait:
+            return wait
+        try:
+            existing = call_with_retry(lambda: self.gateway.get_file(name), budget)
+        finally:
+            self.polls.finish()
         if existing and existing.state != "FAILED" and self._fresh(existing):
             log.info("gemini file already exists; not uploading", extra={"job_id": job.id, "gemini_name": name})
             self._record_file(job, existing)

@@ -60,6 +60,7 @@ class Stats:
     uploads_finished: Counter = field(default_factory=Counter)  # by display name
     max_uploads_at_once: int = 0
     polls: Counter = field(default_factory=Counter)  # files.get by file name
+    poll_times: list = field(default_factory=list)  # time.time() of every files.get
     generates: Counter = field(default_factory=Counter)  # by display name
     faults: Counter = field(default_factory=Counter)
     requests: int = 0
@@ -112,6 +113,11 @@ class Emulator:
 
     def uploads_of(self, display_name: str) -> int:
         return self.stats.uploads_finished[display_name]
+
+    def active_since(self, name: str) -> float | None:
+        """When the file turned (or will turn) ACTIVE, as time.time()."""
+        f = self.files.get(name)
+        return f.active_at if f else None
 
     def uploads_in_flight(self) -> int:
         cutoff = time.monotonic() - 30
@@ -252,6 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         emu = self.emu
         with emu.lock:
             emu.stats.polls[name] += 1
+            emu.stats.poll_times.append(time.time())
             f = emu.live_file(name)
             body = emu.file_json(f) if f else None
         if body is None:
