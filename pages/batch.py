@@ -77,7 +77,7 @@ if not batches:
     st.caption("No batches yet: drop some videos above.")
     st.stop()
 batch_id = st.selectbox("Batch", batches, index=batches.index(state.batch_id) if state.get("batch_id") in batches else 0)
-in_flight = any(not j.state.terminal for j in engine.store.jobs_in_batch(batch_id))
+in_flight = any(j.batch_id == batch_id for j in engine.store.unfinished())
 
 
 @st.fragment(run_every=1.5 if in_flight else None)

@@ -21,6 +21,7 @@ from .jobs import STAGE_PROGRESS, Job, State, check_transition
 _JOB = "job:"
 _LEASE = "lease:"
 _ALL = "index:all"
+_UNFINISHED = "index:unfinished"
 
 
 class JobNotFound(KeyError):
@@ -47,6 +48,8 @@ class JobStore:
             self._index_add(f"index:batch:{job.batch_id}", job.id)
             self._index_add(f"index:sha:{job.sha256}", job.id)
             self._index_add("index:batches", job.batch_id)
+            if not job.state.terminal:
+                self._index_add(_UNFINISHED, job.id)
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -88,7 +91,10 @@ class JobStore:
                 job.completed_at = None
             _assign(job, fields)
 
-        return self.mutate(job_id, change)
+        with self.cache.transact():
+            job = self.mutate(job_id, change)
+            (self._index_remove if new.terminal else self._index_add)(_UNFINISHED, job_id)
+        return job
 
     def delete(self, job_id: str) -> None:
         with self.cache.transact():
@@ -100,6 +106,7 @@ class JobStore:
             self._index_remove(_ALL, job_id)
             self._index_remove(f"index:batch:{job.batch_id}", job_id)
             self._index_remove(f"index:sha:{job.sha256}", job_id)
+            self._index_remove(_UNFINISHED, job_id)
 
     # -- look-ups --------------------------------------------------------------
     def job_ids(self) -> list[str]:
@@ -120,7 +127,13 @@ class JobStore:
         return self.jobs(self.cache.get(f"index:sha:{sha256}", []))
 
     def unfinished(self) -> list[Job]:
-        return [job for job in self.jobs() if not job.state.terminal]
+        """Jobs not yet COMPLETED, FAILED or CANCELLED, read through their own index."""
+        ids = self.cache.get(_UNFINISHED)
+        if ids is None:  # a data dir from before this index: build it once
+            with self.cache.transact():
+                ids = [job.id for job in self.jobs() if not job.state.terminal]
+                self.cache.set(_UNFINISHED, ids)
+        return [job for job in self.jobs(ids) if not job.state.terminal]
 
     # -- leases: one engine works a job at a time --------------------------------
     def claim(self, job_id: str, owner: str, ttl: float) -> bool:

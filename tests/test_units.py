@@ -112,3 +112,23 @@ def test_csv_has_bom_and_keeps_accents():
     text = raw.decode("utf-8-sig")
     assert "café.mp4" in text and "Le café était plein — fin 🎬" in text
     assert list(jobs_frame([job]).columns)[:4] == ["file_name", "status", "story", "error"]
+
+
+def test_the_unfinished_index_follows_every_state_change(tmp_path):
+    store = JobStore(tmp_path)
+    running = store.create(make_job())
+    done = store.create(make_job(state=State.COMPLETED))
+    assert [j.id for j in store.unfinished()] == [running.id]
+    store.transition(running.id, State.FAILED)
+    assert store.unfinished() == []
+    store.transition(running.id, State.CREATED)  # a retry
+    assert [j.id for j in store.unfinished()] == [running.id]
+    store.delete(running.id)
+    assert store.unfinished() == [] and store.get(done.id) is not None
+
+
+def test_a_store_without_the_unfinished_index_rebuilds_it(tmp_path):
+    store = JobStore(tmp_path)
+    job = store.create(make_job())
+    store.cache.delete("index:unfinished")  # as a data dir written before the index existed
+    assert [j.id for j in store.unfinished()] == [job.id]
