@@ -88,13 +88,15 @@ class Pipeline:
     def _upload(self, job: Job) -> float:
         name = file_name_for(job.sha256)
         budget = self.settings.upload_budget_s
-        wait = self.polls.try_start()  # files.get counts against the same rate as polls
-        if wait:
-            return wait
-        try:
-            existing = call_with_retry(lambda: self.gateway.get_file(name), budget)
-        finally:
-            self.polls.finish()
+        existing = None
+        if self._may_exist(job):
+            wait = self.polls.try_start()  # files.get counts against the same rate as polls
+            if wait:
+                return wait
+            try:
+                existing = call_with_retry(lambda: self.gateway.get_file(name), budget)
+            finally:
+                self.polls.finish()
         if existing and existing.state != "FAILED" and self._fresh(existing):
             log.info("gemini file already exists; not uploading", extra={"job_id": job.id, "gemini_name": name})
             self._record_file(job, existing)
@@ -121,6 +123,12 @@ class Pipeline:
                                        "seconds": round(time.monotonic() - started, 3)})
         self._record_file(job, remote)
         return 0.0
+
+    def _may_exist(self, job: Job) -> bool:
+        """Could Gemini already hold this content? (A fresh file that does answers 409 on create.)"""
+        if job.state is State.UPLOADING or job.gemini_name:  # a crash mid-upload, or a file from before
+            return True
+        return any(other.gemini_name for other in self.store.jobs_by_sha(job.sha256) if other.id != job.id)
 
     def _progress_writer(self, job: Job) -> Callable[[int], None]:
         low, high = UPLOAD_PROGRESS_SPAN
