@@ -207,12 +207,20 @@ class Engine:
             else:
                 self._fail(job_id, *describe_gemini_error(exc, phase))
         except (TransitionError, JobNotFound) as exc:
-            log.info("job changed elsewhere; dropping it", extra={"job_id": job_id, "reason": str(exc)})
+            current = self.store.get(job_id)
+            if current is None or current.state.terminal:  # cancelled or removed meanwhile
+                log.info("job changed elsewhere; dropping it", extra={"job_id": job_id, "reason": str(exc)})
+                return None
+            self._fail_internal(job_id, phase, "illegal transition")
         except Exception:
-            log.exception("unexpected error", extra={"job_id": job_id, "phase": phase})
-            self._fail(job_id, "internal_error", f"Something went wrong inside Video Storyteller during {phase}. "
-                       f"Retry the video; if it happens again, send the log ({self.log_file}).", phase)
+            self._fail_internal(job_id, phase, "unexpected error")
         return None
+
+    def _fail_internal(self, job_id: str, phase: str, what: str) -> None:
+        """A bug of ours: the traceback goes to the log, a plain message to the person."""
+        log.exception(what, extra={"job_id": job_id, "phase": phase})
+        self._fail(job_id, "internal_error", f"Something went wrong inside Video Storyteller during {phase}. "
+                   f"Retry the video; if it happens again, send the log ({self.log_file}).", phase)
 
     def _halt(self, job_id: str, phase: str) -> None:
         self.halted = KEY_REJECTED_MESSAGE

@@ -30,14 +30,15 @@ TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 S = State
 
 # Every allowed move. Going back to CREATED means "upload again" (the Gemini
-# file expired or was deleted, or a retry must start over).
+# file expired or was deleted, or a retry must start over). UPLOADING and
+# ANALYZING may be entered again: that is a step resumed after a crash.
 TRANSITIONS: dict[State, frozenset[State]] = {
     S.CREATED: frozenset({S.UPLOADING, S.UPLOADED, S.COMPLETED, S.FAILED, S.CANCELLED}),
     S.UPLOADING: frozenset({S.UPLOADING, S.UPLOADED, S.CREATED, S.FAILED, S.CANCELLED}),
     S.UPLOADED: frozenset({S.FILE_PROCESSING, S.CREATED, S.FAILED, S.CANCELLED}),
     S.FILE_PROCESSING: frozenset({S.FILE_ACTIVE, S.CREATED, S.FAILED, S.CANCELLED}),
     S.FILE_ACTIVE: frozenset({S.ANALYZING, S.CREATED, S.FAILED, S.CANCELLED}),
-    S.ANALYZING: frozenset({S.COMPLETED, S.FILE_ACTIVE, S.CREATED, S.FAILED, S.CANCELLED}),
+    S.ANALYZING: frozenset({S.ANALYZING, S.COMPLETED, S.FILE_ACTIVE, S.CREATED, S.FAILED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
     # Retry: back to the furthest durable state (see Engine.retry).
     S.FAILED: frozenset({S.CREATED, S.UPLOADED, S.FILE_ACTIVE}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -270,3 +271,23 @@ def test_a_second_engine_takes_over_when_the_first_stops(make_engine, emulator, 
 
     assert [j.state for j in done] == [State.COMPLETED] * 3
     assert all(emulator.uploads_of(p.name) == 1 for p in videos[:3])
+
+
+def test_an_upload_that_loses_the_race_for_its_name_adopts_the_finished_file(emulator, videos):
+    from storyteller_core.gemini import Gateway, file_name_for
+    from storyteller_core.media import hash_file
+
+    sha, _ = hash_file(videos[0])
+    gateway = Gateway("k", emulator.base_url, 10)
+    emulator.config.chunk_delay_s = 0.5
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(gateway.upload(
+        videos[0], name=file_name_for(sha), display_name=videos[0].name, mime_type="video/mp4",
+        on_progress=lambda _: None))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(results) == 2 and results[0].name == results[1].name
+    assert emulator.uploads_of(videos[0].name) == 1  # one file; the loser was answered 409 and got it

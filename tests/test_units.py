@@ -132,3 +132,8 @@ def test_a_store_without_the_unfinished_index_rebuilds_it(tmp_path):
     job = store.create(make_job())
     store.cache.delete("index:unfinished")  # as a data dir written before the index existed
     assert [j.id for j in store.unfinished()] == [job.id]
+
+
+def test_steps_resumed_after_a_crash_may_enter_their_state_again():
+    check_transition(State.UPLOADING, State.UPLOADING)
+    check_transition(State.ANALYZING, State.ANALYZING)

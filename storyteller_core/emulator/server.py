@@ -354,6 +354,18 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with emu.lock:
             emu.sessions.pop(session_id, None)
+            if emu.live_file(f.name):
+                # Another upload of this name finished first (e.g. a dead client's last chunk landed).
+                # The status header stops the SDK from resending the chunk.
+                session.path.unlink(missing_ok=True)
+                body = {"error": {"code": 409, "message": f"File {f.name} already exists.", "status": "ALREADY_EXISTS"}}
+                conflict = True
+            else:
+                conflict = False
+        if conflict:
+            self._send(409, body, {"x-goog-upload-status": "final"})
+            return
+        with emu.lock:
             emu.files[f.name] = f
             emu.stats.uploads_finished[f.display_name] += 1
             body = {"file": emu.file_json(f)}
