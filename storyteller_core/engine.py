@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 class Engine:
     def __init__(self, settings: Settings, *, stderr_log_level: int = logging.INFO) -> None:
         self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # videos and stories: owner only
         self.log_file = setup_logging(settings.data_dir, stderr_log_level)
         self.store = JobStore(settings.data_dir / "jobs")
         self.owner = make_owner_id(uuid.uuid4().hex[:8])

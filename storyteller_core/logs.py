@@ -55,6 +55,7 @@ def setup_logging(data_dir: Path, stderr_level: int = logging.INFO) -> Path:
     with _lock:
         if str(log_file) not in _configured:
             handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=20 * 1024**2, backupCount=3, encoding="utf-8")
+            log_file.chmod(0o600)
             handler.setFormatter(JsonFormatter())
             root.addHandler(handler)
             _configured.add(str(log_file))

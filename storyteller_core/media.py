@@ -154,6 +154,7 @@ def thumbnail(path: Path, out: Path, width: int = 160) -> Path | None:
                 image.thumbnail((width, width * 3))
                 out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 image.save(out, "JPEG", quality=80)
+                out.chmod(0o600)
                 return out
     except (av.FFmpegError, IndexError, OSError):
         return None

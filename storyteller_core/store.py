@@ -35,6 +35,8 @@ class JobStore:
         self.cache = diskcache.Cache(
             str(directory), eviction_policy="none", size_limit=2**62, timeout=60
         )
+        for db_file in directory.glob("cache.db*"):  # the database, its WAL and shared memory
+            db_file.chmod(0o600)
 
     def close(self) -> None:
         self.cache.close()

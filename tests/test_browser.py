@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +29,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def app_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+def app_env(tmp_path: Path) -> dict[str, str]:
+    """Demo mode: no key. A test may add GEMINI_API_KEY and GOOGLE_GEMINI_BASE_URL before the app starts."""
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL")}
     env["STORYTELLER_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+@pytest.fixture
+def app_server(tmp_path: Path, app_env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = _free_port()
+    env = app_env
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
@@ -49,10 +57,15 @@ def app_url(tmp_path: Path) -> Iterator[str]:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "streamlit.log").read_text()
             time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+@pytest.fixture
+def app_url(app_server: tuple[str, subprocess.Popen]) -> str:
+    return app_server[0]
 
 
 @pytest.fixture
@@ -101,3 +114,41 @@ def test_drop_three_videos_and_get_stories_csv_and_copy(page, videos, tmp_path):
     assert sorted(r["file_name"] for r in rows) == ["clip-000.mp4", "clip-001.mp4", "clip-002.mp4"]
     assert {r["status"] for r in rows} == {"COMPLETED"}
     page.screenshot(path=str(OUTPUT / "results.png"), full_page=True)
+
+
+@pytest.fixture
+def with_key(app_env: dict[str, str], emulator) -> str:  # type: ignore[no-untyped-def]
+    key = "AIzaSy-secret-key-for-hygiene-0042"
+    app_env["GEMINI_API_KEY"] = key
+    app_env["GOOGLE_GEMINI_BASE_URL"] = emulator.base_url
+    return key
+
+
+@pytest.mark.timeout(240)
+def test_the_key_appears_in_no_page_export_file_or_log(with_key, app_server, page, videos, tmp_path):  # type: ignore[no-untyped-def]
+    key = with_key
+    _url, server = app_server
+    page.get_by_text("Drop videos here").wait_for(timeout=60_000)
+    assert page.get_by_text("Demo mode").count() == 0
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files([str(p) for p in videos[:2]])
+    page.get_by_role("button", name="Start batch (2 video(s))").click(timeout=60_000)
+    page.get_by_text("2 / 2").wait_for(timeout=120_000)
+    html = [page.content()]
+    for name in ("Results", "Queue", "Settings"):
+        page.get_by_role("link", name=name).click()
+        page.get_by_role("heading", name=name).wait_for(timeout=30_000)
+        html.append(page.content())
+        if name == "Results":
+            with page.expect_download() as download:
+                page.get_by_role("button", name="Download CSV (2 row(s))").click()
+            download.value.save_as(tmp_path / "export.csv")
+    assert "••••••••0042" in html[-1]  # Settings shows the key masked
+
+    listening = {c.laddr.ip for c in psutil.Process(server.pid).net_connections() if c.status == "LISTEN"}
+    assert listening and all(ip in ("127.0.0.1", "::1") for ip in listening), listening
+
+    artifacts = [(f"page {i}", h.encode()) for i, h in enumerate(html)]
+    artifacts += [(str(p), p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()]  # data dir, CSV, server log
+    assert len(artifacts) > 10
+    leaks = [name for name, content in artifacts if key.encode() in content]
+    assert leaks == []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 
-from storyteller_core import State
+from storyteller_core import Engine, State
 from storyteller_core.errors import KEY_REJECTED_MESSAGE
+
+from .conftest import fast_settings
 
 
 def run_all(engine, paths: list[Path], prompt: str = "Tell the story", timeout: float = 60, **kw):
@@ -291,3 +294,16 @@ def test_an_upload_that_loses_the_race_for_its_name_adopts_the_finished_file(emu
 
     assert len(results) == 2 and results[0].name == results[1].name
     assert emulator.uploads_of(videos[0].name) == 1  # one file; the loser was answered 409 and got it
+
+
+def test_everything_in_the_data_dir_is_private_to_its_owner(tmp_path, emulator, videos):
+    settings = fast_settings(tmp_path / "parent" / "data", emulator)
+    engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1).start()
+    engine.submit_paths(videos[:2], prompt="P")
+    engine.wait(engine.store.job_ids(), timeout=30)
+    engine.shutdown()
+
+    entries = [settings.data_dir, *settings.data_dir.rglob("*")]
+    assert len(entries) > 5
+    loose = {str(p): oct(p.stat().st_mode & 0o777) for p in entries if p.stat().st_mode & 0o077}
+    assert loose == {}
