@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -168,3 +169,33 @@ def test_cancel_button_stops_a_running_job(data_dir, videos, emulator):
     [job] = wait_terminal(data_dir, 1, timeout=30)
     assert job.state is State.CANCELLED
     assert not emulator.stats.generates
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../outside.mp4", "..\\\\..\\\\windows.mp4", "/etc/cron.d/job.mp4", "ñandú ☃ " * 40 + ".mp4", "..", "a\x00b.mp4"],
+)
+def test_uploaded_names_cannot_escape_the_data_dir(data_dir, videos, tmp_path, name):
+    before = {p for p in tmp_path.rglob("*")}
+    at = app().run()
+
+    at.file_uploader[0].set_value([(name, videos[0].read_bytes(), "video/mp4")]).run()
+
+    assert not at.exception
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert written and all(data_dir in p.parents or p == data_dir for p in written), written
+    spooled = list((data_dir / "spool").iterdir())
+    assert len(spooled) == 1 and re.fullmatch(r"[0-9a-f]{64}(\.[a-z0-9]{1,9})?", spooled[0].name), spooled
+    label = next(b for b in at.button if b.label.startswith("Start batch"))
+    assert label.label == "Start batch (1 video(s))"
+
+
+def test_the_same_file_dropped_twice_becomes_one_job(data_dir, videos):
+    at = app().run()
+    content = videos[0].read_bytes()
+    at.file_uploader[0].set_value([("a.mp4", content, "video/mp4"), ("a.mp4", content, "video/mp4")]).run()
+    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
+
+    jobs = wait_terminal(data_dir, 1)
+
+    assert len(jobs) == 1 and jobs[0].state is State.COMPLETED
