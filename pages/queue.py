@@ -22,6 +22,8 @@ def live() -> None:
     cols[1].metric("Uploads", f"{snap['uploads_running']} / {snap['max_uploads']}")
     cols[2].metric("Queued or waiting", len(snap["queued"]))
     cols[3].metric("Poll rate cap", f"{snap['polls_per_second']:g}/s")
+    if not snap["healthy"]:
+        st.error("A background worker stopped. Restart the app; the log in the data folder says why.")
     rows = []
     for job_id in snap["running"] + snap["queued"]:
         job = engine.store.get(job_id)

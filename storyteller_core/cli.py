@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -23,12 +24,17 @@ BAR = 20
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings = Settings.from_env(**({"model": args.model} if getattr(args, "model", None) else {}))
     try:
-        settings = Settings.from_env(**({"model": args.model} if getattr(args, "model", None) else {}))
         _check_data_dir(settings.data_dir)
         return args.run(args, settings)
     except DataDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        logging.getLogger("storyteller_core").exception("command failed")
+        print(f"error: could not read or write the data dir {settings.data_dir} ({exc}). Free some disk space or "
+              "check the folder, then run the same command again: finished work is kept.", file=sys.stderr)
         return 2
 
 

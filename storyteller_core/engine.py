@@ -9,7 +9,9 @@ only touch the store and the scheduler; workers make every state change.
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -31,6 +33,7 @@ from .scheduler import Scheduler
 from .store import JobNotFound, JobStore, make_owner_id
 
 log = logging.getLogger(__name__)
+STORE_ERROR_RETRY_S = 5.0
 
 
 class Engine:
@@ -72,6 +75,11 @@ class Engine:
         for job_id in held:
             self.store.release(job_id, self.owner)
         log.info("engine stopped", extra={"owner": self.owner})
+
+    @property
+    def healthy(self) -> bool:
+        """Every worker and the lease keeper still running."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     @property
     def demo(self) -> bool:
@@ -162,6 +170,7 @@ class Engine:
             "workers": self.settings.max_jobs,
             "polls_per_second": self.settings.polls_per_second,
             "halted": self.halted,
+            "healthy": self.healthy,
             "demo": self.demo,
         }
 
@@ -173,6 +182,9 @@ class Engine:
                 continue
             try:
                 delay = self._run(entry.job_id)
+            except Exception:  # e.g. the store itself cannot be written (disk full): keep the worker alive
+                log.exception("could not record the job's progress; trying it again later", extra={"job_id": entry.job_id})
+                delay = STORE_ERROR_RETRY_S
             finally:
                 self.scheduler.done(entry.job_id)
             if delay is None:
@@ -213,6 +225,12 @@ class Engine:
                 log.info("job changed elsewhere; dropping it", extra={"job_id": job_id, "reason": str(exc)})
                 return None
             self._fail_internal(job_id, phase, "illegal transition")
+        except sqlite3.Error:
+            raise  # the store cannot be written (disk full): the worker retries the job later
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+            self._fail_internal(job_id, phase, "unexpected error")
         except Exception:
             self._fail_internal(job_id, phase, "unexpected error")
         return None
@@ -269,16 +287,22 @@ class Engine:
         ttl = self.settings.lease_ttl_s
         last_sweep = time.monotonic()
         while not self._stopping.wait(ttl / 4):
+            try:
+                self._renew_leases(ttl)
+                if time.monotonic() - last_sweep > ttl / 2:
+                    self._sweep()
+                    last_sweep = time.monotonic()
+            except Exception:  # e.g. disk full: keep renewing once the store can be written again
+                log.exception("could not renew leases; trying again")
+
+    def _renew_leases(self, ttl: float) -> None:
+        with self._held_lock:
+            held = list(self._held)
+        for lost in self.store.renew(held, self.owner, ttl):
+            log.warning("lease lost to another engine", extra={"job_id": lost})
+            self.scheduler.remove(lost)
             with self._held_lock:
-                held = list(self._held)
-            for lost in self.store.renew(held, self.owner, ttl):
-                log.warning("lease lost to another engine", extra={"job_id": lost})
-                self.scheduler.remove(lost)
-                with self._held_lock:
-                    self._held.discard(lost)
-            if time.monotonic() - last_sweep > ttl / 2:
-                self._sweep()
-                last_sweep = time.monotonic()
+                self._held.discard(lost)
 
     # -- helpers ------------------------------------------------------------------------
     def _spawn(self, target: object, name: str) -> None:

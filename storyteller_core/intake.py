@@ -76,7 +76,13 @@ def inspect_path(path: Path, settings: Settings) -> Candidate:
 def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate:
     """Spool an uploaded stream into the data dir (hashing on the way), then probe it."""
     display = safe_display_name(name)
-    path, sha, size = spool_stream(stream, settings.data_dir / "spool", display)
+    try:
+        path, sha, size = spool_stream(stream, settings.data_dir / "spool", display)
+    except OSError as exc:
+        candidate = Candidate(display_name=display, path=settings.data_dir / "spool")
+        return _refuse(candidate, MediaError("not_saved", f"{display} could not be saved to {settings.data_dir} "
+                                             f"({exc.strerror or exc}). Free some disk space or set "
+                                             "STORYTELLER_DATA_DIR to another folder, then add it again."))
     return _probe(Candidate(display_name=display, path=path, size_bytes=size, sha256=sha), settings)
 
 

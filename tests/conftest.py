@@ -60,7 +60,7 @@ def make_engine(tmp_path: Path, emulator: Emulator) -> Iterator[Callable[..., En
     engines: list[Engine] = []
 
     def make(**overrides: object) -> Engine:
-        settings = fast_settings(tmp_path / "data", emulator, **overrides)
+        settings = fast_settings(overrides.pop("data_dir", tmp_path / "data"), emulator, **overrides)
         engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1).start()
         engines.append(engine)
         return engine

@@ -127,7 +127,7 @@ def test_dedupe_same_content_uploads_once_and_a_completed_story_is_reused(make_e
     assert sum(emulator.stats.uploads_finished.values()) == 1  # the twin and the new prompt reuse the file
     assert again[0].reused_from in {first[0].id, first[1].id} and again[0].story == first[0].story
     # both first-run jobs (neither had finished) + the other prompt; the reused job made no call
-    assert emulator.stats.generates["clip-000.mp4"] == 3
+    assert sum(emulator.stats.generates.values()) == 3  # counted under whichever twin's name uploaded
     assert other_prompt[0].reused_from is None
 
 

@@ -92,6 +92,19 @@ class Emulator:
         self._thread.start()
         return self
 
+    def go_away(self) -> None:
+        """Stop answering (connections are refused) but keep every file and session."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def come_back(self) -> None:
+        """Answer again on the same port, with the same state."""
+        address = self.httpd.server_address[:2]
+        self.httpd = ThreadingHTTPServer(address, _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.emulator = self  # type: ignore[attr-defined]
+        self.start()
+
     def stop(self) -> None:
         self.stopping.set()
         self.httpd.shutdown()
