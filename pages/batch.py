@@ -33,8 +33,13 @@ with upload_tab:
         st.rerun()
 with path_tab:
     raw_path = st.text_input("Path to a video file or a folder of videos", placeholder="/home/me/footage")
-    if st.button("Add from path", disabled=not raw_path.strip()):
-        found, skipped = expand([Path(raw_path.strip()).expanduser()])
+    # Always enabled: a text input commits only on Enter or blur, so a disabled button would eat the click.
+    if st.button("Add from path"):
+        found, skipped = expand([Path(raw_path.strip()).expanduser()]) if raw_path.strip() else ([], [])
+        if not raw_path.strip():
+            st.warning("Type the path of a video file or a folder first.")
+        elif not found:
+            st.warning(f"No video files found at {raw_path.strip()}.")
         with st.spinner(f"Checking {len(found)} file(s)..."):
             state.pending.extend(inspect_path(p, engine.settings) for p in found)
         for item in skipped:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,3 +74,74 @@ def make_engine(tmp_path: Path, emulator: Emulator) -> Iterator[Callable[..., En
     yield make
     for engine in engines:
         engine.shutdown(timeout=5)
+
+
+# -- the app in a real browser ---------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_env(tmp_path: Path) -> dict[str, str]:
+    """Demo mode: no key. A test may add GEMINI_API_KEY and GOOGLE_GEMINI_BASE_URL before the app starts."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL")}
+    env["STORYTELLER_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+@pytest.fixture
+def app_server(tmp_path: Path, app_env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = _free_port()
+    env = app_env
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "streamlit.log").read_text()
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+@pytest.fixture
+def app_url(app_server: tuple[str, subprocess.Popen]) -> str:
+    return app_server[0]
+
+
+@pytest.fixture
+def page(app_url: str):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url)
+        page = context.new_page()
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+

@@ -1,0 +1,84 @@
+"""Soak: many videos through the app's engine with faults at a low rate, two browser sessions open.
+
+CI runs 40 videos; the full soak is `STORYTELLER_SOAK_VIDEOS=200 .venv/bin/python -m pytest tests/test_soak.py -s`.
+Checks that nothing is lost and that the server leaks no threads or file handles and keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+from storyteller_core.samples import make_batch
+from storyteller_core.store import JobStore
+
+from .test_browser import pytestmark  # noqa: F401  (skips without chromium)
+
+COUNT = int(os.environ.get("STORYTELLER_SOAK_VIDEOS", "40"))
+
+
+@pytest.fixture
+def soak_env(app_env, emulator):  # type: ignore[no-untyped-def]
+    emulator.config.rate_429 = 0.03
+    emulator.config.retry_delay_s = 0.2
+    emulator.config.rate_503 = 0.03
+    emulator.config.processing_delay_s = 0.5
+    emulator.config.analysis_delay_s = 0.05
+    app_env["GEMINI_API_KEY"] = "soak-key-0000"
+    app_env["GOOGLE_GEMINI_BASE_URL"] = emulator.base_url
+    return app_env
+
+
+def resources(proc: psutil.Process) -> tuple[int, int, float]:
+    return proc.num_threads(), proc.num_fds(), proc.memory_info().rss / 1024**2
+
+
+@pytest.mark.timeout(900)
+def test_soak_nothing_lost_no_leaks(soak_env, app_server, page, tmp_path, emulator):  # type: ignore[no-untyped-def]
+    url, server = app_server
+    folder = tmp_path / "soak"
+    make_batch(folder, COUNT, seconds=0.5)
+    second = page.context.browser.new_context().new_page()
+    second.goto(url)
+    page.get_by_text("Drop videos here").wait_for(timeout=60_000)
+    second.get_by_text("Drop videos here").wait_for(timeout=60_000)
+    proc = psutil.Process(server.pid)
+    store = JobStore(tmp_path / "data" / "jobs")
+    warm = tmp_path / "warm-up"
+    make_batch(warm, 6, seconds=0.5)
+    for i in range(6):  # other content than the soak batch
+        (warm / f"clip-{i:03d}.mp4").write_bytes((warm / f"clip-{i:03d}.mp4").read_bytes() + b"warm-up")
+
+    def run_batch(path, count: int) -> None:  # type: ignore[no-untyped-def]
+        page.get_by_role("tab", name="Local folder or file path (large files)").click()
+        page.get_by_label("Path to a video file or a folder of videos").fill(str(path))
+        page.get_by_role("button", name="Add from path").click()
+        page.get_by_role("button", name=f"Start batch ({count} video(s))").click(timeout=120_000)
+        deadline = time.monotonic() + 600
+        while not all(j.state.terminal for j in store.jobs()):
+            assert time.monotonic() < deadline, "soak did not finish"
+            second.reload()  # the other analyst refreshes now and then
+            time.sleep(3)
+        page.get_by_text(f"{count} / {count}").wait_for(timeout=60_000)  # the first session saw it by itself
+        time.sleep(5)
+
+    run_batch(warm, 6)  # connections, thumbnails and caches that exist once per server, not per video
+    before = resources(proc)
+    fds_before = {os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")}
+    run_batch(folder, COUNT)
+    after = resources(proc)
+    fds_after = {os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")}
+    assert len(fds_after - fds_before) <= 10, sorted(fds_after - fds_before)
+
+    jobs = store.jobs_in_batch(store.batch_ids()[0])
+    print(f"\nsoak {COUNT} videos: faults {dict(emulator.stats.faults)}, threads {before[0]}->{after[0]}, "
+          f"fds {before[1]}->{after[1]}, rss {before[2]:.0f}->{after[2]:.0f} MB")
+    assert len(jobs) == COUNT and {j.state.value for j in jobs} == {"COMPLETED"}
+    assert sum(emulator.stats.uploads_finished.values()) == COUNT + 6  # every video uploaded once, warm-up included
+    assert sum(emulator.stats.faults.values()) > 0
+    assert after[0] <= before[0] + 4, "threads leaked"
+    assert after[1] <= before[1] + 10, "file handles leaked"
+    assert after[2] - before[2] < 150, "memory grew"
