@@ -27,8 +27,8 @@ def make_video(
         frames = max(1, int(seconds * fps))
         x = np.arange(width, dtype=np.int32)
         for i in range(frames):
-            row = ((x * 3 + i * 8 + seed * 40) % 256).astype(np.uint8)
-            rgb = np.stack([np.tile(row, (height, 1)), np.full((height, width), (seed * 50) % 256, np.uint8),
+            row = ((x * 3 + i * 8 + seed * 7) % 256).astype(np.uint8)  # 7 and 256 coprime: 256 distinct seeds
+            rgb = np.stack([np.tile(row, (height, 1)), np.full((height, width), (seed * 11 + seed // 256) % 256, np.uint8),
                             np.tile(row[::-1], (height, 1))], axis=-1)
             for packet in video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 out.mux(packet)
