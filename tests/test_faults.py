@@ -122,3 +122,13 @@ def test_disk_full_under_the_store_keeps_workers_alive(tiny_disk, make_engine, e
     done = engine.wait([j.id for j in jobs], timeout=60)
     assert survived
     assert [j.state for j in done] == [State.COMPLETED] * 2
+
+
+def test_a_file_deleted_between_active_and_analysis_is_uploaded_again(make_engine, emulator, one_video):
+    engine = make_engine()
+
+    [job] = run_all(engine, [one_video("street-VANISHME.mp4")])
+
+    assert job.state is State.COMPLETED
+    assert emulator.uploads_of("street-VANISHME.mp4") == 2  # the first file vanished at analysis time
+    assert emulator.stats.generates["street-VANISHME.mp4"] == 1  # the 403 answer is not counted as an analysis

@@ -19,6 +19,7 @@ class EmulatorConfig:
     fail_marker: str = "FAILME"  # display name containing it -> file ends FAILED
     blocked_marker: str = "BLOCKME"  # -> answer blocked for safety
     empty_marker: str = "EMPTYME"  # -> answer with no text
+    vanish_marker: str = "VANISHME"  # -> the file is deleted just before its first analysis (403)
     hang_generate_s: float = 0.0  # generateContent waits this long before answering
     expire_after_s: float | None = None  # files vanish this long after upload
     rejected_keys: set[str] = field(default_factory=set)

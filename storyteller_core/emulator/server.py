@@ -74,6 +74,7 @@ class Emulator:
         self.lock = threading.Lock()
         self.files: dict[str, _File] = {}
         self.sessions: dict[str, _Session] = {}
+        self.vanished: set[str] = set()  # display names whose file was deleted before analysis once
         self.random = random.Random(self.config.seed)
         self.stopping = threading.Event()
         self.storage = Path(tempfile.mkdtemp(prefix="gemini-emulator-"))
@@ -402,7 +403,11 @@ class _Handler(BaseHTTPRequestHandler):
         with emu.lock:
             f = emu.live_file(name)
             state = emu.file_json(f)["state"] if f else None
-        if f is None:
+            vanish = f is not None and cfg.vanish_marker in f.display_name and f.display_name not in emu.vanished
+            if vanish:
+                emu.vanished.add(f.display_name)
+                del emu.files[name]
+        if f is None or vanish:
             self._error(403, "PERMISSION_DENIED", f"You do not have permission to access the File {name} or it may not exist.")
             return
         if state != "ACTIVE":
