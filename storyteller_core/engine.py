@@ -184,16 +184,23 @@ class Engine:
                 delay = self._run(entry.job_id)
             except Exception:  # e.g. the store itself cannot be written (disk full): keep the worker alive
                 log.exception("could not record the job's progress; trying it again later", extra={"job_id": entry.job_id})
-                delay = STORE_ERROR_RETRY_S
+                delay = None
             finally:
                 self.scheduler.done(entry.job_id)
-            if delay is None:
-                self._release(entry.job_id)
-            else:
-                job = self.store.get(entry.job_id)
-                if job and not job.state.terminal and not self._stopping.is_set():
-                    self.scheduler.put(job.id, PRIORITY_RANK[job.priority], delay=delay,
-                                       uploads=job.state in UPLOAD_PHASE, seq=entry.seq)
+            try:
+                self._after_phase(entry.job_id, delay, entry.seq)
+            except Exception:  # the store cannot even be read: try the job again later, as it was queued
+                log.exception("could not read the job back; trying it again later", extra={"job_id": entry.job_id})
+                self.scheduler.put(entry.job_id, entry.rank, delay=STORE_ERROR_RETRY_S, uploads=entry.uploads, seq=entry.seq)
+
+    def _after_phase(self, job_id: str, delay: float | None, seq: int) -> None:
+        """Queue the job's next phase, or give up its lease when it has ended."""
+        job = self.store.get(job_id)
+        if job is None or job.state.terminal:
+            self._release(job_id)
+        elif not self._stopping.is_set():
+            self.scheduler.put(job_id, PRIORITY_RANK[job.priority], delay=STORE_ERROR_RETRY_S if delay is None else delay,
+                               uploads=job.state in UPLOAD_PHASE, seq=seq)
 
     def _run(self, job_id: str) -> float | None:
         """One phase of one job; returns the delay before its next phase, None when done."""
