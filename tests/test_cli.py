@@ -101,8 +101,8 @@ def test_sigkill_during_processing_then_restart_finishes_without_reuploading(tmp
 
     first = subprocess.Popen([sys.executable, "-m", "storyteller_core", *args], env=env, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = _wait_for_store(data_dir / "jobs")
-    _wait_until(lambda: _states(store) == {State.FILE_PROCESSING} and len(store.job_ids()) == 5, first)
+    store = store_when_ready(data_dir / "jobs", first)
+    wait_until(lambda: _states(store) == {State.FILE_PROCESSING} and len(store.job_ids()) == 5, first)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     uploads_before = sum(emulator.stats.uploads_finished.values())
@@ -116,21 +116,19 @@ def test_sigkill_during_processing_then_restart_finishes_without_reuploading(tmp
     assert {r["status"] for r in read_csv(tmp_path / "out.csv")} == {"COMPLETED"}
 
 
-def _wait_for_store(path: Path, timeout: float = 30) -> JobStore:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+def store_when_ready(path: Path, proc: subprocess.Popen) -> JobStore:
+    """The CLI's job store, once the CLI has created it."""
+    wait_until(lambda: (path / "cache.db").exists(), proc)
     return JobStore(path)
 
 
-def _states(store: JobStore) -> set[State]:
-    return {job.state for job in store.jobs()}
-
-
-def _wait_until(condition, proc: subprocess.Popen, timeout: float = 60) -> None:
+def wait_until(condition, proc: subprocess.Popen, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, "the CLI ended before the crash point"
         assert time.monotonic() < deadline, "timed out waiting for the crash point"
-        time.sleep(0.05)
+        time.sleep(0.02)
+
+
+def _states(store: JobStore) -> set[State]:
+    return {job.state for job in store.jobs()}

@@ -11,15 +11,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from storyteller_core.jobs import State
 from storyteller_core.store import JobStore
 
-from .test_cli import ROOT, cli_env, read_csv, run_cli
+from .test_cli import ROOT, cli_env, read_csv, run_cli, store_when_ready, wait_until
 
 STAGES = {
     # stage: (emulator settings, engine env, state to wait for, state to roll back to)
@@ -45,8 +43,8 @@ def test_sigkill_at_each_stage_then_restart(stage, tmp_path, videos, emulator):
 
     first = subprocess.Popen([sys.executable, "-m", "storyteller_core", *args], env=env, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = _store_when_ready(data_dir / "jobs", first)
-    _wait(lambda: len(store.job_ids()) == 4 and any(j.state is kill_in for j in store.jobs()), first)
+    store = store_when_ready(data_dir / "jobs", first)
+    wait_until(lambda: len(store.job_ids()) == 4 and any(j.state is kill_in for j in store.jobs()), first)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     before = {j.id: j for j in store.jobs()}
@@ -79,8 +77,8 @@ def test_a_data_dir_copied_mid_run_still_opens_and_finishes(tmp_path, videos, em
     env = cli_env(data_dir, emulator.base_url)
     run = subprocess.Popen([sys.executable, "-m", "storyteller_core", "process", *map(str, videos[:6])], env=env,
                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = _store_when_ready(data_dir / "jobs", run)
-    _wait(lambda: len(store.job_ids()) == 6 and any(j.state is State.FILE_PROCESSING for j in store.jobs()), run)
+    store = store_when_ready(data_dir / "jobs", run)
+    wait_until(lambda: len(store.job_ids()) == 6 and any(j.state is State.FILE_PROCESSING for j in store.jobs()), run)
     snapshot = tmp_path / "snapshot"
     shutil.copytree(data_dir, snapshot)
     run.wait(60)
@@ -90,16 +88,3 @@ def test_a_data_dir_copied_mid_run_still_opens_and_finishes(tmp_path, videos, em
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert {j.state for j in JobStore(snapshot / "jobs").jobs()} == {State.COMPLETED}
-
-
-def _store_when_ready(path: Path, proc: subprocess.Popen) -> JobStore:
-    _wait(lambda: (path / "cache.db").exists(), proc)
-    return JobStore(path)
-
-
-def _wait(condition, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, "the CLI ended before the crash point"
-        assert time.monotonic() < deadline, "timed out waiting for the crash point"
-        time.sleep(0.02)
