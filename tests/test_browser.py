@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from playwright.sync_api import expect
 
 from .conftest import CHROMIUM
 
@@ -25,7 +26,7 @@ def test_drop_three_videos_and_get_stories_csv_and_copy(page, videos, tmp_path):
 
     # No clicks from here: the board refreshes by itself until all three are done.
     page.get_by_text("3 / 3").wait_for(timeout=120_000)
-    assert page.get_by_text("✔️ Completed").count() == 3
+    expect(page.get_by_text("✔️ Completed")).to_have_count(3, timeout=30_000)  # rows stream in after the totals
     page.screenshot(path=str(OUTPUT / "finished-board.png"), full_page=True)
 
     code = page.locator('[data-testid="stCode"]').first
