@@ -366,24 +366,17 @@ class _Handler(BaseHTTPRequestHandler):
             active_at=now + cfg.processing_delay(session.display_name),
             failed=cfg.fail_marker in session.display_name, expires=now + ttl,
         )
-        with emu.lock:
+        with emu.lock:  # check and record in one step, so two finalizes of one name cannot both win
             emu.sessions.pop(session_id, None)
-            if emu.live_file(f.name):
-                # Another upload of this name finished first (e.g. a dead client's last chunk landed).
-                # The status header stops the SDK from resending the chunk.
+            if emu.live_file(f.name):  # another upload of this name finished first (e.g. a dead client's last chunk landed)
                 session.path.unlink(missing_ok=True)
+                code = 409
                 body = {"error": {"code": 409, "message": f"File {f.name} already exists.", "status": "ALREADY_EXISTS"}}
-                conflict = True
             else:
-                conflict = False
-        if conflict:
-            self._send(409, body, {"x-goog-upload-status": "final"})
-            return
-        with emu.lock:
-            emu.files[f.name] = f
-            emu.stats.uploads_finished[f.display_name] += 1
-            body = {"file": emu.file_json(f)}
-        self._send(200, body, {"x-goog-upload-status": "final"})
+                emu.files[f.name] = f
+                emu.stats.uploads_finished[f.display_name] += 1
+                code, body = 200, {"file": emu.file_json(f)}
+        self._send(code, body, {"x-goog-upload-status": "final"})  # the header stops the SDK resending the chunk
 
     def _drain(self, length: int) -> None:
         while length > 0:
