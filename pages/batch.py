@@ -35,11 +35,12 @@ with path_tab:
     raw_path = st.text_input("Path to a video file or a folder of videos", placeholder="/home/me/footage")
     # Always enabled: a text input commits only on Enter or blur, so a disabled button would eat the click.
     if st.button("Add from path"):
-        found, skipped = expand([Path(raw_path.strip()).expanduser()]) if raw_path.strip() else ([], [])
-        if not raw_path.strip():
+        target = raw_path.strip()
+        found, skipped = expand([Path(target).expanduser()]) if target else ([], [])
+        if not target:
             st.warning("Type the path of a video file or a folder first.")
         elif not found:
-            st.warning(f"No video files found at {raw_path.strip()}.")
+            st.warning(f"No video files found at {target}.")
         with st.spinner(f"Checking {len(found)} file(s)..."):
             state.pending.extend(inspect_path(p, engine.settings) for p in found)
         for item in skipped:
@@ -57,13 +58,14 @@ refused = [c for c in state.pending if not c.ok]
 if state.pending:
     st.subheader(f"Ready: {len(accepted)} video(s)" + (f", refused: {len(refused)}" if refused else ""))
     if accepted:
+        costs = [estimate_cost(model, c.probe.duration_s, prompt) for c in accepted]
         st.dataframe(
             [{"file": c.display_name, "duration": duration(c.probe.duration_s), "size": size(c.size_bytes),
-              "est. tokens": estimate_tokens(c.probe.duration_s, prompt),
-              "est. cost": money(estimate_cost(model, c.probe.duration_s, prompt))} for c in accepted],
+              "est. tokens": estimate_tokens(c.probe.duration_s, prompt), "est. cost": money(cost)}
+             for c, cost in zip(accepted, costs, strict=True)],
             hide_index=True, width="stretch",
         )
-        total = sum(estimate_cost(model, c.probe.duration_s, prompt) or 0 for c in accepted)
+        total = sum(cost or 0 for cost in costs)
         st.caption(f"Estimated cost for the batch with {MODELS[model].label}: {money(total)}")
     for c in refused:
         st.warning(c.error_message, icon="🚫")

@@ -9,7 +9,7 @@ from storyteller_core import State
 from storyteller_ui.engine import get_engine
 from storyteller_ui.view import STATE_LABEL
 
-STAGES = ["CREATED", "UPLOADING", "UPLOADED", "FILE_PROCESSING", "FILE_ACTIVE", "ANALYZING"]
+STAGES = [state.value for state in State if not state.terminal]  # in pipeline order
 engine = get_engine()
 st.title("🚦 Queue")
 
