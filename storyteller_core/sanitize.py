@@ -1,0 +1,88 @@
+"""Untrusted text (file names, stories, error messages) made safe for where it goes.
+
+Spreadsheets: a cell that starts like a formula is prefixed with ``'`` (OWASP CSV Injection).
+Terminals: escape sequences and control characters are removed.
+Logs: registered secrets are replaced with ``***``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# = + - @ and their full-width and small forms; TAB and CR count even after no whitespace at all.
+_FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
+
+
+def spreadsheet_cell(text: str) -> str:
+    """Prefix ``'`` when Excel, LibreOffice or Sheets could read ``text`` as a formula."""
+    if not text:
+        return text
+    if text[0] in _FORMULA_START or text.lstrip()[:1] in _FORMULA_START:
+        return "'" + text
+    return text
+
+
+def neutralize_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose text cells went through :func:`spreadsheet_cell`; numbers are untouched."""
+    from pandas.api import types  # lazy: the CLI must start fast
+
+    out = frame.copy()
+    for position in range(out.shape[1]):
+        column = out.iloc[:, position]
+        if types.is_numeric_dtype(column.dtype) or types.is_bool_dtype(column.dtype) or types.is_datetime64_any_dtype(column.dtype):
+            continue
+        if isinstance(column.dtype, types.CategoricalDtype):
+            column = column.astype(object)
+        elif not (types.is_object_dtype(column.dtype) or types.is_string_dtype(column.dtype)):
+            continue
+        out.isetitem(position, column.map(lambda v: spreadsheet_cell(v) if isinstance(v, str) else v))
+    return out
+
+
+_ESCAPE_SEQUENCE = re.compile(
+    r"""
+      (?:\x1b\[|\x9b) [\x30-\x3f]* [\x20-\x2f]* [\x40-\x7e]?          # CSI: colours, cursor moves, clear screen
+    | (?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]) .*? (?:\x07|\x1b\\|\x9c|$)  # OSC (titles, hyperlinks), DCS, SOS, PM, APC
+    | \x1b [\x20-\x2f]* [\x30-\x7e]?                                 # any other ESC code (reset, charset, keypad)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+# C0 except TAB and LF (handled below), DEL, C1, and the bidi embeddings/overrides/isolates that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAK = re.compile("\r\n|\r|\u2028|\u2029")
+
+
+def terminal_text(text: str, *, one_line: bool = True) -> str:
+    """``text`` with nothing a terminal would act on: no escape sequences, no control characters."""
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    text = _LINE_BREAK.sub("\n", text)
+    text = _CONTROL.sub("", text)
+    if one_line:
+        text = text.replace("\n", " ").replace("\t", " ")
+    return text
+
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Make sure ``value`` (an API key) is never written to any log line."""
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***`` (longest first, so no fragment survives)."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
