@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 
 class RateLimiter:
@@ -28,19 +31,32 @@ class RateLimiter:
             return 0.0
 
 
+@dataclass(frozen=True)
+class Slot:
+    ok: bool  # a poll may start now; the slot is held until the ``with`` block ends
+    wait_s: float = 0.0  # when not ok: seconds until one is likely to free
+
+
 class PollLimits:
     def __init__(self, max_at_once: int, per_second: float) -> None:
         self._slots = threading.BoundedSemaphore(max_at_once)
         self._rate = RateLimiter(per_second)
 
-    def try_start(self) -> float:
-        """0 when a poll may start now (the caller must call ``finish``), else seconds to wait."""
+    @contextmanager
+    def slot(self) -> Iterator[Slot]:
+        """``with polls.slot() as slot:`` poll only if ``slot.ok``; released on exit only if it was taken."""
+        slot = self._take()
+        try:
+            yield slot
+        finally:
+            if slot.ok:
+                self._slots.release()
+
+    def _take(self) -> Slot:
         if not self._slots.acquire(blocking=False):
-            return 0.05
+            return Slot(False, 0.05)
         wait = self._rate.try_acquire()
         if wait:
             self._slots.release()
-        return wait
-
-    def finish(self) -> None:
-        self._slots.release()
+            return Slot(False, wait)
+        return Slot(True)
