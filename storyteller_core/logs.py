@@ -160,7 +160,7 @@ def setup_logging(data_dir: Path, stderr_level: int = logging.INFO) -> Path:
     root.setLevel(logging.INFO)
     with _lock:
         if str(log_file) not in _configured:
-            handler = PrivateRotatingFileHandler(log_file)
+            handler = PrivateRotatingFileHandler(log_file, max_bytes=MAX_BYTES, backup_count=BACKUPS)
             handler.stream = _open_at_start(handler, log_file)
             for n in range(1, handler.backupCount + 1):
                 _tighten(f"{handler.baseFilename}.{n}")  # older versions rotated files 0644

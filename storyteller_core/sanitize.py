@@ -14,17 +14,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-# = + - @ and their full-width and small forms; TAB and CR count even after no whitespace at all.
+# = + - @ and their full-width and small forms; TAB and CR.
 _FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b")
 
 
 def spreadsheet_cell(text: str) -> str:
-    """Prefix ``'`` when Excel, LibreOffice or Sheets could read ``text`` as a formula."""
+    """Prefix ``'`` when Excel, LibreOffice or Sheets could read ``text`` as a formula.
+
+    A CR becomes LF as well: Python's csv writer (3.11) leaves a cell with a lone CR unquoted, and the
+    spreadsheet then starts a new row there, whose first cell could be a formula. A cell with LF is quoted.
+    """
     if not text:
         return text
-    if text[0] in _FORMULA_START or text.lstrip()[:1] in _FORMULA_START:
-        return "'" + text
-    return text
+    formula = text[0] in _FORMULA_START or text.lstrip()[:1] in _FORMULA_START
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + text if formula else text
 
 
 def neutralize_frame(frame: pd.DataFrame) -> pd.DataFrame:
