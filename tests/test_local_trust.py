@@ -107,6 +107,7 @@ def test_frame_text_of_every_kind_is_neutralised() -> None:
         ("ring\x07", "ring"),
         ("nul\x00l", "null"),
         ("c1\x9b2Jx", "c1x"),
+        ("\x9d8;;http://x\x9clink\x9d8;;\x9c", "link"),
         ("\x1b]0;title\x07after", "after"),
         ("\x1bcreset", "reset"),
         ("del\x7fete", "delete"),
@@ -140,7 +141,7 @@ def _mode(path: Path) -> int:
 
 
 def test_fresh_data_dir_is_created_private(tmp_path: Path) -> None:
-    old = os.umask(0o022)
+    old = os.umask(0o277)  # even a umask that takes the owner's bits
     try:
         root = ensure_data_dir(tmp_path / "new" / "parent" / "data")
     finally:
@@ -305,6 +306,17 @@ def test_rotated_logs_are_private(tmp_path: Path, fresh_logging: logging.Logger,
     files = [log_file, *(Path(f"{log_file}.{n}") for n in range(1, logs.BACKUPS + 1))]
     assert all(path.is_file() for path in files)
     assert {path.name: _mode(path) for path in files} == {path.name: 0o600 for path in files}
+
+
+@posix_only
+def test_logs_left_open_by_an_older_version_are_made_private(tmp_path: Path, fresh_logging: logging.Logger) -> None:
+    logs_dir = ensure_data_dir(tmp_path / "data") / "logs"
+    older = [logs_dir / logs.LOG_NAME, logs_dir / f"{logs.LOG_NAME}.1"]
+    for path in older:
+        path.write_text("{}\n")
+        path.chmod(0o644)
+    logs.setup_logging(tmp_path / "data", logging.CRITICAL + 1)
+    assert [_mode(path) for path in older] == [0o600, 0o600]
 
 
 class _FullDisk(io.StringIO):
