@@ -40,7 +40,8 @@ _configured: set[str] = set()
 # JSON leaves these raw with ensure_ascii=False; a terminal may act on them (C1 CSI) or reorder the line (bidi).
 _TERMINAL_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)  # NONBLOCK: a planted FIFO cannot hang us
+# NONBLOCK: a planted FIFO cannot hang us; BINARY: on Windows the text layer alone translates newlines.
+_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
 class JsonFormatter(logging.Formatter):
@@ -129,7 +130,7 @@ def _open_private(path: str, flags: int) -> int:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
-            raise OSError(errno.EPERM, "it is not a plain file of its own (a device, pipe or hard link)", path)
+            raise OSError(errno.EPERM, "it is not a plain file of its own: a device, a pipe or a second name of another file", path)
         if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
             raise OSError(errno.EPERM, "it belongs to another user", path)
         if hasattr(os, "fchmod"):
