@@ -1,4 +1,8 @@
-"""Headless command line on the same engine and data dir as the app."""
+"""Headless command line on the same engine and data dir as the app.
+
+Heavy modules (the engine, google.genai, pandas, PyAV) are imported inside
+the commands that use them, so `status` answers at once.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,15 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .config import DEFAULT_PROMPT, PRIORITIES, Settings
-from .engine import Engine
-from .export import write_csv
-from .intake import expand, inspect_path
-from .jobs import Job, State
-from .samples import make_batch
-from .store import JobStore
+from .config import PRIORITIES, PROMPT_PRESETS, Settings
+from .errors import DataDirError
+from .sanitize import terminal_text
+
+if TYPE_CHECKING:
+    from .board import Row
+    from .engine import Engine
 
 BAR = 20
 
@@ -26,52 +30,43 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env(**({"model": args.model} if getattr(args, "model", None) else {}))
     try:
-        _check_data_dir(settings.data_dir)
         return args.run(args, settings)
     except DataDirError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(exc.message)
         return 2
+    except BrokenPipeError:  # `status | head`: the reader left; nothing to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (OSError, sqlite3.Error) as exc:
         logging.getLogger("storyteller_core").exception("command failed")
-        print(f"error: could not read or write the data dir {settings.data_dir} ({exc}). Free some disk space or "
-              "check the folder, then run the same command again: finished work is kept.", file=sys.stderr)
+        _error(f"could not read or write the data folder {settings.data_dir} ({terminal_text(str(exc))}). "
+               "Check that the disk has space and the folder is yours, then run the same command again: finished "
+               "work is kept.")
         return 2
-
-
-class DataDirError(Exception):
-    pass
-
-
-def _check_data_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise DataDirError(
-            f"the data dir {path} is not writable ({exc.strerror or exc}). "
-            "Set STORYTELLER_DATA_DIR to a folder you can write to."
-        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m storyteller_core", description="Turn videos into written stories with Gemini.")
+    parser = argparse.ArgumentParser(prog="storyteller", description="Turn videos into written stories with Gemini.")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     process = sub.add_parser("process", help="process videos or folders of videos and wait for their stories")
     process.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    process.add_argument("--csv", type=Path, help="write this run's results to a CSV file")
-    process.add_argument("--prompt", default=DEFAULT_PROMPT, help="what to ask Gemini about each video")
-    process.add_argument("--model", help="Gemini model (default: STORYTELLER_MODEL or gemini-2.5-flash)")
+    process.add_argument("--csv", type=Path, help="write this run's rows to a CSV file")
+    ask = process.add_mutually_exclusive_group()
+    ask.add_argument("--preset", choices=list(PROMPT_PRESETS), help="a named prompt (default: Story)")
+    ask.add_argument("--prompt", help="your own question to ask of each video")
+    process.add_argument("--model", help="Gemini model (default: STORYTELLER_MODEL or the app's default)")
     process.add_argument("--priority", choices=PRIORITIES, default="normal")
+    process.add_argument("--batch-name", help="a name for this batch (default: date and the first file)")
     process.add_argument("-v", "--verbose", action="store_true", help="print JSON log lines to stderr")
     process.set_defaults(run=cmd_process)
 
-    status = sub.add_parser("status", help="list every job in the data dir")
+    status = sub.add_parser("status", help="list the rows in the data folder")
+    status.add_argument("--batch", help="only this batch id")
     status.set_defaults(run=cmd_status)
 
-    export = sub.add_parser("export", help="export every job to CSV")
+    export = sub.add_parser("export", help="export rows to CSV")
     export.add_argument("--csv", type=Path, required=True)
     export.add_argument("--batch", help="only this batch id")
     export.set_defaults(run=cmd_export)
@@ -84,96 +79,156 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    from .commands import Ask
+    from .engine import Engine
+    from .export import write_csv
+    from .intake import expand, inspect_path
+
+    if args.csv and not _writable(args.csv):
+        return 2
     files, skipped = expand(args.paths)
     for item in skipped:
-        print(f"- {item.reason}")
+        print(f"- {terminal_text(item.reason)}")
     if not files:
-        print("error: no video files found in the paths given.", file=sys.stderr)
+        _error("no video files found in the paths given.")
         return 1
+    preset = args.preset or (None if args.prompt else "Story")
+    ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or settings.model, preset=preset,
+              priority=args.priority)
     engine = Engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
     if engine.demo:
         print("Demo mode: no GEMINI_API_KEY is set, so stories come from the local emulator, not Gemini.")
     try:
         print(f"Checking {len(files)} file(s)...")
-        jobs = engine.submit([inspect_path(p, settings) for p in files], prompt=args.prompt,
-                             model=args.model, priority=args.priority)
-        jobs = _follow(engine, [job.id for job in jobs], sys.stdout)
+        items = engine.commands.submit([inspect_path(p, settings) for p in files], ask, batch_name=args.batch_name,
+                                       resume=True)
+        rows = _follow(engine, list(dict.fromkeys(item.id for item in items)), sys.stdout)
     except KeyboardInterrupt:
-        print("\nInterrupted. Unfinished videos stay in the data dir: run the same command again to resume.")
+        print("\nInterrupted. Unfinished videos stay in the data folder: run the same command again to resume.")
         return 130
     finally:
         engine.shutdown()
     if args.csv:
-        write_csv(jobs, args.csv)
-        print(f"Wrote {len(jobs)} row(s) to {args.csv}")
-    return _summary(jobs)
+        write_csv(rows, args.csv)
+        print(f"Wrote {len(rows)} row(s) to {args.csv}")
+    return _summary(rows)
 
 
-def _follow(engine: Engine, job_ids: list[str], out: TextIO) -> list[Job]:
-    """Show a progress bar per video until every job has ended."""
+def _follow(engine: Engine, item_ids: list[str], out: TextIO) -> list[Row]:
+    """Show a progress bar per row until every row has ended."""
+    from .batch import Item
+
     live = out.isatty()
     seen: dict[str, str] = {}
     drawn = 0
     while True:
-        jobs = engine.store.jobs(job_ids)
+        rows = engine.rows(engine.store.many(Item, item_ids))
         if live:
             if drawn:
                 out.write(f"\x1b[{drawn}F")
-            for job in jobs:
-                out.write("\x1b[2K" + _line(job) + "\n")
-            drawn = len(jobs)
+            for row in rows:
+                out.write("\x1b[2K" + _line(row) + "\n")
+            drawn = len(rows)
         else:
-            for job in jobs:
-                key = f"{job.state.value}"
-                if seen.get(job.id) != key:
-                    seen[job.id] = key
-                    out.write(_line(job) + "\n")
+            for row in rows:
+                if seen.get(row.item.id) != row.status:
+                    seen[row.item.id] = row.status
+                    out.write(_line(row) + "\n")
         out.flush()
-        if all(job.state.terminal for job in jobs):
-            return jobs
+        if all(row.ended for row in rows):
+            return rows
         time.sleep(0.5)
 
 
-def _line(job: Job) -> str:
-    filled = job.progress * BAR // 100
-    name = job.display_name if len(job.display_name) <= 32 else job.display_name[:29] + "..."
-    note = " (reused)" if job.reused_from else ""
-    return f"{name:<32} [{'#' * filled}{'.' * (BAR - filled)}] {job.progress:3d}% {job.state.value}{note}"
+def _line(row: Row) -> str:
+    filled = row.progress * BAR // 100
+    name = terminal_text(row.name)
+    name = name if len(name) <= 32 else name[:29] + "..."
+    note = " (reused)" if row.item.reused else ""
+    return f"{name:<32} [{'#' * filled}{'.' * (BAR - filled)}] {row.progress:3d}% {row.label}{note}"
 
 
-def _summary(jobs: list[Job]) -> int:
-    done = [j for j in jobs if j.state is State.COMPLETED]
-    print(f"{len(done)} of {len(jobs)} video(s) completed.")
-    for job in jobs:
-        if job.state is State.FAILED:
-            print(f"FAILED {job.display_name}: {job.error_message}")
-        elif job.state is State.CANCELLED:
-            print(f"CANCELLED {job.display_name}")
-    return 0 if len(done) == len(jobs) else 1
+def _summary(rows: list[Row]) -> int:
+    from .board import Status
+
+    done = [row for row in rows if row.status is Status.DONE]
+    print(f"{len(done)} of {len(rows)} video(s) done.")
+    for row in rows:
+        if row.status is Status.FAILED:
+            print(f"Failed {terminal_text(row.name)}: {terminal_text(row.error or '')}")
+        elif row.status is Status.CANCELLED:
+            print(f"Cancelled {terminal_text(row.name)}")
+    return 0 if len(done) == len(rows) else 1
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    store = JobStore(settings.data_dir / "jobs")
-    jobs = store.jobs()
-    if not jobs:
-        print(f"No jobs in {settings.data_dir}.")
-    for job in jobs:
-        error = f"  {job.error_message}" if job.error_message else ""
-        print(f"{job.id}  {job.batch_id}  {job.state.value:<15} {job.progress:3d}%  {job.display_name}{error}")
-    store.close()
+    from .batch import Batch
+    from .board import batch_rows, totals
+
+    store = _open_store(settings)
+    try:
+        rows = batch_rows(store, args.batch)
+        names = {batch_id: (store.get(Batch, batch_id) or Batch(id=batch_id, name=batch_id)).name
+                 for batch_id in {row.item.batch_id for row in rows}}
+    finally:
+        store.close()
+    if not rows:
+        print(f"No videos in {settings.data_dir}." if not args.batch else f"No batch {terminal_text(args.batch)}.")
+        return 0
+    for row in rows:
+        error = f"  {terminal_text(row.error)}" if row.error else ""
+        print(f"{row.item.id}  {terminal_text(names[row.item.batch_id])[:28]:<28}  {row.label:<20} {row.progress:3d}%  "
+              f"{terminal_text(row.name)}{error}")
+    t = totals(rows)
+    print(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight} in flight.")
     return 0
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    store = JobStore(settings.data_dir / "jobs")
-    jobs = store.jobs_in_batch(args.batch) if args.batch else store.jobs()
-    write_csv(jobs, args.csv)
-    store.close()
-    print(f"Wrote {len(jobs)} row(s) to {args.csv}")
+    from .board import batch_rows
+    from .export import write_csv
+
+    if not _writable(args.csv):
+        return 2
+    store = _open_store(settings)
+    try:
+        rows = batch_rows(store, args.batch)
+    finally:
+        store.close()
+    write_csv(rows, args.csv)
+    print(f"Wrote {len(rows)} row(s) to {args.csv}")
     return 0
 
 
 def cmd_samples(args: argparse.Namespace, settings: Settings) -> int:
+    from .samples import make_batch
+
     paths = make_batch(args.folder, args.count, seconds=3)
     print(f"Wrote {len(paths)} sample video(s) to {os.fspath(args.folder)}")
     return 0
+
+
+def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from .datadir import ensure_data_dir
+    from .store import Store
+
+    ensure_data_dir(settings.data_dir)
+    return Store(settings.data_dir / "jobs")
+
+
+def _writable(path: Path) -> bool:
+    """Check an output path before any work is done, so a typo does not cost a whole batch."""
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        _error(f"cannot write the CSV file {path} ({exc.strerror or exc}). Give a path in a folder you can write to.")
+        return False
+    if not existed:
+        path.unlink(missing_ok=True)
+    return True
+
+
+def _error(message: str) -> None:
+    print(f"error: {terminal_text(message)}", file=sys.stderr)

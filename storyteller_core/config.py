@@ -27,6 +27,10 @@ MODELS: dict[str, ModelInfo] = {
 }
 DEFAULT_MODEL = "gemini-2.5-flash"
 
+# Where a Gemini file and an answer live: demo answers never stand in for real ones.
+DEMO_BACKEND = "demo"
+GOOGLE_BACKEND = "https://generativelanguage.googleapis.com"
+
 # Gemini counts about 300 tokens per second of video at default media resolution.
 VIDEO_TOKENS_PER_SECOND = 300
 EXPECTED_OUTPUT_TOKENS = 800
@@ -91,6 +95,7 @@ class Settings:
     max_duration_s: float = 6 * 3600
     file_ttl_s: float = 48 * 3600
     lease_ttl_s: float = 20.0
+    quota_pause_after_s: float = 120.0  # quota exhausted this long: pause instead of failing videos
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -106,6 +111,14 @@ class Settings:
     @property
     def demo(self) -> bool:
         return not self.api_key
+
+    @property
+    def backend(self) -> str:
+        return DEMO_BACKEND if self.demo else (self.base_url or GOOGLE_BACKEND).rstrip("/")
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
 
 def estimate_tokens(duration_s: float | None, prompt: str) -> int:

@@ -2,13 +2,19 @@
 
 Every call here is a single attempt; the retry policy lives in retry.py and is
 applied by the pipeline. The SDK's own retries stay off (no retry_options).
-SDK and transport errors leave this module as GeminiError with a Kind.
+SDK and transport errors, and answers that are not Gemini's JSON (a proxy's
+HTML page, a truncated body), leave this module as GeminiError with a Kind.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import io
+import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +45,13 @@ class RemoteFile:
     state: str  # PROCESSING | ACTIVE | FAILED
     expires_at: float | None
     error: str | None = None
+    sha256: str | None = None  # lowercase hex of what Gemini stored, when it says
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    file: RemoteFile
+    sha256: str | None  # lowercase hex of the bytes we sent; None when not read in one pass, or on a 409
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,9 @@ class Gateway:
 
     def upload(
         self, path: Path, *, name: str, display_name: str, mime_type: str, on_progress: ProgressFn
-    ) -> RemoteFile:
-        """Stream ``path`` to the File API; 409 (name taken) returns the existing file."""
-        with path.open("rb") as raw, _ProgressReader(raw, on_progress) as reader:
+    ) -> Uploaded:
+        """Stream ``path`` to the File API, hashing the bytes as they are read; 409 (name taken) returns the existing file."""
+        with path.open("rb") as raw, _HashingReader(raw, on_progress) as reader:
             try:
                 result = _call(
                     self._client.files.upload,
@@ -79,13 +92,13 @@ class Gateway:
                 existing = self.get_file(name)
                 if existing is None:
                     raise
-                return existing
-        return _remote(result)
+                return Uploaded(existing, None)
+            return Uploaded(_remote(result), reader.sha256())
 
     def get_file(self, name: str) -> RemoteFile | None:
         """The file's current state, or None when it expired or was deleted."""
         try:
-            return _remote(_call(self._client.files.get, name=name))
+            return _remote(_call(self._client.files.get, name=name, about_file=True))
         except GeminiError as exc:
             if exc.kind is Kind.GONE:
                 return None
@@ -93,7 +106,7 @@ class Gateway:
 
     def delete_file(self, name: str) -> None:
         try:
-            _call(self._client.files.delete, name=name)
+            _call(self._client.files.delete, name=name, about_file=True)
         except GeminiError as exc:
             if exc.kind is not Kind.GONE:
                 raise
@@ -125,16 +138,25 @@ class Gateway:
         )
 
     def list_models(self) -> list[str]:
-        models = _call(self._client.models.list)
-        return [m.name.removeprefix("models/") for m in models if m.name]
+        # the pager fetches pages while it is iterated: iterate inside _call so those errors are translated too
+        names = _call(lambda: [m.name for m in self._client.models.list()])
+        return [n.removeprefix("models/") for n in names if n]
 
 
-class _ProgressReader(io.RawIOBase):
-    """A seekable read-only view of a file that reports bytes read so far."""
+class _HashingReader(io.RawIOBase):
+    """A seekable read-only view of a file that reports bytes read so far and hashes them in the same pass.
+
+    Each byte is hashed once, in order: a chunk read again (after a seek back)
+    is skipped up to the highest offset already hashed. A read that starts past
+    that offset leaves a hole, and then there is no digest.
+    """
 
     def __init__(self, raw: io.BufferedReader, on_progress: ProgressFn) -> None:
         self._raw = raw
         self._on_progress = on_progress
+        self._hash = hashlib.sha256()
+        self._hashed = 0  # bytes 0.._hashed are in the digest
+        self._hole = False
         self.mode = "rb"
 
     def readable(self) -> bool:
@@ -150,22 +172,85 @@ class _ProgressReader(io.RawIOBase):
         return self._raw.tell()
 
     def read(self, size: int = -1) -> bytes:
+        start = self._raw.tell()
         data = self._raw.read(size)
+        self._absorb(start, data)
         self._on_progress(self._raw.tell())
         return data
 
+    def _absorb(self, start: int, data: bytes) -> None:
+        end = start + len(data)
+        if end <= self._hashed:
+            return
+        if start > self._hashed:
+            self._hole = True
+            return
+        self._hash.update(memoryview(data)[self._hashed - start:])
+        self._hashed = end
 
-def _call(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    def sha256(self) -> str | None:
+        """Hex digest when the reads covered the file from 0 to its current end without a hole."""
+        if self._hole or self._hashed != os.fstat(self._raw.fileno()).st_size:
+            return None
+        return self._hash.hexdigest()
+
+
+# What the SDK raises when a 200 answer is not Gemini's JSON, by call:
+# files.get / models.generate_content / models.list parse with json.loads (JSONDecodeError);
+# the upload's finalize answer goes through HttpResponse.json (UnknownApiResponseError);
+# an upload start answer without the x-goog-upload-url header (a proxy's page) is a KeyError,
+# and a last chunk answered without x-goog-upload-status is a ValueError.
+_UPLOAD_ANSWER_PROBLEMS = (
+    "Upload URL was not returned from the create file request",
+    "Failed to upload file: Upload status is not finalized",
+    "All content has been uploaded, but the upload status is not finalized",
+)
+
+
+def _call(fn: Callable[..., Any], *, about_file: bool = False, **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)
     except genai_errors.APIError as exc:
-        raise _translate(exc) from None
+        raise _translate(exc, about_file=about_file) from None
     except _http.TransportError as exc:
         kind = "timed out" if isinstance(exc, _http.TimeoutException) else "connection failed"
         raise GeminiError(Kind.TRANSIENT, f"Gemini {kind} ({type(exc).__name__})", status="NETWORK") from None
+    except (json.JSONDecodeError, genai_errors.UnknownApiResponseError) as exc:
+        what = _describe_body(exc)
+        raise GeminiError(
+            Kind.TRANSIENT, f"Gemini sent an answer that is not valid JSON ({what}); retrying", status="BAD_RESPONSE"
+        ) from None
+    except (KeyError, ValueError) as exc:
+        if not any(text in str(exc) for text in _UPLOAD_ANSWER_PROBLEMS):
+            raise
+        raise GeminiError(
+            Kind.TRANSIENT, "Gemini's upload answer lacked its upload headers (not a Gemini answer?); retrying",
+            status="BAD_RESPONSE",
+        ) from None
 
 
-def _translate(exc: genai_errors.APIError) -> GeminiError:
+def _describe_body(exc: Exception) -> str:
+    cause = exc if isinstance(exc, json.JSONDecodeError) else exc.__cause__
+    body = cause.doc if isinstance(cause, json.JSONDecodeError) else ""
+    head = body.lstrip()[:200].lower()
+    if not head:
+        return "empty body"
+    if head.startswith(("<!doctype html", "<html")) or "<html" in head:
+        return "HTML page"
+    if head.startswith(("{", "[")):
+        return "truncated JSON"
+    return "not JSON"
+
+
+# Real Gemini, for a model it does not offer: 404 NOT_FOUND "models/NAME is not found for API
+# version v1beta, or is not supported for generateContent. Call ListModels ..."; for a file that
+# expired or never existed: 403 PERMISSION_DENIED "You do not have permission to access the File
+# files/NAME or it may not exist."
+_MODEL_MISSING = re.compile(r"\bmodels/\S+ is not found|\bmodel\b[^.]*\bnot found", re.IGNORECASE)
+_ABOUT_FILE = re.compile(r"\bfiles?\b", re.IGNORECASE)
+
+
+def _translate(exc: genai_errors.APIError, *, about_file: bool = False) -> GeminiError:
     code = exc.code
     status = exc.status or ""
     message = exc.message or str(exc)
@@ -175,7 +260,9 @@ def _translate(exc: genai_errors.APIError) -> GeminiError:
         return GeminiError(Kind.TRANSIENT, message, code, status, _retry_delay(exc.details))
     if code == 409:
         return GeminiError(Kind.EXISTS, message, code, status)
-    if code in (403, 404):
+    if code == 404 and _MODEL_MISSING.search(message):
+        return GeminiError(Kind.MODEL, message, code, status)
+    if code in (403, 404) and (about_file or _ABOUT_FILE.search(message)):
         return GeminiError(Kind.GONE, message, code, status)
     if code == 400 and status == "FAILED_PRECONDITION":
         return GeminiError(Kind.NOT_READY, message, code, status)
@@ -201,7 +288,34 @@ def _remote(file: types.File) -> RemoteFile:
     state = _enum_name(file.state) or "STATE_UNSPECIFIED"
     expires = file.expiration_time.timestamp() if file.expiration_time else None
     error = file.error.message if file.error else None
-    return RemoteFile(name=file.name or "", uri=file.uri or "", state=state, expires_at=expires, error=error)
+    return RemoteFile(
+        name=file.name or "", uri=file.uri or "", state=state, expires_at=expires, error=error,
+        sha256=normalize_sha256(file.sha256_hash),
+    )
+
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def normalize_sha256(value: str | None) -> str | None:
+    """Lowercase hex from what Gemini calls sha256Hash.
+
+    Real Gemini sends base64; seen are base64 of the 32 raw bytes and base64 of
+    the 64-character hex text. Plain hex is accepted too. Anything else: None.
+    """
+    text = (value or "").strip()
+    if _HEX64.fullmatch(text):
+        return text.lower()
+    text = text.replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) == 32:
+        return raw.hex()
+    if len(raw) == 64 and _HEX64.fullmatch(raw.decode("ascii", "replace")):
+        return raw.decode("ascii").lower()
+    return None
 
 
 def _enum_name(value: Any) -> str | None:

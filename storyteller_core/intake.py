@@ -6,12 +6,14 @@ a bad file is refused with a reason before any API call.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .config import VIDEO_EXTENSIONS, Settings
-from .media import MediaError, Probe, check_size, hash_file, probe, safe_display_name, spool_stream
+from .errors import Code, MediaError
+from .media import Probe, check_size, hash_file, probe, safe_display_name, spool_stream
 
 
 @dataclass
@@ -27,6 +29,16 @@ class Candidate:
     @property
     def ok(self) -> bool:
         return self.error_code is None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        probe_data = data.get("probe")
+        return cls(**{**data, "path": Path(data["path"]), "probe": Probe(**probe_data) if probe_data else None})
 
 
 @dataclass
@@ -59,17 +71,18 @@ def inspect_path(path: Path, settings: Settings) -> Candidate:
     candidate = Candidate(display_name=name, path=path.expanduser().absolute())
     try:
         if not path.exists():
-            raise MediaError("not_found", f"{name} does not exist at {path}. Check the path and try again.")
+            raise MediaError(Code.NOT_FOUND, f"{name} does not exist at {path}. Check the path and try again.")
         if not path.is_file():
-            raise MediaError("not_a_file", f"{path} is not a file. Give a video file or a folder of videos.")
+            raise MediaError(Code.NOT_A_FILE, f"{path} is not a file. Give a video file or a folder of videos.")
         check_size(name, path.stat().st_size, settings.max_file_bytes)
         candidate.sha256, candidate.size_bytes = hash_file(path)
     except MediaError as exc:
         return _refuse(candidate, exc)
     except PermissionError:
-        return _refuse(candidate, MediaError("unreadable", f"{name} cannot be read (permission denied). Check its permissions."))
+        return _refuse(candidate, MediaError(Code.UNREADABLE, f"{name} cannot be read (permission denied). Check its permissions."))
     except OSError as exc:
-        return _refuse(candidate, MediaError("unreadable", f"{name} cannot be read ({exc.strerror or exc}). Check the disk and try again."))
+        reason = exc.strerror or exc
+        return _refuse(candidate, MediaError(Code.UNREADABLE, f"{name} cannot be read ({reason}). Check the disk and try again."))
     return _probe(candidate, settings)
 
 
@@ -80,10 +93,13 @@ def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate
         path, sha, size = spool_stream(stream, settings.data_dir / "spool", display)
     except OSError as exc:
         candidate = Candidate(display_name=display, path=settings.data_dir / "spool")
-        return _refuse(candidate, MediaError("not_saved", f"{display} could not be saved to {settings.data_dir} "
+        return _refuse(candidate, MediaError(Code.NOT_SAVED, f"{display} could not be saved to {settings.data_dir} "
                                              f"({exc.strerror or exc}). Free some disk space or set "
                                              "STORYTELLER_DATA_DIR to another folder, then add it again."))
-    return _probe(Candidate(display_name=display, path=path, size_bytes=size, sha256=sha), settings)
+    candidate = _probe(Candidate(display_name=display, path=path, size_bytes=size, sha256=sha), settings)
+    if not candidate.ok:
+        path.unlink(missing_ok=True)  # a refused copy is never kept: the same bytes would be refused again
+    return candidate
 
 
 def _probe(candidate: Candidate, settings: Settings) -> Candidate:

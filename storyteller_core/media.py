@@ -12,7 +12,10 @@ from typing import BinaryIO
 
 import av
 
+from .errors import Code, MediaError
+
 CHUNK = 1024 * 1024
+PARTIAL_PREFIX = ".incoming-"  # a spool copy still being written
 
 _MIME_BY_FORMAT = {
     "mov,mp4,m4a,3gp,3g2,mj2": "video/mp4",
@@ -22,15 +25,6 @@ _MIME_BY_FORMAT = {
     "flv": "video/x-flv",
     "asf": "video/x-ms-wmv",
 }
-
-
-class MediaError(ValueError):
-    """A file we refuse before any API call; the message is for a person."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -63,7 +57,7 @@ def spool_stream(stream: BinaryIO, spool_dir: Path, display_name: str) -> tuple[
     digest = hashlib.sha256()
     size = 0
     suffix = Path(safe_display_name(display_name)).suffix.lower()[:10]
-    fd, tmp_name = tempfile.mkstemp(dir=spool_dir, prefix=".incoming-")
+    fd, tmp_name = tempfile.mkstemp(dir=spool_dir, prefix=PARTIAL_PREFIX)
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := stream.read(CHUNK):
@@ -97,7 +91,7 @@ def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float) 
         with av.open(str(path), metadata_errors="ignore") as container:
             video = next(iter(container.streams.video), None)
             if video is None:
-                raise MediaError("not_video", f"{display_name} is not a video file (no video stream found).")
+                raise MediaError(Code.NOT_VIDEO, f"{display_name} is not a video file (no video stream found).")
             audio = next(iter(container.streams.audio), None)
             duration = _duration(container, video)
             check_duration(display_name, duration, max_duration_s)
@@ -115,18 +109,16 @@ def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float) 
     except MediaError:
         raise
     except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
-        raise MediaError(
-            "unreadable",
+        raise MediaError(Code.UNREADABLE,
             f"{display_name} is not a video file we can read, or it is truncated or damaged ({_short(exc)}).",
         ) from exc
 
 
 def check_size(display_name: str, size: int, max_bytes: int) -> None:
     if size == 0:
-        raise MediaError("empty_file", f"{display_name} is empty (0 bytes). Check the file and add it again.")
+        raise MediaError(Code.EMPTY_FILE, f"{display_name} is empty (0 bytes). Check the file and add it again.")
     if size > max_bytes:
-        raise MediaError(
-            "too_large",
+        raise MediaError(Code.TOO_LARGE,
             f"{display_name} is {size / 1024**3:.2f} GB, over the {max_bytes / 1024**3:.2f} GB limit "
             "per file. Split or compress it, then add it again.",
         )
@@ -134,8 +126,7 @@ def check_size(display_name: str, size: int, max_bytes: int) -> None:
 
 def check_duration(display_name: str, duration_s: float, max_duration_s: float) -> None:
     if duration_s > max_duration_s:
-        raise MediaError(
-            "too_long",
+        raise MediaError(Code.TOO_LONG,
             f"{display_name} lasts {duration_s / 3600:.1f} h, over the {max_duration_s / 3600:.1f} h limit. "
             "Cut it into parts, then add them.",
         )

@@ -1,6 +1,7 @@
-"""Which job a free worker takes next: priority, then FIFO, under the upload cap.
+"""Which task a free worker takes next: priority, then FIFO, under the upload cap.
 
-A job that waits for Gemini (a poll later) sits here with a due time and holds
+A task is "video:<id>" (its upload or processing step) or "analysis:<id>".
+A task that waits (a status check later) sits here with a due time and holds
 no worker. Thread-safe; workers block in ``take`` until something is due.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 @dataclass
 class _Entry:
-    job_id: str
+    task: str
     rank: int  # 0 high, 1 normal, 2 low
     seq: int  # submission order, kept across phases so FIFO holds
     due: float
@@ -25,24 +26,24 @@ class Scheduler:
     def __init__(self, max_uploads: int) -> None:
         self.max_uploads = max_uploads
         self._entries: dict[str, _Entry] = {}
-        self._running: dict[str, bool] = {}  # job id -> holds an upload slot
+        self._running: dict[str, bool] = {}  # task -> holds an upload slot
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, job_id: str, rank: int, *, delay: float = 0.0, uploads: bool = False, seq: int | None = None) -> None:
+    def put(self, task: str, rank: int, *, delay: float = 0.0, uploads: bool = False, seq: int | None = None) -> None:
         with self._cond:
-            old = self._entries.get(job_id)
+            old = self._entries.get(task)
             order = seq if seq is not None else (old.seq if old else next(self._seq))
-            self._entries[job_id] = _Entry(job_id, rank, order, time.monotonic() + delay, uploads)
+            self._entries[task] = _Entry(task, rank, order, time.monotonic() + delay, uploads)
             self._cond.notify_all()
 
     def next_seq(self) -> int:
         return next(self._seq)
 
-    def remove(self, job_id: str) -> bool:
+    def remove(self, task: str) -> bool:
         with self._cond:
-            return self._entries.pop(job_id, None) is not None
+            return self._entries.pop(task, None) is not None
 
     def take(self, timeout: float = 1.0) -> _Entry | None:
         """The best due job a worker may start now, or None after ``timeout``."""
@@ -52,8 +53,8 @@ class Scheduler:
                 now = time.monotonic()
                 entry = self._best(now)
                 if entry is not None:
-                    del self._entries[entry.job_id]
-                    self._running[entry.job_id] = entry.uploads
+                    del self._entries[entry.task]
+                    self._running[entry.task] = entry.uploads
                     return entry
                 next_due = min((e.due for e in self._entries.values()), default=deadline)
                 wait = min(deadline, next_due) - now
@@ -62,9 +63,17 @@ class Scheduler:
                 self._cond.wait(max(0.005, wait))
             return None
 
-    def done(self, job_id: str) -> None:
+    def done(self, task: str) -> None:
         with self._cond:
-            self._running.pop(job_id, None)
+            self._running.pop(task, None)
+            self._cond.notify_all()
+
+    def wake_all(self) -> None:
+        """Make every waiting task due now (after a quota pause is lifted)."""
+        with self._cond:
+            now = time.monotonic()
+            for entry in self._entries.values():
+                entry.due = min(entry.due, now)
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -74,7 +83,7 @@ class Scheduler:
 
     def queued(self) -> list[str]:
         with self._cond:
-            return [e.job_id for e in sorted(self._entries.values(), key=lambda e: (e.rank, e.seq))]
+            return [e.task for e in sorted(self._entries.values(), key=lambda e: (e.rank, e.seq))]
 
     def running(self) -> list[str]:
         with self._cond:
@@ -84,9 +93,9 @@ class Scheduler:
         with self._cond:
             return sum(self._running.values())
 
-    def __contains__(self, job_id: str) -> bool:
+    def __contains__(self, task: str) -> bool:
         with self._cond:
-            return job_id in self._entries or job_id in self._running
+            return task in self._entries or task in self._running
 
     def _best(self, now: float) -> _Entry | None:
         uploads_free = sum(self._running.values()) < self.max_uploads

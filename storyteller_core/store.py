@@ -1,185 +1,293 @@
-"""Durable job state on diskcache: records, indexes, transitions and leases.
+"""Durable state on diskcache: videos, analyses, batches and items, their indexes, transitions and leases.
 
-Values are plain dicts, never pickled class instances, so a record written by
-one version of the code is readable by the next. Every read-modify-write runs
-inside ``cache.transact()``, which is atomic across threads and processes.
+Every value is JSON text; nothing is ever unpickled from the data dir (see
+safe_disk.py). Every read-modify-write runs inside ``cache.transact()``, which
+is atomic across threads and processes, and ``transition`` is the one place
+a record changes state.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diskcache
 
-from .jobs import STAGE_PROGRESS, Job, State, check_transition
+from .analysis import Analysis, AnalysisState
+from .batch import Batch, Item
+from .records import Record
+from .safe_disk import SafeDisk, check_not_damaged
+from .video import VIDEO_PROGRESS, Video
 
-_JOB = "job:"
-_LEASE = "lease:"
-_ALL = "index:all"
-_UNFINISHED = "index:unfinished"
+R = TypeVar("R", bound=Record)
+SCHEMA = 2
+_BATCHES = "index:batches"
+_ITEMS = "index:items"
+_UNFINISHED = "index:unfinished"  # analyses not COMPLETED, FAILED or CANCELLED
+_PENDING = "pending"  # the checked list before Start, as JSON
 
 
-class JobNotFound(KeyError):
+class NotFound(KeyError):
     pass
 
 
-class JobStore:
+class Store:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory = directory
-        self.cache = diskcache.Cache(
-            str(directory), eviction_policy="none", size_limit=2**62, timeout=60
-        )
+        check_not_damaged(directory / "cache.db")
+        self.cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62, timeout=60, disk=SafeDisk)
         for db_file in directory.glob("cache.db*"):  # the database, its WAL and shared memory
             db_file.chmod(0o600)
+        if self.cache.get("meta:schema") != SCHEMA:
+            from .migrate import migrate
+
+            migrate(self)
 
     def close(self) -> None:
         self.cache.close()
 
-    # -- records ---------------------------------------------------------------
-    def create(self, job: Job) -> Job:
-        job.state_entered_at.setdefault(job.state.value, job.created_at)
+    # -- records -----------------------------------------------------------------------
+    def get(self, cls: type[R], record_id: str | None) -> R | None:
+        if not record_id:
+            return None
+        text = self.cache.get(_key(cls, record_id))
+        return cls.from_json(text) if text else None
+
+    def require(self, cls: type[R], record_id: str) -> R:
+        record = self.get(cls, record_id)
+        if record is None:
+            raise NotFound(f"{cls.KIND} {record_id}")
+        return record
+
+    def many(self, cls: type[R], ids: Iterable[str]) -> list[R]:
+        found = (self.get(cls, i) for i in ids)
+        return [r for r in found if r is not None]
+
+    def put(self, record: Record) -> None:
+        self.cache.set(_key(type(record), record.id), record.to_json())
+
+    def mutate(self, cls: type[R], record_id: str, change: Callable[[R], None]) -> R:
+        """Apply ``change`` to the stored record atomically and write it back."""
         with self.cache.transact():
-            self.cache.set(_JOB + job.id, job.to_dict())
-            self._index_add(_ALL, job.id)
-            self._index_add(f"index:batch:{job.batch_id}", job.id)
-            self._index_add(f"index:sha:{job.sha256}", job.id)
-            self._index_add("index:batches", job.batch_id)
-            if not job.state.terminal:
-                self._index_add(_UNFINISHED, job.id)
-        return job
+            record = self.require(cls, record_id)
+            change(record)
+            if hasattr(record, "updated_at"):
+                record.updated_at = time.time()  # type: ignore[attr-defined]
+            self.put(record)
+        return record
 
-    def get(self, job_id: str) -> Job | None:
-        data = self.cache.get(_JOB + job_id)
-        return Job.from_dict(data) if data else None
+    def update(self, cls: type[R], record_id: str, **fields: Any) -> R:
+        return self.mutate(cls, record_id, lambda record: _assign(record, fields))
 
-    def require(self, job_id: str) -> Job:
-        job = self.get(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
+    def transition(self, cls: type[R], record_id: str, new: Any, **fields: Any) -> R:
+        """The one place a video or an analysis changes state; raises TransitionError if not allowed."""
 
-    def mutate(self, job_id: str, change: Callable[[Job], None]) -> Job:
-        """Apply ``change`` to the stored job atomically and write it back."""
-        with self.cache.transact():
-            job = self.require(job_id)
-            change(job)
-            job.updated_at = time.time()
-            self.cache.set(_JOB + job_id, job.to_dict())
-        return job
-
-    def update(self, job_id: str, **fields: Any) -> Job:
-        return self.mutate(job_id, lambda job: _assign(job, fields))
-
-    def transition(self, job_id: str, new: State, **fields: Any) -> Job:
-        """The one place a job changes state; raises TransitionError if not allowed."""
-
-        def change(job: Job) -> None:
-            check_transition(job.state, new)
-            now = time.time()
-            job.state = new
-            job.state_entered_at[new.value] = now
-            if new in STAGE_PROGRESS:
-                job.progress = STAGE_PROGRESS[new]
-            if new.terminal:
-                job.completed_at = now
-                job.cancel_requested = False
-            else:
-                job.completed_at = None
-            _assign(job, fields)
+        def change(record: Any) -> None:
+            record.check_transition(new)
+            at = time.time()
+            record.state = new
+            record.state_entered_at[new.value] = at
+            if isinstance(record, Video) and new in VIDEO_PROGRESS:
+                record.progress = VIDEO_PROGRESS[new]
+            if isinstance(record, Analysis):
+                record.completed_at = at if new.terminal else None
+                if new.terminal:
+                    record.cancel_requested = False
+            _assign(record, fields)
 
         with self.cache.transact():
-            job = self.mutate(job_id, change)
-            (self._index_remove if new.terminal else self._index_add)(_UNFINISHED, job_id)
-        return job
+            record = self.mutate(cls, record_id, change)
+            if isinstance(record, Analysis):
+                (self._index_remove if new.terminal else self._index_add)(_UNFINISHED, record_id)
+        return record
 
-    def delete(self, job_id: str) -> None:
+    # -- creating ------------------------------------------------------------------------
+    def add_video(self, video: Video) -> Video:
+        """Store ``video``, or merge its sources into the stored record of the same content."""
         with self.cache.transact():
-            job = self.get(job_id)
-            if job is None:
+            stored = self.get(Video, video.id)
+            if stored is None:
+                video.state_entered_at.setdefault(video.state.value, video.created_at)
+                self.put(video)
+                return video
+            new_sources = [s for s in video.sources if s not in stored.sources]
+            if new_sources:
+                stored.sources = [*new_sources, *stored.sources]  # the newest path is tried first
+                self.put(stored)
+            return stored
+
+    def add_analysis(self, analysis: Analysis) -> tuple[Analysis, bool]:
+        """Store ``analysis`` unless one of the same key exists; (the stored one, created?)."""
+        with self.cache.transact():
+            stored = self.get(Analysis, analysis.id)
+            if stored is not None:
+                return stored, False
+            analysis.state_entered_at.setdefault(analysis.state.value, analysis.created_at)
+            self.put(analysis)
+            self._index_add(f"index:video-analyses:{analysis.video_id}", analysis.id)
+            if not analysis.state.terminal:
+                self._index_add(_UNFINISHED, analysis.id)
+            return analysis, True
+
+    def add_batch(self, batch: Batch) -> Batch:
+        with self.cache.transact():
+            if self.get(Batch, batch.id) is None:
+                self.put(batch)
+                self._index_add(_BATCHES, batch.id)
+        return batch
+
+    def add_item(self, item: Item) -> Item:
+        with self.cache.transact():
+            self.put(item)
+            self._index_add(_ITEMS, item.id)
+            self._index_add(f"index:batch:{item.batch_id}", item.id)
+            if item.analysis_id:
+                self._index_add(f"index:analysis-items:{item.analysis_id}", item.id)
+        return item
+
+    def delete_item(self, item_id: str) -> Item | None:
+        with self.cache.transact():
+            item = self.get(Item, item_id)
+            if item is None:
+                return None
+            self.cache.delete(_key(Item, item_id))
+            self._index_remove(_ITEMS, item_id)
+            self._index_remove(f"index:batch:{item.batch_id}", item_id)
+            if item.analysis_id:
+                self._index_remove(f"index:analysis-items:{item.analysis_id}", item_id)
+            if not self._ids(f"index:batch:{item.batch_id}"):
+                self.cache.delete(_key(Batch, item.batch_id))
+                self._index_remove(_BATCHES, item.batch_id)
+        return item
+
+    def delete_analysis(self, analysis_id: str) -> None:
+        with self.cache.transact():
+            analysis = self.get(Analysis, analysis_id)
+            if analysis is None:
                 return
-            self.cache.delete(_JOB + job_id)
-            self.cache.delete(_LEASE + job_id)
-            self._index_remove(_ALL, job_id)
-            self._index_remove(f"index:batch:{job.batch_id}", job_id)
-            self._index_remove(f"index:sha:{job.sha256}", job_id)
-            self._index_remove(_UNFINISHED, job_id)
+            self.cache.delete(_key(Analysis, analysis_id))
+            self._index_remove(_UNFINISHED, analysis_id)
+            self._index_remove(f"index:video-analyses:{analysis.video_id}", analysis_id)
 
-    # -- look-ups --------------------------------------------------------------
-    def job_ids(self) -> list[str]:
-        return list(self.cache.get(_ALL, []))
+    def move_item(self, item_id: str, analysis_id: str) -> Item:
+        """Point an item at another analysis (retry under the current backend)."""
+        with self.cache.transact():
+            item = self.require(Item, item_id)
+            if item.analysis_id:
+                self._index_remove(f"index:analysis-items:{item.analysis_id}", item_id)
+            item.analysis_id = analysis_id
+            self.put(item)
+            self._index_add(f"index:analysis-items:{analysis_id}", item_id)
+        return item
 
-    def jobs(self, ids: Iterable[str] | None = None) -> list[Job]:
-        found = (self.get(i) for i in (self.job_ids() if ids is None else ids))
-        return [job for job in found if job is not None]
-
+    # -- look-ups ----------------------------------------------------------------------------
     def batch_ids(self) -> list[str]:
         """Batch ids, newest first (ids start with their creation time)."""
-        return sorted(self.cache.get("index:batches", []), reverse=True)
+        return sorted(self._ids(_BATCHES), reverse=True)
 
-    def jobs_in_batch(self, batch_id: str) -> list[Job]:
-        return self.jobs(self.cache.get(f"index:batch:{batch_id}", []))
+    def item_ids(self, batch_id: str | None = None) -> list[str]:
+        return self._ids(f"index:batch:{batch_id}" if batch_id else _ITEMS)
 
-    def jobs_by_sha(self, sha256: str) -> list[Job]:
-        return self.jobs(self.cache.get(f"index:sha:{sha256}", []))
+    def items(self, batch_id: str | None = None) -> list[Item]:
+        return self.many(Item, self.item_ids(batch_id))
 
-    def unfinished(self) -> list[Job]:
-        """Jobs not yet COMPLETED, FAILED or CANCELLED, read through their own index."""
-        ids = self.cache.get(_UNFINISHED)
-        if ids is None:  # a data dir from before this index: build it once
-            with self.cache.transact():
-                ids = [job.id for job in self.jobs() if not job.state.terminal]
-                self.cache.set(_UNFINISHED, ids)
-        return [job for job in self.jobs(ids) if not job.state.terminal]
+    def items_of(self, analysis_id: str) -> list[Item]:
+        return self.many(Item, self._ids(f"index:analysis-items:{analysis_id}"))
 
-    # -- leases: one engine works a job at a time --------------------------------
-    def claim(self, job_id: str, owner: str, ttl: float) -> bool:
+    def analyses_of(self, video_id: str) -> list[Analysis]:
+        return self.many(Analysis, self._ids(f"index:video-analyses:{video_id}"))
+
+    def unfinished(self) -> list[Analysis]:
+        return [a for a in self.many(Analysis, self._ids(_UNFINISHED)) if not a.state.terminal]
+
+    def unfinished_ids(self) -> set[str]:
+        return set(self._ids(_UNFINISHED))
+
+    def needs_video(self, video_id: str) -> bool:
+        """Some unfinished analysis still needs this video's file."""
+        return any(a.state in (AnalysisState.WAITING, AnalysisState.ANALYZING) for a in self.analyses_of(video_id))
+
+    # -- the checked list before Start -------------------------------------------------------
+    def pending(self) -> list[dict[str, Any]]:
+        return json.loads(self.cache.get(_PENDING) or "[]")
+
+    def set_pending(self, entries: list[dict[str, Any]]) -> None:
+        self.cache.set(_PENDING, json.dumps(entries, ensure_ascii=False))
+
+    # -- leases: one engine works a video or an analysis at a time --------------------------------
+    def claim(self, task: str, owner: str, ttl: float) -> bool:
         with self.cache.transact():
-            lease = self.cache.get(_LEASE + job_id)
+            lease = self._lease(task)
             if lease and lease["owner"] != owner and not _lease_stale(lease):
                 return False
-            self.cache.set(_LEASE + job_id, {"owner": owner, "expires": time.time() + ttl})
+            self._set_lease(task, owner, ttl)
             return True
 
-    def renew(self, job_ids: Iterable[str], owner: str, ttl: float) -> list[str]:
-        """Extend the leases this owner still holds; return the ids it lost."""
+    def renew(self, tasks: Iterable[str], owner: str, ttl: float) -> list[str]:
+        """Extend the leases this owner still holds; return the tasks it lost."""
         lost = []
         with self.cache.transact():
-            for job_id in job_ids:
-                lease = self.cache.get(_LEASE + job_id)
+            for task in tasks:
+                lease = self._lease(task)
                 if lease and lease["owner"] != owner:
-                    lost.append(job_id)
+                    lost.append(task)
                     continue
-                self.cache.set(_LEASE + job_id, {"owner": owner, "expires": time.time() + ttl})
+                self._set_lease(task, owner, ttl)
         return lost
 
-    def release(self, job_id: str, owner: str) -> None:
+    def release(self, task: str, owner: str) -> None:
         with self.cache.transact():
-            lease = self.cache.get(_LEASE + job_id)
+            lease = self._lease(task)
             if lease and lease["owner"] == owner:
-                self.cache.delete(_LEASE + job_id)
+                self.cache.delete("lease:" + task)
 
-    def _index_add(self, key: str, job_id: str) -> None:
-        ids = self.cache.get(key, [])
-        if job_id not in ids:
-            self.cache.set(key, [*ids, job_id])
+    def held_elsewhere(self, task: str, owner: str) -> bool:
+        lease = self._lease(task)
+        return bool(lease) and lease["owner"] != owner and not _lease_stale(lease)  # type: ignore[index]
 
-    def _index_remove(self, key: str, job_id: str) -> None:
-        ids = self.cache.get(key, [])
-        if job_id in ids:
-            self.cache.set(key, [i for i in ids if i != job_id])
+    def _lease(self, task: str) -> dict[str, Any] | None:
+        text = self.cache.get("lease:" + task)
+        return json.loads(text) if text else None
+
+    def _set_lease(self, task: str, owner: str, ttl: float) -> None:
+        self.cache.set("lease:" + task, json.dumps({"owner": owner, "expires": time.time() + ttl}))
+
+    # -- indexes: JSON lists of ids -----------------------------------------------------------------
+    def _ids(self, key: str) -> list[str]:
+        text = self.cache.get(key)
+        return json.loads(text) if text else []
+
+    def _index_add(self, key: str, record_id: str) -> None:
+        ids = self._ids(key)
+        if record_id not in ids:
+            ids.append(record_id)
+            self.cache.set(key, json.dumps(ids))
+
+    def _index_remove(self, key: str, record_id: str) -> None:
+        ids = self._ids(key)
+        if record_id in ids:
+            ids.remove(record_id)
+            if ids:
+                self.cache.set(key, json.dumps(ids))
+            else:
+                self.cache.delete(key)
 
 
-def _assign(job: Job, fields: dict[str, Any]) -> None:
+def _key(cls: type[Record], record_id: str) -> str:
+    return f"{cls.KIND}:{record_id}"
+
+
+def _assign(record: Record, fields: dict[str, Any]) -> None:
     for name, value in fields.items():
-        if not hasattr(job, name):
-            raise AttributeError(f"Job has no field {name!r}")
-        setattr(job, name, value)
+        if not hasattr(record, name):
+            raise AttributeError(f"{record.KIND} has no field {name!r}")
+        setattr(record, name, value)
 
 
 def make_owner_id(tag: str) -> str:
@@ -198,6 +306,6 @@ def _lease_stale(lease: dict[str, Any]) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except (PermissionError, OSError):
         return False
     return False

@@ -1,22 +1,43 @@
-"""Run the emulator alone: python -m storyteller_core.emulator --port 8765"""
+"""Run the emulator alone: python -m storyteller_core.emulator --port 8765
+
+SIGTERM and SIGINT stop it cleanly: it stops answering and deletes its temp
+storage (every uploaded byte), so no bench run leaves gigabytes in /tmp.
+"""
 
 from __future__ import annotations
 
 import argparse
-import time
+import logging
+import signal
+import threading
+from pathlib import Path
 
 from . import Emulator, EmulatorConfig
 
-parser = argparse.ArgumentParser(description="Local Gemini REST emulator")
-parser.add_argument("--port", type=int, default=8765)
-parser.add_argument("--processing-delay", type=float, default=1.5)
-parser.add_argument("--analysis-delay", type=float, default=1.0)
-args = parser.parse_args()
-emulator = Emulator(EmulatorConfig(processing_delay_s=args.processing_delay, analysis_delay_s=args.analysis_delay),
-                    port=args.port).start()
-print(f"Gemini emulator listening on {emulator.base_url} (Ctrl+C stops it)", flush=True)
-try:
-    while True:
-        time.sleep(3600)
-except KeyboardInterrupt:
-    emulator.stop()
+log = logging.getLogger("storyteller_core.emulator")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Local Gemini REST emulator")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--processing-delay", type=float, default=1.5)
+    parser.add_argument("--analysis-delay", type=float, default=1.0)
+    parser.add_argument("--storage-root", type=Path, default=None, help="where its temp storage dir goes (default: the temp dir)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    config = EmulatorConfig(processing_delay_s=args.processing_delay, analysis_delay_s=args.analysis_delay)
+    emulator = Emulator(config, port=args.port, storage_root=args.storage_root).start()
+    try:
+        log.info("Gemini emulator listening on %s (Ctrl+C stops it); storage %s", emulator.base_url, emulator.storage)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        emulator.stop()
+        log.info("Gemini emulator stopped; storage deleted")
+
+
+main()

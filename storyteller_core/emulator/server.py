@@ -2,11 +2,14 @@
 
 Resumable upload (start, chunks with offsets, finalize), files get/list/delete,
 generateContent and models list, with Google's error JSON. Counters record
-what clients did so tests can assert on the server's own view.
+what clients did so tests can assert on the server's own view. Uploaded bytes
+live in a temp dir that stop() deletes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import random
 import re
@@ -41,6 +44,7 @@ class _File:
     active_at: float
     failed: bool = False
     expires: float = 0.0
+    sha256: bytes = b""  # raw digest of the bytes received
 
 
 @dataclass
@@ -52,6 +56,7 @@ class _Session:
     path: Path
     received: int = 0
     touched: float = field(default_factory=time.monotonic)
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 @dataclass
@@ -64,11 +69,20 @@ class Stats:
     generates: Counter = field(default_factory=Counter)  # by display name
     faults: Counter = field(default_factory=Counter)
     requests: int = 0
+    request_times: list = field(default_factory=list)  # time.time() of every request
     chunks: int = 0
+
+    def requests_by_minute(self, since: float | None = None) -> Counter:
+        """Requests per whole minute since ``since`` (default: the first request): {0: n, 1: m, ...}."""
+        times = list(self.request_times)
+        start = since if since is not None else (times[0] if times else 0.0)
+        return Counter(int((t - start) // 60) for t in times if t >= start)
 
 
 class Emulator:
-    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0, storage_root: Path | None = None
+    ) -> None:
         self.config = config or EmulatorConfig()
         self.stats = Stats()
         self.lock = threading.Lock()
@@ -77,7 +91,7 @@ class Emulator:
         self.vanished: set[str] = set()  # display names whose file was deleted before analysis once
         self.random = random.Random(self.config.seed)
         self.stopping = threading.Event()
-        self.storage = Path(tempfile.mkdtemp(prefix="gemini-emulator-"))
+        self.storage = Path(tempfile.mkdtemp(prefix="gemini-emulator-", dir=storage_root))
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.emulator = self  # type: ignore[attr-defined]
@@ -107,10 +121,17 @@ class Emulator:
         self.start()
 
     def stop(self) -> None:
-        self.stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        """Stop answering and delete every uploaded byte. Safe to call twice."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            self.httpd.shutdown()
+            self.httpd.server_close()
         shutil.rmtree(self.storage, ignore_errors=True)
+
+    def count_request(self) -> None:
+        with self.lock:
+            self.stats.requests += 1
+            self.stats.request_times.append(time.time())
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -151,6 +172,7 @@ class Emulator:
             "uri": f"{self.base_url}/v1beta/{f.name}",
             "state": state,
             "source": "UPLOADED",
+            "sha256Hash": base64.b64encode(f.sha256).decode(),
         }
         if state == "FAILED":
             data["error"] = {"code": 400, "message": "The video could not be processed (emulated failure)."}
@@ -207,42 +229,66 @@ class _Handler(BaseHTTPRequestHandler):
         )
         return False
 
-    def _fault(self, where: str) -> bool:
-        """Answer with an injected 429 or 503 when the dice say so."""
+    def _roll(self, where: str) -> str | None:
+        """Which fault strikes this call, if any: "429", "503" or "bad_body"."""
         cfg = self.emu.config
         if where not in cfg.fault_on:
-            return False
+            return None
         with self.emu.lock:
             roll = self.emu.random.random()
-        if roll < cfg.rate_429:
-            self.emu.stats.faults["429"] += 1
+        for fault, rate in (("429", cfg.rate_429), ("503", cfg.rate_503), ("bad_body", cfg.bad_body_rate)):
+            if roll < rate:
+                return fault
+            roll -= rate
+        return None
+
+    def _fault(self, where: str) -> bool:
+        """Answer with an injected 429, 503 or bad body when the dice say so."""
+        fault = self._roll(where)
+        if fault is None:
+            return False
+        with self.emu.lock:
+            self.emu.stats.faults[fault] += 1
+        if fault == "429":
+            delay = self.emu.config.retry_delay_s
             details = None
-            if cfg.retry_delay_s is not None:
-                details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{cfg.retry_delay_s}s"}]
+            if delay is not None:
+                details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(delay)}]
             self._error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).", details)
-            return True
-        if roll < cfg.rate_429 + cfg.rate_503:
-            self.emu.stats.faults["503"] += 1
+        elif fault == "503":
             self._error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
-            return True
-        return False
+        else:
+            self._bad_body(_TRUNCATED_FILE)
+        return True
+
+    def _bad_body(self, good: bytes, headers: dict[str, str] | None = None) -> None:
+        """A 200 that is not Gemini's JSON: a proxy's HTML page, or the real answer cut short."""
+        with self.emu.lock:
+            html = self.emu.random.random() < 0.5
+        raw = _HTML_PAGE if html else good[: max(1, len(good) // 2)]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=UTF-8" if html else "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(raw)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(raw)
 
     # -- routing ---------------------------------------------------------------
     def do_GET(self) -> None:
-        self.emu.stats.requests += 1
+        self.emu.count_request()
         path = self.path.split("?", 1)[0]
         if m := re.fullmatch(_API + r"/(files/[a-z0-9-]+)", path):
             self._get_file(m.group(1))
         elif re.fullmatch(_API + r"/files", path):
             self._list_files()
         elif re.fullmatch(_API + r"/models", path):
-            if self._authorized():
-                self._send(200, {"models": [{"name": f"models/{n}", "displayName": m.label} for n, m in MODELS.items()]})
+            self._list_models()
         else:
             self._error(404, "NOT_FOUND", f"No route for GET {path}")
 
     def do_POST(self) -> None:
-        self.emu.stats.requests += 1
+        self.emu.count_request()
         path = self.path.split("?", 1)[0]
         if re.fullmatch(r"/upload" + _API + r"/files", path):
             self._upload_start()
@@ -255,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "NOT_FOUND", f"No route for POST {path}")
 
     def do_DELETE(self) -> None:
-        self.emu.stats.requests += 1
+        self.emu.count_request()
         m = re.fullmatch(_API + r"/(files/[a-z0-9-]+)", self.path.split("?", 1)[0])
         if not m or not self._authorized():
             if not m:
@@ -264,6 +310,17 @@ class _Handler(BaseHTTPRequestHandler):
         with self.emu.lock:
             self.emu.files.pop(m.group(1), None)
         self._send(200, {})
+
+    def _list_models(self) -> None:
+        if not self._authorized() or self._fault("models"):
+            return
+        offered = self.emu.config.models
+        names = [n for n in MODELS if n in offered] + sorted(offered - set(MODELS))
+        self._send(200, {"models": [
+            {"name": f"models/{n}", "displayName": MODELS[n].label if n in MODELS else n, "version": "001",
+             "supportedGenerationMethods": ["generateContent", "countTokens"]}
+            for n in names
+        ]})
 
     # -- files -----------------------------------------------------------------
     def _get_file(self, name: str) -> None:
@@ -324,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if cfg.chunk_delay_s:
             time.sleep(cfg.chunk_delay_s)
-        if session is None:
+        if session is None or emu.stopping.is_set():
             self._drain(length)
             self._error(404, "NOT_FOUND", "Upload session not found.")
             return
@@ -348,6 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not piece:
                     break
                 out.write(piece)
+                session.digest.update(piece)
                 remaining -= len(piece)
         session.received += length
         session.touched = time.monotonic()
@@ -364,7 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
             name=session.name, display_name=session.display_name, mime_type=session.mime_type,
             size=session.received, path=session.path, created=now,
             active_at=now + cfg.processing_delay(session.display_name),
-            failed=cfg.fail_marker in session.display_name, expires=now + ttl,
+            failed=cfg.fail_marker in session.display_name, expires=now + ttl, sha256=session.digest.digest(),
         )
         with emu.lock:  # check and record in one step, so two finalizes of one name cannot both win
             emu.sessions.pop(session_id, None)
@@ -376,7 +434,13 @@ class _Handler(BaseHTTPRequestHandler):
                 emu.files[f.name] = f
                 emu.stats.uploads_finished[f.display_name] += 1
                 code, body = 200, {"file": emu.file_json(f)}
-        self._send(code, body, {"x-goog-upload-status": "final"})  # the header stops the SDK resending the chunk
+        final = {"x-goog-upload-status": "final"}  # the header stops the SDK resending the chunk
+        if code == 200 and self._roll("upload_final") == "bad_body":  # the file is stored; only its answer is garbled
+            with emu.lock:
+                emu.stats.faults["bad_body"] += 1
+            self._bad_body(json.dumps(body).encode(), final)
+            return
+        self._send(code, body, final)
 
     def _drain(self, length: int) -> None:
         while length > 0:
@@ -391,6 +455,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized() or self._fault("generate"):
             return
         emu, cfg = self.emu, self.emu.config
+        if model not in cfg.models:
+            self._error(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not supported for "
+                        "generateContent. Call ListModels to see the list of available models and their supported methods.")
+            return
         uri, prompt = _file_and_prompt(body)
         name = uri.split("/v1beta/", 1)[-1] if uri else ""
         with emu.lock:
@@ -439,6 +507,16 @@ def _file_and_prompt(body: dict[str, Any]) -> tuple[str, str]:
             if part.get("text"):
                 texts.append(part["text"])
     return uri, "\n".join(texts)
+
+
+_HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+              b"<body><h1>Sign in to the network</h1><p>This page is not Gemini.</p></body></html>")
+_TRUNCATED_FILE = b'{"name": "files/abc", "displayName": "video.mp4", "mimeType": "video/mp4", "state": "ACTIVE"}'
+
+
+def _duration(seconds: float) -> str:
+    """Google's Duration JSON: "0s", "12s", "1.5s"."""
+    return f"{seconds:g}s"
 
 
 def _iso(ts: float) -> str:

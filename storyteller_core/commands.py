@@ -1,0 +1,238 @@
+"""The command API the pages and the CLI call: submit, analyze again, retry, cancel, remove, the checked list.
+
+Commands only touch the store and the runner's queue; the runner's workers
+make every step. A question already answered is reused, one in flight is
+joined: an analysis is keyed by what makes its answer (see analysis.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
+from .batch import Batch, Item, default_batch_name, new_batch_id, new_id
+from .config import Settings, estimate_cost
+from .intake import Candidate, inspect_path
+from .media import thumbnail
+from .runner import Runner
+from .spool import discard, release_spool
+from .store import Store
+from .video import Video, VideoState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What to ask of each video."""
+
+    prompt: str
+    model: str
+    preset: str | None = None
+    priority: str = "normal"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITY_RANK:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
+        if not self.prompt.strip():
+            raise ValueError("the prompt is empty: write what to ask Gemini about each video")
+
+
+class Commands:
+    def __init__(self, store: Store, runner: Runner, settings: Callable[[], Settings]) -> None:
+        self.store = store
+        self.runner = runner
+        self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings()
+
+    # -- asking -----------------------------------------------------------------------------
+    def submit(self, candidates: Iterable[Candidate], ask: Ask, *, batch_name: str | None = None,
+               resume: bool = False) -> list[Item]:
+        """One row per (source, analysis); refused files become rows with their reason.
+
+        With ``resume`` (the CLI run again on the same files), a row that exists
+        in any batch for the same source and question is returned instead of a new one.
+        """
+        candidates = list(candidates)
+        first = next((c.display_name for c in candidates), None)
+        batch = Batch(id=new_batch_id(), name=(batch_name or "").strip() or default_batch_name(first))
+        rows: dict[tuple[str, str], Item] = {}
+        items = []
+        for candidate in candidates:
+            if not candidate.ok:
+                items.append(self._add_item(batch, Item(
+                    id=new_id(), batch_id=batch.id, display_name=candidate.display_name, source_path=str(candidate.path),
+                    error_code=candidate.error_code, error_message=candidate.error_message)))
+                continue
+            video = self.store.add_video(self._video_of(candidate))
+            analysis = self._ask(video, ask)
+            key = (str(candidate.path), analysis.id)
+            if key not in rows:
+                rows[key] = self._row_for(batch, candidate.display_name, key[0], video, analysis, resume)
+            items.append(rows[key])
+        return items
+
+    def submit_paths(self, paths: Iterable[Path], ask: Ask, **kwargs: Any) -> list[Item]:
+        return self.submit([inspect_path(Path(p), self.settings) for p in paths], ask, **kwargs)
+
+    def analyze_again(self, item_ids: Iterable[str], ask: Ask, *, batch_name: str | None = None) -> list[Item]:
+        """Ask another question of the videos behind these rows: their Gemini files are reused while ACTIVE."""
+        sources = [item for item in self.store.many(Item, item_ids) if item.video_id]
+        first = sources[0].display_name if sources else None
+        batch = Batch(id=new_batch_id(), name=(batch_name or "").strip() or f"Again: {default_batch_name(first)}")
+        rows: dict[tuple[str, str], Item] = {}
+        for source in sources:
+            video = self.store.require(Video, source.video_id or "")
+            analysis = self._ask(video, ask)
+            key = (source.source_path, analysis.id)
+            if key not in rows:
+                rows[key] = self._row_for(batch, source.display_name, key[0], video, analysis, resume=False)
+        return list(rows.values())
+
+    # -- acting on a row --------------------------------------------------------------------
+    def retry(self, item_id: str) -> Item:
+        """Run a failed or cancelled row again, from the furthest point its video reached."""
+        item = self.store.require(Item, item_id)
+        if not item.analysis_id:
+            return item  # refused at intake: the person adds the file again
+        if item.cancelled:
+            item = self.store.update(Item, item_id, cancelled=False)
+        analysis = self.store.require(Analysis, item.analysis_id)
+        if analysis.backend != self.settings.backend:  # asked of demo mode or another server: ask the current one
+            video = self.store.require(Video, analysis.video_id)
+            analysis = self._ask(video, Ask(analysis.prompt, analysis.model, analysis.preset, analysis.priority,
+                                            analysis.options))
+            item = self.store.move_item(item_id, analysis.id)
+        elif analysis.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
+            analysis = self._reopen(analysis.id)
+        video = self.store.get(Video, analysis.video_id)
+        if video and video.state is VideoState.FAILED:
+            self.store.transition(Video, video.id, VideoState.CREATED, error_code=None, error_message=None,
+                                  failed_step=None, upload_count=0, poll_attempts=0)
+        if not analysis.state.terminal:
+            self.runner.enqueue(f"analysis:{analysis.id}")
+        return item
+
+    def cancel(self, item_id: str) -> Item:
+        """Queued or waiting: cancelled at once. Running: at its next check (within a second or two)."""
+        item = self.store.update(Item, item_id, cancelled=True)
+        if item.analysis_id:
+            self._stop_if_unwanted(item.analysis_id)
+        return item
+
+    def remove(self, item_id: str) -> None:
+        """Forget a row. An unfinished analysis nobody else asked for is cancelled; a finished one is kept for reuse."""
+        item = self.store.delete_item(item_id)
+        if item is None or not item.analysis_id:
+            return
+        if not self.store.items_of(item.analysis_id):
+            self._stop_if_unwanted(item.analysis_id)
+            analysis = self.store.get(Analysis, item.analysis_id)
+            if analysis and analysis.state is not AnalysisState.COMPLETED:
+                self.store.delete_analysis(analysis.id)
+        if item.video_id:
+            release_spool(self.store, item.video_id, self.settings.spool_dir)
+
+    # -- the checked list before Start: in the store, so a reload loses nothing ---------------------
+    def pending(self) -> list[Candidate]:
+        return [Candidate.from_dict(entry) for entry in self.store.pending()]
+
+    def add_pending(self, candidates: Iterable[Candidate]) -> None:
+        entries = self.store.pending()
+        known = {entry["path"] for entry in entries}
+        for candidate in candidates:
+            if candidate.ok and str(candidate.path) in known:
+                continue
+            entries.append(candidate.to_dict())
+            known.add(str(candidate.path))
+        self.store.set_pending(entries)
+
+    def remove_pending(self, path: str) -> None:
+        entries = self.store.pending()
+        self.store.set_pending([e for e in entries if e["path"] != path])
+        discard(self.store, [Path(path)], self.settings.spool_dir)
+
+    def clear_pending(self) -> None:
+        entries = self.store.pending()
+        self.store.set_pending([])
+        discard(self.store, [Path(e["path"]) for e in entries], self.settings.spool_dir)
+
+    def start_pending(self, ask: Ask, *, batch_name: str | None = None) -> list[Item]:
+        items = self.submit(self.pending(), ask, batch_name=batch_name)
+        self.store.set_pending([])
+        return items
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _video_of(self, candidate: Candidate) -> Video:
+        video = Video(id=candidate.sha256, sha256=candidate.sha256, display_name=candidate.display_name,
+                      sources=[str(candidate.path)], size_bytes=candidate.size_bytes)
+        if candidate.probe:
+            p = candidate.probe
+            video.duration_s, video.width, video.height, video.fps = p.duration_s, p.width, p.height, p.fps
+            video.video_codec, video.audio_codec, video.mime_type = p.video_codec, p.audio_codec, p.mime_type
+        if self.store.get(Video, video.id) is None:
+            thumb = thumbnail(candidate.path, self.settings.data_dir / "thumbs" / f"{candidate.sha256}.jpg")
+            video.thumbnail_path = str(thumb) if thumb else None
+        return video
+
+    def _ask(self, video: Video, ask: Ask) -> Analysis:
+        """The analysis for this question of this video on the current backend: found, reopened or new."""
+        settings = self.settings
+        backend = settings.backend
+        analysis = Analysis(
+            id=analysis_key(video.id, ask.model, ask.prompt, ask.options, backend), video_id=video.id, model=ask.model,
+            prompt=ask.prompt, preset=ask.preset, options=dict(ask.options), backend=backend, priority=ask.priority,
+            estimated_cost_usd=None if settings.demo else estimate_cost(ask.model, video.duration_s, ask.prompt),
+        )
+        stored, created = self.store.add_analysis(analysis)
+        if not created and stored.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
+            stored = self._reopen(stored.id)  # asked again: try again
+        if not created and PRIORITY_RANK[ask.priority] < PRIORITY_RANK[stored.priority]:
+            stored = self.store.update(Analysis, stored.id, priority=ask.priority)
+        return stored
+
+    def _reopen(self, analysis_id: str) -> Analysis:
+        return self.store.transition(Analysis, analysis_id, AnalysisState.WAITING, error_code=None, error_message=None,
+                                     failed_step=None, cancel_requested=False)
+
+    def _row_for(self, batch: Batch, name: str, source: str, video: Video, analysis: Analysis, resume: bool) -> Item:
+        existing = next((i for i in self.store.items_of(analysis.id)
+                         if i.source_path == source and (resume or i.batch_id == batch.id)), None)
+        if existing is not None:
+            item = self.store.update(Item, existing.id, cancelled=False) if existing.cancelled else existing
+        else:
+            item = self._add_item(batch, Item(id=new_id(), batch_id=batch.id, display_name=name, source_path=source,
+                                              video_id=video.id, analysis_id=analysis.id,
+                                              reused=analysis.state is AnalysisState.COMPLETED))
+        if not analysis.state.terminal:
+            self.runner.enqueue(f"analysis:{analysis.id}")
+        return item
+
+    def _add_item(self, batch: Batch, item: Item) -> Item:
+        self.store.add_batch(batch)
+        return self.store.add_item(item)
+
+    def _stop_if_unwanted(self, analysis_id: str) -> None:
+        """Cancel an unfinished analysis once no row wants it any more."""
+        analysis = self.store.get(Analysis, analysis_id)
+        if analysis is None or analysis.state.terminal:
+            return
+        if any(not item.cancelled for item in self.store.items_of(analysis_id)):
+            return
+        task = f"analysis:{analysis_id}"
+        if not self.runner.running(task) and (self.runner.dequeue(task) or self.runner.leases.claim(task)):
+            try:
+                self.store.transition(Analysis, analysis_id, AnalysisState.CANCELLED)
+            finally:
+                self.runner.leases.release(task)
+            release_spool(self.store, analysis.video_id, self.settings.spool_dir)
+            return
+        self.store.update(Analysis, analysis_id, cancel_requested=True)  # running: it stops at its next check

@@ -1,0 +1,89 @@
+"""Open the job store without trusting it: no pickle runs code, a damaged file is never overwritten.
+
+diskcache pickles any value that is not str/bytes/int/float; we store JSON
+text, so a pickle in the database is either a store from before the JSON
+records (plain dicts and lists, read once to migrate) or planted. SafeDisk
+reads pickles with an unpickler that can build no object but the built-in
+containers, so a planted ``cache.db`` cannot run code on open.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_PICKLE
+
+from .errors import DataDirError
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from the job store")
+
+
+def plain_loads(data: bytes) -> Any:
+    """Unpickle dicts, lists, tuples, strings, numbers, booleans and None; refuse anything else."""
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+class SafeDisk(diskcache.Disk):
+    def get(self, key: Any, raw: bool) -> Any:
+        if raw:
+            return super().get(key, raw)
+        return plain_loads(bytes(key))
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode != MODE_PICKLE:
+            return super().fetch(mode, filename, value, read)
+        if value is None:
+            with open(Path(self._directory) / str(filename), "rb") as reader:
+                return plain_loads(reader.read())
+        return plain_loads(bytes(value))
+
+
+def check_not_damaged(db: Path) -> None:
+    """Raise DataDirError, with a copy kept aside, when ``db`` exists but is not a healthy store."""
+    if not db.exists():
+        return
+    reason = _damage(db)
+    if reason is None:
+        return
+    copy = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    kept = ""
+    try:
+        shutil.copy2(db, copy)
+        kept = f" A copy of it was kept at {copy}."
+    except OSError as exc:
+        kept = f" (A copy could not be kept: {exc.strerror or exc}.)"
+    raise DataDirError(
+        f"The job store {db} is damaged ({reason}). Nothing was changed.{kept} "
+        f"To start again with an empty list, rename the folder {db.parent.parent} (or set STORYTELLER_DATA_DIR "
+        "to a new folder) and start again; your video files are not affected. "
+        "Stories in the damaged copy can often be rescued with `sqlite3 <copy> .recover`."
+    )
+
+
+def _damage(db: Path) -> str | None:
+    if db.stat().st_size == 0:
+        return "the file is empty (0 bytes)"
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=60)
+        try:
+            (result,) = con.execute("PRAGMA quick_check").fetchone()
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return f"SQLite says: {exc}"
+    if result != "ok":
+        return f"SQLite's check says: {str(result)[:200]}"
+    if "Cache" not in tables:
+        return "it is not a Video Storyteller job store"
+    return None
