@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -57,18 +63,65 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def external_emulator(processing_delay: float = 0.5, analysis_delay: float = 0.2) -> tuple[subprocess.Popen, str]:
-    """The emulator in its own process, so it does not count in this process's memory."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "storyteller_core.emulator", "--port", str(port),
-                             "--processing-delay", str(processing_delay), "--analysis-delay", str(analysis_delay)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/v1beta/files", timeout=1)
-        except urllib.error.HTTPError:
-            return proc, url  # it answered (400: no key), so it is up
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("emulator did not start")
+class ExternalEmulator:
+    """``python -m storyteller_core.emulator`` in its own process, so it does not count in this process's memory.
+
+    Use it as a context manager: on exit it sends SIGTERM, waits, and checks that the
+    emulator deleted its storage (uploaded bytes; gigabytes per bench run otherwise).
+    """
+
+    def __init__(self, processing_delay: float = 0.5, analysis_delay: float = 0.2) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="bench-emulator-"))  # the emulator's storage dir goes in here
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (the emulator's stderr, kept as long as it runs)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "storyteller_core.emulator", "--port", str(port), "--processing-delay", str(processing_delay),
+             "--analysis-delay", str(analysis_delay), "--storage-root", str(self.root)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log,
+        )
+        atexit.register(self.stop)  # even a bench that forgets the ``with`` cleans up
+        self._wait_until_up()
+
+    def _wait_until_up(self) -> None:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(self.url + "/v1beta/files", timeout=1)
+            except urllib.error.HTTPError:
+                return  # it answered (400: no key), so it is up
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        self.stop(check=False)
+        self._log.seek(0)
+        raise RuntimeError("emulator did not start: " + self._log.read().decode(errors="replace")[-2000:])
+
+    def stop(self, check: bool = True) -> None:
+        """SIGTERM, wait (SIGKILL after 30 s), then make sure no storage is left behind."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        left = list(self.root.iterdir()) if self.root.exists() else []
+        shutil.rmtree(self.root, ignore_errors=True)
+        if left and check:
+            raise RuntimeError(f"the emulator left its storage behind (exit code {self.proc.returncode}): {left}")
+
+    def __enter__(self) -> ExternalEmulator:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.stop(check=exc_type is None)
+
+    def __iter__(self) -> Iterator[subprocess.Popen | str]:
+        """Old callers: ``proc, url = external_emulator()``; prefer ``with external_emulator() as emu:``."""
+        return iter((self.proc, self.url))
+
+
+def external_emulator(processing_delay: float = 0.5, analysis_delay: float = 0.2) -> ExternalEmulator:
+    """``with external_emulator() as emu:`` use ``emu.url``; stopped with SIGTERM and checked on exit."""
+    return ExternalEmulator(processing_delay, analysis_delay)
