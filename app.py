@@ -1,17 +1,38 @@
-"""Video Storyteller: a router. Logic lives in storyteller_core; pages only read state and call the engine."""
+"""Video Storyteller's server: `streamlit run app.py` serves this st.App; the UI itself is ui.py.
+
+The engine starts with the server (unfinished jobs resume with no browser open) and stops with it;
+every request, the websocket included, must carry this run's access token (storyteller_ui.access).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import streamlit as st
+from starlette.middleware import Middleware
 
-from storyteller_ui.engine import get_engine
-from storyteller_ui.view import banners
+from storyteller_core.errors import DataDirError
+from storyteller_ui import access
+from storyteller_ui.engine import data_dir_problem, start_engine, stop_engines
 
-st.set_page_config(page_title="Video Storyteller", page_icon="🎬", layout="wide")
-engine = get_engine()
-page = st.navigation([
-    st.Page("pages/batch.py", title="Batch", icon="🎬", default=True),
-    st.Page("pages/results.py", title="Results", icon="📋"),
-    st.Page("pages/queue.py", title="Queue", icon="🚦"),
-    st.Page("pages/settings.py", title="Settings", icon="⚙️"),
-])
-banners(engine)
-page.run()
+
+@asynccontextmanager
+async def lifespan(_app: st.App) -> AsyncIterator[None]:
+    try:
+        await asyncio.to_thread(start_engine)
+    except (OSError, DataDirError) as exc:  # the pages show it too, and try again on each visit
+        print(f"error: {data_dir_problem(exc)}", file=sys.stderr, flush=True)
+    token = access.access_token()
+    url = access.app_url(token)
+    access.announce(url, token)
+    access.open_browser(url)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(stop_engines)
+
+
+app = st.App("ui.py", lifespan=lifespan, middleware=[Middleware(access.TokenGate, token=access.access_token())])

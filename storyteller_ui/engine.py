@@ -1,13 +1,22 @@
-"""One engine per Streamlit server, built once through st.cache_resource."""
+"""One engine per Streamlit server: started with the server (app.py's lifespan), stopped with it.
+
+Pages call get_engine(). The engine lives in this module, not in st.cache_resource, so "Clear cache"
+never builds a second one; where no lifespan ran (streamlit.testing AppTest), the first call builds it.
+"""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import streamlit as st
 
 from storyteller_core import Engine, Settings
 from storyteller_core.config import api_key_from_env, default_data_dir
+from storyteller_core.errors import DataDirError
+
+_engines: dict[Path, Engine] = {}  # by data dir: one per server; AppTest runs may point at several
+_lock = threading.Lock()
 
 
 def _secret_key() -> str | None:
@@ -17,22 +26,39 @@ def _secret_key() -> str | None:
         return None
 
 
-@st.cache_resource(show_spinner=False)
-def _engine(data_dir: str) -> Engine:
-    settings = Settings.from_env(data_dir=Path(data_dir), api_key=_secret_key() or api_key_from_env())
-    return Engine(settings).start()
+def start_engine() -> Engine:
+    """The engine for the configured data dir, built and started once per process."""
+    data_dir = default_data_dir()
+    with _lock:
+        engine = _engines.get(data_dir)
+        if engine is None:
+            settings = Settings.from_env(data_dir=data_dir, api_key=_secret_key() or api_key_from_env())
+            engine = _engines[data_dir] = Engine(settings).start()
+        return engine
+
+
+def stop_engines() -> None:
+    """At server stop: release every lease and stop the workers."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.shutdown()
+
+
+def data_dir_problem(exc: OSError | DataDirError) -> str:
+    if isinstance(exc, DataDirError):
+        return exc.message
+    return (f"Video Storyteller cannot use its data folder {default_data_dir()} ({exc.strerror or exc}). "
+            "Set STORYTELLER_DATA_DIR to a folder you can write to, then restart the app.")
 
 
 def get_engine() -> Engine:
     """The server's engine; a clear message and a stop when the data dir is unusable."""
-    data_dir = default_data_dir()
     try:
-        return _engine(str(data_dir))
-    except OSError as exc:
-        st.error(
-            f"Video Storyteller cannot use its data folder {data_dir} ({exc.strerror or exc}). "
-            "Set STORYTELLER_DATA_DIR to a folder you can write to, then restart the app."
-        )
+        return start_engine()
+    except (OSError, DataDirError) as exc:
+        st.error(data_dir_problem(exc), icon=":material/folder_off:")
         st.stop()
         raise  # unreachable: st.stop() ends the run
 
