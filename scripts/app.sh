@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# Install the app's packages in .venv (first run only) and start it on http://localhost:8501
+# Start Video Storyteller and print the link to open (with this run's access token); on a desktop the
+# browser opens by itself. No questions asked, with or without a terminal.
+#   port:   ./scripts/app.sh --server.port 8600   or   STORYTELLER_PORT=8600 ./scripts/app.sh
+#   token:  STORYTELLER_TOKEN=<your own>, or STORYTELLER_TOKEN=none on a single-user machine
+# Other arguments go to `streamlit run` as they are. Packages are installed into .venv on the first run
+# and again only when requirements.txt changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
-exec .venv/bin/streamlit run app.py "$@"
+stamp=.venv/.requirements.sha256
+wanted=$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(open("requirements.txt", "rb").read()).hexdigest())')
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$wanted" > "$stamp"
+fi
+port=()
+if [ -n "${STORYTELLER_PORT:-}" ]; then port=(--server.port "$STORYTELLER_PORT"); fi
+exec .venv/bin/python -m streamlit run app.py ${port[@]+"${port[@]}"} "$@"
