@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import streamlit as st
 
-from storyteller_core import State
+from storyteller_core.batch import Batch
+from storyteller_core.board import Status, batch_rows, totals
+from storyteller_core.commands import Ask
 from storyteller_core.config import MODELS, PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
 from storyteller_core.intake import expand, inspect_path, inspect_stream
 from storyteller_ui.engine import get_engine
-from storyteller_ui.view import duration, job_row, money, size
+from storyteller_ui.view import ask_again, duration, money, plain, row_view, size
 
 PAGE_SIZE = 25
 engine = get_engine()
+commands = engine.commands
 state = st.session_state
-state.setdefault("pending", [])
 state.setdefault("uploader_key", 0)
 
-st.title("🎬 New batch")
+st.title(":material/movie: New batch")
 upload_tab, path_tab = st.tabs(["Drop video files", "Local folder or file path (large files)"])
 with upload_tab:
     files = st.file_uploader("Drop videos here (up to 2 GB each)", accept_multiple_files=True,
                              key=f"uploader-{state.uploader_key}")
     if files:
         with st.spinner(f"Saving and checking {len(files)} file(s)..."):
-            for uploaded in files:
-                state.pending.append(inspect_stream(uploaded, uploaded.name, engine.settings))
+            commands.add_pending(inspect_stream(uploaded, uploaded.name, engine.settings) for uploaded in files)
         state.uploader_key += 1  # a new widget frees the uploaded bytes from the server's memory
         st.rerun()
 with path_tab:
@@ -40,84 +40,99 @@ with path_tab:
         if not target:
             st.warning("Type the path of a video file or a folder first.")
         elif not found:
-            st.warning(f"No video files found at {target}.")
+            st.warning(f"No video files found at {plain(target)}.")
         with st.spinner(f"Checking {len(found)} file(s)..."):
-            state.pending.extend(inspect_path(p, engine.settings) for p in found)
+            commands.add_pending(inspect_path(p, engine.settings) for p in found)
         for item in skipped:
-            st.caption(item.reason)
+            st.caption(plain(item.reason))
 
-preset = st.selectbox("Prompt preset", list(PROMPT_PRESETS))
-prompt = st.text_area("Prompt", value=PROMPT_PRESETS[preset], height=100)
-left, right = st.columns(2)
+pending = commands.pending()
+preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"])
+prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), height=100)
+left, mid, right = st.columns([2, 2, 3])
 model = left.selectbox("Model", list(MODELS), index=list(MODELS).index(engine.settings.model)
                        if engine.settings.model in MODELS else 0, format_func=lambda m: MODELS[m].label)
-priority = right.radio("Priority", ["high", "normal", "low"], index=1, horizontal=True)
+priority = mid.radio("Priority", ["high", "normal", "low"], index=1, horizontal=True)
+first = next((c.display_name for c in pending), None)
+batch_name = right.text_input("Batch name", placeholder="date and the first file's name")
+ask_preset = preset if preset in PROMPT_PRESETS and prompt == PROMPT_PRESETS[preset] else None
 
-accepted = [c for c in state.pending if c.ok]
-refused = [c for c in state.pending if not c.ok]
-if state.pending:
+accepted = [c for c in pending if c.ok]
+refused = [c for c in pending if not c.ok]
+if pending:
     st.subheader(f"Ready: {len(accepted)} video(s)" + (f", refused: {len(refused)}" if refused else ""))
-    if accepted:
-        costs = [estimate_cost(model, c.probe.duration_s, prompt) for c in accepted]
-        st.dataframe(
-            [{"file": c.display_name, "duration": duration(c.probe.duration_s), "size": size(c.size_bytes),
-              "est. tokens": estimate_tokens(c.probe.duration_s, prompt), "est. cost": money(cost)}
-             for c, cost in zip(accepted, costs, strict=True)],
-            hide_index=True, width="stretch",
-        )
-        total = sum(cost or 0 for cost in costs)
+    for c in accepted:
+        name_col, facts_col, cost_col, drop_col = st.columns([4, 3, 2, 1], vertical_alignment="center")
+        name_col.markdown(plain(c.display_name))
+        probe = c.probe
+        facts_col.caption(f"{duration(probe.duration_s if probe else None)} · {size(c.size_bytes)} · "
+                          f"about {estimate_tokens(probe.duration_s if probe else None, prompt):,} tokens")
+        cost_col.caption(money(estimate_cost(model, probe.duration_s if probe else None, prompt), demo=engine.demo))
+        drop_col.button("", key=f"drop-{c.path}", icon=":material/close:", help="Remove from the list",
+                        on_click=commands.remove_pending, args=(str(c.path),))
+    if accepted and not engine.demo:
+        total = sum(estimate_cost(model, c.probe.duration_s if c.probe else None, prompt) or 0 for c in accepted)
         st.caption(f"Estimated cost for the batch with {MODELS[model].label}: {money(total)}")
     for c in refused:
-        st.warning(c.error_message, icon="🚫")
+        st.warning(plain(c.error_message), icon=":material/block:")
     start, clear = st.columns([3, 1])
-    if start.button(f"Start batch ({len(accepted)} video(s))", type="primary", disabled=not accepted):
-        jobs = engine.submit(state.pending, prompt=prompt, model=model, priority=priority)
-        state.batch_id = jobs[0].batch_id
-        state.pending = []
+    if start.button(f"Start batch ({len(accepted)} video(s))", type="primary", disabled=not accepted or not prompt.strip()):
+        items = commands.start_pending(Ask(prompt, model, ask_preset, priority), batch_name=batch_name)
+        state.batch_id = items[0].batch_id if items else None
         st.rerun()
-    if clear.button("Clear list"):
-        state.pending = []
-        st.rerun()
+    clear.button("Clear list", on_click=commands.clear_pending)
 
 batches = engine.store.batch_ids()
 if not batches:
     st.caption("No batches yet: drop some videos above.")
     st.stop()
-batch_id = st.selectbox("Batch", batches, index=batches.index(state.batch_id) if state.get("batch_id") in batches else 0)
-in_flight = any(j.batch_id == batch_id for j in engine.store.unfinished())
+names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in batches}
+batch_id = st.selectbox("Batch", batches, index=batches.index(state.batch_id) if state.get("batch_id") in batches else 0,
+                        format_func=lambda b: names[b])
+opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id))
 
 
-@st.fragment(run_every=1.5 if in_flight else None)
+@st.fragment(run_every=1.5 if opened_in_flight else 5)
 def board() -> None:
-    jobs = engine.store.jobs_in_batch(batch_id)
-    done = [j for j in jobs if j.state is State.COMPLETED]
-    failed = [j for j in jobs if j.state in (State.FAILED, State.CANCELLED)]
-    live = [j for j in jobs if not j.state.terminal]
-    started = min((j.created_at for j in jobs), default=time.time())
-    ended = max((j.completed_at or 0 for j in jobs), default=started) if not live else time.time()
+    rows = batch_rows(engine.store, batch_id)
+    t = totals(rows)
+    if (t.in_flight > 0) != opened_in_flight:
+        st.rerun()  # work started or ended (here, in another tab or the CLI): reset the refresh timer
     cols = st.columns(6)
-    cols[0].metric("Done", f"{len(done)} / {len(jobs)}")
-    cols[1].metric("Failed", len(failed))
-    cols[2].metric("In flight", len(live))
-    cols[3].metric("Elapsed", duration(ended - started))
-    cols[4].metric("Tokens", f"{sum(j.total_tokens or 0 for j in jobs):,}")
-    cols[5].metric("Cost", money(sum(j.cost_usd or 0 for j in jobs)))
+    cols[0].metric("Done", f"{t.done} / {t.rows}")
+    cols[1].metric("Failed", t.failed)
+    cols[2].metric("Cancelled", t.cancelled)
+    cols[3].metric("In flight", t.in_flight)
+    cols[4].metric("Elapsed", duration(t.elapsed_s))
+    cols[5].metric("Cost", money(t.cost_usd, demo=engine.demo), help=f"{t.tokens:,} tokens")
 
-    shown = st.segmented_control("Show", ["All", "In flight", "Completed", "Failed"], default="All", key="board-filter")
-    pick = {"In flight": live, "Completed": done, "Failed": failed}.get(shown or "All", jobs)
-    pages = max(1, -(-len(pick) // PAGE_SIZE))
-    page = st.number_input("Page", 1, pages, 1, key="board-page") if pages > 1 else 1
-    for job in pick[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
-        job_row(engine, job)
+    search, shown_col, order_col = st.columns([3, 3, 2])
+    text = search.text_input("Search", placeholder="file name or story", key="board-search").lower()
+    shown = shown_col.segmented_control("Show", ["All", "In flight", "Done", "Failed", "Cancelled"], default="All",
+                                        key="board-filter")
+    order = order_col.selectbox("Sort by", ["Added", "Name", "Status"], key="board-sort")
+    pick = {"In flight": lambda r: not r.ended, "Done": lambda r: r.status is Status.DONE,
+            "Failed": lambda r: r.status is Status.FAILED, "Cancelled": lambda r: r.status is Status.CANCELLED}.get(
+        shown or "All", lambda r: True)
+    picked = [r for r in rows if pick(r) and (not text or text in f"{r.name}\n{r.story or ''}".lower())]
+    if order == "Name":
+        picked.sort(key=lambda r: r.name.lower())
+    elif order == "Status":
+        picked.sort(key=lambda r: list(Status).index(r.status))
+    pages = max(1, -(-len(picked) // PAGE_SIZE))
+    page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="board-page") if pages > 1 else 1
+    for row in picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+        row_view(engine, row)
 
+    with st.popover("Analyze the whole batch again", icon=":material/forum:"):
+        ask_again(engine, [r.item.id for r in rows if r.item.video_id], key=f"again-batch-{batch_id}")
+    done = [r for r in rows if r.story]
     if done:
         with st.expander(f"All {len(done)} stories (copy all)"):
-            text = stories_markdown(done)
-            st.code(text, language=None, wrap_lines=True)
-            st.download_button("Download all stories (Markdown)", text, file_name=f"stories-{batch_id}.md",
+            text_all = stories_markdown(done)
+            st.code(text_all, language=None, wrap_lines=True)
+            st.download_button("Download all stories (Markdown)", text_all, file_name=f"stories-{batch_id}.md",
                                mime="text/markdown")
-    if in_flight and not live:
-        st.rerun()  # everything ended: a full rerun turns the timer off
 
 
 board()

@@ -1,67 +1,121 @@
-"""Rendering pieces shared by the pages."""
+"""Rendering pieces shared by the pages: plain text for untrusted strings, a row, the banners, formats.
+
+Anything a file name, a path, a server or a model controls goes through
+``plain()`` before it reaches Markdown, or is shown in a widget that renders
+text as text (st.code, st.dataframe, st.text).
+"""
 
 from __future__ import annotations
 
+import re
+import time
+
 import streamlit as st
 
-from storyteller_core import Engine, Job, State
+from storyteller_core import Engine
+from storyteller_core.board import Row, Status
+from storyteller_core.commands import Ask
+from storyteller_core.config import MODELS, PROMPT_PRESETS
 
-STATE_LABEL = {
-    State.CREATED: "⏳ Queued", State.UPLOADING: "⬆️ Uploading", State.UPLOADED: "⬆️ Uploaded",
-    State.FILE_PROCESSING: "⚙️ Gemini processing", State.FILE_ACTIVE: "✅ Ready to analyze",
-    State.ANALYZING: "🧠 Writing story", State.COMPLETED: "✔️ Completed", State.FAILED: "❌ Failed",
-    State.CANCELLED: "⏹️ Cancelled",
+STATUS_ICON = {
+    Status.WAITING: ":material/schedule:", Status.UPLOADING: ":material/upload:",
+    Status.PROCESSING: ":material/hourglass_top:", Status.READY: ":material/task_alt:",
+    Status.WRITING: ":material/edit_note:", Status.DONE: ":material/check_circle:",
+    Status.FAILED: ":material/error:", Status.CANCELLED: ":material/block:",
 }
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
+
+
+def plain(text: str | None) -> str:
+    """``text`` escaped so Streamlit's Markdown shows it literally: no links, images, HTML, icons or maths."""
+    if not text:
+        return ""
+    flat = " ".join(text.split())  # no line breaks that would start a list, a heading or a quote
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
 def banners(engine: Engine) -> None:
     if engine.demo:
         st.info("**Demo mode: no API key; stories are emulator output.** Add a Gemini API key on the Settings page "
-                "to get real stories.", icon="🧪")
-    if engine.halted:
-        st.error(engine.halted, icon="🔑")
+                "to get real stories.", icon=":material/science:")
+    if engine.gate.message:
+        st.error(plain(engine.gate.message), icon=":material/key_off:")
 
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def size(num_bytes: int) -> str:
+def size(num_bytes: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if num_bytes < 1024 or unit == "GB":
             return f"{num_bytes:.0f} {unit}" if unit == "B" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024  # type: ignore[assignment]
+        num_bytes /= 1024
     return ""
 
 
-def money(usd: float | None) -> str:
+def money(usd: float | None, *, demo: bool = False) -> str:
+    if demo:
+        return "none (demo)"
     return "–" if usd is None else f"${usd:.4f}"
 
 
-def job_row(engine: Engine, job: Job) -> None:
-    """One compact row: thumbnail, name and stage, progress, actions; the story when done."""
+def row_view(engine: Engine, row: Row, *, compact: bool = False) -> None:
+    """One row: thumbnail, name and status, progress, actions; the story with its copy button when done."""
+    item = row.item
     with st.container(border=True):
-        thumb, body, actions = st.columns([1, 7, 2], vertical_alignment="center")
-        if job.thumbnail_path:
-            thumb.image(job.thumbnail_path, width=64)
-        reused = " · reused earlier result" if job.reused_from else ""
-        body.markdown(f"**{job.display_name}** · {STATE_LABEL[job.state]} · {duration(job.in_stage_s)} in stage"
-                      f" · {duration(job.duration_s)} video{reused}")
-        if not job.state.terminal:
-            body.progress(job.progress / 100)
-        if job.state is State.FAILED:
-            body.error(job.error_message or "Failed", icon="⚠️")
-        _actions(engine, job, actions)
-        if job.story:
-            st.code(job.story, language=None, wrap_lines=True)
+        thumb, body, actions = st.columns([1, 8, 2], vertical_alignment="center")
+        if row.video and row.video.thumbnail_path and not compact:
+            thumb.image(row.video.thumbnail_path, width=64)
+        facts = [f"{STATUS_ICON[row.status]} {row.label}"]
+        if not row.ended:
+            facts.append(f"{duration(time.time() - row.since)} so far")
+        if row.video and row.video.duration_s:
+            facts.append(f"{duration(row.video.duration_s)} video")
+        if row.analysis:
+            facts.append(plain(row.analysis.prompt_label[:60]))
+        if item.reused:
+            facts.append("earlier answer reused")
+        body.markdown(f"**{plain(row.name)}** · " + " · ".join(facts))
+        if not row.ended:
+            body.progress(row.progress / 100)
+        if row.status is Status.FAILED:
+            body.error(plain(row.error or "Failed"), icon=":material/warning:")
+        _actions(engine, row, actions)
+        if row.story:
+            st.code(row.story, language=None, wrap_lines=True, height=120 if compact else "content")
 
 
-def _actions(engine: Engine, job: Job, col) -> None:  # type: ignore[no-untyped-def]
-    if job.state in (State.FAILED, State.CANCELLED):
-        col.button("Retry", key=f"retry-{job.id}", on_click=engine.retry, args=(job.id,), width="stretch")
-    elif not job.state.terminal:
-        col.button("Cancel", key=f"cancel-{job.id}", on_click=engine.cancel, args=(job.id,), width="stretch")
-    col.button("Remove", key=f"remove-{job.id}", on_click=engine.remove, args=(job.id,), width="stretch")
+def _actions(engine: Engine, row: Row, col) -> None:  # type: ignore[no-untyped-def]
+    commands, item = engine.commands, row.item
+    if row.status in (Status.FAILED, Status.CANCELLED) and item.analysis_id:
+        col.button("Retry", key=f"retry-{item.id}", on_click=commands.retry, args=(item.id,), width="stretch",
+                   icon=":material/refresh:")
+    elif not row.ended:
+        col.button("Cancel", key=f"cancel-{item.id}", on_click=commands.cancel, args=(item.id,), width="stretch",
+                   icon=":material/stop_circle:")
+    if item.video_id:
+        with col.popover("Ask again", icon=":material/forum:", width="stretch"):
+            ask_again(engine, [item.id], key=f"again-{item.id}")
+    with col.popover("Remove", icon=":material/delete:", width="stretch"):
+        st.caption("Remove this row? Its story stays available for reuse if the same question is asked again.")
+        st.button("Remove", key=f"remove-{item.id}", on_click=commands.remove, args=(item.id,), type="primary")
+
+
+def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
+    """Another question of the same videos: their Gemini files are reused while ACTIVE (no upload, no wait)."""
+    preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"], key=f"{key}-preset")
+    prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), key=f"{key}-prompt-{preset}", height=90)
+    model = st.selectbox("Model", list(MODELS), key=f"{key}-model", format_func=lambda m: MODELS[m].label,
+                         index=list(MODELS).index(engine.settings.model) if engine.settings.model in MODELS else 0)
+    if st.button("Analyze again", key=f"{key}-go", type="primary", disabled=not prompt.strip()):
+        named = preset if PROMPT_PRESETS.get(preset) == prompt else None
+        items = engine.commands.analyze_again(item_ids, Ask(prompt, model, named))
+        if items:
+            st.session_state.batch_id = items[0].batch_id
+        st.switch_page("pages/batch.py")

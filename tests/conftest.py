@@ -19,7 +19,7 @@ from storyteller_core import Engine, Settings
 from storyteller_core.emulator import Emulator, EmulatorConfig
 from storyteller_core.samples import make_batch, make_video
 
-TEST_KEY = "test-key-0123456789"
+from .helpers import TEST_KEY
 
 
 @pytest.fixture(scope="session")
@@ -65,11 +65,12 @@ def fast_settings(data_dir: Path, emu: Emulator, **overrides: object) -> Setting
 def make_engine(tmp_path: Path, emulator: Emulator) -> Iterator[Callable[..., Engine]]:
     engines: list[Engine] = []
 
-    def make(**overrides: object) -> Engine:
+    def make(*, start: bool = True, **overrides: object) -> Engine:
+        """An engine against the emulator; with start=False, work can be queued before any worker runs."""
         settings = fast_settings(overrides.pop("data_dir", tmp_path / "data"), emulator, **overrides)
-        engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1).start()
+        engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1)
         engines.append(engine)
-        return engine
+        return engine.start() if start else engine
 
     yield make
     for engine in engines:
