@@ -186,6 +186,7 @@ def test_app_sh_serves_with_no_terminal_and_only_the_printed_link_gets_in(tmp_pa
         assert page.get_by_role("button", name="Deploy").count() == 0
         assert page.get_by_test_id("stAppDeployButton").count() == 0
         assert page.get_by_test_id("stMainMenu").count() == 0
+        assert page.get_by_test_id("stToast").count() == 0  # no "install skills" nudge or other pop-up
         assert not background_is_dark(page)
         page.screenshot(path=SHOTS / "launch-batch-light.png")
 
@@ -216,11 +217,23 @@ def test_token_none_opt_out_and_port_from_the_environment(tmp_path, browser):
 
 
 @pytest.mark.timeout(120)
-def test_plain_streamlit_run_prints_its_link_and_takes_the_token_from_the_environment(tmp_path):
+def test_plain_streamlit_run_prints_and_opens_its_link_and_takes_the_token_from_the_environment(tmp_path):
+    """The Windows/macOS way, on a desktop: a stand-in xdg-open records the link it is asked to open."""
     port, token = free_port(), "a-token-chosen-by-the-user"
+    bin_dir, opened = tmp_path / "bin", tmp_path / "opened.txt"
+    bin_dir.mkdir()
+    (bin_dir / "xdg-open").write_text(f'#!/bin/sh\necho "$1" >> "{opened}"\n')
+    (bin_dir / "xdg-open").chmod(0o755)
+    env = clean_env(tmp_path, STORYTELLER_TOKEN=token, DISPLAY=":0")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     args = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
-    with serving(args, clean_env(tmp_path, STORYTELLER_TOKEN=token), port, tmp_path) as server:
-        assert server.wait_served() == f"http://localhost:{port}/?token={token}"
+    with serving(args, env, port, tmp_path) as server:
+        link = server.wait_served()
+        assert link == f"http://localhost:{port}/?token={token}"
+        deadline = time.monotonic() + 10
+        while not opened.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert opened.read_text().split() == [link]
         status, headers, _ = _get(f"{server.base}/results?token={token}&keep=1")
         assert status == 303 and headers["location"] == "/results?keep=1"
         cookie = headers["set-cookie"]
@@ -254,6 +267,24 @@ def test_app_sh_installs_packages_only_when_requirements_change(tmp_path):
     assert (tmp_path / ".venv" / ".requirements.sha256").read_text().strip() == hashlib.sha256(b"streamlit>=1.67\n").hexdigest()
     (tmp_path / "requirements.txt").write_text("streamlit>=1.68\n")
     assert run()[0].startswith("-m pip install")
+
+
+def test_one_engine_per_data_dir_and_clear_cache_keeps_it(tmp_path, monkeypatch):
+    import streamlit as st
+
+    from storyteller_ui.engine import start_engine, stop_engines
+
+    monkeypatch.setenv("STORYTELLER_DATA_DIR", str(tmp_path / "data"))
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        engine = start_engine()
+        st.cache_resource.clear()
+        assert start_engine() is engine
+    finally:
+        stop_engines()
+    assert start_engine() is not engine  # stopped at server stop, built again on the next start
+    stop_engines()
 
 
 def test_an_unusable_data_dir_is_a_clear_message_not_a_traceback(tmp_path, monkeypatch):
