@@ -115,8 +115,7 @@ class Commands:
             analysis = self._reopen(analysis.id)
         video = self.store.get(Video, analysis.video_id)
         if video and video.state is VideoState.FAILED:
-            self.store.transition(Video, video.id, VideoState.CREATED, error_code=None, error_message=None,
-                                  failed_step=None, upload_count=0, poll_attempts=0)
+            self._reopen_video(video.id)
         if not analysis.state.terminal:
             self.runner.enqueue(f"analysis:{analysis.id}")
         return item
@@ -186,6 +185,8 @@ class Commands:
     def _ask(self, video: Video, ask: Ask) -> Analysis:
         """The analysis for this question of this video on the current backend: found, reopened or new."""
         settings = self.settings
+        if video.state is VideoState.FAILED:  # asked again: give the video another chance too
+            self._reopen_video(video.id)
         backend = settings.backend
         analysis = Analysis(
             id=analysis_key(video.id, ask.model, ask.prompt, ask.options, backend), video_id=video.id, model=ask.model,
@@ -202,6 +203,10 @@ class Commands:
     def _reopen(self, analysis_id: str) -> Analysis:
         return self.store.transition(Analysis, analysis_id, AnalysisState.WAITING, error_code=None, error_message=None,
                                      failed_step=None, cancel_requested=False)
+
+    def _reopen_video(self, video_id: str) -> None:
+        self.store.transition(Video, video_id, VideoState.CREATED, error_code=None, error_message=None,
+                              failed_step=None, upload_count=0, poll_attempts=0)
 
     def _row_for(self, batch: Batch, name: str, source: str, video: Video, analysis: Analysis, resume: bool) -> Item:
         existing = next((i for i in self.store.items_of(analysis.id)

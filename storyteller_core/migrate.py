@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,9 +34,12 @@ def migrate(store: Store) -> None:
     with cache.transact():
         if cache.get("meta:schema") == SCHEMA:
             return  # another process migrated it meanwhile
-        job_ids = cache.get("index:all") or []
-        jobs = [job for job in (cache.get(f"job:{i}") for i in job_ids) if isinstance(job, dict)]
-        old_keys = [k for k in cache.iterkeys() if isinstance(k, str) and k.startswith(("job:", "index:", "lease:"))]
+        job_ids = [str(i) for i in _read(cache, "index:all") or []]
+        jobs = [job for job in (_read(cache, f"job:{i}") for i in job_ids) if isinstance(job, dict) and "id" in job]
+        batches = {str(job.get("batch_id")) for job in jobs} | set(map(str, _read(cache, "index:batches") or []))
+        old_keys = ["index:all", "index:batches", "index:unfinished", *(f"index:batch:{b}" for b in batches)]
+        old_keys += [key for i in job_ids for key in (f"job:{i}", f"lease:{i}")]
+        old_keys += [f"index:sha:{job.get('sha256')}" for job in jobs]
         for key in old_keys:
             cache.delete(key)
         for job in sorted(jobs, key=lambda j: j.get("created_at", 0)):
@@ -43,6 +47,15 @@ def migrate(store: Store) -> None:
         cache.set("meta:schema", SCHEMA)
     if jobs:
         log.info("migrated the job store to videos and analyses", extra={"jobs": len(jobs)})
+
+
+def _read(cache: Any, key: str) -> Any:
+    """A value of the old store, or None when it is not plain data (see safe_disk.py)."""
+    try:
+        return cache.get(key)
+    except pickle.UnpicklingError as exc:
+        log.warning("skipped a value of the old job store that is not plain data", extra={"key": key, "error": str(exc)})
+        return None
 
 
 def _migrate_job(store: Store, job: dict[str, Any]) -> None:
