@@ -40,4 +40,5 @@ def main() -> None:
         log.info("Gemini emulator stopped; storage deleted")
 
 
-main()
+if __name__ == "__main__":
+    main()
