@@ -309,8 +309,12 @@ def cli_status(env: dict[str, str]) -> str:
     return done.stdout
 
 
-# LEAD: adapt with the store API. It reads job states from `python -m storyteller_core status` output (one line
-# per job with its state) and writes the unfinished job by SIGKILLing `process`, so it needs no store import.
+# LEAD: adapt with the store API. Job states are read from the CLI's output (`process` prints a line per state change,
+# `status` a line per job), never from the store; these two patterns accept the old state names and the new labels.
+PROCESSING = re.compile(r"FILE_PROCESSING|Gemini is processing")
+DONE = re.compile(r"\bCOMPLETED\b|\bDone\b")
+
+
 @pytest.mark.timeout(180)
 def test_an_interrupted_job_resumes_when_the_server_starts_with_no_browser(tmp_path, emulator):
     emulator.config.processing_delay_s = 4.0
@@ -324,19 +328,21 @@ def test_an_interrupted_job_resumes_when_the_server_starts_with_no_browser(tmp_p
         reader = threading.Thread(target=lambda: seen.extend(cli.stdout or []), daemon=True)
         reader.start()
         deadline = time.monotonic() + 60
-        while not any("FILE_PROCESSING" in line for line in seen):
+        while not any(PROCESSING.search(line) for line in seen):
             assert cli.poll() is None and time.monotonic() < deadline, "".join(seen)
             time.sleep(0.1)
     finally:
-        os.killpg(cli.pid, signal.SIGKILL)
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
         cli.wait(10)
-    assert "FILE_PROCESSING" in cli_status(env)
+    before = cli_status(env)
+    assert PROCESSING.search(before) and not DONE.search(before), before
 
     port = free_port()
     with serving(app_sh("--server.port", str(port)), env, port, tmp_path) as server:
         server.wait_served()
         deadline = time.monotonic() + 90
-        while not re.search(r"\bCOMPLETED\b", status := cli_status(env)):
+        while not DONE.search(status := cli_status(env)):
             assert server.proc.poll() is None and time.monotonic() < deadline, status + server.stderr_path.read_text()
             time.sleep(1)
     assert emulator.uploads_of(video.name) == 1  # resumed, not uploaded again
