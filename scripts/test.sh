@@ -9,5 +9,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-.venv/bin/ruff check storyteller_core storyteller_ui tests pages app.py bench
+.venv/bin/ruff check storyteller_core storyteller_ui tests pages app.py ui.py bench
 exec .venv/bin/python -m pytest "$@"

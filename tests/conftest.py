@@ -93,6 +93,7 @@ def app_env(tmp_path: Path) -> dict[str, str]:
     """Demo mode: no key. A test may add GEMINI_API_KEY and GOOGLE_GEMINI_BASE_URL before the app starts."""
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL")}
     env["STORYTELLER_DATA_DIR"] = str(tmp_path / "data")
+    env["STORYTELLER_TOKEN"] = "none"  # the access token has tests of its own (test_launch.py)
     return env
 
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from storyteller_core import State
-from storyteller_core.store import JobStore
+from storyteller_core.board import Status, batch_rows
+from storyteller_core.store import Store
 
-from .conftest import TEST_KEY
+from .helpers import ROOT, TEST_KEY
 
-ROOT = Path(__file__).resolve().parents[1]
+INTERNAL_NAMES = re.compile(r"\b(CREATED|UPLOADING|UPLOADED|FILE_PROCESSING|FILE_ACTIVE|ANALYZING|COMPLETED|WAITING)\b")
 
 
 @pytest.fixture
@@ -26,25 +26,30 @@ def data_dir(tmp_path, monkeypatch, emulator):
     return tmp_path / "data"
 
 
-def app(page: str = "app.py") -> AppTest:
-    return AppTest.from_file(str(ROOT / page), default_timeout=60)
+def app() -> AppTest:
+    return AppTest.from_file(str(ROOT / "ui.py"), default_timeout=60)
 
 
 def text_of(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [e.value for e in at.error] + [w.value for w in at.warning]
     parts += [c.value for c in at.code] + [i.value for i in at.info] + [str(m.value) for m in at.metric]
-    return "\n".join(parts)
+    parts += [m.label for m in at.metric] + [c.value for c in at.caption]
+    return re.sub(r"\\(.)", r"\1", "\n".join(parts))  # as shown: Markdown escapes removed
 
 
-def wait_terminal(data_dir: Path, count: int, timeout: float = 60) -> list:
-    store = JobStore(data_dir / "jobs")
+def wait_ended(data_dir: Path, count: int, timeout: float = 60) -> list:
+    store = Store(data_dir / "jobs")
     deadline = time.monotonic() + timeout
     while True:
-        jobs = store.jobs()
-        if len(jobs) == count and all(j.state.terminal for j in jobs):
-            return jobs
-        assert time.monotonic() < deadline
+        rows = batch_rows(store)
+        if len(rows) == count and all(r.ended for r in rows):
+            return rows
+        assert time.monotonic() < deadline, [r.label for r in rows]
         time.sleep(0.1)
+
+
+def start(at: AppTest) -> None:
+    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
 
 
 def test_upload_start_and_board_shows_every_outcome(data_dir, videos, one_video):
@@ -55,46 +60,58 @@ def test_upload_start_and_board_shows_every_outcome(data_dir, videos, one_video)
     at.file_uploader[0].set_value(files).run()
 
     assert "notes.mp4 is not a video file" in text_of(at)
-    assert at.dataframe  # the accepted list with duration, size, tokens and cost
-    start = next(b for b in at.button if b.label.startswith("Start batch"))
-    assert start.label == "Start batch (3 video(s))"
-    start.click().run()
-    jobs = wait_terminal(data_dir, 4)
+    assert next(b for b in at.button if b.label.startswith("Start batch")).label == "Start batch (3 video(s))"
+    start(at)
+    rows = wait_ended(data_dir, 4)
     at.run()
 
     shown = text_of(at)
-    assert {j.state for j in jobs} == {State.COMPLETED, State.FAILED}
+    assert {r.status for r in rows} == {Status.DONE, Status.FAILED}
     assert "could not be processed (emulated failure)" in shown  # FAILED row with Gemini's reason
     assert "notes.mp4 is not a video file" in shown
     assert sum("1.0-second video" in c.value for c in at.code) >= 2  # stories in copyable code blocks
     assert "2 / 4" in shown
     assert TEST_KEY not in shown
+    assert not INTERNAL_NAMES.search(shown), INTERNAL_NAMES.search(shown)
 
 
-def test_retry_and_remove_buttons_act_on_the_job(data_dir, one_video, emulator):
+def test_the_checked_list_survives_a_reload_and_one_file_can_be_dropped(data_dir, videos):
+    at = app().run()
+    at.file_uploader[0].set_value([(p.name, p.read_bytes(), "video/mp4") for p in videos[:3]]).run()
+
+    reloaded = app().run()  # a new session: what was dropped is still there
+
+    assert next(b for b in reloaded.button if b.label.startswith("Start batch")).label == "Start batch (3 video(s))"
+    drop = next(b for b in reloaded.button if b.key and b.key.startswith("drop-"))
+    drop.click().run()
+    assert next(b for b in reloaded.button if b.label.startswith("Start batch")).label == "Start batch (2 video(s))"
+    assert len(list((data_dir / "spool").iterdir())) == 2  # the dropped file's copy is gone
+
+
+def test_retry_and_remove_act_on_the_row(data_dir, one_video, emulator):
     video = one_video("interview-EMPTYME.mp4")
     at = app().run()
     at.file_uploader[0].set_value([(video.name, video.read_bytes(), "video/mp4")]).run()
-    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
-    [job] = wait_terminal(data_dir, 1)
-    assert job.state is State.FAILED and job.error_code == "empty_answer"
+    start(at)
+    [row] = wait_ended(data_dir, 1)
+    assert row.status is Status.FAILED and row.analysis.error_code == "empty_answer"
     at.run()
     emulator.config.empty_marker = "no longer matches"
 
-    at.button(key=f"retry-{job.id}").click().run()
-    [job] = wait_terminal(data_dir, 1)
-    assert job.state is State.COMPLETED
+    at.button(key=f"retry-{row.item.id}").click().run()
+    [row] = wait_ended(data_dir, 1)
+    assert row.status is Status.DONE
     assert emulator.uploads_of(video.name) == 1  # the retry reused the ACTIVE file
     at.run()
-    at.button(key=f"remove-{job.id}").click().run()
-    assert JobStore(data_dir / "jobs").job_ids() == []
+    at.button(key=f"remove-{row.item.id}").click().run()
+    assert Store(data_dir / "jobs").item_ids() == []
 
 
 def test_results_page_filters_and_offers_the_csv(data_dir, videos):
     at = app().run()
     at.file_uploader[0].set_value([(p.name, p.read_bytes(), "video/mp4") for p in videos[:2]]).run()
-    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
-    wait_terminal(data_dir, 2)
+    start(at)
+    wait_ended(data_dir, 2)
 
     at.switch_page("pages/results.py").run()
 
@@ -102,13 +119,14 @@ def test_results_page_filters_and_offers_the_csv(data_dir, videos):
     assert len(at.dataframe[0].value) == 2
     at.text_input[0].input("clip-001").run()
     assert list(at.dataframe[0].value["file_name"]) == ["clip-001.mp4"]
+    assert set(at.dataframe[0].value["status"]) == {"Done"}
     assert at.get("download_button")[0].proto.label == "Download CSV (1 row(s))"
 
 
 def test_queue_and_settings_pages_render_and_never_show_the_key(data_dir):
     at = app().run()
     at.switch_page("pages/queue.py").run()
-    assert not at.exception and "Running" in [m.label for m in at.metric]
+    assert not at.exception and "Working on" in [m.label for m in at.metric]
 
     at.switch_page("pages/settings.py").run()
     assert not at.exception
@@ -125,49 +143,82 @@ def test_demo_banner_when_no_key(data_dir, monkeypatch):
     at = app().run()
 
     assert any("Demo mode: no API key; stories are emulator output." in i.value for i in at.info)
+    at.switch_page("pages/settings.py").run()
+    assert "not set: demo mode" in text_of(at)
 
 
-def test_a_job_row_renders_every_state():
+def test_a_row_renders_every_status_in_plain_words():
     def script() -> None:
-        from storyteller_core import Job, State
-        from storyteller_ui.view import job_row
+        from storyteller_core.analysis import Analysis, AnalysisState
+        from storyteller_core.batch import Item
+        from storyteller_core.board import row_of
+        from storyteller_core.config import Settings
+        from storyteller_core.video import Video, VideoState
+        from storyteller_ui.view import row_view
+
+        class NoCommands:
+            def retry(self, item_id): ...
+            def cancel(self, item_id): ...
+            def remove(self, item_id): ...
 
         class NoEngine:
-            def retry(self, job_id): ...
-            def cancel(self, job_id): ...
-            def remove(self, job_id): ...
+            commands = NoCommands()
+            settings = Settings(api_key="k")
 
-        for state in State:
-            job = Job(display_name=f"{state.value}.mp4", source_path="/x", size_bytes=1, sha256="a" * 64,
-                      mime_type="video/mp4", model="m", prompt="p", batch_id="b", state=state, progress=50,
-                      story="The story." if state is State.COMPLETED else None,
-                      error_message="Gemini could not process it." if state is State.FAILED else None)
-            job_row(NoEngine(), job)
+        cases = [(VideoState.CREATED, AnalysisState.WAITING), (VideoState.UPLOADING, AnalysisState.WAITING),
+                 (VideoState.FILE_PROCESSING, AnalysisState.WAITING), (VideoState.FILE_ACTIVE, AnalysisState.WAITING),
+                 (VideoState.FILE_ACTIVE, AnalysisState.ANALYZING), (VideoState.FILE_ACTIVE, AnalysisState.COMPLETED),
+                 (VideoState.FAILED, AnalysisState.FAILED), (VideoState.CREATED, AnalysisState.CANCELLED)]
+        for n, (video_state, state) in enumerate(cases):
+            video = Video(id=f"v{n}", sha256="a" * 64, display_name=f"{n}.mp4", state=video_state, progress=30)
+            analysis = Analysis(id=f"a{n}", video_id=video.id, model="m", prompt="p", backend="b", state=state,
+                                story="The story." if state is AnalysisState.COMPLETED else None,
+                                error_message="Gemini could not process it." if state is AnalysisState.FAILED else None)
+            item = Item(id=f"i{n}", batch_id="b", display_name=video.display_name, source_path="/x", video_id=video.id,
+                        analysis_id=analysis.id)
+            row_view(NoEngine(), row_of(item, analysis, video))
 
     at = AppTest.from_function(script).run()
 
     assert not at.exception
     shown = "\n".join(m.value for m in at.markdown)
-    for label in ("Queued", "Uploading", "Uploaded", "Gemini processing", "Ready to analyze", "Writing story",
-                  "Completed", "Failed", "Cancelled"):
+    for label in ("Waiting", "Uploading 45 %", "Gemini is processing", "Ready to analyze", "Writing story", "Done",
+                  "Failed", "Cancelled"):
         assert label in shown
-    assert [e.value for e in at.error] == ["Gemini could not process it."]
+    assert not INTERNAL_NAMES.search(shown)
+    assert [e.value for e in at.error] == ["Gemini could not process it\\."]  # escaped: shown as plain text
     assert [c.value for c in at.code] == ["The story."]
     labels = [b.label for b in at.button]
-    assert labels.count("Cancel") == 6 and labels.count("Retry") == 2 and labels.count("Remove") == 9
+    assert labels.count("Cancel") == 5 and labels.count("Retry") == 2 and labels.count("Remove") == 8
 
 
-def test_cancel_button_stops_a_running_job(data_dir, videos, emulator):
+def test_names_and_server_messages_render_as_text_not_markdown(data_dir, one_video):
+    name = "![x](http:&#47;&#47;host&#47;beacon.png) [click](javascript:alert(1)) <img src=x>-FAILME.mp4"
+    video = one_video("plain.mp4")
+    at = app().run()
+    at.file_uploader[0].set_value([(name, video.read_bytes(), "video/mp4"), ("](x).mp4", b"junk", "video/mp4")]).run()
+    start(at)
+    wait_ended(data_dir, 2)
+    at.run()
+
+    rendered = [m.value for m in at.markdown] + [e.value for e in at.error] + [w.value for w in at.warning]
+    joined = "\n".join(rendered)
+    assert "beacon" in joined and "click" in joined  # the names are shown...
+    assert not re.search(r"(?<!\\)(!\[|\]\(|<img)", joined)  # ...as text: no image, link or tag syntax left live
+    assert "\\!\\[x\\]\\(http" in joined and "\\[click\\]\\(javascript" in joined and "\\<img src\\=x\\>" in joined
+
+
+def test_cancel_button_stops_a_running_row(data_dir, videos, emulator):
     emulator.config.processing_delay_s = 30
     at = app().run()
     at.file_uploader[0].set_value([(videos[0].name, videos[0].read_bytes(), "video/mp4")]).run()
-    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
-    [job] = JobStore(data_dir / "jobs").jobs()
+    start(at)
+    [item_id] = Store(data_dir / "jobs").item_ids()
 
-    at.button(key=f"cancel-{job.id}").click().run()
+    at.button(key=f"cancel-{item_id}").click().run()
 
-    [job] = wait_terminal(data_dir, 1, timeout=30)
-    assert job.state is State.CANCELLED
+    [row] = wait_ended(data_dir, 1, timeout=30)
+    assert row.status is Status.CANCELLED
     assert not emulator.stats.generates
 
 
@@ -176,13 +227,13 @@ def test_cancel_button_stops_a_running_job(data_dir, videos, emulator):
     ["../../outside.mp4", "..\\\\..\\\\windows.mp4", "/etc/cron.d/job.mp4", "ñandú ☃ " * 40 + ".mp4", "..", "a\x00b.mp4"],
 )
 def test_uploaded_names_cannot_escape_the_data_dir(data_dir, videos, tmp_path, name):
-    before = {p for p in tmp_path.rglob("*")}
+    before = set(tmp_path.rglob("*"))
     at = app().run()
 
     at.file_uploader[0].set_value([(name, videos[0].read_bytes(), "video/mp4")]).run()
 
     assert not at.exception
-    written = {p for p in tmp_path.rglob("*")} - before
+    written = set(tmp_path.rglob("*")) - before
     assert written and all(data_dir in p.parents or p == data_dir for p in written), written
     spooled = list((data_dir / "spool").iterdir())
     assert len(spooled) == 1 and re.fullmatch(r"[0-9a-f]{64}(\.[a-z0-9]{1,9})?", spooled[0].name), spooled
@@ -190,12 +241,12 @@ def test_uploaded_names_cannot_escape_the_data_dir(data_dir, videos, tmp_path, n
     assert label.label == "Start batch (1 video(s))"
 
 
-def test_the_same_file_dropped_twice_becomes_one_job(data_dir, videos):
+def test_the_same_file_dropped_twice_becomes_one_row(data_dir, videos):
     at = app().run()
     content = videos[0].read_bytes()
     at.file_uploader[0].set_value([("a.mp4", content, "video/mp4"), ("a.mp4", content, "video/mp4")]).run()
-    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
+    start(at)
 
-    jobs = wait_terminal(data_dir, 1)
+    rows = wait_ended(data_dir, 1)
 
-    assert len(jobs) == 1 and jobs[0].state is State.COMPLETED
+    assert len(rows) == 1 and rows[0].status is Status.DONE

@@ -1,37 +1,90 @@
-"""Pure functions and small pieces: transitions, error mapping, backoff, scheduler, leases, export."""
+"""Unit tests of pure pieces: transitions, error kinds, backoff, names, the scheduler, the store, exports."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
 import pytest
 from google.genai import errors as genai_errors
 
+from storyteller_core.analysis import Analysis, AnalysisState, analysis_key
+from storyteller_core.batch import Item
+from storyteller_core.board import Status, row_of, totals
 from storyteller_core.config import Settings
-from storyteller_core.errors import Kind
-from storyteller_core.export import jobs_frame, to_csv_bytes
+from storyteller_core.errors import DataDirError, Kind
+from storyteller_core.export import rows_frame, to_csv_bytes
 from storyteller_core.gemini import _translate, file_name_for
-from storyteller_core.jobs import Job, State, TransitionError, check_transition
-from storyteller_core.pipeline import poll_delay
+from storyteller_core.records import TransitionError
+from storyteller_core.retry import poll_delay
 from storyteller_core.scheduler import Scheduler
-from storyteller_core.store import JobStore
+from storyteller_core.store import Store
+from storyteller_core.video import Video, VideoState
 
 
-def make_job(**kw) -> Job:
-    values = dict(display_name="café.mp4", source_path="/x", size_bytes=1, sha256="ab" * 32, mime_type="video/mp4",
-                  model="gemini-2.5-flash", prompt="p", batch_id="b1")
+def make_video(**kw) -> Video:
+    values = dict(id="ab" * 32, sha256="ab" * 32, display_name="café.mp4", sources=["/x/café.mp4"], size_bytes=1)
     values.update(kw)
-    return Job(**values)
+    return Video(**values)
 
 
-def test_transitions_allow_the_pipeline_and_refuse_skips():
-    check_transition(State.CREATED, State.UPLOADING)
-    check_transition(State.ANALYZING, State.CREATED)  # file vanished: upload again
+def make_analysis(video_id: str = "ab" * 32, prompt: str = "p", **kw) -> Analysis:
+    values = dict(id=analysis_key(video_id, "gemini-2.5-flash", prompt, {}, "b"), video_id=video_id,
+                  model="gemini-2.5-flash", prompt=prompt, backend="b")
+    values.update(kw)
+    return Analysis(**values)
+
+
+def test_video_transitions_allow_its_life_and_refuse_skips(tmp_path):
+    store = Store(tmp_path)
+    video = store.add_video(make_video())
+    store.transition(Video, video.id, VideoState.UPLOADING)
+    store.transition(Video, video.id, VideoState.UPLOADING)  # resumed after a crash
+    store.transition(Video, video.id, VideoState.UPLOADED)
     with pytest.raises(TransitionError):
-        check_transition(State.CREATED, State.ANALYZING)
+        store.transition(Video, video.id, VideoState.UPLOADING)
+    store.transition(Video, video.id, VideoState.FILE_PROCESSING)
+    store.transition(Video, video.id, VideoState.FILE_ACTIVE)
+    store.transition(Video, video.id, VideoState.CREATED)  # expired: upload again
+    assert store.require(Video, video.id).state_entered_at.keys() >= {"UPLOADING", "UPLOADED", "FILE_ACTIVE"}
+
+
+def test_analysis_transitions_and_the_unfinished_index(tmp_path):
+    store = Store(tmp_path)
+    analysis, created = store.add_analysis(make_analysis())
+    twin, again = store.add_analysis(make_analysis())
+    assert created and not again and twin.id == analysis.id  # one record per key
+    assert [a.id for a in store.unfinished()] == [analysis.id]
     with pytest.raises(TransitionError):
-        check_transition(State.COMPLETED, State.CREATED)
+        store.transition(Analysis, analysis.id, AnalysisState.COMPLETED)  # never without asking
+    store.transition(Analysis, analysis.id, AnalysisState.ANALYZING)
+    store.transition(Analysis, analysis.id, AnalysisState.FAILED)
+    assert store.unfinished() == []
+    store.transition(Analysis, analysis.id, AnalysisState.WAITING)  # a retry
+    assert [a.id for a in store.unfinished()] == [analysis.id]
+    store.transition(Analysis, analysis.id, AnalysisState.ANALYZING)
+    store.transition(Analysis, analysis.id, AnalysisState.COMPLETED)
+    with pytest.raises(TransitionError):
+        store.transition(Analysis, analysis.id, AnalysisState.WAITING)
+    assert store.unfinished() == []
+
+
+def test_the_analysis_key_names_everything_that_makes_the_answer():
+    base = analysis_key("v", "m", "p", {}, "demo")
+    assert base == analysis_key("v", "m", "p", {}, "demo")
+    assert len({base, analysis_key("w", "m", "p", {}, "demo"), analysis_key("v", "n", "p", {}, "demo"),
+                analysis_key("v", "m", "q", {}, "demo"), analysis_key("v", "m", "p", {"fps": 1}, "demo"),
+                analysis_key("v", "m", "p", {}, "https://x")}) == 6
+
+
+def test_store_values_are_json_text_and_sources_merge(tmp_path):
+    store = Store(tmp_path)
+    store.add_video(make_video())
+    merged = store.add_video(make_video(sources=["/y/copy.mp4"]))
+    assert merged.sources == ["/y/copy.mp4", "/x/café.mp4"]
+    raw = store.cache.get("video:" + "ab" * 32)
+    assert isinstance(raw, str) and '"state":"CREATED"' in raw
 
 
 @pytest.mark.parametrize(
@@ -70,70 +123,69 @@ def test_deterministic_file_names_fit_the_api_rules():
     assert len(name) <= 40 and name == name.lower() and set(name) <= set("abcdef0123456789-vs")
 
 
+
+
 def test_scheduler_takes_priority_then_fifo_and_respects_the_upload_cap():
     s = Scheduler(max_uploads=1)
-    s.put("low", 2, uploads=True)
-    s.put("n1", 1, uploads=True)
-    s.put("n2", 1, uploads=True)
-    s.put("high-poll", 0, uploads=False)
-    order = [s.take(0.1).job_id for _ in range(2)]
-    assert order == ["high-poll", "n1"]
+    s.put("video:low", 2, uploads=True)
+    s.put("video:n1", 1, uploads=True)
+    s.put("video:n2", 1, uploads=True)
+    s.put("analysis:high", 0, uploads=False)
+    order = [s.take(0.1).task for _ in range(2)]
+    assert order == ["analysis:high", "video:n1"]
     assert s.take(0.05) is None  # n2 needs an upload slot; n1 holds the only one
-    s.done("n1")
-    assert s.take(0.1).job_id == "n2"
+    s.done("video:n1")
+    assert s.take(0.1).task == "video:n2"
 
 
 def test_a_lease_of_a_dead_process_is_taken_over_at_once(tmp_path):
-    store = JobStore(tmp_path)
+    store = Store(tmp_path)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    import socket
     dead_owner = f"{socket.gethostname()}:{dead.stdout.strip()}:x"
-    assert store.claim("j1", dead_owner, ttl=600)
-    assert store.claim("j1", "other-host:1:y", ttl=600)  # owner process is gone
-    assert not store.claim("j1", "third:2:z", ttl=600)  # a live (or remote) owner keeps it
+    assert store.claim("analysis:a1", dead_owner, ttl=600)
+    assert store.claim("analysis:a1", "other-host:1:y", ttl=600)  # owner process is gone
+    assert not store.claim("analysis:a1", "third:2:z", ttl=600)  # a live (or remote) owner keeps it
 
 
-def test_store_round_trips_plain_dicts_and_indexes(tmp_path):
-    store = JobStore(tmp_path)
-    job = store.create(make_job())
-    store.transition(job.id, State.UPLOADING, upload_count=1)
-    raw = store.cache.get("job:" + job.id)
-    assert isinstance(raw, dict) and raw["state"] == "UPLOADING"
-    assert [j.id for j in store.jobs_by_sha("ab" * 32)] == [job.id]
-    assert [j.id for j in store.jobs_in_batch("b1")] == [job.id]
-    store.delete(job.id)
-    assert store.get(job.id) is None and store.job_ids() == []
+def done_row(name: str = "café.mp4", story: str = "Le café était plein — fin 🎬", reused: bool = False):
+    analysis = make_analysis(state=AnalysisState.COMPLETED, story=story, total_tokens=12, cost_usd=0.001)
+    return row_of(Item(id="i-" + name, batch_id="b1", display_name=name, source_path="/x", video_id="ab" * 32,
+                       analysis_id=analysis.id, reused=reused), analysis, make_video(display_name=name))
 
 
-def test_csv_has_bom_and_keeps_accents():
-    job = make_job(state=State.COMPLETED, story="Le café était plein — fin 🎬", total_tokens=12, cost_usd=0.001)
-    raw = to_csv_bytes([job])
+def test_csv_has_bom_keeps_accents_and_names_the_prompt_and_content():
+    raw = to_csv_bytes([done_row()])
     assert raw.startswith(b"\xef\xbb\xbf")
     text = raw.decode("utf-8-sig")
-    assert "café.mp4" in text and "Le café était plein — fin 🎬" in text
-    assert list(jobs_frame([job]).columns)[:4] == ["file_name", "status", "story", "error"]
+    assert "café.mp4" in text and "Le café était plein — fin 🎬" in text and "ab" * 32 in text
+    frame = rows_frame([done_row()])
+    assert list(frame.columns)[:4] == ["file_name", "status", "prompt", "model"] and frame["status"][0] == "Done"
 
 
-def test_the_unfinished_index_follows_every_state_change(tmp_path):
-    store = JobStore(tmp_path)
-    running = store.create(make_job())
-    done = store.create(make_job(state=State.COMPLETED))
-    assert [j.id for j in store.unfinished()] == [running.id]
-    store.transition(running.id, State.FAILED)
-    assert store.unfinished() == []
-    store.transition(running.id, State.CREATED)  # a retry
-    assert [j.id for j in store.unfinished()] == [running.id]
-    store.delete(running.id)
-    assert store.unfinished() == [] and store.get(done.id) is not None
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://x","click").mp4', "+cmd|calc.webm", "@SUM(1+1).mov", "-2+3.mkv"])
+def test_csv_cells_that_could_run_as_formulas_are_neutralised(name):
+    text = to_csv_bytes([done_row(name, story="=1+1 and more")]).decode("utf-8-sig")
+    assert f"'{name}" in text.replace('""', '"') and "'=1+1 and more" in text
 
 
-def test_a_store_without_the_unfinished_index_rebuilds_it(tmp_path):
-    store = JobStore(tmp_path)
-    job = store.create(make_job())
-    store.cache.delete("index:unfinished")  # as a data dir written before the index existed
-    assert [j.id for j in store.unfinished()] == [job.id]
+def test_totals_count_a_shared_analysis_once_and_a_reused_one_not_at_all():
+    first, twin, reused = done_row("a.mp4"), done_row("b.mp4"), done_row("c.mp4", reused=True)
+    t = totals([first, twin, reused])
+    assert (t.rows, t.done, t.tokens, t.cost_usd) == (3, 3, 12, 0.001)
+    assert reused.cost_usd == 0.0 and first.status is Status.DONE
 
 
-def test_steps_resumed_after_a_crash_may_enter_their_state_again():
-    check_transition(State.UPLOADING, State.UPLOADING)
-    check_transition(State.ANALYZING, State.ANALYZING)
+def test_a_damaged_store_is_kept_aside_and_never_overwritten(tmp_path):
+    (tmp_path / "cache.db").write_bytes(b"")
+    with pytest.raises(DataDirError, match="is damaged \\(the file is empty"):
+        Store(tmp_path)
+    assert (tmp_path / "cache.db").read_bytes() == b""  # untouched
+    assert len(list(tmp_path.glob("cache.db.damaged-*"))) == 1
+
+    good = tmp_path / "good"
+    Store(good).add_video(make_video())
+    db = (good / "cache.db").read_bytes()
+    (good / "cache.db").write_bytes(db[: len(db) // 2])
+    with pytest.raises(DataDirError, match="damaged"):
+        Store(good)
+    assert (good / "cache.db").stat().st_size == len(db) // 2
