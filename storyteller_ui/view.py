@@ -61,7 +61,7 @@ def size(num_bytes: float) -> str:
 
 def money(usd: float | None, *, demo: bool = False) -> str:
     if demo:
-        return "none (demo)"
+        return "demo"  # emulator answers cost nothing: never show a dollar figure as if it were real
     return "–" if usd is None else f"${usd:.4f}"
 
 
