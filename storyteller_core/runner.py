@@ -22,6 +22,7 @@ from .errors import KEY_REJECTED_MESSAGE, Cancelled, Code, GeminiError, Kind, Qu
 from .gate import Gate
 from .leases import Leases
 from .records import TransitionError
+from .sanitize import scrub
 from .scheduler import Scheduler
 from .spool import release_spool
 from .steps import Next, Outcome
@@ -287,7 +288,8 @@ class Runner:
         log.warning("step failed", extra={"task": f"{kind}:{record_id}", "error_code": str(code), "failed_step": step})
         cls: type[Video] | type[Analysis] = Video if kind == "video" else Analysis
         state = VideoState.FAILED if kind == "video" else AnalysisState.FAILED
-        self.ctx.store.transition(cls, record_id, state, error_code=str(code), error_message=message, failed_step=step)
+        self.ctx.store.transition(cls, record_id, state, error_code=str(code), error_message=scrub(message),
+                                  failed_step=step)  # a server may echo the key back: never store it
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -25,6 +25,7 @@ class EmulatorConfig:
     fail_marker: str = "FAILME"  # display name containing it -> file ends FAILED
     blocked_marker: str = "BLOCKME"  # -> answer blocked for safety
     empty_marker: str = "EMPTYME"  # -> answer with no text
+    echo_key_marker: str = "ECHOKEY"  # -> generateContent refuses with the caller's key and a link in the message
     vanish_marker: str = "VANISHME"  # -> the file is deleted just before its first analysis (403)
     hang_generate_s: float = 0.0  # generateContent waits this long before answering
     expire_after_s: float | None = None  # files vanish this long after upload

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..config import MODELS
 from .config import EmulatorConfig
-from .story import describe
+from .story import describe, video_tokens
 
 FILE_TTL_S = 48 * 3600
 _API = r"/(?:v1|v1beta)"
@@ -482,9 +482,13 @@ class _Handler(BaseHTTPRequestHandler):
         if cfg.blocked_marker in f.display_name:
             self._send(200, {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": f"{model}-emulator"})
             return
+        if cfg.echo_key_marker in f.display_name:  # a server that echoes the key and a link back
+            key = self.headers.get("x-goog-api-key") or ""
+            self._error(400, "INVALID_ARGUMENT", f"Request with key {key} refused: see [details](http://phish.example/x).")
+            return
         text = "" if cfg.empty_marker in f.display_name else describe(f.path, f.display_name, prompt)
         out_tokens = len(text) // 4
-        prompt_tokens = 300 * 10 + len(prompt) // 4
+        prompt_tokens = video_tokens(f.path, f.display_name) + len(prompt) // 4
         self._send(200, {
             "candidates": [{
                 "content": {"role": "model", "parts": [{"text": text}] if text else []},

@@ -7,6 +7,18 @@ from pathlib import Path
 from ..media import MediaError, probe
 
 LABEL = "[Demo output from the local Gemini emulator, not written by Gemini]"
+# Gemini's published figures at default media resolution: 258 tokens per frame at 1 frame per second,
+# plus 32 tokens per second of audio (https://ai.google.dev/gemini-api/docs/tokens).
+TOKENS_PER_SECOND = 258 + 32
+
+
+def video_tokens(path: Path, display_name: str) -> int:
+    """What Gemini would count for the video part: it grows with the video's duration."""
+    try:
+        info = probe(path, display_name, max_bytes=2**62, max_duration_s=float("inf"))
+    except MediaError:
+        return 0
+    return int(info.duration_s * TOKENS_PER_SECOND)
 
 
 def describe(path: Path, display_name: str, prompt: str) -> str:
