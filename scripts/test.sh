@@ -10,4 +10,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 .venv/bin/ruff check storyteller_core storyteller_ui tests pages app.py ui.py bench
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -89,8 +89,8 @@ class Row:
     @property
     def since(self) -> float:
         """When the current status began (for "time in stage" of work in flight)."""
-        record = self.video if self.status in (Status.WAITING, Status.UPLOADING, Status.PROCESSING, Status.READY) else None
-        record = record or self.analysis
+        video_stage = self.status in (Status.WAITING, Status.UPLOADING, Status.PROCESSING, Status.READY)
+        record: Video | Analysis | None = self.video if video_stage and self.video else self.analysis
         if record is None:
             return self.item.created_at
         return record.state_entered_at.get(record.state.value, self.item.created_at)

@@ -101,20 +101,20 @@ class Commands:
     def retry(self, item_id: str) -> Item:
         """Run a failed or cancelled row again, from the furthest point its video reached."""
         item = self.store.require(Item, item_id)
-        if not item.analysis_id:
+        analysis_id = item.analysis_id
+        if not analysis_id:
             return item  # refused at intake: the person adds the file again
         if item.cancelled:
             item = self.store.update(Item, item_id, cancelled=False)
-        analysis = self.store.require(Analysis, item.analysis_id)
+        analysis = self.store.require(Analysis, analysis_id)
+        video = self.store.require(Video, analysis.video_id)
         if analysis.backend != self.settings.backend:  # asked of demo mode or another server: ask the current one
-            video = self.store.require(Video, analysis.video_id)
             analysis = self._ask(video, Ask(analysis.prompt, analysis.model, analysis.preset, analysis.priority,
                                             analysis.options))
             item = self.store.move_item(item_id, analysis.id)
         elif analysis.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
             analysis = self._reopen(analysis.id)
-        video = self.store.get(Video, analysis.video_id)
-        if video and video.state is VideoState.FAILED:
+        if self.store.require(Video, video.id).state is VideoState.FAILED:
             self._reopen_video(video.id)
         if not analysis.state.terminal:
             self.runner.enqueue(f"analysis:{analysis.id}")

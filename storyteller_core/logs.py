@@ -88,7 +88,7 @@ class QuietStderrHandler(_Quiet, logging.StreamHandler):
         logging.Handler.__init__(self, level)
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         return sys.stderr
 
 
@@ -99,7 +99,7 @@ class PrivateRotatingFileHandler(_Quiet, logging.handlers.RotatingFileHandler):
         super().__init__(filename, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True)
         self.rotator = _rotate_private
 
-    def _open(self):  # type: ignore[override]
+    def _open(self):
         fd = _open_private(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 

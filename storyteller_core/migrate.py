@@ -96,7 +96,7 @@ def _video(job: dict[str, Any], backend: str) -> Video:
 def _analysis(job: dict[str, Any], video_id: str, backend: str) -> Analysis:
     model, prompt = job.get("model", ""), job.get("prompt", "")
     state = _DONE.get(str(job.get("state")), AnalysisState.WAITING)
-    kept = {k: job.get(k) for k in ("story", "finish_reason", "model_version", "prompt_tokens", "output_tokens",
+    kept: dict[str, Any] = {k: job.get(k) for k in ("story", "finish_reason", "model_version", "prompt_tokens", "output_tokens",
                                      "total_tokens", "estimated_cost_usd", "cost_usd", "error_code",
                                      "error_message", "failed_step", "completed_at")}
     if state is not AnalysisState.COMPLETED:

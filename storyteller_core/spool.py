@@ -47,7 +47,8 @@ def discard(store: Store, paths: list[Path], spool_dir: Path) -> None:
             continue
         path.unlink(missing_ok=True)
         if video is not None:
-            store.mutate(Video, sha, lambda v, p=str(path): setattr(v, "sources", [s for s in v.sources if s != p]))
+            gone = str(path)
+            store.mutate(Video, sha, lambda v: setattr(v, "sources", [s for s in v.sources if s != gone]))
 
 
 def sweep(store: Store, spool_dir: Path, grace_s: float = GRACE_S) -> None:

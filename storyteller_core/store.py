@@ -78,7 +78,7 @@ class Store:
             record = self.require(cls, record_id)
             change(record)
             if hasattr(record, "updated_at"):
-                record.updated_at = time.time()  # type: ignore[attr-defined]
+                record.updated_at = time.time()
             self.put(record)
         return record
 
@@ -246,10 +246,6 @@ class Store:
             lease = self._lease(task)
             if lease and lease["owner"] == owner:
                 self.cache.delete("lease:" + task)
-
-    def held_elsewhere(self, task: str, owner: str) -> bool:
-        lease = self._lease(task)
-        return bool(lease) and lease["owner"] != owner and not _lease_stale(lease)  # type: ignore[index]
 
     def _lease(self, task: str) -> dict[str, Any] | None:
         text = self.cache.get("lease:" + task)

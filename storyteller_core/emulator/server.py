@@ -100,7 +100,7 @@ class Emulator:
     @property
     def base_url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> Emulator:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="gemini-emulator", daemon=True)
@@ -465,7 +465,7 @@ class _Handler(BaseHTTPRequestHandler):
             f = emu.live_file(name)
             state = emu.file_json(f)["state"] if f else None
             vanish = f is not None and cfg.vanish_marker in f.display_name and f.display_name not in emu.vanished
-            if vanish:
+            if f is not None and vanish:
                 emu.vanished.add(f.display_name)
                 del emu.files[name]
         if f is None or vanish:
