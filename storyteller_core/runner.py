@@ -172,6 +172,10 @@ class Runner:
             self._cancelled(kind, record_id)
         except QuotaPaused as exc:
             log.warning("quota exhausted; pausing", extra={"task": task, "resume_at": exc.resume_at})
+            if kind == "analysis":  # not "Writing story" while nobody writes: it waits, and the banner says why
+                analysis = self.ctx.store.get(Analysis, record_id)
+                if analysis and analysis.state is AnalysisState.ANALYZING:
+                    self.ctx.store.transition(Analysis, record_id, AnalysisState.WAITING)
             return Outcome.later(exc.resume_at - time.time())
         except StepFailed as exc:
             self._fail(kind, record_id, exc.code, exc.message, step)
