@@ -22,7 +22,7 @@ from common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
 from storyteller_core import Engine, Settings, State
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.gemini import Gateway, file_name_for
+from storyteller_core.gemini import Gateway, VideoPart, file_name_for
 from storyteller_core.media import hash_file
 from storyteller_core.samples import make_batch
 
@@ -49,7 +49,7 @@ def sequential_makespan(emu: Emulator, videos: list[Path]) -> float:
         while remote.state != "ACTIVE":
             time.sleep(1.0)
             remote = gateway.get_file(remote.name)
-        gateway.generate(model="gemini-2.5-flash", file_uri=remote.uri, mime_type="video/mp4",
+        gateway.generate(model="gemini-2.5-flash", video=VideoPart(remote.uri, "video/mp4"),
                          prompt="Tell the story", timeout_s=60)
     return time.monotonic() - started
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from .config import DEMO_BACKEND
+from .options import VideoOptions
 from .records import Record, now
 
 
@@ -65,7 +66,9 @@ class Analysis(Record):
     backend: str = ""
     priority: str = "normal"
     state: AnalysisState = AnalysisState.WAITING
-    story: str | None = None
+    story: str | None = None  # the prose: what a person copies
+    structured: dict[str, Any] | None = None  # the checked structured answer (story.Story.to_dict), when asked for
+    partial_story: str | None = None  # the text so far while Gemini writes (streamed)
     finish_reason: str | None = None
     model_version: str | None = None
     prompt_tokens: int | None = None
@@ -85,6 +88,10 @@ class Analysis(Record):
     @property
     def demo(self) -> bool:
         return self.backend == DEMO_BACKEND
+
+    @property
+    def video_options(self) -> VideoOptions:
+        return VideoOptions.from_key(self.options)
 
     @property
     def prompt_label(self) -> str:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
 from .batch import Batch, Item, default_batch_name, new_batch_id, new_id
-from .config import Settings, estimate_cost
+from .config import PROMPT_PRESETS, STRUCTURED_PRESETS, Settings, estimate_cost
 from .intake import Candidate, inspect_path
 from .media import thumbnail
+from .options import VideoOptions
 from .runner import Runner
 from .spool import discard, release_spool
 from .store import Store
@@ -34,7 +35,13 @@ class Ask:
     model: str
     preset: str | None = None
     priority: str = "normal"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: VideoOptions = field(default_factory=VideoOptions)
+
+    @property
+    def key_options(self) -> dict[str, Any]:
+        """The options that make the answer: a structured preset asks for the JSON story."""
+        structured = self.preset in STRUCTURED_PRESETS and self.prompt == PROMPT_PRESETS.get(self.preset or "")
+        return replace(self.options, structured=structured).to_key()
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITY_RANK:
@@ -69,12 +76,12 @@ class Commands:
         for candidate in candidates:
             if not candidate.ok:
                 items.append(self._add_item(batch, Item(
-                    id=new_id(), batch_id=batch.id, display_name=candidate.display_name, source_path=str(candidate.path),
+                    id=new_id(), batch_id=batch.id, display_name=candidate.display_name, source_path=candidate.source,
                     error_code=candidate.error_code, error_message=candidate.error_message)))
                 continue
             video = self.store.add_video(self._video_of(candidate))
             analysis = self._ask(video, ask)
-            key = (str(candidate.path), analysis.id)
+            key = (candidate.source, analysis.id)
             if key not in rows:
                 rows[key] = self._row_for(batch, candidate.display_name, key[0], video, analysis, resume)
             items.append(rows[key])
@@ -110,7 +117,7 @@ class Commands:
         video = self.store.require(Video, analysis.video_id)
         if analysis.backend != self.settings.backend:  # asked of demo mode or another server: ask the current one
             analysis = self._ask(video, Ask(analysis.prompt, analysis.model, analysis.preset, analysis.priority,
-                                            analysis.options))
+                                            VideoOptions.from_key(analysis.options)))
             item = self.store.move_item(item_id, analysis.id)
         elif analysis.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
             analysis = self._reopen(analysis.id)
@@ -146,23 +153,25 @@ class Commands:
 
     def add_pending(self, candidates: Iterable[Candidate]) -> None:
         entries = self.store.pending()
-        known = {entry["path"] for entry in entries}
+        known = {_source(entry) for entry in entries}
         for candidate in candidates:
-            if candidate.ok and str(candidate.path) in known:
+            if candidate.ok and candidate.source in known:
                 continue
             entries.append(candidate.to_dict())
-            known.add(str(candidate.path))
+            known.add(candidate.source)
         self.store.set_pending(entries)
 
-    def remove_pending(self, path: str) -> None:
+    def remove_pending(self, source: str) -> None:
+        """Drop one file (or link) from the checked list, by what the person added."""
         entries = self.store.pending()
-        self.store.set_pending([e for e in entries if e["path"] != path])
-        discard(self.store, [Path(path)], self.settings.spool_dir)
+        self.store.set_pending([e for e in entries if _source(e) != source])
+        if "://" not in source:
+            discard(self.store, [Path(source)], self.settings.spool_dir)
 
     def clear_pending(self) -> None:
         entries = self.store.pending()
         self.store.set_pending([])
-        discard(self.store, [Path(e["path"]) for e in entries], self.settings.spool_dir)
+        discard(self.store, [Path(e["path"]) for e in entries if not e.get("url")], self.settings.spool_dir)
 
     def start_pending(self, ask: Ask, *, batch_name: str | None = None) -> list[Item]:
         items = self.submit(self.pending(), ask, batch_name=batch_name)
@@ -171,6 +180,9 @@ class Commands:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _video_of(self, candidate: Candidate) -> Video:
+        if candidate.url:  # Gemini reads a web video itself: its "file" is ready at once and never expires
+            return Video(id=candidate.sha256, sha256=candidate.sha256, display_name=candidate.display_name,
+                         url=candidate.url, state=VideoState.FILE_ACTIVE, gemini_uri=candidate.url, mime_type="")
         video = Video(id=candidate.sha256, sha256=candidate.sha256, display_name=candidate.display_name,
                       sources=[str(candidate.path)], size_bytes=candidate.size_bytes)
         if candidate.probe:
@@ -188,10 +200,11 @@ class Commands:
         if video.state is VideoState.FAILED:  # asked again: give the video another chance too
             self._reopen_video(video.id)
         backend = settings.backend
+        options = ask.key_options
         analysis = Analysis(
-            id=analysis_key(video.id, ask.model, ask.prompt, ask.options, backend), video_id=video.id, model=ask.model,
-            prompt=ask.prompt, preset=ask.preset, options=dict(ask.options), backend=backend, priority=ask.priority,
-            estimated_cost_usd=None if settings.demo else estimate_cost(ask.model, video.duration_s, ask.prompt),
+            id=analysis_key(video.id, ask.model, ask.prompt, options, backend), video_id=video.id, model=ask.model,
+            prompt=ask.prompt, preset=ask.preset, options=options, backend=backend, priority=ask.priority,
+            estimated_cost_usd=None if settings.demo else estimate_cost(ask.model, video.duration_s, ask.prompt, ask.options),
         )
         stored, created = self.store.add_analysis(analysis)
         if not created and stored.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
@@ -241,3 +254,8 @@ class Commands:
             release_spool(self.store, analysis.video_id, self.settings.spool_dir)
             return
         self.store.update(Analysis, analysis_id, cancel_requested=True)  # running: it stops at its next check
+
+
+def _source(entry: dict[str, Any]) -> str:
+    """What the person added, for an entry of the checked list: the URL or the local path."""
+    return str(entry.get("url") or entry["path"])

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .options import VideoOptions
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -31,8 +33,6 @@ DEFAULT_MODEL = "gemini-2.5-flash"
 DEMO_BACKEND = "demo"
 GOOGLE_BACKEND = "https://generativelanguage.googleapis.com"
 
-# Gemini counts about 300 tokens per second of video at default media resolution.
-VIDEO_TOKENS_PER_SECOND = 300
 EXPECTED_OUTPUT_TOKENS = 800
 
 PROMPT_PRESETS: dict[str, str] = {
@@ -51,6 +51,8 @@ PROMPT_PRESETS: dict[str, str] = {
     ),
 }
 DEFAULT_PROMPT = PROMPT_PRESETS["Story"]
+# Presets whose answer is the structured story (title, prose, key moments, people, places, tags): see story.py.
+STRUCTURED_PRESETS = frozenset({"Story"})
 
 PRIORITIES = ("high", "normal", "low")
 
@@ -121,8 +123,9 @@ class Settings:
         return self.data_dir / "spool"
 
 
-def estimate_tokens(duration_s: float | None, prompt: str) -> int:
-    video = int((duration_s or 0) * VIDEO_TOKENS_PER_SECOND)
+def estimate_tokens(duration_s: float | None, prompt: str, options: VideoOptions | None = None) -> int:
+    """Input and expected output tokens for one video, from its duration and what of it is looked at."""
+    video = (options or VideoOptions()).video_tokens(duration_s)
     return video + len(prompt) // 4 + EXPECTED_OUTPUT_TOKENS
 
 
@@ -133,6 +136,6 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
     return (input_tokens * info.usd_per_m_input + output_tokens * info.usd_per_m_output) / 1e6
 
 
-def estimate_cost(model: str, duration_s: float | None, prompt: str) -> float | None:
-    tokens = estimate_tokens(duration_s, prompt)
+def estimate_cost(model: str, duration_s: float | None, prompt: str, options: VideoOptions | None = None) -> float | None:
+    tokens = estimate_tokens(duration_s, prompt, options)
     return cost_usd(model, tokens - EXPECTED_OUTPUT_TOKENS, EXPECTED_OUTPUT_TOKENS)

@@ -55,7 +55,7 @@ class Uploaded:
 
 
 @dataclass(frozen=True)
-class Analysis:
+class Answer:
     text: str
     finish_reason: str | None
     block_reason: str | None
@@ -63,6 +63,17 @@ class Analysis:
     output_tokens: int | None
     total_tokens: int | None
     model_version: str | None
+
+
+@dataclass(frozen=True)
+class VideoPart:
+    """What of a video to show the model: an uploaded file's uri or a YouTube URL, optionally a clip."""
+
+    uri: str
+    mime_type: str | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    fps: float | None = None
 
 
 def file_name_for(sha256: str) -> str:
@@ -112,35 +123,73 @@ class Gateway:
                 raise
 
     def generate(
-        self, *, model: str, file_uri: str, mime_type: str, prompt: str, timeout_s: float
-    ) -> Analysis:
-        response = _call(
-            self._client.models.generate_content,
-            model=model,
-            contents=[types.Part.from_uri(file_uri=file_uri, mime_type=mime_type), prompt],
-            config=types.GenerateContentConfig(
-                http_options=types.HttpOptions(timeout=int(timeout_s * 1000))
-            ),
-        )
-        candidate = response.candidates[0] if response.candidates else None
-        parts = candidate.content.parts if candidate and candidate.content else None
-        text = "".join(p.text for p in parts or [] if p.text and not p.thought)
-        usage = response.usage_metadata
-        feedback = response.prompt_feedback
-        return Analysis(
-            text=text.strip(),
-            finish_reason=_enum_name(candidate.finish_reason) if candidate else None,
-            block_reason=_enum_name(feedback.block_reason) if feedback else None,
-            prompt_tokens=usage.prompt_token_count if usage else None,
-            output_tokens=usage.candidates_token_count if usage else None,
-            total_tokens=usage.total_token_count if usage else None,
-            model_version=response.model_version,
-        )
+        self, *, model: str, video: VideoPart, prompt: str, timeout_s: float, json_schema: dict[str, Any] | None = None,
+        resolution: str | None = None, on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Ask ``prompt`` of ``video``, streamed: ``on_text`` sees the text so far; a cut stream raises (retry it whole)."""
+        config = types.GenerateContentConfig(http_options=types.HttpOptions(timeout=int(timeout_s * 1000)))
+        if json_schema is not None:
+            config.response_mime_type = "application/json"
+            config.response_json_schema = json_schema
+        if resolution:
+            config.media_resolution = _RESOLUTION[resolution]
+        contents: list[Any] = [_video_part(video), prompt]
+        # TODO(streaming): generate_content_stream once the emulator speaks :streamGenerateContent
+        return _call(lambda: _collect([self._client.models.generate_content(model=model, contents=contents,
+                                                                            config=config)], on_text))
+
+    def list_files(self, *, page_size: int = 100, page_token: str | None = None) -> tuple[list[RemoteFile], str | None]:
+        """One files.list page (one call): up to ``page_size`` (<= 100) files with their states, and the next page's token."""
+        config: dict[str, Any] = {"page_size": page_size}
+        if page_token:
+            config["page_token"] = page_token
+        pager = _call(self._client.files.list, config=config)
+        return [_remote(f) for f in pager.page], pager.config.get("page_token") or None
 
     def list_models(self) -> list[str]:
         # the pager fetches pages while it is iterated: iterate inside _call so those errors are translated too
         names = _call(lambda: [m.name for m in self._client.models.list()])
         return [n.removeprefix("models/") for n in names if n]
+
+
+_RESOLUTION = {"low": types.MediaResolution.MEDIA_RESOLUTION_LOW, "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
+               "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH}
+
+
+def _video_part(video: VideoPart) -> types.Part:
+    metadata = None
+    if video.start_s is not None or video.end_s is not None or video.fps is not None:
+        metadata = types.VideoMetadata(
+            start_offset=f"{video.start_s:g}s" if video.start_s is not None else None,
+            end_offset=f"{video.end_s:g}s" if video.end_s is not None else None, fps=video.fps,
+        )
+    return types.Part(file_data=types.FileData(file_uri=video.uri, mime_type=video.mime_type), video_metadata=metadata)
+
+
+def _collect(stream: Any, on_text: Callable[[str], None] | None) -> Answer:
+    """Join a streamed answer; the last chunk carries the usage and the finish reason."""
+    text, last, finish, block = "", None, None, None
+    for chunk in stream:
+        last = chunk
+        candidate = chunk.candidates[0] if chunk.candidates else None
+        parts = candidate.content.parts if candidate and candidate.content else None
+        piece = "".join(p.text for p in parts or [] if p.text and not p.thought)
+        if candidate and candidate.finish_reason:
+            finish = _enum_name(candidate.finish_reason)
+        if chunk.prompt_feedback and chunk.prompt_feedback.block_reason:
+            block = _enum_name(chunk.prompt_feedback.block_reason)
+        if piece:
+            text += piece
+            if on_text:
+                on_text(text)
+    usage = last.usage_metadata if last else None
+    return Answer(
+        text=text.strip(), finish_reason=finish, block_reason=block,
+        prompt_tokens=usage.prompt_token_count if usage else None,
+        output_tokens=usage.candidates_token_count if usage else None,
+        total_tokens=usage.total_token_count if usage else None,
+        model_version=last.model_version if last else None,
+    )
 
 
 class _HashingReader(io.RawIOBase):

@@ -7,6 +7,8 @@ a bad file is refused with a reason before any API call.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,6 +27,12 @@ class Candidate:
     probe: Probe | None = None
     error_code: str | None = None
     error_message: str | None = None
+    url: str | None = None  # a web video (YouTube): analyzed by Gemini from its URL, never uploaded
+
+    @property
+    def source(self) -> str:
+        """What the person added: the URL or the local path."""
+        return self.url or str(self.path)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +71,28 @@ def expand(paths: list[Path]) -> tuple[list[Path], list[Skipped]]:
         else:
             files.append(path)
     return files, skipped
+
+
+_YOUTUBE = re.compile(
+    r"^(?:https?://)?(?:www\.|m\.)?(?:youtube\.com/(?:watch\?(?:.*&)?v=|shorts/|live/|embed/)|youtu\.be/)([A-Za-z0-9_-]{11})(?:[&?#/].*)?$"
+)
+
+
+def youtube_url(text: str) -> str | None:
+    """The canonical watch URL when ``text`` is a YouTube link, else None."""
+    match = _YOUTUBE.match(text.strip())
+    return f"https://www.youtube.com/watch?v={match.group(1)}" if match else None
+
+
+def inspect_url(text: str) -> Candidate:
+    """A public YouTube video: nothing to hash or probe here; Gemini reads it from the URL."""
+    url = youtube_url(text)
+    if url is None:
+        candidate = Candidate(display_name=safe_display_name(text.strip()[:200]) or "link", path=Path(), url=text.strip())
+        return _refuse(candidate, MediaError(Code.NOT_FOUND, "Only public YouTube links can be analyzed from the web "
+                                             "(https://www.youtube.com/watch?v=...). Download other videos and add the file."))
+    key = hashlib.sha256(f"youtube:{url}".encode()).hexdigest()
+    return Candidate(display_name=url, path=Path(), sha256=key, url=url)
 
 
 def inspect_path(path: Path, settings: Settings) -> Candidate:

@@ -47,8 +47,7 @@ def discard(store: Store, paths: list[Path], spool_dir: Path) -> None:
             continue
         path.unlink(missing_ok=True)
         if video is not None:
-            gone = str(path)
-            store.mutate(Video, sha, lambda v: setattr(v, "sources", [s for s in v.sources if s != gone]))
+            _forget_source(store, sha, str(path))
 
 
 def sweep(store: Store, spool_dir: Path, grace_s: float = GRACE_S) -> None:
@@ -79,3 +78,7 @@ def size_bytes(spool_dir: Path) -> int:
 
 def pending_shas(store: Store) -> set[str]:
     return {entry.get("sha256", "") for entry in store.pending()}
+
+
+def _forget_source(store: Store, video_id: str, path: str) -> None:
+    store.mutate(Video, video_id, lambda v: setattr(v, "sources", [s for s in v.sources if s != path]))

@@ -52,6 +52,7 @@ class Video(Record):
     sha256: str = ""
     display_name: str = ""
     sources: list[str] = field(default_factory=list)  # local paths holding this content; spooled copies included
+    url: str | None = None  # a public web video (YouTube) Gemini reads itself: no upload, no local copy
     size_bytes: int = 0
     mime_type: str = "video/mp4"
     duration_s: float | None = None
@@ -78,7 +79,9 @@ class Video(Record):
     state_entered_at: dict[str, float] = field(default_factory=dict)
 
     def file_usable(self, backend: str, at: float | None = None) -> bool:
-        """The Gemini file is ACTIVE on ``backend`` and not about to expire."""
+        """The Gemini file is ACTIVE on ``backend`` and not about to expire (a web video always is)."""
+        if self.url:
+            return self.state is VideoState.FILE_ACTIVE
         return (
             self.state is VideoState.FILE_ACTIVE and self.backend == backend and bool(self.gemini_uri)
             and self.gemini_expires_at is not None and (at or now()) < self.gemini_expires_at - EXPIRY_MARGIN_S

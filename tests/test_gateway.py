@@ -24,7 +24,7 @@ import pytest
 from storyteller_core.config import MODELS, Settings
 from storyteller_core.emulator import Emulator
 from storyteller_core.errors import Cancelled, GeminiError, Kind, QuotaPaused
-from storyteller_core.gemini import Gateway, RemoteFile, Uploaded, _HashingReader, file_name_for, normalize_sha256
+from storyteller_core.gemini import Gateway, RemoteFile, Uploaded, VideoPart, _HashingReader, file_name_for, normalize_sha256
 from storyteller_core.limits import PollLimits
 from storyteller_core.quota import Cooldown
 from storyteller_core.retry import MIN_WAIT_S, call_with_retry, poll_delay
@@ -63,7 +63,7 @@ def active(gateway: Gateway, name: str) -> RemoteFile:
 
 
 def generate(gateway: Gateway, uri: str, model: str = MODEL) -> str:
-    return gateway.generate(model=model, file_uri=uri, mime_type="video/mp4", prompt="Tell the story", timeout_s=5).text
+    return gateway.generate(model=model, video=VideoPart(uri, "video/mp4"), prompt="Tell the story", timeout_s=5).text
 
 
 # -- bad bodies -----------------------------------------------------------------------------------------

@@ -1,47 +1,86 @@
-"""The analysis step: ask Gemini the analysis's question of its video's ACTIVE file, store the story."""
+"""The analysis step: ask Gemini the analysis's question of its video's file, streamed, and store the story.
+
+The text is stored as it arrives (about once a second) so the board shows it
+being written; the finished record holds the whole answer and its usage. A
+structured answer is checked (story.py) before it is stored.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from ..analysis import Analysis, AnalysisState
 from ..config import cost_usd
-from ..errors import Code, GeminiError, Kind, StepFailed
+from ..errors import Cancelled, Code, GeminiError, Kind, StepFailed
+from ..gemini import VideoPart
+from ..story import STORY_SCHEMA, parse_answer
 from ..video import Video, VideoState
 from . import Outcome
 from .context import StepContext
 
 log = logging.getLogger(__name__)
+PARTIAL_EVERY_S = 1.0
 
 
 def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Callable[[], bool]) -> Outcome:
     store, settings = ctx.store, ctx.settings
-    analysis = store.transition(Analysis, analysis.id, AnalysisState.ANALYZING)
+    analysis = store.transition(Analysis, analysis.id, AnalysisState.ANALYZING, partial_story=None)
+    options = analysis.video_options
+    part = VideoPart(uri=video.gemini_uri or "", mime_type=video.mime_type, start_s=options.start_s, end_s=options.end_s,
+                     fps=options.fps)
     try:
-        result = ctx.call(
-            lambda: ctx.gateway.generate(model=analysis.model, file_uri=video.gemini_uri or "", mime_type=video.mime_type,
-                                         prompt=analysis.prompt, timeout_s=settings.analysis_budget_s),
+        answer = ctx.call(
+            lambda: ctx.gateway.generate(
+                model=analysis.model, video=part, prompt=analysis.prompt, timeout_s=settings.analysis_budget_s,
+                json_schema=STORY_SCHEMA if options.structured else None, resolution=options.resolution,
+                on_text=_partial_writer(ctx, analysis.id, should_stop),
+            ),
             settings.analysis_budget_s, should_stop,
         )
     except GeminiError as exc:
-        if exc.kind not in (Kind.GONE, Kind.NOT_READY):
+        if exc.kind not in (Kind.GONE, Kind.NOT_READY) or video.url:
             raise
         log.warning("gemini file not usable for analysis; uploading again", extra={"analysis_id": analysis.id,
                                                                                   "error": exc.label})
-        current = store.require(Video, video.id)
-        if current.state is VideoState.FILE_ACTIVE:
+        if store.require(Video, video.id).state is VideoState.FILE_ACTIVE:
             store.transition(Video, video.id, VideoState.CREATED)
-        store.transition(Analysis, analysis.id, AnalysisState.WAITING)
+        store.transition(Analysis, analysis.id, AnalysisState.WAITING, partial_story=None)
         return Outcome.now()  # the analysis's next step asks for the video again
-    if not result.text:
-        reason = result.block_reason or result.finish_reason or "no reason given"
+    if not answer.text:
+        reason = answer.block_reason or answer.finish_reason or "no reason given"
         raise StepFailed(Code.EMPTY_ANSWER, f"Gemini returned no story for {video.display_name} ({reason}). "
                          "Try another prompt or model, then retry.")
+    story_text, structured = answer.text, None
+    if options.structured:
+        story = parse_answer(answer.text, start_s=options.start_s or 0.0, end_s=_end_of(options.end_s, video.duration_s))
+        story_text, structured = story.text, story.to_dict()
+        if story.dropped_moments or story.note:
+            log.info("structured answer checked", extra={"analysis_id": analysis.id, "dropped": story.dropped_moments,
+                                                         "note": story.note})
     store.transition(
-        Analysis, analysis.id, AnalysisState.COMPLETED, story=result.text, finish_reason=result.finish_reason,
-        model_version=result.model_version, prompt_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
-        total_tokens=result.total_tokens,
-        cost_usd=None if analysis.demo else cost_usd(analysis.model, result.prompt_tokens or 0, result.output_tokens or 0),
+        Analysis, analysis.id, AnalysisState.COMPLETED, story=story_text, structured=structured, partial_story=None,
+        finish_reason=answer.finish_reason, model_version=answer.model_version, prompt_tokens=answer.prompt_tokens,
+        output_tokens=answer.output_tokens, total_tokens=answer.total_tokens,
+        cost_usd=None if analysis.demo else cost_usd(analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0),
     )
     return Outcome.done()
+
+
+def _end_of(clip_end: float | None, duration_s: float | None) -> float | None:
+    ends = [x for x in (clip_end, duration_s) if x is not None]
+    return min(ends) if ends else None
+
+
+def _partial_writer(ctx: StepContext, analysis_id: str, should_stop: Callable[[], bool]) -> Callable[[str], None]:
+    last = [0.0]
+
+    def on_text(text: str) -> None:
+        if should_stop():
+            raise Cancelled("analysis stopped")
+        if time.monotonic() - last[0] >= PARTIAL_EVERY_S:
+            last[0] = time.monotonic()
+            ctx.store.update(Analysis, analysis_id, partial_story=text)
+
+    return on_text
