@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,8 @@ def wait_for_state(engine: Any, item_id: str, state: VideoState | AnalysisState 
         return row.status is state
 
     wait_until(reached, timeout=timeout, what=f"row {item_id} to reach {state.value}")
+
+
+def as_shown(markdown: str) -> str:
+    """Markdown text as the page shows it: the backslash escapes removed."""
+    return re.sub(r"\\(.)", r"\1", markdown)

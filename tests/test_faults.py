@@ -9,23 +9,23 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from storyteller_core import State
+from storyteller_core.batch import Item
+from storyteller_core.board import Status
 from storyteller_core.errors import KEY_REJECTED_MESSAGE
+from storyteller_core.video import VideoState
 
-from .conftest import TEST_KEY
-from .test_pipeline import _wait_for, run_all
-
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import ROOT, TEST_KEY, as_shown, ask, run_all, wait_for_state
 
 
+@pytest.mark.slow  # over 10 s
 def test_429_without_a_retry_delay_backs_off_and_completes(make_engine, emulator, videos):
     emulator.config.rate_429 = 0.3
     emulator.config.retry_delay_s = None
     engine = make_engine(upload_budget_s=60, analysis_budget_s=60)
 
-    jobs = run_all(engine, videos[:4])
+    rows = run_all(engine, videos[:4])
 
-    assert [j.state for j in jobs] == [State.COMPLETED] * 4
+    assert [r.status for r in rows] == [Status.DONE] * 4
     assert emulator.stats.faults["429"] > 0
 
 
@@ -35,9 +35,9 @@ def test_503_on_polls_only_delays_the_poll(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
     engine = make_engine()
 
-    jobs = run_all(engine, videos[:4])
+    rows = run_all(engine, videos[:4])
 
-    assert [j.state for j in jobs] == [State.COMPLETED] * 4
+    assert [r.status for r in rows] == [Status.DONE] * 4
     assert emulator.stats.faults["503"] > 0
     assert sum(emulator.stats.uploads_finished.values()) == 4
 
@@ -45,41 +45,48 @@ def test_503_on_polls_only_delays_the_poll(make_engine, emulator, videos):
 def test_a_key_rejected_mid_batch_stops_the_rest_with_one_message(make_engine, emulator, videos):
     emulator.config.analysis_delay_s = 0.3
     engine = make_engine(max_jobs=1, max_uploads=1)
-    jobs = engine.submit_paths(videos[:6], prompt="P")
-    _wait_for(engine, jobs[0].id, State.COMPLETED)
+    items = engine.commands.submit_paths(videos[:6], ask(engine, "P"))
+    wait_for_state(engine, items[0].id, Status.DONE)
     emulator.config.rejected_keys = {TEST_KEY}
     requests_at_rejection = emulator.stats.requests
 
-    done = engine.wait([j.id for j in jobs], timeout=60)
+    done = engine.wait([i.id for i in items], timeout=60)
 
-    assert done[0].state is State.COMPLETED
-    failed = [j for j in done if j.state is State.FAILED]
-    assert failed and {j.error_message for j in failed} == {KEY_REJECTED_MESSAGE}
-    assert all(j.state in (State.COMPLETED, State.FAILED) for j in done)
-    assert emulator.stats.requests - requests_at_rejection <= 2  # no job burned retries on the bad key
+    assert done[0].status is Status.DONE
+    failed = [r for r in done if r.status is Status.FAILED]
+    assert failed and {r.error for r in failed} == {KEY_REJECTED_MESSAGE}
+    assert all(r.status in (Status.DONE, Status.FAILED) for r in done)
+    assert emulator.stats.requests - requests_at_rejection <= 2  # no row burned retries on the bad key
 
 
 def test_the_emulator_going_away_and_coming_back(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
     engine = make_engine(processing_budget_s=60, analysis_budget_s=60)
-    jobs = engine.submit_paths(videos[:4], prompt="P")
-    _wait_for(engine, jobs[-1].id, State.FILE_PROCESSING)
+    items = engine.commands.submit_paths(videos[:4], ask(engine, "P"))
+    ids = [i.id for i in items]
+    wait_for_state(engine, ids[-1], VideoState.FILE_PROCESSING)
 
     emulator.go_away()
     time.sleep(3)  # polls and analyses meet refused connections meanwhile
-    assert all(j.state is not State.FAILED for j in engine.store.jobs([j.id for j in jobs]))
+    assert all(r.status is not Status.FAILED for r in engine.rows(engine.store.many(Item, ids)))
     emulator.come_back()
 
-    done = engine.wait([j.id for j in jobs], timeout=60)
-    assert [j.state for j in done] == [State.COMPLETED] * 4
+    done = engine.wait(ids, timeout=60)
+    assert [r.status for r in done] == [Status.DONE] * 4
     assert sum(emulator.stats.uploads_finished.values()) == 4
+
+
+TINY_DISK_BYTES = 8 * 1024 * 1024
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A small disk, yet big enough for the store's write-ahead log: SQLite lets it grow to ~4 MB before it is
+    checkpointed, so on a smaller disk the log alone fills it and no space is ever given back."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TINY_DISK_BYTES}", "tmpfs", str(mount)],
+                          capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
     yield mount
@@ -91,13 +98,14 @@ def test_disk_full_while_spooling_an_upload_is_a_clear_refusal(tiny_disk, monkey
     monkeypatch.setenv("STORYTELLER_DATA_DIR", str(data_dir))
     monkeypatch.setenv("GEMINI_API_KEY", TEST_KEY)
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
-    big = videos[0].read_bytes() + b"\0" * 2_000_000
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    monkeypatch.chdir(ROOT)  # the router names its pages relative to the checkout
+    big = videos[0].read_bytes() + b"\0" * (TINY_DISK_BYTES + 1_000_000)  # more than the whole disk
+    at = AppTest.from_file(str(ROOT / "ui.py"), default_timeout=60).run()  # app.py serves ui.py
 
     at.file_uploader[0].set_value([("huge.mp4", big, "video/mp4")]).run()
 
     assert not at.exception
-    warnings = [w.value for w in at.warning]
+    warnings = [as_shown(w.value) for w in at.warning]
     assert any("huge.mp4 could not be saved" in w and "Free some disk space" in w for w in warnings), warnings
     assert [p.name for p in (data_dir / "spool").iterdir()] == []  # nothing half-written is left
     assert emulator.stats.requests == 0
@@ -106,8 +114,8 @@ def test_disk_full_while_spooling_an_upload_is_a_clear_refusal(tiny_disk, monkey
 def test_disk_full_under_the_store_keeps_workers_alive(tiny_disk, make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
     engine = make_engine(data_dir=tiny_disk / "data")
-    jobs = engine.submit_paths(videos[:2], prompt="P")
-    _wait_for(engine, jobs[0].id, State.FILE_PROCESSING)
+    items = engine.commands.submit_paths(videos[:2], ask(engine, "P"))
+    wait_for_state(engine, items[0].id, VideoState.FILE_PROCESSING)
     filler = tiny_disk / "filler"
     with filler.open("wb", buffering=0) as out:  # fill the disk to the last byte
         try:
@@ -119,16 +127,16 @@ def test_disk_full_under_the_store_keeps_workers_alive(tiny_disk, make_engine, e
     survived = engine.healthy
     filler.unlink()
 
-    done = engine.wait([j.id for j in jobs], timeout=60)
+    done = engine.wait([i.id for i in items], timeout=60)
     assert survived
-    assert [j.state for j in done] == [State.COMPLETED] * 2
+    assert [r.status for r in done] == [Status.DONE] * 2
 
 
 def test_a_file_deleted_between_active_and_analysis_is_uploaded_again(make_engine, emulator, one_video):
     engine = make_engine()
 
-    [job] = run_all(engine, [one_video("street-VANISHME.mp4")])
+    [row] = run_all(engine, [one_video("street-VANISHME.mp4")])
 
-    assert job.state is State.COMPLETED
+    assert row.status is Status.DONE
     assert emulator.uploads_of("street-VANISHME.mp4") == 2  # the first file vanished at analysis time
     assert emulator.stats.generates["street-VANISHME.mp4"] == 1  # the 403 answer is not counted as an analysis
