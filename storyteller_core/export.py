@@ -6,6 +6,7 @@ file name or a story can come from anyone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -13,13 +14,15 @@ from typing import TYPE_CHECKING
 
 from .board import Row
 from .sanitize import neutralize_frame, scrub
+from .story import Story, webvtt
 
 if TYPE_CHECKING:
     import pandas as pd
 
 COLUMNS = [
-    "file_name", "status", "prompt", "model", "story", "error", "duration_s", "prompt_tokens", "output_tokens",
-    "total_tokens", "cost_usd", "reused", "batch_id", "video_sha256", "created_at", "completed_at",
+    "file_name", "status", "prompt", "model", "title", "story", "key_moments", "tags", "error", "duration_s",
+    "prompt_tokens", "output_tokens", "total_tokens", "cost_usd", "reused", "batch_id", "video_sha256", "created_at",
+    "completed_at",
 ]
 
 
@@ -28,13 +31,16 @@ def rows_frame(rows: Iterable[Row]) -> pd.DataFrame:
 
     records = []
     for row in rows:
-        analysis, video = row.analysis, row.video
+        analysis, video, story = row.analysis, row.video, story_of(row)
         records.append({
             "file_name": row.name,
             "status": row.status.value,
             "prompt": analysis.prompt_label if analysis else "",
             "model": analysis.model if analysis else "",
+            "title": story.title or "" if story else "",
             "story": scrub(row.story or ""),
+            "key_moments": "; ".join(f"{m.time} {m.description}" for m in story.moments) if story else "",
+            "tags": ", ".join(story.tags) if story else "",
             "error": scrub(row.error or ""),
             "duration_s": round(video.duration_s, 2) if video and video.duration_s is not None else None,
             "prompt_tokens": analysis.prompt_tokens if row.story and analysis else None,
@@ -63,9 +69,67 @@ def write_csv(rows: Iterable[Row], path: Path) -> Path:
     return path
 
 
+def story_of(row: Row) -> Story | None:
+    """The checked story of a finished row: structured when it was asked for, else its prose alone."""
+    if not row.story or row.analysis is None:
+        return None
+    if row.analysis.structured:
+        return Story.from_dict(row.analysis.structured)
+    return Story(text=row.story)
+
+
+def copy_text(row: Row) -> str:
+    """What the copy button gives: clean Markdown with the timestamps."""
+    story = story_of(row)
+    return story.markdown(row.name) if story else ""
+
+
 def stories_markdown(rows: Iterable[Row]) -> str:
-    parts = [f"## {row.name}\n\n{row.story}\n" for row in rows if row.story]
+    """One section per video, each of its stories under it (several questions of one video stay together)."""
+    sections: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.story:
+            sections.setdefault(row.item.video_id or row.item.id, []).append(row)
+    parts = []
+    for same_video in sections.values():
+        parts.append(f"# {same_video[0].name}\n")
+        for row in same_video:
+            story = story_of(row)
+            assert story is not None and row.analysis is not None
+            parts.append(f"*{row.analysis.prompt_label[:80]}*\n\n" + story.markdown(story.title))
     return "\n".join(parts)
+
+
+def to_json_bytes(rows: Iterable[Row]) -> bytes:
+    """One object per row, with the full structured story when there is one."""
+    out = []
+    for row in rows:
+        analysis, video, story = row.analysis, row.video, story_of(row)
+        out.append({
+            "file_name": row.name, "status": row.status.value, "source": row.item.source_path,
+            "prompt": analysis.prompt if analysis else None, "preset": analysis.preset if analysis else None,
+            "model": analysis.model if analysis else None, "options": analysis.options if analysis else {},
+            "story": story.to_dict() if story else None, "error": scrub(row.error) if row.error else None,
+            "tokens": {"prompt": analysis.prompt_tokens, "output": analysis.output_tokens, "total": analysis.total_tokens}
+            if analysis and row.story else None,
+            "cost_usd": row.cost_usd, "reused": row.item.reused, "batch_id": row.item.batch_id,
+            "video_sha256": video.sha256 if video else None, "duration_s": video.duration_s if video else None,
+            "created_at": _time(row.item.created_at), "completed_at": _time(row.finished_at),
+        })
+    return json.dumps(out, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def write_json(rows: Iterable[Row], path: Path) -> Path:
+    path.write_bytes(to_json_bytes(rows))
+    return path
+
+
+def chapters_vtt(row: Row) -> str | None:
+    """WebVTT chapters of a row's key moments, or None when it has none."""
+    story = story_of(row)
+    if not story or not story.moments:
+        return None
+    return webvtt(story.moments, row.video.duration_s if row.video else None)
 
 
 def _time(ts: float | None) -> str:

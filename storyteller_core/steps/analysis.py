@@ -15,7 +15,7 @@ from ..analysis import Analysis, AnalysisState
 from ..config import cost_usd
 from ..errors import Cancelled, Code, GeminiError, Kind, StepFailed
 from ..gemini import VideoPart
-from ..story import STORY_SCHEMA, parse_answer
+from ..story_answer import STORY_SCHEMA, parse_answer
 from ..video import Video, VideoState
 from . import Outcome
 from .context import StepContext

@@ -1,0 +1,118 @@
+"""Stories analysts can check: structured answers, moments, clips and their costs, exports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from storyteller_core.analysis import Analysis, AnalysisState
+from storyteller_core.batch import Item
+from storyteller_core.board import row_of
+from storyteller_core.config import estimate_tokens
+from storyteller_core.export import chapters_vtt, copy_text, rows_frame, stories_markdown, to_json_bytes
+from storyteller_core.intake import inspect_url, youtube_url
+from storyteller_core.options import VideoOptions, parse_clip
+from storyteller_core.story_answer import STORY_SCHEMA, parse_answer
+from storyteller_core.timecode import seconds_of, timestamp
+from storyteller_core.video import Video
+
+ANSWER = {
+    "title": "Harbour at dawn",
+    "story": "Boats leave the harbour as the sun rises.",
+    "key_moments": [{"time": "00:05", "description": "The first boat leaves"},
+                    {"time": "1:02:03", "description": "Past the end of a 90 s video"},
+                    {"time": "01:15", "description": "Gulls over the pier"}],
+    "people": ["a fisherman"], "places": ["the harbour"], "tags": ["boats", "dawn"],
+}
+
+
+def test_a_structured_answer_becomes_moments_and_one_outside_the_video_is_dropped():
+    story = parse_answer(json.dumps(ANSWER), end_s=90.0)
+
+    assert story.title == "Harbour at dawn" and story.note is None
+    assert [(m.time, m.description) for m in story.moments] == [("00:05", "The first boat leaves"),
+                                                                  ("01:15", "Gulls over the pier")]
+    assert story.dropped_moments == 1
+    assert "- 00:05 The first boat leaves" in story.markdown()
+
+
+def test_moments_outside_the_clip_are_dropped_too():
+    story = parse_answer(json.dumps(ANSWER), start_s=10.0, end_s=60.0)
+    assert story.moments == [] and story.dropped_moments == 3
+
+
+@pytest.mark.parametrize("raw", ['{"title": "only a title"}', "Once upon a time, not JSON.", "[1, 2]"])
+def test_an_answer_off_the_schema_keeps_the_raw_text_and_says_so(raw):
+    story = parse_answer(raw, end_s=90.0)
+    assert story.text == raw and story.moments == []
+    assert story.note and "did not match the story format" in story.note
+
+
+def test_the_schema_asks_for_every_field():
+    assert set(STORY_SCHEMA["required"]) == {"title", "story", "key_moments", "people", "places", "tags"}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("00:05", 5.0), ("1:15", 75.0), ("1:02:03", 3723.0), ("02:60", None),
+                                               ("1:60:00", None), ("soon", None), ("", None)])
+def test_timestamps_as_people_write_them(text, seconds):
+    assert seconds_of(text) == seconds
+
+
+def test_timestamps_print_with_hours_only_past_an_hour():
+    assert (timestamp(75), timestamp(3723)) == ("01:15", "1:02:03")
+
+
+def test_clip_fps_and_resolution_are_checked_and_change_the_estimate():
+    assert parse_clip("00:30-02:00") == (30.0, 120.0) and parse_clip("-01:00") == (None, 60.0)
+    with pytest.raises(ValueError):
+        parse_clip("00:30")
+    with pytest.raises(ValueError):
+        VideoOptions(fps=0)
+    with pytest.raises(ValueError):
+        VideoOptions(fps=30)
+    with pytest.raises(ValueError):
+        VideoOptions(resolution="ultra")
+    with pytest.raises(ValueError):
+        VideoOptions(start_s=60, end_s=30)
+    full = estimate_tokens(600, "")
+    clip = estimate_tokens(600, "", VideoOptions(start_s=30, end_s=120))
+    low = estimate_tokens(600, "", VideoOptions(resolution="low"))
+    slow = estimate_tokens(600, "", VideoOptions(fps=0.5))
+    assert full - 800 == 600 * (258 + 32)  # 258 tokens per frame at 1 fps, 32 per second of audio
+    assert clip - 800 == 90 * (258 + 32) and low - 800 == 600 * (66 + 32) and slow - 800 == 600 * (129 + 32)
+    assert VideoOptions().to_key() == {} and VideoOptions(fps=0.5).to_key() == {"fps": 0.5}
+
+
+def test_youtube_links_are_recognised_and_other_links_refused():
+    assert youtube_url("https://youtu.be/dQw4w9WgXcQ?t=3") == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+    assert youtube_url("youtube.com/watch?v=dQw4w9WgXcQ&list=x") == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+    assert youtube_url("https://vimeo.com/123") is None
+    candidate = inspect_url("https://www.youtube.com/shorts/dQw4w9WgXcQ")
+    assert candidate.ok and candidate.url and candidate.source == candidate.url and len(candidate.sha256) == 64
+    refused = inspect_url("https://vimeo.com/123")
+    assert not refused.ok and "YouTube" in refused.error_message
+
+
+def structured_row(name: str = "harbour.mp4"):
+    story = parse_answer(json.dumps(ANSWER), end_s=90.0)
+    video = Video(id="v" * 64, sha256="v" * 64, display_name=name, duration_s=90.0)
+    analysis = Analysis(id="a1", video_id=video.id, model="gemini-2.5-flash", prompt="Tell", preset="Story", backend="b",
+                        state=AnalysisState.COMPLETED, story=story.text, structured=story.to_dict(), total_tokens=10)
+    item = Item(id="i1", batch_id="b1", display_name=name, source_path="/x", video_id=video.id, analysis_id="a1")
+    return row_of(item, analysis, video)
+
+
+def test_exports_carry_the_structure():
+    row = structured_row()
+    frame = rows_frame([row])
+    assert frame["title"][0] == "Harbour at dawn" and frame["tags"][0] == "boats, dawn"
+    assert frame["key_moments"][0] == "00:05 The first boat leaves; 01:15 Gulls over the pier"
+    [obj] = json.loads(to_json_bytes([row]))
+    assert obj["story"]["key_moments"][1] == {"time": "01:15", "seconds": 75.0, "description": "Gulls over the pier"}
+    assert obj["story"]["dropped_moments"] == 1
+    assert copy_text(row).startswith("## Harbour at dawn\n\nBoats leave") and "- 01:15 Gulls over the pier" in copy_text(row)
+    assert stories_markdown([row]).startswith("# harbour.mp4\n")
+    vtt = chapters_vtt(row)
+    assert vtt.startswith("WEBVTT\n\n1\n00:00:05.000 --> 00:01:15.000\nThe first boat leaves")
+    assert "00:01:15.000 --> 00:01:30.000\nGulls over the pier" in vtt
