@@ -1,7 +1,8 @@
-"""Settings from the environment, and the one table of models and prices."""
+"""Settings from the environment, the table of models and prices (prices.json), and the prompt presets."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,19 +16,21 @@ class ModelInfo:
     label: str
     usd_per_m_input: float
     usd_per_m_output: float
+    batch_discount: float = 0.5
 
 
-# Prices are USD per million tokens (standard tier, prompts under 200k tokens).
-# Model names change fast: this table is the one place to edit them.
-MODELS: dict[str, ModelInfo] = {
-    m.name: m
-    for m in (
-        ModelInfo("gemini-2.5-flash", "Gemini 2.5 Flash (fast, default)", 0.30, 2.50),
-        ModelInfo("gemini-2.5-pro", "Gemini 2.5 Pro (best quality)", 1.25, 10.00),
-        ModelInfo("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite (cheapest)", 0.10, 0.40),
-    )
-}
-DEFAULT_MODEL = "gemini-2.5-flash"
+def _load_prices() -> tuple[dict[str, ModelInfo], str]:
+    """The dated price table shipped with the package: data, not code."""
+    data = json.loads((Path(__file__).with_name("prices.json")).read_text(encoding="utf-8"))
+    models = {name: ModelInfo(name, m["label"], float(m["input"]), float(m["output"]), float(m.get("batch_discount", 0.5)))
+              for name, m in data["models"].items()}
+    return models, str(data["checked"])
+
+
+# Model names change fast (gemini-3-pro-preview was shut down in 2026-03): the key's models.list decides
+# what is offered (catalog.py); this table only prices the ones we know.
+MODELS, PRICES_CHECKED = _load_prices()
+DEFAULT_MODEL = "gemini-2.5-flash"  # only until models.list answers; STORYTELLER_MODEL pins a model
 
 # Where a Gemini file and an answer live: demo answers never stand in for real ones.
 DEMO_BACKEND = "demo"
@@ -81,6 +84,7 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
     model: str = DEFAULT_MODEL
+    model_pinned: bool = False  # STORYTELLER_MODEL: use it even when models.list would choose another
     max_jobs: int = 3
     max_uploads: int = 2
     max_polls: int = 10
@@ -105,6 +109,7 @@ class Settings:
             api_key=api_key_from_env(),
             base_url=os.environ.get("GOOGLE_GEMINI_BASE_URL") or None,
             model=os.environ.get("STORYTELLER_MODEL") or DEFAULT_MODEL,
+            model_pinned=bool(os.environ.get("STORYTELLER_MODEL")),
             max_jobs=_env_int("STORYTELLER_MAX_JOBS", 3),
             max_uploads=_env_int("STORYTELLER_MAX_UPLOADS", 2),
         )

@@ -148,8 +148,9 @@ class Gateway:
 
     def list_models(self) -> list[str]:
         # the pager fetches pages while it is iterated: iterate inside _call so those errors are translated too
-        names = _call(lambda: [m.name for m in self._client.models.list()])
-        return [n.removeprefix("models/") for n in names if n]
+        models = _call(lambda: list(self._client.models.list()))
+        return [m.name.removeprefix("models/") for m in models
+                if m.name and (not m.supported_actions or "generateContent" in m.supported_actions)]
 
 
 _RESOLUTION = {"low": types.MediaResolution.MEDIA_RESOLUTION_LOW, "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
