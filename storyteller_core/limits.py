@@ -1,7 +1,8 @@
 """Process-wide limits around Gemini polls: how many at once, and how many per second.
 
 Neither limit makes a worker sleep: a poll that cannot go now tells the caller
-how long to wait, and the job goes back to the scheduler until then.
+how long to wait, and the job waits in the scheduler's timer heap until then.
+The status watch (status_watch.py) waits for its slots on its own thread.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class PollLimits:
     def __init__(self, max_at_once: int, per_second: float) -> None:
         self._slots = threading.BoundedSemaphore(max_at_once)
         self._rate = RateLimiter(per_second)
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two status calls at the full rate."""
+        return self._rate.interval
 
     @contextmanager
     def slot(self) -> Iterator[Slot]:

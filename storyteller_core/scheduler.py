@@ -1,16 +1,26 @@
 """Which task a free worker takes next: priority, then FIFO, under the upload cap.
 
 A task is "video:<id>" (its upload or processing step) or "analysis:<id>".
-A task that waits (a status check later) sits here with a due time and holds
-no worker. Thread-safe; workers block in ``take`` until something is due.
+A task that waits (a status check later, a rate slot, an upload slot) holds
+no worker and costs nothing while it waits: it sits in a timer heap until its
+due time, or in a ready heap until a worker (and, for an upload, an upload
+slot) is free. Nothing is ever requeued to find out whether it may run yet.
+``wake`` makes a waiting task due at once (the status watch does this when a
+file settles). Thread-safe; workers block in ``take`` until something is due.
+
+Heaps are cleaned lazily: each put gives the entry a new stamp, and a heap
+item whose stamp is not the entry's current one is skipped when it surfaces.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
 from dataclasses import dataclass
+
+_MAX_WOKEN = 10_000  # wakes remembered for tasks not queued here (running, or between two steps)
 
 
 @dataclass
@@ -20,14 +30,30 @@ class _Entry:
     seq: int  # submission order, kept across phases so FIFO holds
     due: float
     uploads: bool  # needs one of the upload slots
+    stamp: int = 0  # which heap items are this entry's current ones
+
+
+@dataclass
+class SchedulerStats:
+    """What the scheduler did, for tests and benches: a waiting task must cost no takes and no wakeups."""
+
+    taken: int = 0  # tasks handed to a worker
+    wakeups: int = 0  # times a worker's wait ended (due time, a put, a done, a timeout)
+    woken: int = 0  # ``wake`` calls that found a waiting task
 
 
 class Scheduler:
     def __init__(self, max_uploads: int) -> None:
         self.max_uploads = max_uploads
+        self.stats = SchedulerStats()
         self._entries: dict[str, _Entry] = {}
+        self._timers: list[tuple[float, int, str]] = []  # (due, stamp, task): not due yet
+        self._ready: list[tuple[int, int, int, str]] = []  # (rank, seq, stamp, task): due, no upload slot needed
+        self._ready_uploads: list[tuple[int, int, int, str]] = []  # due, needs an upload slot
         self._running: dict[str, bool] = {}  # task -> holds an upload slot
+        self._woken: set[str] = set()  # woken while not queued: due at once when put back
         self._seq = itertools.count()
+        self._stamps = itertools.count(1)
         self._cond = threading.Condition()
         self._closed = False
 
@@ -35,15 +61,21 @@ class Scheduler:
         with self._cond:
             old = self._entries.get(task)
             order = seq if seq is not None else (old.seq if old else next(self._seq))
-            self._entries[task] = _Entry(task, rank, order, time.monotonic() + delay, uploads)
-            self._cond.notify_all()
+            now = time.monotonic()
+            due = now + max(0.0, delay)
+            if task in self._woken:  # its file settled while the step was still running: no waiting
+                self._woken.discard(task)
+                due = now
+            self._place(_Entry(task, rank, order, due, uploads), now)
+            self._cond.notify()
 
     def next_seq(self) -> int:
         return next(self._seq)
 
     def remove(self, task: str) -> bool:
         with self._cond:
-            return self._entries.pop(task, None) is not None
+            self._woken.discard(task)
+            return self._entries.pop(task, None) is not None  # its heap items go stale
 
     def take(self, timeout: float = 1.0) -> _Entry | None:
         """The best due job a worker may start now, or None after ``timeout``."""
@@ -51,29 +83,46 @@ class Scheduler:
         with self._cond:
             while not self._closed:
                 now = time.monotonic()
-                entry = self._best(now)
+                self._promote(now)
+                entry = self._pop_ready()
                 if entry is not None:
-                    del self._entries[entry.task]
                     self._running[entry.task] = entry.uploads
+                    self.stats.taken += 1
                     return entry
-                next_due = min((e.due for e in self._entries.values()), default=deadline)
-                wait = min(deadline, next_due) - now
                 if now >= deadline:
                     return None
-                self._cond.wait(max(0.005, wait))
+                self._cond.wait(min(deadline, self._next_due(deadline)) - now)
+                self.stats.wakeups += 1
             return None
 
     def done(self, task: str) -> None:
         with self._cond:
-            self._running.pop(task, None)
-            self._cond.notify_all()
+            if self._running.pop(task, False) and self._ready_uploads:
+                self._cond.notify()  # an upload slot is free and an upload waits for one
+
+    def wake(self, task: str) -> bool:
+        """Make a waiting task due now; True when it was waiting here. A running task is due at once when put back."""
+        with self._cond:
+            entry = self._entries.get(task)
+            if entry is None:
+                if len(self._woken) >= _MAX_WOKEN:
+                    self._woken.clear()  # a lost wake costs one wait until the task's own due time
+                self._woken.add(task)
+                return False
+            self.stats.woken += 1
+            now = time.monotonic()
+            if entry.due > now:
+                self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads), now)
+                self._cond.notify()
+            return True
 
     def wake_all(self) -> None:
         """Make every waiting task due now (after a quota pause is lifted)."""
         with self._cond:
             now = time.monotonic()
-            for entry in self._entries.values():
-                entry.due = min(entry.due, now)
+            for entry in list(self._entries.values()):
+                if entry.due > now:
+                    self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads), now)
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -93,16 +142,60 @@ class Scheduler:
         with self._cond:
             return sum(self._running.values())
 
+    def waiting(self) -> int:
+        """Tasks queued here that are not due yet."""
+        with self._cond:
+            now = time.monotonic()
+            return sum(1 for e in self._entries.values() if e.due > now)
+
     def __contains__(self, task: str) -> bool:
         with self._cond:
             return task in self._entries or task in self._running
 
-    def _best(self, now: float) -> _Entry | None:
-        uploads_free = sum(self._running.values()) < self.max_uploads
-        best = None
-        for entry in self._entries.values():
-            if entry.due > now or (entry.uploads and not uploads_free):
-                continue
-            if best is None or (entry.rank, entry.seq) < (best.rank, best.seq):
-                best = entry
-        return best
+    # -- heaps (call with the lock held) -------------------------------------------------------
+    def _place(self, entry: _Entry, now: float) -> None:
+        entry.stamp = next(self._stamps)
+        self._entries[entry.task] = entry
+        if entry.due > now:
+            heapq.heappush(self._timers, (entry.due, entry.stamp, entry.task))
+        else:
+            self._push_ready(entry)
+
+    def _push_ready(self, entry: _Entry) -> None:
+        heapq.heappush(self._ready_uploads if entry.uploads else self._ready, (entry.rank, entry.seq, entry.stamp, entry.task))
+
+    def _current(self, stamp: int, task: str) -> _Entry | None:
+        entry = self._entries.get(task)
+        return entry if entry is not None and entry.stamp == stamp else None
+
+    def _promote(self, now: float) -> None:
+        """Move every timer that is due into its ready heap."""
+        while self._timers and self._timers[0][0] <= now:
+            _, stamp, task = heapq.heappop(self._timers)
+            entry = self._current(stamp, task)
+            if entry is not None:
+                self._push_ready(entry)
+
+    def _next_due(self, default: float) -> float:
+        while self._timers and self._current(self._timers[0][1], self._timers[0][2]) is None:
+            heapq.heappop(self._timers)  # stale
+        return self._timers[0][0] if self._timers else default
+
+    def _top(self, heap: list[tuple[int, int, int, str]]) -> tuple[int, int, int, str] | None:
+        while heap and self._current(heap[0][2], heap[0][3]) is None:
+            heapq.heappop(heap)  # stale
+        return heap[0] if heap else None
+
+    def _pop_ready(self) -> _Entry | None:
+        best_heap = None
+        top = self._top(self._ready)
+        if top is not None:
+            best_heap = self._ready
+        if sum(self._running.values()) < self.max_uploads:
+            upload_top = self._top(self._ready_uploads)
+            if upload_top is not None and (top is None or upload_top[:2] < top[:2]):
+                best_heap, top = self._ready_uploads, upload_top
+        if best_heap is None or top is None:
+            return None
+        heapq.heappop(best_heap)
+        return self._entries.pop(top[3])

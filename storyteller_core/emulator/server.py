@@ -1,9 +1,13 @@
 """A local HTTP server speaking the Gemini REST subset that google-genai uses.
 
 Resumable upload (start, chunks with offsets, finalize), files get/list/delete,
-generateContent and models list, with Google's error JSON. Counters record
-what clients did so tests can assert on the server's own view. Uploaded bytes
-live in a temp dir that stop() deletes.
+generateContent (structured output from a response schema, clips, fps, media
+resolution, service tier, YouTube URIs), streamGenerateContent (SSE),
+countTokens, models list/get and the Batch API (batchGenerateContent, batches
+get/list/cancel/delete), with Google's error JSON. Request bodies are read in
+both spellings the SDK mixes (camelCase at the top, snake_case inside; see
+wire.py). Counters record what clients did so tests can assert on the
+server's own view. Uploaded bytes live in a temp dir that stop() deletes.
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from ..config import MODELS
+from . import answers
+from .answers import WireCall
+from .batches import Batch
 from .config import EmulatorConfig
-from .story import describe, video_tokens
+from .wire import ApiError, invalid, parse_generate, pick
 
 FILE_TTL_S = 48 * 3600
 _API = r"/(?:v1|v1beta)"
@@ -66,11 +73,28 @@ class Stats:
     max_uploads_at_once: int = 0
     polls: Counter = field(default_factory=Counter)  # files.get by file name
     poll_times: list = field(default_factory=list)  # time.time() of every files.get
+    lists: int = 0  # files.list pages served
+    list_times: list = field(default_factory=list)  # time.time() of every files.list page
     generates: Counter = field(default_factory=Counter)  # by display name
     faults: Counter = field(default_factory=Counter)
     requests: int = 0
     request_times: list = field(default_factory=list)  # time.time() of every request
     chunks: int = 0
+    streams: Counter = field(default_factory=Counter)  # streamGenerateContent answered, by display name
+    stream_cuts: Counter = field(default_factory=Counter)  # streams cut half-way, by display name
+    # every accepted generate / stream / batch request / countTokens, as read off the wire (answers.WireCall)
+    wire: list[WireCall] = field(default_factory=list)
+    last_body: dict = field(default_factory=dict)  # the raw JSON of the last such request (a batch: its last request)
+    youtube: Counter = field(default_factory=Counter)  # requests naming a YouTube video, by video id
+    service_tiers: Counter = field(default_factory=Counter)  # serviceTier as sent ("flex", ...)
+    token_counts: Counter = field(default_factory=Counter)  # countTokens, by display name
+    batches_created: Counter = field(default_factory=Counter)  # batchGenerateContent, by batch display name
+    batch_polls: Counter = field(default_factory=Counter)  # batches.get, by batch name
+
+    @property
+    def status_calls(self) -> int:
+        """files.get calls plus files.list pages: every call that asks after a file's state."""
+        return sum(self.polls.values()) + self.lists
 
     def requests_by_minute(self, since: float | None = None) -> Counter:
         """Requests per whole minute since ``since`` (default: the first request): {0: n, 1: m, ...}."""
@@ -89,6 +113,8 @@ class Emulator:
         self.files: dict[str, _File] = {}
         self.sessions: dict[str, _Session] = {}
         self.vanished: set[str] = set()  # display names whose file was deleted before analysis once
+        self.cut_once: set[str] = set()  # display names whose first stream was cut (cut_marker)
+        self.batches: dict[str, Batch] = {}
         self.random = random.Random(self.config.seed)
         self.stopping = threading.Event()
         self.storage = Path(tempfile.mkdtemp(prefix="gemini-emulator-", dir=storage_root))
@@ -284,6 +310,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._list_files()
         elif re.fullmatch(_API + r"/models", path):
             self._list_models()
+        elif m := re.fullmatch(_API + r"/models/([^/:]+)", path):
+            self._get_model(m.group(1))
+        elif re.fullmatch(_API + r"/batches", path):
+            self._list_batches()
+        elif m := re.fullmatch(_API + r"/(batches/[A-Za-z0-9_-]+)", path):
+            self._get_batch(m.group(1))
         else:
             self._error(404, "NOT_FOUND", f"No route for GET {path}")
 
@@ -296,13 +328,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._upload_chunk(m.group(1))
         elif m := re.fullmatch(_API + r"/models/([^/:]+):generateContent", path):
             self._generate(m.group(1))
+        elif m := re.fullmatch(_API + r"/models/([^/:]+):streamGenerateContent", path):
+            self._generate(m.group(1), stream=True)
+        elif m := re.fullmatch(_API + r"/models/([^/:]+):countTokens", path):
+            self._count_tokens(m.group(1))
+        elif m := re.fullmatch(_API + r"/models/([^/:]+):batchGenerateContent", path):
+            self._create_batch(m.group(1))
+        elif m := re.fullmatch(_API + r"/(batches/[A-Za-z0-9_-]+):cancel", path):
+            self._cancel_batch(m.group(1))
         else:
             self._body()
             self._error(404, "NOT_FOUND", f"No route for POST {path}")
 
     def do_DELETE(self) -> None:
         self.emu.count_request()
-        m = re.fullmatch(_API + r"/(files/[a-z0-9-]+)", self.path.split("?", 1)[0])
+        path = self.path.split("?", 1)[0]
+        if batch := re.fullmatch(_API + r"/(batches/[A-Za-z0-9_-]+)", path):
+            self._delete_batch(batch.group(1))
+            return
+        m = re.fullmatch(_API + r"/(files/[a-z0-9-]+)", path)
         if not m or not self._authorized():
             if not m:
                 self._error(404, "NOT_FOUND", "No such route")
@@ -312,15 +356,24 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {})
 
     def _list_models(self) -> None:
+        """models.list: config.models then config.extra_models, paged (pageSize default 50, pageToken, nextPageToken)."""
         if not self._authorized() or self._fault("models"):
             return
-        offered = self.emu.config.models
-        names = [n for n in MODELS if n in offered] + sorted(offered - set(MODELS))
-        self._send(200, {"models": [
-            {"name": f"models/{n}", "displayName": MODELS[n].label if n in MODELS else n, "version": "001",
-             "supportedGenerationMethods": ["generateContent", "countTokens"]}
-            for n in names
-        ]})
+        entries = answers.model_entries(self.emu)
+        page, token = _page(self.path, entries, 50, 1000)
+        body: dict[str, Any] = {"models": page}
+        if token:
+            body["nextPageToken"] = token
+        self._send(200, body)
+
+    def _get_model(self, model: str) -> None:
+        if not self._authorized() or self._fault("models"):
+            return
+        entry = answers.model_entry(self.emu, model)
+        if entry is None:
+            self._error(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta.")
+        else:
+            self._send(200, entry)
 
     # -- files -----------------------------------------------------------------
     def _get_file(self, name: str) -> None:
@@ -338,11 +391,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, body)
 
     def _list_files(self) -> None:
-        if not self._authorized():
+        """files.list as Gemini pages it: pageSize (default 10, at most 100), pageToken, nextPageToken; newest first.
+
+        A status call like files.get: counted in ``stats.lists`` / ``list_times`` and open to the "poll" faults.
+        """
+        if not self._authorized() or self._fault("poll"):
             return
-        with self.emu.lock:
-            files = [self.emu.file_json(f) for f in list(self.emu.files.values())]
-        self._send(200, {"files": files})
+        query = parse_qs(urlsplit(self.path).query)
+        size = max(1, min(100, int((query.get("pageSize") or ["10"])[0] or 10)))
+        start = int((query.get("pageToken") or ["0"])[0] or 0)
+        emu = self.emu
+        with emu.lock:
+            emu.stats.lists += 1
+            emu.stats.list_times.append(time.time())
+            live = [f for f in (emu.live_file(n) for n in list(emu.files)) if f]
+            live.sort(key=lambda f: f.created, reverse=True)
+            page = [emu.file_json(f) for f in live[start:start + size]]
+        body: dict[str, Any] = {"files": page} if page else {}
+        if start + size < len(live):
+            body["nextPageToken"] = str(start + size)
+        self._send(200, body)
 
     # -- resumable upload ------------------------------------------------------------
     def _upload_start(self) -> None:
@@ -449,68 +517,206 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             length -= len(piece)
 
-    # -- generateContent ---------------------------------------------------------
-    def _generate(self, model: str) -> None:
-        body = json.loads(self._body() or b"{}")
+    # -- generateContent and streamGenerateContent ------------------------------------------
+    def _api_error(self, exc: ApiError) -> None:
+        self._error(exc.code, exc.status, exc.message, exc.details)
+
+    def _generate(self, model: str, stream: bool = False) -> None:
+        raw = self._body()
         if not self._authorized() or self._fault("generate"):
             return
         emu, cfg = self.emu, self.emu.config
-        if model not in cfg.models:
-            self._error(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not supported for "
-                        "generateContent. Call ListModels to see the list of available models and their supported methods.")
+        try:
+            body = _json(raw)
+            answers.check_model(emu, model, "streamGenerateContent" if stream else "generateContent")
+            request = parse_generate(body)
+            target = answers.find_target(emu, request, analysis=True)
+        except ApiError as exc:
+            self._api_error(exc)
             return
-        uri, prompt = _file_and_prompt(body)
-        name = uri.split("/v1beta/", 1)[-1] if uri else ""
-        with emu.lock:
-            f = emu.live_file(name)
-            state = emu.file_json(f)["state"] if f else None
-            vanish = f is not None and cfg.vanish_marker in f.display_name and f.display_name not in emu.vanished
-            if f is not None and vanish:
-                emu.vanished.add(f.display_name)
-                del emu.files[name]
-        if f is None or vanish:
-            self._error(403, "PERMISSION_DENIED", f"You do not have permission to access the File {name} or it may not exist.")
-            return
-        if state != "ACTIVE":
-            self._error(400, "FAILED_PRECONDITION", f"The File {name} is not in an ACTIVE state and usage is not allowed.")
-            return
-        emu.stats.generates[f.display_name] += 1
+        answers.record(emu, "stream" if stream else "generate", model, target, request, body)
         if cfg.hang_generate_s and emu.stopping.wait(cfg.hang_generate_s):
             return
-        if cfg.analysis_delay_s:
-            time.sleep(cfg.analysis_delay_s)
-        if cfg.blocked_marker in f.display_name:
-            self._send(200, {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": f"{model}-emulator"})
+        delay = cfg.analysis_delay_s + (cfg.flex_delay_s if request.service_tier == "flex" else 0.0)
+        if delay:
+            time.sleep(delay)
+        try:
+            response = answers.answer(emu, model, target, request, self.headers.get("x-goog-api-key") or "")
+        except ApiError as exc:
+            self._api_error(exc)
             return
-        if cfg.echo_key_marker in f.display_name:  # a server that echoes the key and a link back
-            key = self.headers.get("x-goog-api-key") or ""
-            self._error(400, "INVALID_ARGUMENT", f"Request with key {key} refused: see [details](http://phish.example/x).")
+        if stream:
+            self._stream(answers.stream_events(response, cfg.stream_events), target.display_name)
+        else:
+            self._send(200, response)
+
+    def _stream(self, events: list[dict[str, Any]], display_name: str) -> None:
+        """text/event-stream, chunked: "data: {json}" + CRLF CRLF per event; a cut drops the connection mid-event."""
+        emu, cfg = self.emu, self.emu.config
+        with emu.lock:
+            cut = cfg.cut_marker in display_name and display_name not in emu.cut_once
+            if cut:
+                emu.cut_once.add(display_name)
+            elif cfg.stream_cut_rate:
+                cut = emu.random.random() < cfg.stream_cut_rate
+        cut_at = max(1, len(events) // 2) if cut and len(events) > 1 else None
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for i, event in enumerate(events):
+                data = b"data: " + json.dumps(event).encode() + b"\r\n\r\n"
+                if i == cut_at:
+                    with emu.lock:
+                        emu.stats.stream_cuts[display_name] += 1
+                    # announce the whole event, send half of it, hang up: the client sees an incomplete chunked body
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if i and cfg.stream_chunk_delay_s and emu.stopping.wait(cfg.stream_chunk_delay_s):
+                    self.close_connection = True
+                    return
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    # -- countTokens ---------------------------------------------------------------------------
+    def _count_tokens(self, model: str) -> None:
+        """totalTokens for the contents, counted like generateContent's usage (clip, fps, media resolution).
+
+        Like the Gemini API, a generationConfig beside the contents is refused; a generateContentRequest
+        (contents and generationConfig together) is read whole.
+        """
+        raw = self._body()
+        if not self._authorized() or self._fault("count_tokens"):
             return
-        text = "" if cfg.empty_marker in f.display_name else describe(f.path, f.display_name, prompt)
-        out_tokens = len(text) // 4
-        prompt_tokens = video_tokens(f.path, f.display_name) + len(prompt) // 4
-        self._send(200, {
-            "candidates": [{
-                "content": {"role": "model", "parts": [{"text": text}] if text else []},
-                "finishReason": "STOP" if text else "OTHER", "index": 0,
-            }],
-            "usageMetadata": {
-                "promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
-                "totalTokenCount": prompt_tokens + out_tokens,
-            },
-            "modelVersion": f"{model}-emulator",
-        })
+        emu = self.emu
+        try:
+            body = _json(raw)
+            answers.check_model(emu, model, "countTokens")
+            for name in ("generationConfig", "generation_config", "config"):
+                if name in body:
+                    raise invalid(f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.')
+            request = parse_generate(pick(body, "generateContentRequest") or body)
+            target = answers.find_target(emu, request, analysis=False)
+        except ApiError as exc:
+            self._api_error(exc)
+            return
+        answers.record(emu, "countTokens", model, target, request, body)
+        usage = answers.prompt_usage(target, request)
+        self._send(200, {"totalTokens": usage["promptTokenCount"], "promptTokensDetails": usage["promptTokensDetails"]})
+
+    # -- Batch API -------------------------------------------------------------------------------
+    def _create_batch(self, model: str) -> None:
+        """batchGenerateContent with inlined requests: a new batch on every call (creation is not idempotent)."""
+        raw = self._body()
+        if not self._authorized() or self._fault("batch"):
+            return
+        emu = self.emu
+        try:
+            body = _json(raw)
+            answers.check_model(emu, model, "batchGenerateContent")
+            batch = pick(body, "batch") or {}
+            input_config = pick(batch, "inputConfig") or {}
+            if pick(input_config, "fileName"):
+                raise invalid("The emulator takes inlined requests only (input_config.requests), not a file of requests.")
+            requests = pick(pick(input_config, "requests") or {}, "requests") or []
+            if not isinstance(requests, list) or not requests:
+                raise invalid("A batch needs at least one request in input_config.requests.requests.")
+        except ApiError as exc:
+            self._api_error(exc)
+            return
+        key = self.headers.get("x-goog-api-key") or ""
+        items: list[dict[str, Any]] = []
+        for entry in requests:
+            inner = pick(entry, "request") or {}
+            item: dict[str, Any] = {}
+            try:
+                request = parse_generate(inner)
+                target = answers.find_target(emu, request, analysis=True)
+                answers.record(emu, "batch", model, target, request, inner)
+                item["response"] = answers.answer(emu, model, target, request, key)
+            except ApiError as exc:
+                item["error"] = answers.rpc_status(exc)
+            if pick(entry, "metadata") is not None:
+                item["metadata"] = pick(entry, "metadata")
+            items.append(item)
+        display_name = str(pick(batch, "displayName") or "")
+        new = Batch(name=f"batches/{uuid.uuid4().hex[:20]}", display_name=display_name, model=model, items=items)
+        with emu.lock:
+            emu.batches[new.name] = new
+            emu.stats.batches_created[display_name] += 1
+        self._send(200, new.operation(emu.config))
+
+    def _find_batch(self, name: str) -> Batch | None:
+        batch = self.emu.batches.get(name)
+        if batch is None:
+            self._error(404, "NOT_FOUND", "Requested entity was not found.")
+        return batch
+
+    def _get_batch(self, name: str) -> None:
+        if not self._authorized() or self._fault("batch"):
+            return
+        with self.emu.lock:
+            self.emu.stats.batch_polls[name] += 1
+        if batch := self._find_batch(name):
+            self._send(200, batch.operation(self.emu.config))
+
+    def _list_batches(self) -> None:
+        if not self._authorized() or self._fault("batch"):
+            return
+        with self.emu.lock:
+            batches = sorted(self.emu.batches.values(), key=lambda b: b.created, reverse=True)
+        page, token = _page(self.path, [b.operation(self.emu.config) for b in batches], 10, 100)
+        body: dict[str, Any] = {"operations": page} if page else {}
+        if token:
+            body["nextPageToken"] = token
+        self._send(200, body)
+
+    def _cancel_batch(self, name: str) -> None:
+        self._body()
+        if not self._authorized() or self._fault("batch"):
+            return
+        if batch := self._find_batch(name):
+            with self.emu.lock:
+                if batch.state(self.emu.config) not in ("BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED"):
+                    batch.cancelled_at = batch.cancelled_at or time.time()
+            self._send(200, {})
+
+    def _delete_batch(self, name: str) -> None:
+        if not self._authorized():
+            return
+        if self._find_batch(name):
+            with self.emu.lock:
+                self.emu.batches.pop(name, None)
+            self._send(200, {"name": name, "done": True})
 
 
-def _file_and_prompt(body: dict[str, Any]) -> tuple[str, str]:
-    uri, texts = "", []
-    for content in body.get("contents", []):
-        for part in content.get("parts", []):
-            data = part.get("fileData") or part.get("file_data") or {}
-            uri = data.get("file_uri") or data.get("fileUri") or uri
-            if part.get("text"):
-                texts.append(part["text"])
-    return uri, "\n".join(texts)
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise invalid("Invalid JSON payload received.") from None
+    if not isinstance(body, dict):
+        raise invalid("Invalid JSON payload received. The request body is not a JSON object.")
+    return body
+
+
+def _page(path: str, items: list[Any], default: int, most: int) -> tuple[list[Any], str | None]:
+    """One page of a list call (pageSize, pageToken = offset) and the next page's token."""
+    query = parse_qs(urlsplit(path).query)
+    try:
+        size = max(1, min(most, int((query.get("pageSize") or [default])[0] or default)))
+        start = max(0, int((query.get("pageToken") or ["0"])[0] or 0))
+    except ValueError:
+        size, start = default, 0
+    page = items[start:start + size]
+    return page, str(start + size) if start + size < len(items) else None
 
 
 _HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
