@@ -18,6 +18,7 @@ from typing import Any
 
 from .batch import Item
 from .board import Row, rows_of
+from .catalog import Catalog
 from .commands import Commands
 from .config import Settings
 from .datadir import ensure_data_dir
@@ -30,6 +31,7 @@ from .quota import Cooldown
 from .runner import Runner
 from .scheduler import Scheduler
 from .spool import sweep as sweep_spool
+from .status_watch import StatusWatch
 from .steps.context import StepContext
 from .store import Store, make_owner_id
 
@@ -49,6 +51,10 @@ class Engine:
         self.runner = Runner(self.ctx, self.gate, self.scheduler, Leases(self.store, self.owner, settings.lease_ttl_s),
                              self.log_file)
         self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
+        self.catalog = Catalog(lambda: self.ctx.gateway.list_models(), lambda: self.ctx.settings)
+        # files processing at Gemini: their states in bulk, on one thread, waking each video's task when it settles
+        self.watch = StatusWatch(self.ctx, self.gate, lambda video_id: self.scheduler.wake(f"video:{video_id}"))
+        self.runner.watch = self.watch
 
     @property
     def settings(self) -> Settings:
@@ -61,6 +67,9 @@ class Engine:
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> Engine:
         sweep_spool(self.store, self.settings.spool_dir)
+        self.catalog.offered  # noqa: B018 - starts the first models.list in the background
+        if self.runner.watch is not None:
+            self.runner.watch.start()
         self.runner.start(self.settings.max_jobs)
         log.info("engine started", extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_jobs,
                                           "max_uploads": self.settings.max_uploads})
@@ -69,6 +78,7 @@ class Engine:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop taking work, interrupt uploads at their next chunk, release every lease."""
         self.runner.stop(timeout)
+        self.watch.stop()
         log.info("engine stopped", extra={"owner": self.owner})
 
     @property
@@ -81,9 +91,11 @@ class Engine:
         self.ctx.gateway = gateway_for(settings)
         self.ctx.settings = settings
         self.gate.clear()
+        self.catalog.forget()
 
     def available_models(self) -> list[str]:
-        return self.ctx.gateway.list_models()
+        """The models the key is offered, asked now (raises GeminiError, e.g. for a rejected key)."""
+        return self.catalog.refresh(quiet=False) or []
 
     def resume(self) -> None:
         """The Resume button after a quota pause: ask Gemini again now."""

@@ -25,6 +25,7 @@ from .records import TransitionError
 from .sanitize import scrub
 from .scheduler import Scheduler
 from .spool import release_spool
+from .status_watch import StatusWatch
 from .steps import Next, Outcome
 from .steps.analysis import analyze
 from .steps.context import StepContext
@@ -48,6 +49,7 @@ class Runner:
         self.log_file = log_file
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.watch: StatusWatch | None = None  # learns processing files' states in bulk; None: each video polls alone
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, workers: int) -> None:
@@ -212,7 +214,7 @@ class Runner:
         should_stop = self._stop_check(lambda: not store.needs_video(video_id))
         if video.state in UPLOAD_STATES:
             return upload(self.ctx, video, should_stop)
-        return wait_for_processing(self.ctx, video, should_stop)
+        return wait_for_processing(self.ctx, video, should_stop, self.watch)
 
     def _analysis_step(self, analysis_id: str) -> Outcome:
         store, backend = self.ctx.store, self.ctx.settings.backend
