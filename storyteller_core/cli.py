@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .config import PRIORITIES, PROMPT_PRESETS, Settings
+from .config import PRIORITIES, PROMPT_PRESETS, VIDEO_EXTENSIONS, Settings
 from .errors import DataDirError
 from .sanitize import terminal_text
 
@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from .board import Row
     from .engine import Engine
 
-BAR = 20
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Log records go to the log file once a command sets it up, never to the terminal unless --verbose:
+    # without a handler, Python's last-resort handler would print them (tracebacks included) on stderr.
+    package_log = logging.getLogger("storyteller_core")
+    if not package_log.handlers:
+        package_log.addHandler(logging.NullHandler())
     settings = Settings.from_env(**({"model": args.model} if getattr(args, "model", None) else {}))
     try:
         return args.run(args, settings)
@@ -38,12 +40,21 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        _error("interrupted. Nothing finished is lost: run the same command again to carry on.")
+        return 130
     except (OSError, sqlite3.Error) as exc:
-        logging.getLogger("storyteller_core").exception("command failed")
+        _log_failure(settings)
         _error(f"could not read or write the data folder {settings.data_dir} ({terminal_text(str(exc))}). "
-               "Check that the disk has space and the folder is yours, then run the same command again: finished "
-               "work is kept.")
+               "Check that it is a folder of yours on a disk with space (or set STORYTELLER_DATA_DIR to another folder), "
+               "then run the same command again: finished work is kept.")
         return 2
+    except Exception as exc:  # a bug: one sentence on the terminal, the traceback in the log file only
+        log_file = _log_failure(settings)
+        _error(f"something unexpected went wrong ({type(exc).__name__}: {terminal_text(str(exc))[:300]}). Finished work "
+               "is kept. Run the same command again; if it fails the same way, report it with "
+               + (f"the log file {log_file}." if log_file else "this message."))
+        return 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,12 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     process.set_defaults(run=cmd_process)
 
     status = sub.add_parser("status", help="list the rows in the data folder")
-    status.add_argument("--batch", help="only this batch id")
+    status.add_argument("--batch", help="only this batch (its id or its name)")
     status.set_defaults(run=cmd_status)
 
     export = sub.add_parser("export", help="export rows to CSV")
     export.add_argument("--csv", type=Path, required=True)
-    export.add_argument("--batch", help="only this batch id")
+    export.add_argument("--batch", help="only this batch (its id or its name)")
     export.set_defaults(run=cmd_export)
 
     samples = sub.add_parser("samples", help="write small sample videos to try the tool")
@@ -90,21 +101,22 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     for item in skipped:
         print(f"- {terminal_text(item.reason)}")
     if not files:
-        _error("no video files found in the paths given.")
+        _error("no video files found in the paths given. Give video files or folders that hold videos "
+               f"({', '.join(sorted(VIDEO_EXTENSIONS))}).")
         return 1
     preset = args.preset or (None if args.prompt else "Story")
     ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or settings.model, preset=preset,
               priority=args.priority)
     engine = Engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
     if engine.demo:
-        print("Demo mode: no GEMINI_API_KEY is set, so stories come from the local emulator, not Gemini.")
+        print("Demo mode (no GEMINI_API_KEY): stories come from the local emulator, not Gemini.")
     try:
-        print(f"Checking {len(files)} file(s)...")
+        print(f"Checking {len(files)} file(s)...", flush=True)
         items = engine.commands.submit([inspect_path(p, settings) for p in files], ask, batch_name=args.batch_name,
                                        resume=True)
         rows = _follow(engine, list(dict.fromkeys(item.id for item in items)), sys.stdout)
     except KeyboardInterrupt:
-        print("\nInterrupted. Unfinished videos stay in the data folder: run the same command again to resume.")
+        print("Interrupted. Unfinished videos are kept: run the same command again to resume.")
         return 130
     finally:
         engine.shutdown()
@@ -114,38 +126,20 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     return _summary(rows)
 
 
-def _follow(engine: Engine, item_ids: list[str], out: TextIO) -> list[Row]:
-    """Show a progress bar per row until every row has ended."""
+def _follow(engine: Engine, item_ids: list[str], out: TextIO, poll_s: float = 0.25) -> list[Row]:
+    """Show the rows until every one has ended: live on a terminal, one line per status change otherwise."""
     from .batch import Item
+    from .progress import display_for
 
-    live = out.isatty()
-    seen: dict[str, str] = {}
-    drawn = 0
-    while True:
-        rows = engine.rows(engine.store.many(Item, item_ids))
-        if live:
-            if drawn:
-                out.write(f"\x1b[{drawn}F")
-            for row in rows:
-                out.write("\x1b[2K" + _line(row) + "\n")
-            drawn = len(rows)
-        else:
-            for row in rows:
-                if seen.get(row.item.id) != row.status:
-                    seen[row.item.id] = row.status
-                    out.write(_line(row) + "\n")
-        out.flush()
-        if all(row.ended for row in rows):
-            return rows
-        time.sleep(0.5)
-
-
-def _line(row: Row) -> str:
-    filled = row.progress * BAR // 100
-    name = terminal_text(row.name)
-    name = name if len(name) <= 32 else name[:29] + "..."
-    note = " (reused)" if row.item.reused else ""
-    return f"{name:<32} [{'#' * filled}{'.' * (BAR - filled)}] {row.progress:3d}% {row.label}{note}"
+    display = display_for(out)
+    rows = engine.rows(engine.store.many(Item, item_ids))
+    display.show(rows, engine.gate.message)
+    with display:
+        while not all(row.ended for row in rows):
+            time.sleep(poll_s)
+            rows = engine.rows(engine.store.many(Item, item_ids))
+            display.show(rows, engine.gate.message)
+    return rows
 
 
 def _summary(rows: list[Row]) -> int:
@@ -163,25 +157,55 @@ def _summary(rows: list[Row]) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from .batch import Batch
-    from .board import batch_rows, totals
+    from .board import Status, batch_rows, totals
 
     store = _open_store(settings)
     try:
-        rows = batch_rows(store, args.batch)
+        batch_ids = _batches_named(store, args.batch) if args.batch else [None]
+        if not batch_ids:
+            return _no_such_batch(store, args.batch, settings)
+        rows = [row for batch_id in batch_ids for row in batch_rows(store, batch_id)]
         names = {batch_id: (store.get(Batch, batch_id) or Batch(id=batch_id, name=batch_id)).name
                  for batch_id in {row.item.batch_id for row in rows}}
     finally:
         store.close()
     if not rows:
-        print(f"No videos in {settings.data_dir}." if not args.batch else f"No batch {terminal_text(args.batch)}.")
+        print(f"No videos in {settings.data_dir}. Add some with: python -m storyteller_core process <folder or files>"
+              if not args.batch else f"No videos in batch {terminal_text(args.batch)}.")
         return 0
     for row in rows:
         error = f"  {terminal_text(row.error)}" if row.error else ""
         print(f"{row.item.id}  {terminal_text(names[row.item.batch_id])[:28]:<28}  {row.label:<20} {row.progress:3d}%  "
               f"{terminal_text(row.name)}{error}")
     t = totals(rows)
-    print(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight} in flight.")
+    waiting = sum(row.status is Status.WAITING for row in rows)
+    print(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight - waiting} in flight, "
+          f"{waiting} waiting.")
     return 0
+
+
+def _batches_named(store, wanted: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The batch with this id, else every batch with this name (a person remembers names, not ids)."""
+    from .batch import Batch
+
+    ids = store.batch_ids()
+    if wanted in ids:
+        return [wanted]
+    return [batch.id for batch in store.many(Batch, ids) if batch.name == wanted]
+
+
+def _no_such_batch(store, wanted: str, settings: Settings) -> int:  # type: ignore[no-untyped-def]
+    from .batch import Batch
+
+    batches = store.many(Batch, store.batch_ids())
+    _error(f"no batch with the id or name '{terminal_text(wanted)}' in {settings.data_dir}. "
+           + ("Give one of these to --batch (id, then name), or leave --batch out to see every row:" if batches
+              else "There are no batches yet: run process first."))
+    for batch in batches[:10]:
+        print(f"  {batch.id}  {terminal_text(batch.name)}", file=sys.stderr)
+    if len(batches) > 10:
+        print(f"  ... and {len(batches) - 10} older batch(es)", file=sys.stderr)
+    return 1
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
@@ -192,7 +216,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     store = _open_store(settings)
     try:
-        rows = batch_rows(store, args.batch)
+        batch_ids = _batches_named(store, args.batch) if args.batch else [None]
+        if not batch_ids:
+            return _no_such_batch(store, args.batch, settings)
+        rows = [row for batch_id in batch_ids for row in batch_rows(store, batch_id)]
     finally:
         store.close()
     write_csv(rows, args.csv)
@@ -228,6 +255,18 @@ def _writable(path: Path) -> bool:
     if not existed:
         path.unlink(missing_ok=True)
     return True
+
+
+def _log_failure(settings: Settings) -> Path | None:
+    """The traceback of the exception being handled, into the log file (never the terminal); None if there is none."""
+    try:
+        from .logs import setup_logging
+
+        log_file = setup_logging(settings.data_dir, logging.CRITICAL + 1)  # idempotent; adds no stderr handler
+    except Exception:  # the data folder itself is the problem: the message on the terminal is all there is
+        return None
+    logging.getLogger("storyteller_core").exception("command failed")
+    return log_file
 
 
 def _error(message: str) -> None:
