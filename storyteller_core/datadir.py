@@ -34,7 +34,7 @@ def ensure_private_dir(path: Path, *, label: str = "The data folder") -> Path:
     path = Path(path)
     try:
         info = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent, or under a file: _make_private says which
         _make_private(path)
         info = os.lstat(path)
     _check(path, info, label)
@@ -53,8 +53,9 @@ def _make_private(path: Path) -> None:
         except FileExistsError:
             continue  # made by someone else meanwhile: the checks below decide
         except OSError as exc:
+            reason = "a part of that path is a file, not a folder" if isinstance(exc, NotADirectoryError) else exc.strerror or exc
             raise DataDirError(
-                f"Video Storyteller cannot create its data folder {folder} ({exc.strerror or exc}). "
+                f"Video Storyteller cannot create its data folder {folder} ({reason}). "
                 f"Fix: create it yourself (mkdir -m 700 -p {shlex.quote(str(path))}) or {_ELSEWHERE}."
             ) from exc
         if _POSIX:

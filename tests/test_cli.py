@@ -69,7 +69,7 @@ def test_an_unwritable_data_dir_is_a_clear_error(tmp_path, videos):
     result = run_cli(["process", str(videos[0])], cli_env(locked / "data"))
 
     assert result.returncode == 2
-    assert "is not writable" in result.stderr and "STORYTELLER_DATA_DIR" in result.stderr
+    assert "cannot create its data folder" in result.stderr and "STORYTELLER_DATA_DIR" in result.stderr
     assert "Traceback" not in result.stderr
 
 
