@@ -22,6 +22,7 @@ from .sanitize import terminal_text
 if TYPE_CHECKING:
     from .board import Row
     from .engine import Engine
+    from .store import Store
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -184,7 +185,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _batches_named(store, wanted: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _batches_named(store: Store, wanted: str) -> list[str]:
     """The batch with this id, else every batch with this name (a person remembers names, not ids)."""
     from .batch import Batch
 
@@ -194,7 +195,7 @@ def _batches_named(store, wanted: str) -> list[str]:  # type: ignore[no-untyped-
     return [batch.id for batch in store.many(Batch, ids) if batch.name == wanted]
 
 
-def _no_such_batch(store, wanted: str, settings: Settings) -> int:  # type: ignore[no-untyped-def]
+def _no_such_batch(store: Store, wanted: str, settings: Settings) -> int:
     from .batch import Batch
 
     batches = store.many(Batch, store.batch_ids())
@@ -235,7 +236,7 @@ def cmd_samples(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+def _open_store(settings: Settings) -> Store:
     from .datadir import ensure_data_dir
     from .store import Store
 
