@@ -1,0 +1,348 @@
+"""The job store on Redis: the same public methods and meaning as store.Store, for many processes on many machines.
+
+Records are JSON text under ``<prefix>:<kind>:<id>``. Indexes are sorted sets
+(scored by a Redis counter, so they keep insertion order like Store's lists):
+items by batch, analyses by video, items by analysis, every item, and the
+unfinished analyses (scored by creation time). Every read-modify-write is a
+WATCH/MULTI transaction retried on conflict, so ``transition`` checks the
+record's transition table against the value it replaces, atomically with
+its index changes. Leases are keys with an owner token and a TTL on Redis's
+clock (``SET PX``), compared and set in Lua.
+
+It subclasses Store only so that the steps, Commands and board (typed for
+Store) take it unchanged; it never touches diskcache.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+
+from ..analysis import Analysis
+from ..batch import Batch, Item
+from ..records import Record
+from ..store import NotFound, Store, _assign, _lease_stale
+from ..video import VIDEO_PROGRESS, Video
+from .shared import SharedPaths
+
+R = TypeVar("R", bound=Record)
+MGET_CHUNK = 500
+
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+_RENEW = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur and cur ~= ARGV[1] then table.insert(lost, i) else redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
+end
+return lost
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that answers text (records are JSON text)."""
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+class RedisStore(Store):
+    def __init__(self, client: redis.Redis, prefix: str = "storyteller", shared: SharedPaths | None = None) -> None:
+        # Store.__init__ opens diskcache: not called on purpose
+        self.r: Any = client  # redis-py types replies as bytes | str; this client decodes them to str
+        self.prefix = prefix
+        self.shared = shared or SharedPaths(None)
+        self._claim = client.register_script(_CLAIM)
+        self._take_over = client.register_script(_TAKE_OVER)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def close(self) -> None:
+        self.r.close()
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- records -----------------------------------------------------------------------
+    def get(self, cls: type[R], record_id: str | None) -> R | None:
+        if not record_id:
+            return None
+        return self._load(cls, self.r.get(self._rkey(cls, record_id)))
+
+    def many(self, cls: type[R], ids: Iterable[str]) -> list[R]:
+        ids = [i for i in ids if i]
+        out: list[R] = []
+        for start in range(0, len(ids), MGET_CHUNK):
+            keys = [self._rkey(cls, i) for i in ids[start:start + MGET_CHUNK]]
+            out.extend(r for r in (self._load(cls, text) for text in self.r.mget(keys)) if r is not None)
+        return out
+
+    def put(self, record: Record) -> None:
+        self.r.set(self._rkey(type(record), record.id), self._dump(record))
+
+    def mutate(self, cls: type[R], record_id: str, change: Callable[[R], None]) -> R:
+        return self._mutate(cls, record_id, change, None)
+
+    def transition(self, cls: type[R], record_id: str, new: Any, **fields: Any) -> R:
+        """The one place a video or an analysis changes state; raises TransitionError if not allowed."""
+
+        def change(record: Any) -> None:
+            record.check_transition(new)  # against the value this transaction replaces
+            at = time.time()
+            record.state = new
+            record.state_entered_at[new.value] = at
+            if isinstance(record, Video) and new in VIDEO_PROGRESS:
+                record.progress = VIDEO_PROGRESS[new]
+            if isinstance(record, Analysis):
+                record.completed_at = at if new.terminal else None
+                if new.terminal:
+                    record.cancel_requested = False
+            _assign(record, fields)
+
+        def index(pipe: Any, record: Any) -> None:
+            if isinstance(record, Analysis):
+                if new.terminal:
+                    pipe.zrem(self.key("idx", "unfinished"), record_id)
+                else:
+                    pipe.zadd(self.key("idx", "unfinished"), {record_id: record.created_at})
+
+        return self._mutate(cls, record_id, change, index)
+
+    def _mutate(self, cls: type[R], record_id: str, change: Callable[[R], None],
+                index: Callable[[Any, R], None] | None) -> R:
+        key = self._rkey(cls, record_id)
+
+        def txn(pipe: Any) -> R:
+            record = self._load(cls, pipe.get(key))
+            if record is None:
+                raise NotFound(f"{cls.KIND} {record_id}")
+            change(record)
+            if hasattr(record, "updated_at"):
+                record.updated_at = time.time()
+            pipe.multi()
+            pipe.set(key, self._dump(record))
+            if index is not None:
+                index(pipe, record)
+            return record
+
+        return self.r.transaction(txn, key, value_from_callable=True)
+
+    # -- creating ------------------------------------------------------------------------
+    def add_video(self, video: Video) -> Video:
+        """Store ``video``, or merge its sources into the stored record of the same content."""
+        key = self._rkey(Video, video.id)
+
+        def txn(pipe: Any) -> Video:
+            stored = self._load(Video, pipe.get(key))
+            if stored is None:
+                video.state_entered_at.setdefault(video.state.value, video.created_at)
+                pipe.multi()
+                pipe.set(key, self._dump(video))
+                return video
+            new_sources = [s for s in video.sources if s not in stored.sources]
+            if new_sources:
+                stored.sources = [*new_sources, *stored.sources]  # the newest path is tried first
+                pipe.multi()
+                pipe.set(key, self._dump(stored))
+            return stored
+
+        return self.r.transaction(txn, key, value_from_callable=True)
+
+    def add_analysis(self, analysis: Analysis) -> tuple[Analysis, bool]:
+        """Store ``analysis`` unless one of the same key exists; (the stored one, created?)."""
+        key = self._rkey(Analysis, analysis.id)
+        seq = self._seq()
+
+        def txn(pipe: Any) -> tuple[Analysis, bool]:
+            stored = self._load(Analysis, pipe.get(key))
+            if stored is not None:
+                return stored, False
+            analysis.state_entered_at.setdefault(analysis.state.value, analysis.created_at)
+            pipe.multi()
+            pipe.set(key, self._dump(analysis))
+            pipe.zadd(self.key("idx", "video-analyses", analysis.video_id), {analysis.id: seq}, nx=True)
+            if not analysis.state.terminal:
+                pipe.zadd(self.key("idx", "unfinished"), {analysis.id: analysis.created_at})
+            return analysis, True
+
+        return self.r.transaction(txn, key, value_from_callable=True)
+
+    def add_batch(self, batch: Batch) -> Batch:
+        if self.r.set(self._rkey(Batch, batch.id), self._dump(batch), nx=True):
+            self.r.sadd(self.key("idx", "batches"), batch.id)
+        return batch
+
+    def add_item(self, item: Item) -> Item:
+        seq = self._seq()
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self._rkey(Item, item.id), self._dump(item))
+            pipe.zadd(self.key("idx", "items"), {item.id: seq}, nx=True)
+            pipe.zadd(self.key("idx", "batch", item.batch_id), {item.id: seq}, nx=True)
+            if item.analysis_id:
+                pipe.zadd(self.key("idx", "analysis-items", item.analysis_id), {item.id: seq}, nx=True)
+            pipe.execute()
+        return item
+
+    def delete_item(self, item_id: str) -> Item | None:
+        key = self._rkey(Item, item_id)
+        probe = self.get(Item, item_id)
+        if probe is None:
+            return None
+        batch_index = self.key("idx", "batch", probe.batch_id)
+
+        def txn(pipe: Any) -> Item | None:
+            item = self._load(Item, pipe.get(key))
+            if item is None:
+                return None
+            others = [i for i in pipe.zrange(batch_index, 0, 1) if i != item_id]
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self.key("idx", "items"), item_id)
+            pipe.zrem(batch_index, item_id)
+            if item.analysis_id:
+                pipe.zrem(self.key("idx", "analysis-items", item.analysis_id), item_id)
+            if not others:
+                pipe.delete(self._rkey(Batch, item.batch_id))
+                pipe.srem(self.key("idx", "batches"), item.batch_id)
+            return item
+
+        return self.r.transaction(txn, key, batch_index, value_from_callable=True)
+
+    def delete_analysis(self, analysis_id: str) -> None:
+        key = self._rkey(Analysis, analysis_id)
+
+        def txn(pipe: Any) -> None:
+            analysis = self._load(Analysis, pipe.get(key))
+            if analysis is None:
+                return
+            pipe.multi()
+            pipe.delete(key)
+            pipe.zrem(self.key("idx", "unfinished"), analysis_id)
+            pipe.zrem(self.key("idx", "video-analyses", analysis.video_id), analysis_id)
+
+        self.r.transaction(txn, key)
+
+    def move_item(self, item_id: str, analysis_id: str) -> Item:
+        """Point an item at another analysis (retry under the current backend)."""
+        key = self._rkey(Item, item_id)
+        seq = self._seq()
+
+        def txn(pipe: Any) -> Item:
+            item = self._load(Item, pipe.get(key))
+            if item is None:
+                raise NotFound(f"item {item_id}")
+            old = item.analysis_id
+            item.analysis_id = analysis_id
+            pipe.multi()
+            if old:
+                pipe.zrem(self.key("idx", "analysis-items", old), item_id)
+            pipe.set(key, self._dump(item))
+            pipe.zadd(self.key("idx", "analysis-items", analysis_id), {item_id: seq})
+            return item
+
+        return self.r.transaction(txn, key, value_from_callable=True)
+
+    # -- look-ups ----------------------------------------------------------------------------
+    def batch_ids(self) -> list[str]:
+        """Batch ids, newest first (ids start with their creation time)."""
+        return sorted(self.r.smembers(self.key("idx", "batches")), reverse=True)
+
+    def item_ids(self, batch_id: str | None = None) -> list[str]:
+        return list(self.r.zrange(self.key("idx", "batch", batch_id) if batch_id else self.key("idx", "items"), 0, -1))
+
+    def items_of(self, analysis_id: str) -> list[Item]:
+        return self.many(Item, self.r.zrange(self.key("idx", "analysis-items", analysis_id), 0, -1))
+
+    def analyses_of(self, video_id: str) -> list[Analysis]:
+        return self.many(Analysis, self.r.zrange(self.key("idx", "video-analyses", video_id), 0, -1))
+
+    def unfinished(self) -> list[Analysis]:
+        return [a for a in self.many(Analysis, self.unfinished_order()) if not a.state.terminal]
+
+    def unfinished_ids(self) -> set[str]:
+        return set(self.unfinished_order())
+
+    def unfinished_order(self) -> list[str]:
+        """Unfinished analysis ids, oldest first."""
+        return list(self.r.zrange(self.key("idx", "unfinished"), 0, -1))
+
+    # -- the checked list before Start -------------------------------------------------------
+    def pending(self) -> list[dict[str, Any]]:
+        return json.loads(self.r.get(self.key("pending")) or "[]")
+
+    def set_pending(self, entries: list[dict[str, Any]]) -> None:
+        self.r.set(self.key("pending"), json.dumps(entries, ensure_ascii=False))
+
+    # -- leases: TTL on Redis's clock; a dead process on this host loses its lease at once ----------
+    def claim(self, task: str, owner: str, ttl: float) -> bool:
+        key, ms = self.lease_key(task), _ms(ttl)
+        current = self._claim(keys=[key], args=[owner, ms])
+        if current == 1:
+            return True
+        if _lease_stale({"owner": current, "expires": float("inf")}):
+            return bool(self._take_over(keys=[key], args=[current, owner, ms]))
+        return False
+
+    def renew(self, tasks: Iterable[str], owner: str, ttl: float) -> list[str]:
+        """Extend the leases this owner still holds; return the tasks it lost."""
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        lost = self._renew(keys=[self.lease_key(t) for t in tasks], args=[owner, _ms(ttl)])
+        return [tasks[int(i) - 1] for i in lost]
+
+    def release(self, task: str, owner: str) -> None:
+        self._release(keys=[self.lease_key(task)], args=[owner])
+
+    def lease_owner(self, task: str) -> str | None:
+        return self.r.get(self.lease_key(task))
+
+    def lease_key(self, task: str) -> str:
+        return self.key("lease", task)
+
+    # -- JSON in and out ------------------------------------------------------------------------------
+    def _rkey(self, cls: type[Record], record_id: str) -> str:
+        return self.key(cls.KIND, record_id)
+
+    def _seq(self) -> int:
+        return int(self.r.incr(self.key("seq")))
+
+    def _dump(self, record: Record) -> str:
+        if isinstance(record, Video) and self.shared.root is not None:
+            data = json.loads(record.to_json())
+            data["sources"] = [self.shared.encode(s) for s in record.sources]
+            data["thumbnail_path"] = self.shared.encode(record.thumbnail_path)
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        return record.to_json()
+
+    def _load(self, cls: type[R], text: str | bytes | None) -> R | None:
+        if not text:
+            return None
+        record = cls.from_json(text)
+        if isinstance(record, Video) and self.shared.root is not None:
+            record.sources = [s for s in (self.shared.decode(s) for s in record.sources) if s]
+            record.thumbnail_path = self.shared.decode(record.thumbnail_path)
+        return record
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+__all__ = ["RedisStore", "connect", "NotFound"]

@@ -1,0 +1,236 @@
+"""Team mode: the store, the limits and the Dramatiq workers on a real redis-server, against the emulator.
+
+The store tests run against both backends (diskcache and Redis) with the same
+assertions. The worker tests start 2-3 ``python -m storyteller_core.team.worker``
+processes and SIGKILL some of them mid-step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storyteller_core.analysis import Analysis, AnalysisState, analysis_key
+from storyteller_core.batch import Batch, Item
+from storyteller_core.board import rows_of
+from storyteller_core.records import TransitionError
+from storyteller_core.store import Store
+from storyteller_core.video import Video, VideoState
+
+from . import team_fixtures
+from .team_fixtures import REDIS_SERVER, RedisServer, needs_redis
+
+redis_server = team_fixtures.redis_server
+redis_client = team_fixtures.redis_client
+team_prefix = team_fixtures.team_prefix
+
+pytestmark = needs_redis
+
+
+def make_video(**kw) -> Video:
+    values = dict(id="ab" * 32, sha256="ab" * 32, display_name="café.mp4", sources=["/x/café.mp4"], size_bytes=1)
+    values.update(kw)
+    return Video(**values)
+
+
+def make_analysis(video_id: str = "ab" * 32, prompt: str = "p", **kw) -> Analysis:
+    values = dict(id=analysis_key(video_id, "gemini-2.5-flash", prompt, {}, "b"), video_id=video_id,
+                  model="gemini-2.5-flash", prompt=prompt, backend="b")
+    values.update(kw)
+    return Analysis(**values)
+
+
+@pytest.fixture(params=["diskcache", "redis"])
+def store(request, tmp_path) -> Iterator[Store]:
+    if request.param == "diskcache":
+        s = Store(tmp_path / "jobs")
+    else:
+        from storyteller_core.team.store import RedisStore
+
+        s = RedisStore(request.getfixturevalue("redis_client"), prefix=request.getfixturevalue("team_prefix"))
+    yield s
+    if request.param == "diskcache":
+        s.close()
+
+
+# -- the store, on both backends ----------------------------------------------------------------------
+def test_redis_store_overrides_every_public_method_of_the_store():
+    from storyteller_core.team.store import RedisStore
+
+    public = {name for name, _ in inspect.getmembers(Store, inspect.isfunction) if not name.startswith("_")}
+    inherited_ok = {"require", "update", "items", "needs_video"}  # written only in terms of the others
+    missing = {name for name in public - inherited_ok if getattr(RedisStore, name) is getattr(Store, name)}
+    assert missing == set()
+
+
+def test_video_transitions_allow_its_life_and_refuse_skips(store):
+    video = store.add_video(make_video())
+    store.transition(Video, video.id, VideoState.UPLOADING)
+    store.transition(Video, video.id, VideoState.UPLOADING)  # resumed after a crash
+    store.transition(Video, video.id, VideoState.UPLOADED)
+    with pytest.raises(TransitionError):
+        store.transition(Video, video.id, VideoState.UPLOADING)
+    store.transition(Video, video.id, VideoState.FILE_PROCESSING)
+    store.transition(Video, video.id, VideoState.FILE_ACTIVE)
+    store.transition(Video, video.id, VideoState.CREATED)  # expired: upload again
+    stored = store.require(Video, video.id)
+    assert stored.state_entered_at.keys() >= {"UPLOADING", "UPLOADED", "FILE_ACTIVE"}
+    assert stored.progress == 0
+
+
+def test_analysis_transitions_and_the_unfinished_index(store):
+    analysis, created = store.add_analysis(make_analysis())
+    twin, again = store.add_analysis(make_analysis())
+    assert created and not again and twin.id == analysis.id  # one record per key
+    assert [a.id for a in store.unfinished()] == [analysis.id]
+    with pytest.raises(TransitionError):
+        store.transition(Analysis, analysis.id, AnalysisState.COMPLETED)  # never without asking
+    store.transition(Analysis, analysis.id, AnalysisState.ANALYZING)
+    store.transition(Analysis, analysis.id, AnalysisState.FAILED)
+    assert store.unfinished() == [] and store.unfinished_ids() == set()
+    store.transition(Analysis, analysis.id, AnalysisState.WAITING)  # a retry
+    assert [a.id for a in store.unfinished()] == [analysis.id]
+    store.transition(Analysis, analysis.id, AnalysisState.ANALYZING)
+    store.transition(Analysis, analysis.id, AnalysisState.COMPLETED)
+    with pytest.raises(TransitionError):
+        store.transition(Analysis, analysis.id, AnalysisState.WAITING)
+    assert store.unfinished() == []
+    assert store.require(Analysis, analysis.id).completed_at is not None
+
+
+def test_sources_merge_and_values_round_trip(store):
+    store.add_video(make_video())
+    merged = store.add_video(make_video(sources=["/y/copy.mp4"]))
+    assert merged.sources == ["/y/copy.mp4", "/x/café.mp4"]
+    assert store.require(Video, "ab" * 32).display_name == "café.mp4"
+    store.update(Video, "ab" * 32, progress=42)
+    assert store.require(Video, "ab" * 32).progress == 42
+    assert store.get(Video, "nope") is None and store.get(Video, None) is None
+
+
+def test_batches_items_and_their_indexes_keep_order(store):
+    video = store.add_video(make_video())
+    a1, _ = store.add_analysis(make_analysis(prompt="p1"))
+    a2, _ = store.add_analysis(make_analysis(prompt="p2"))
+    store.add_batch(Batch(id="20250101-000000-aaaa", name="old"))
+    store.add_batch(Batch(id="20250102-000000-bbbb", name="new"))
+    ids = [f"i{n:02d}" for n in range(12)]
+    for n, item_id in enumerate(ids):
+        store.add_item(Item(id=item_id, batch_id="20250102-000000-bbbb" if n % 2 else "20250101-000000-aaaa",
+                            video_id=video.id, analysis_id=(a1 if n < 6 else a2).id))
+    assert store.batch_ids() == ["20250102-000000-bbbb", "20250101-000000-aaaa"]  # newest first
+    assert store.item_ids() == ids  # insertion order
+    assert store.item_ids("20250101-000000-aaaa") == ids[0::2]
+    assert [i.id for i in store.items_of(a1.id)] == ids[:6]
+    assert {a.id for a in store.analyses_of(video.id)} == {a1.id, a2.id}
+    assert store.needs_video(video.id)
+
+    store.move_item("i00", a2.id)
+    assert "i00" in [i.id for i in store.items_of(a2.id)] and "i00" not in [i.id for i in store.items_of(a1.id)]
+    for item_id in ids[0::2]:
+        assert store.delete_item(item_id) is not None
+    assert store.delete_item("i00") is None
+    assert store.batch_ids() == ["20250102-000000-bbbb"]  # an emptied batch goes with its last item
+    assert store.get(Batch, "20250101-000000-aaaa") is None
+    store.delete_analysis(a1.id)
+    assert store.get(Analysis, a1.id) is None and [a.id for a in store.analyses_of(video.id)] == [a2.id]
+    assert store.unfinished_ids() == {a2.id}
+
+
+def test_the_checked_list_round_trips(store):
+    assert store.pending() == []
+    store.set_pending([{"path": "/x/é.mp4", "sha256": "ab"}])
+    assert store.pending() == [{"path": "/x/é.mp4", "sha256": "ab"}]
+
+
+def test_leases_claim_renew_release_and_a_dead_local_owner(store):
+    assert store.claim("video:v1", "h:1:a", ttl=60)
+    assert store.claim("video:v1", "h:1:a", ttl=60)  # the holder again
+    assert not store.claim("video:v1", "other-host:2:b", ttl=60)
+    assert store.renew(["video:v1", "video:v2"], "other-host:2:b", ttl=60) == ["video:v1"]
+    store.release("video:v1", "other-host:2:b")  # not its lease: no effect
+    assert not store.claim("video:v1", "third:3:c", ttl=60)
+    store.release("video:v1", "h:1:a")
+    assert store.claim("video:v1", "third:3:c", ttl=60)
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_owner = f"{socket.gethostname()}:{dead.stdout.strip()}:x"
+    assert store.claim("analysis:a1", dead_owner, ttl=600)
+    assert store.claim("analysis:a1", "other-host:1:y", ttl=600)  # owner process is gone
+    assert not store.claim("analysis:a1", "third:2:z", ttl=600)  # a live (or remote) owner keeps it
+
+
+def test_a_lease_runs_out_on_the_servers_clock(store):
+    assert store.claim("video:v9", "far-host:1:a", ttl=0.2)
+    assert not store.claim("video:v9", "far-host:2:b", ttl=0.2)
+    time.sleep(0.3)
+    assert store.claim("video:v9", "far-host:2:b", ttl=0.2)
+
+
+def test_concurrent_transitions_never_lose_an_update(store):
+    """Many threads bump one record while others move it: every change is kept, every move checked."""
+    store.add_video(make_video())
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        try:
+            for _ in range(25):
+                store.mutate(Video, "ab" * 32, lambda v: setattr(v, "poll_attempts", v.poll_attempts + 1))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    moved = 0
+    for _ in range(10):
+        try:
+            store.transition(Video, "ab" * 32, VideoState.UPLOADING)
+            moved += 1
+        except TransitionError:
+            pass
+    for t in threads:
+        t.join()
+    assert errors == [] and moved == 10
+    assert store.require(Video, "ab" * 32).poll_attempts == 100
+
+
+def test_board_rows_read_the_same_from_both_stores(store):
+    video = store.add_video(make_video())
+    analysis, _ = store.add_analysis(make_analysis())
+    store.add_batch(Batch(id="b1"))
+    item = store.add_item(Item(id="i1", batch_id="b1", display_name="café.mp4", video_id=video.id, analysis_id=analysis.id))
+    store.transition(Video, video.id, VideoState.UPLOADING)
+    store.update(Video, video.id, progress=30)
+    [row] = rows_of(store, [item])
+    assert row.video is not None and row.video.progress == 30 and not row.ended
+
+
+@needs_redis
+def test_shared_paths_are_stored_relative_and_read_at_this_machines_mount(redis_client, team_prefix, tmp_path):
+    from storyteller_core.team.shared import OutsideSharedRoot, SharedPaths
+    from storyteller_core.team.store import RedisStore
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    writer = RedisStore(redis_client, team_prefix, SharedPaths(here))
+    reader = RedisStore(redis_client, team_prefix, SharedPaths(there))
+    writer.add_video(make_video(sources=[str(here / "in" / "a.mp4"), "/elsewhere/b.mp4"]))
+    assert '"shared:in/a.mp4"' in (redis_client.get(f"{team_prefix}:video:{'ab' * 32}") or "")
+    assert reader.require(Video, "ab" * 32).sources == [str(there.resolve() / "in" / "a.mp4"), "/elsewhere/b.mp4"]
+    with pytest.raises(OutsideSharedRoot):
+        SharedPaths(here).check(tmp_path / "outside.mp4")
+    assert SharedPaths(here).check(here / "x.mp4") == (here / "x.mp4").resolve()
+
+
+def test_the_redis_fixture_runs_a_private_server(redis_server: RedisServer, redis_client):
+    assert redis_client.ping()
+    assert Path(REDIS_SERVER).exists() and redis_server.proc.poll() is None
+    assert redis_client.config_get("save")["save"] == "" and redis_client.config_get("appendonly")["appendonly"] == "no"
