@@ -23,13 +23,19 @@ def main() -> None:
     parser.add_argument("--processing-delay", type=float, default=1.5)
     parser.add_argument("--analysis-delay", type=float, default=1.0)
     parser.add_argument("--storage-root", type=Path, default=None, help="where its temp storage dir goes (default: the temp dir)")
+    parser.add_argument("--stream-chunk-delay", type=float, default=0.3, help="seconds between streamed pieces of an answer")
+    parser.add_argument("--youtube-duration", type=float, default=300.0, help="seconds a YouTube video is assumed to last")
+    parser.add_argument("--batch-delay", type=float, default=5.0, help="seconds a Batch API batch takes to succeed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    config = EmulatorConfig(processing_delay_s=args.processing_delay, analysis_delay_s=args.analysis_delay)
+    config = EmulatorConfig(
+        processing_delay_s=args.processing_delay, analysis_delay_s=args.analysis_delay, stream_chunk_delay_s=args.stream_chunk_delay,
+        youtube_duration_s=args.youtube_duration, batch_pending_s=args.batch_delay / 5, batch_running_s=args.batch_delay * 4 / 5,
+    )
     emulator = Emulator(config, port=args.port, storage_root=args.storage_root).start()
     try:
         log.info("Gemini emulator listening on %s (Ctrl+C stops it); storage %s", emulator.base_url, emulator.storage)

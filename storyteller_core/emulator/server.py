@@ -711,7 +711,7 @@ def _page(path: str, items: list[Any], default: int, most: int) -> tuple[list[An
     """One page of a list call (pageSize, pageToken = offset) and the next page's token."""
     query = parse_qs(urlsplit(path).query)
     try:
-        size = max(1, min(most, int((query.get("pageSize") or [default])[0] or default)))
+        size = max(1, min(most, int((query.get("pageSize") or [str(default)])[0] or default)))
         start = max(0, int((query.get("pageToken") or ["0"])[0] or 0))
     except ValueError:
         size, start = default, 0
