@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .config import PRIORITIES, PROMPT_PRESETS, VIDEO_EXTENSIONS, Settings
 from .errors import DataDirError
+from .options import RESOLUTIONS, VideoOptions, parse_clip
 from .sanitize import terminal_text
 
 if TYPE_CHECKING:
@@ -63,13 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     process = sub.add_parser("process", help="process videos or folders of videos and wait for their stories")
-    process.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    process.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders of videos, or public YouTube links")
     process.add_argument("--csv", type=Path, help="write this run's rows to a CSV file")
+    process.add_argument("--json", type=Path, help="write this run's rows, with the full structured stories, to a JSON file")
     ask = process.add_mutually_exclusive_group()
     ask.add_argument("--preset", choices=list(PROMPT_PRESETS), help="a named prompt (default: Story)")
     ask.add_argument("--prompt", help="your own question to ask of each video")
     process.add_argument("--model", help="Gemini model (default: STORYTELLER_MODEL or the app's default)")
     process.add_argument("--priority", choices=PRIORITIES, default="normal")
+    process.add_argument("--clip", type=_clip, metavar="START-END", help="only this part of each video, e.g. 00:30-02:00")
+    process.add_argument("--fps", type=float, help="frames per second Gemini looks at (above 0, at most 24; default 1)")
+    process.add_argument("--resolution", choices=RESOLUTIONS, help="media resolution (low costs about a third)")
     process.add_argument("--batch-name", help="a name for this batch (default: date and the first file)")
     process.add_argument("-v", "--verbose", action="store_true", help="print JSON log lines to stderr")
     process.set_defaults(run=cmd_process)
@@ -78,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--batch", help="only this batch (its id or its name)")
     status.set_defaults(run=cmd_status)
 
-    export = sub.add_parser("export", help="export rows to CSV")
-    export.add_argument("--csv", type=Path, required=True)
+    export = sub.add_parser("export", help="export rows to CSV and/or JSON")
+    export.add_argument("--csv", type=Path)
+    export.add_argument("--json", type=Path, help="one object per row with the full structured story")
     export.add_argument("--batch", help="only this batch (its id or its name)")
     export.set_defaults(run=cmd_export)
 
@@ -93,28 +99,40 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     from .commands import Ask
     from .engine import Engine
-    from .export import write_csv
-    from .intake import expand, inspect_path
+    from .export import write_csv, write_json
+    from .intake import expand, inspect_path, inspect_url
 
-    if args.csv and not _writable(args.csv):
+    if any(out and not _writable(out) for out in (args.csv, args.json)):
         return 2
-    files, skipped = expand(args.paths)
+    try:
+        options = VideoOptions(start_s=args.clip[0] if args.clip else None, end_s=args.clip[1] if args.clip else None,
+                               fps=args.fps, resolution=args.resolution)
+    except ValueError as exc:
+        _error(f"{exc}.")
+        return 2
+    links = [p for p in args.paths if "://" in p or p.startswith(("youtube.com", "www.youtube.com", "youtu.be"))]
+    files, skipped = expand([Path(p) for p in args.paths if p not in links])
     for item in skipped:
         print(f"- {terminal_text(item.reason)}")
-    if not files:
+    if not files and not links:
         _error("no video files found in the paths given. Give video files or folders that hold videos "
-               f"({', '.join(sorted(VIDEO_EXTENSIONS))}).")
+               f"({', '.join(sorted(VIDEO_EXTENSIONS))}), or public YouTube links.")
         return 1
-    preset = args.preset or (None if args.prompt else "Story")
-    ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or settings.model, preset=preset,
-              priority=args.priority)
     engine = Engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
     if engine.demo:
         print("Demo mode (no GEMINI_API_KEY): stories come from the local emulator, not Gemini.")
+    if not args.model and not settings.model_pinned:
+        engine.catalog.refresh()  # the default comes from the models this key is offered
+    preset = args.preset or (None if args.prompt else "Story")
+    ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or engine.catalog.default,
+              preset=preset, priority=args.priority, options=options)
+    warning = engine.catalog.warning(ask.model)
+    if warning:
+        print(f"Warning: {terminal_text(warning)}")
     try:
-        print(f"Checking {len(files)} file(s)...", flush=True)
-        items = engine.commands.submit([inspect_path(p, settings) for p in files], ask, batch_name=args.batch_name,
-                                       resume=True)
+        print(f"Checking {len(files) + len(links)} file(s)...", flush=True)
+        candidates = [inspect_path(p, settings) for p in files] + [inspect_url(link) for link in links]
+        items = engine.commands.submit(candidates, ask, batch_name=args.batch_name, resume=True)
         rows = _follow(engine, list(dict.fromkeys(item.id for item in items)), sys.stdout)
     except KeyboardInterrupt:
         print("Interrupted. Unfinished videos are kept: run the same command again to resume.")
@@ -124,6 +142,9 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     if args.csv:
         write_csv(rows, args.csv)
         print(f"Wrote {len(rows)} row(s) to {args.csv}")
+    if args.json:
+        write_json(rows, args.json)
+        print(f"Wrote {len(rows)} row(s) to {args.json}")
     return _summary(rows)
 
 
@@ -211,9 +232,12 @@ def _no_such_batch(store: Store, wanted: str, settings: Settings) -> int:
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .board import batch_rows
-    from .export import write_csv
+    from .export import write_csv, write_json
 
-    if not _writable(args.csv):
+    if not args.csv and not args.json:
+        _error("say where to write: --csv FILE and/or --json FILE.")
+        return 2
+    if any(out and not _writable(out) for out in (args.csv, args.json)):
         return 2
     store = _open_store(settings)
     try:
@@ -223,8 +247,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         rows = [row for batch_id in batch_ids for row in batch_rows(store, batch_id)]
     finally:
         store.close()
-    write_csv(rows, args.csv)
-    print(f"Wrote {len(rows)} row(s) to {args.csv}")
+    for out, write in ((args.csv, write_csv), (args.json, write_json)):
+        if out:
+            write(rows, out)
+            print(f"Wrote {len(rows)} row(s) to {out}")
     return 0
 
 
@@ -234,6 +260,13 @@ def cmd_samples(args: argparse.Namespace, settings: Settings) -> int:
     paths = make_batch(args.folder, args.count, seconds=3)
     print(f"Wrote {len(paths)} sample video(s) to {os.fspath(args.folder)}")
     return 0
+
+
+def _clip(text: str) -> tuple[float | None, float | None]:
+    try:
+        return parse_clip(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _open_store(settings: Settings) -> Store:
