@@ -234,3 +234,104 @@ def test_the_redis_fixture_runs_a_private_server(redis_server: RedisServer, redi
     assert redis_client.ping()
     assert Path(REDIS_SERVER).exists() and redis_server.proc.poll() is None
     assert redis_client.config_get("save")["save"] == "" and redis_client.config_get("appendonly")["appendonly"] == "no"
+
+
+# -- the global limits, on Redis's clock -------------------------------------------------------------------
+def test_upload_slots_cap_priority_and_a_dead_holders_lease_running_out(redis_client, team_prefix):
+    from storyteller_core.team.limits import UploadSlots
+
+    slots = UploadSlots(redis_client, team_prefix, cap=2, ttl_s=0.4)
+    assert slots.acquire("video:a", "ta") and slots.acquire("video:b", "tb")
+    assert slots.acquire("video:a", "ta")  # the holder again: renewed, not a second slot
+    assert not slots.acquire("video:c", "tc", rank=1)  # waits, first in line
+    assert not slots.acquire("video:d", "td", rank=0)  # a high-priority upload goes before it
+    assert slots.in_use() == 2
+    slots.release("ta")
+    assert not slots.acquire("video:c", "tc", rank=1)  # not its turn
+    assert slots.acquire("video:d", "td", rank=0)
+    for _ in range(3):  # "tb" keeps its slot while its upload makes progress
+        time.sleep(0.2)
+        assert slots.renew("tb")
+    time.sleep(0.25)
+    assert slots.renew("tb")
+    time.sleep(0.25)  # "td" made no progress: its holder is gone, its lease ran out
+    assert not slots.renew("td") and slots.acquire("video:c", "tc", rank=1)
+    assert slots.in_use() == 2
+
+
+def test_poll_limits_keep_the_rate_and_the_cap_across_clients(redis_client, team_prefix):
+    from storyteller_core.team.limits import RedisPollLimits
+
+    limits = [RedisPollLimits(redis_client, team_prefix, max_at_once=2, per_second=10) for _ in range(3)]
+    assert limits[0].interval == pytest.approx(0.1)
+    taken: list[float] = []
+    lock = threading.Lock()
+
+    def poll(limit) -> None:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            with limit.slot() as slot:
+                if slot.ok:
+                    with lock:
+                        taken.append(time.monotonic())
+                    continue
+            time.sleep(min(slot.wait_s, 0.05))
+
+    threads = [threading.Thread(target=poll, args=(limits[n % 3],)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 8 <= len(taken) <= 11  # 10 per second, evenly spaced, whoever asks
+    gaps = [b - a for a, b in zip(sorted(taken), sorted(taken)[1:], strict=False)]
+    assert min(gaps) > 0.07
+    time.sleep(0.15)
+    with limits[0].slot() as a, limits[1].slot() as b:
+        time.sleep(0.11)
+        with limits[2].slot() as c:
+            assert a.ok and not b.ok and c.ok  # b: too soon after a; c: a later call
+            time.sleep(0.11)
+            with limits[1].slot() as d:
+                assert not d.ok and d.wait_s == pytest.approx(0.05)  # two at once already
+    time.sleep(0.15)
+    first = limits[0].slot("video:1").__enter__()
+    assert first.ok
+    waits = [limits[n % 3].slot(f"video:{n}").__enter__() for n in (2, 3, 4)]  # each is given a time of its own
+    assert [w.ok for w in waits] == [False] * 3
+    assert [round(w.wait_s, 1) for w in waits] == [0.1, 0.2, 0.3]
+    time.sleep(0.12)
+    with limits[2].slot("video:2") as second, limits[1].slot("video:3") as third:
+        assert second.ok and not third.ok  # video:3 is served at its own time, not before
+
+
+def test_the_quota_cooldown_and_the_gate_are_shared(redis_client, team_prefix):
+    from storyteller_core.errors import StepFailed
+    from storyteller_core.team.limits import RedisCooldown, RedisGate
+
+    one, two = RedisCooldown(redis_client, team_prefix), RedisCooldown(redis_client, team_prefix)
+    one.note_exhausted(retry_after_s=None)  # the first 429: a 1 s backoff for everyone
+    assert two.remaining() == pytest.approx(1.0, abs=0.1)
+    one.note_exhausted(retry_after_s=None)
+    assert two.remaining() == pytest.approx(2.0, abs=0.1)  # doubled
+    two.note_exhausted(retry_after_s=5.0)  # the server's advice wins
+    assert one.remaining() == pytest.approx(5.0, abs=0.1) and one.exhausted_for() < 1
+    assert two.active_pause() is None
+    until = one.pause()
+    assert two.active_pause() == pytest.approx(until) and until - time.time() == pytest.approx(300, abs=2)
+    assert two.paused_until == pytest.approx(until)
+    two.note_ok()
+    assert one.remaining() == 0.0 and one.active_pause() is None and one.exhausted_for() == 0.0
+
+    gate_a, gate_b = (RedisGate(redis_client, team_prefix, one, "key-1") for _ in range(2))
+    other_key = RedisGate(redis_client, team_prefix, one, "key-2")
+    assert gate_b.check() == 0.0
+    gate_a.reject_key()
+    with pytest.raises(StepFailed):
+        gate_b.check()
+    assert gate_b.key_rejected and not other_key.key_rejected and other_key.check() == 0.0
+    gate_a.model_missing("gemini-x", "404 not found")
+    with pytest.raises(StepFailed, match="gemini-x"):
+        other_key.check("gemini-x")
+    gate_b.clear()
+    assert gate_a.check("gemini-x") == 0.0 and not gate_a.key_rejected
+    assert "key-1" not in str(redis_client.keys(f"{team_prefix}:*")) and "key-1" not in str(redis_client.get(gate_a.keys[0]))
