@@ -134,9 +134,8 @@ class Gateway:
         if resolution:
             config.media_resolution = _RESOLUTION[resolution]
         contents: list[Any] = [_video_part(video), prompt]
-        # TODO(streaming): generate_content_stream once the emulator speaks :streamGenerateContent
-        return _call(lambda: _collect([self._client.models.generate_content(model=model, contents=contents,
-                                                                            config=config)], on_text))
+        return _call(lambda: _collect(self._client.models.generate_content_stream(model=model, contents=contents,
+                                                                                   config=config), on_text))
 
     def list_files(self, *, page_size: int = 100, page_token: str | None = None) -> tuple[list[RemoteFile], str | None]:
         """One files.list page (one call): up to ``page_size`` (<= 100) files with their states, and the next page's token."""
