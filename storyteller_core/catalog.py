@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .config import MODELS, Settings
-from .errors import GeminiError
+from .errors import GeminiError, Kind
 
 log = logging.getLogger(__name__)
 REFRESH_S = 600.0
@@ -27,24 +28,29 @@ def preferred_order() -> list[str]:
 
 
 def choose_default(offered: list[str], settings: Settings) -> str:
-    """The pinned model, else the best offered one we can price, else the first offered 'flash', else the first."""
+    """The pinned model, else the newest offered model of the first preferred kind (flash before pro), else the first."""
     if settings.model_pinned or not offered:
         return settings.model
-    priced = [name for name in offered if name in MODELS]
-    for kind in preferred_order():  # e.g. flash before pro: fast and cheap is the right default for a batch
-        newest = sorted((n for n in priced if n.endswith(f"-{kind}") or n.endswith(f"-{kind}-latest")), reverse=True)
-        if newest:
-            return newest[0]
-    flash = sorted((n for n in offered if "flash" in n and "lite" not in n), reverse=True)
-    return (priced or flash or offered)[0]
+    for kind in preferred_order():  # fast and cheap is the right default for a batch; newest is the most current
+        of_kind = [n for n in offered if n.endswith(f"-{kind}") or n.endswith(f"-{kind}-latest")]
+        if of_kind:
+            return max(of_kind, key=_version)
+    return sorted(offered, key=_version)[-1]
+
+
+def _version(name: str) -> tuple[int, ...]:
+    """gemini-10-flash after gemini-2.5-flash (plain string order would say the opposite)."""
+    return tuple(int(n) for n in re.findall(r"\d+", name))
 
 
 class Catalog:
     """The models the current key is offered, refreshed now and then; never blocks a page on the network."""
 
-    def __init__(self, list_models: Callable[[], list[str]], settings: Callable[[], Settings]) -> None:
+    def __init__(self, list_models: Callable[[], list[str]], settings: Callable[[], Settings],
+                 on_key_rejected: Callable[[], None] = lambda: None) -> None:
         self._list_models = list_models
         self._settings = settings
+        self._on_key_rejected = on_key_rejected
         self._offered: list[str] | None = None
         self._checked_at = 0.0
         self._lock = threading.Lock()
@@ -54,6 +60,8 @@ class Catalog:
         try:
             offered = sorted(self._list_models())
         except GeminiError as exc:
+            if exc.kind is Kind.AUTH:
+                self._on_key_rejected()  # no worker needs to find out for itself
             if not quiet:
                 raise
             log.warning("could not list the models offered", extra={"error": exc.label})

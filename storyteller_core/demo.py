@@ -29,7 +29,7 @@ def emulator() -> Emulator:
 
     with _lock:
         if _emulator is None:
-            _emulator = Emulator(EmulatorConfig(processing_delay_s=1.5, analysis_delay_s=1.0)).start()
+            _emulator = Emulator(EmulatorConfig(processing_delay_s=1.5, analysis_delay_s=1.0, stream_chunk_delay_s=0.4)).start()
         return _emulator
 
 

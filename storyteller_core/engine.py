@@ -51,7 +51,7 @@ class Engine:
         self.runner = Runner(self.ctx, self.gate, self.scheduler, Leases(self.store, self.owner, settings.lease_ttl_s),
                              self.log_file)
         self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
-        self.catalog = Catalog(lambda: self.ctx.gateway.list_models(), lambda: self.ctx.settings)
+        self.catalog = Catalog(lambda: self.ctx.gateway.list_models(), lambda: self.ctx.settings, self.gate.reject_key)
         # files processing at Gemini: their states in bulk, on one thread, waking each video's task when it settles
         self.watch = StatusWatch(self.ctx, self.gate, lambda video_id: self.scheduler.wake(f"video:{video_id}"))
         self.runner.watch = self.watch

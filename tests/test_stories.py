@@ -8,7 +8,7 @@ import pytest
 
 from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.batch import Item
-from storyteller_core.board import row_of
+from storyteller_core.board import Status, row_of
 from storyteller_core.config import estimate_tokens
 from storyteller_core.export import chapters_vtt, copy_text, rows_frame, stories_markdown, to_json_bytes
 from storyteller_core.intake import inspect_url, youtube_url
@@ -116,3 +116,123 @@ def test_exports_carry_the_structure():
     vtt = chapters_vtt(row)
     assert vtt.startswith("WEBVTT\n\n1\n00:00:05.000 --> 00:01:15.000\nThe first boat leaves")
     assert "00:01:15.000 --> 00:01:30.000\nGulls over the pier" in vtt
+
+
+# -- against the emulator, with the real SDK ------------------------------------------------------------
+
+def story_ask(engine, **kw):
+    from storyteller_core.config import PROMPT_PRESETS
+
+    from .helpers import ask
+
+    return ask(engine, PROMPT_PRESETS["Story"], preset="Story", **kw)
+
+
+def test_the_story_preset_returns_a_structured_story_with_real_moments(make_engine, emulator, one_video):
+    engine = make_engine()
+    path = one_video("harbour.mp4", seconds=6.0)
+
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([path], story_ask(engine))], timeout=60)
+
+    assert row.status is Status.DONE and row.analysis.structured
+    story = row.analysis.structured
+    assert story["title"] and story["story"] == row.story and story["note"] is None
+    assert story["key_moments"] and all(0 <= m["seconds"] <= 6.0 for m in story["key_moments"])
+    [call] = emulator.stats.wire
+    assert call.method == "stream" and call.schema_field and call.response_mime_type == "application/json"
+
+
+def test_a_moment_past_the_end_is_dropped_and_counted(make_engine, emulator, one_video):
+    engine = make_engine()
+    path = one_video("pier-LATEMOMENT.mp4", seconds=4.0)
+
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([path], story_ask(engine))], timeout=60)
+
+    assert row.status is Status.DONE
+    assert row.analysis.structured["dropped_moments"] == 1
+    assert all(m["seconds"] <= 4.0 for m in row.analysis.structured["key_moments"])
+
+
+def test_an_answer_off_the_schema_keeps_the_raw_text(make_engine, emulator, one_video):
+    engine = make_engine()
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-BADJSON.mp4")], story_ask(engine))],
+                        timeout=60)
+
+    assert row.status is Status.DONE and "did not match the story format" in row.analysis.structured["note"]
+    assert row.story and row.analysis.structured["key_moments"] == []
+
+
+def test_clip_fps_and_resolution_reach_the_wire_and_the_estimate(make_engine, emulator, one_video):
+    engine = make_engine()
+    path = one_video("talk.mp4", seconds=8.0)
+    options = VideoOptions(start_s=2.0, end_s=6.0, fps=0.5, resolution="low")
+
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([path], story_ask(engine, options=options))],
+                        timeout=60)
+
+    assert row.status is Status.DONE
+    [call] = emulator.stats.wire
+    assert call.video_metadata == {"start_offset": "2s", "end_offset": "6s", "fps": 0.5}
+    assert call.media_resolution == "MEDIA_RESOLUTION_LOW"
+    assert all(2.0 <= m["seconds"] <= 6.0 for m in row.analysis.structured["key_moments"])
+    full_input = estimate_tokens(8.0, "p") - 800  # 800: the expected answer
+    assert estimate_tokens(8.0, "p", options) - 800 < full_input / 5  # 4 s at 0.5 fps and low resolution
+    assert row.analysis.options == {"start_s": 2.0, "end_s": 6.0, "fps": 0.5, "resolution": "low", "structured": True}
+
+
+def test_a_youtube_link_is_analyzed_with_no_upload(make_engine, emulator):
+    engine = make_engine()
+    [item] = engine.commands.submit([inspect_url("https://youtu.be/dQw4w9WgXcQ")], story_ask(engine))
+
+    [row] = engine.wait([item.id], timeout=60)
+
+    assert row.status is Status.DONE and row.story
+    assert emulator.stats.uploads_started == 0 and emulator.stats.youtube["dQw4w9WgXcQ"] == 1
+
+
+def test_a_private_youtube_video_fails_with_geminis_reason(make_engine, emulator):
+    emulator.config.private_youtube_ids = {"aaaaaaaaaaa"}
+    engine = make_engine()
+    [item] = engine.commands.submit([inspect_url("https://www.youtube.com/watch?v=aaaaaaaaaaa")], story_ask(engine))
+
+    [row] = engine.wait([item.id], timeout=60)
+
+    assert row.status is Status.FAILED and "Gemini refused" in row.error
+    assert emulator.stats.uploads_started == 0
+
+
+def test_the_story_is_visible_while_it_is_written(make_engine, emulator, one_video):
+    from .helpers import ask, wait_until
+
+    emulator.config.stream_chunk_delay_s = 0.6
+    engine = make_engine(analysis_budget_s=60)
+    [item] = engine.commands.submit_paths([one_video("slow.mp4")], ask(engine, "Tell the story"))
+
+    wait_until(lambda: bool(engine.store.require(Analysis, item.analysis_id).partial_story), timeout=60,
+               what="partial text")
+    partial = engine.store.require(Analysis, item.analysis_id)
+    [row] = engine.wait([item.id], timeout=60)
+
+    assert partial.state is AnalysisState.ANALYZING and row.story.startswith(partial.partial_story[:20])
+    assert len(partial.partial_story) < len(row.story)
+    assert engine.store.require(Analysis, item.analysis_id).partial_story is None
+
+
+def test_a_stream_cut_half_way_is_retried_whole(make_engine, emulator, one_video):
+    engine = make_engine()
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-CUTME.mp4")],
+                                                                    story_ask(engine))], timeout=60)
+
+    assert row.status is Status.DONE and row.analysis.structured["note"] is None
+    assert emulator.stats.streams["x-CUTME.mp4"] == 2
+
+
+def test_models_list_drives_the_default_and_a_missing_model_is_warned(make_engine, emulator):
+    emulator.config.models = {"gemini-2.5-pro", "gemini-9-flash"}
+    engine = make_engine()
+
+    engine.catalog.refresh()
+
+    assert engine.catalog.default == "gemini-9-flash"  # offered, newest flash; our table has no price for it
+    assert engine.catalog.warning("gemini-2.5-flash") and "not offered" in engine.catalog.warning("gemini-2.5-flash")
+    assert engine.catalog.warning("gemini-2.5-pro") is None
