@@ -65,6 +65,7 @@ class Analysis(Record):
     options: dict[str, Any] = field(default_factory=dict)
     backend: str = ""
     priority: str = "normal"
+    tier: str = "standard"  # standard | flex (half price, minutes of latency): how it is asked, not what
     state: AnalysisState = AnalysisState.WAITING
     story: str | None = None  # the prose: what a person copies
     structured: dict[str, Any] | None = None  # the checked structured answer (story.Story.to_dict), when asked for

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from .config import PRIORITIES, PROMPT_PRESETS, VIDEO_EXTENSIONS, Settings
+from .config import PRIORITIES, PROMPT_PRESETS, TIERS, VIDEO_EXTENSIONS, Settings
 from .errors import DataDirError
 from .options import RESOLUTIONS, VideoOptions, parse_clip
 from .sanitize import terminal_text
@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--clip", type=_clip, metavar="START-END", help="only this part of each video, e.g. 00:30-02:00")
     process.add_argument("--fps", type=float, help="frames per second Gemini looks at (above 0, at most 24; default 1)")
     process.add_argument("--resolution", choices=RESOLUTIONS, help="media resolution (low costs about a third)")
+    process.add_argument("--tier", choices=TIERS, default="standard",
+                         help="flex: half price, but each answer can take minutes (Gemini's Flex tier, preview)")
     process.add_argument("--batch-name", help="a name for this batch (default: date and the first file)")
     process.add_argument("-v", "--verbose", action="store_true", help="print JSON log lines to stderr")
     process.set_defaults(run=cmd_process)
@@ -125,7 +127,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         engine.catalog.refresh()  # the default comes from the models this key is offered
     preset = args.preset or (None if args.prompt else "Story")
     ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or engine.catalog.default,
-              preset=preset, priority=args.priority, options=options)
+              preset=preset, priority=args.priority, options=options, tier=args.tier)
     warning = engine.catalog.warning(ask.model)
     if warning:
         print(f"Warning: {terminal_text(warning)}")

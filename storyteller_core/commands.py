@@ -15,7 +15,7 @@ from typing import Any
 
 from .analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
 from .batch import Batch, Item, default_batch_name, new_batch_id, new_id
-from .config import PROMPT_PRESETS, STRUCTURED_PRESETS, Settings, estimate_cost
+from .config import PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS, Settings, estimate_cost
 from .intake import Candidate, inspect_path
 from .media import thumbnail
 from .options import VideoOptions
@@ -36,6 +36,7 @@ class Ask:
     preset: str | None = None
     priority: str = "normal"
     options: VideoOptions = field(default_factory=VideoOptions)
+    tier: str = "standard"  # "flex": half price, minutes of latency; not part of the key (the same answer)
 
     @property
     def key_options(self) -> dict[str, Any]:
@@ -46,6 +47,8 @@ class Ask:
     def __post_init__(self) -> None:
         if self.priority not in PRIORITY_RANK:
             raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
+        if self.tier not in TIERS:
+            raise ValueError(f"tier must be one of {', '.join(TIERS)}")
         if not self.prompt.strip():
             raise ValueError("the prompt is empty: write what to ask Gemini about each video")
 
@@ -203,8 +206,9 @@ class Commands:
         options = ask.key_options
         analysis = Analysis(
             id=analysis_key(video.id, ask.model, ask.prompt, options, backend), video_id=video.id, model=ask.model,
-            prompt=ask.prompt, preset=ask.preset, options=options, backend=backend, priority=ask.priority,
-            estimated_cost_usd=None if settings.demo else estimate_cost(ask.model, video.duration_s, ask.prompt, ask.options),
+            prompt=ask.prompt, preset=ask.preset, options=options, backend=backend, priority=ask.priority, tier=ask.tier,
+            estimated_cost_usd=None if settings.demo else estimate_cost(ask.model, video.duration_s, ask.prompt, ask.options,
+                                                                        ask.tier),
         )
         stored, created = self.store.add_analysis(analysis)
         if not created and stored.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):

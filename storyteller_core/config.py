@@ -96,6 +96,7 @@ class Settings:
     upload_budget_s: float = 15 * 60
     processing_budget_s: float = 10 * 60
     analysis_budget_s: float = 5 * 60
+    flex_budget_s: float = 20 * 60  # the Flex tier answers in minutes, not seconds
     request_timeout_s: float = 60.0
     max_file_bytes: int = 2 * 1024**3
     max_duration_s: float = 6 * 3600
@@ -134,13 +135,19 @@ def estimate_tokens(duration_s: float | None, prompt: str, options: VideoOptions
     return video + len(prompt) // 4 + EXPECTED_OUTPUT_TOKENS
 
 
-def cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
+TIERS = ("standard", "flex")
+
+
+def cost_usd(model: str, input_tokens: int, output_tokens: int, tier: str = "standard") -> float | None:
+    """USD for these tokens; None when the model is not in our price table ("price unknown")."""
     info = MODELS.get(model)
     if info is None:
         return None
-    return (input_tokens * info.usd_per_m_input + output_tokens * info.usd_per_m_output) / 1e6
+    full = (input_tokens * info.usd_per_m_input + output_tokens * info.usd_per_m_output) / 1e6
+    return full * (1 - info.batch_discount) if tier == "flex" else full
 
 
-def estimate_cost(model: str, duration_s: float | None, prompt: str, options: VideoOptions | None = None) -> float | None:
+def estimate_cost(model: str, duration_s: float | None, prompt: str, options: VideoOptions | None = None,
+                  tier: str = "standard") -> float | None:
     tokens = estimate_tokens(duration_s, prompt, options)
-    return cost_usd(model, tokens - EXPECTED_OUTPUT_TOKENS, EXPECTED_OUTPUT_TOKENS)
+    return cost_usd(model, tokens - EXPECTED_OUTPUT_TOKENS, EXPECTED_OUTPUT_TOKENS, tier)

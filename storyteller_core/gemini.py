@@ -124,7 +124,7 @@ class Gateway:
 
     def generate(
         self, *, model: str, video: VideoPart, prompt: str, timeout_s: float, json_schema: dict[str, Any] | None = None,
-        resolution: str | None = None, on_text: Callable[[str], None] | None = None,
+        resolution: str | None = None, on_text: Callable[[str], None] | None = None, flex: bool = False,
     ) -> Answer:
         """Ask ``prompt`` of ``video``, streamed: ``on_text`` sees the text so far; a cut stream raises (retry it whole)."""
         config = types.GenerateContentConfig(http_options=types.HttpOptions(timeout=int(timeout_s * 1000)))
@@ -133,6 +133,8 @@ class Gateway:
             config.response_json_schema = json_schema
         if resolution:
             config.media_resolution = _RESOLUTION[resolution]
+        if flex:  # half price, minutes of latency (preview)
+            config.service_tier = types.ServiceTier.FLEX
         contents: list[Any] = [_video_part(video), prompt]
         return _call(lambda: _collect(self._client.models.generate_content_stream(model=model, contents=contents,
                                                                                    config=config), on_text))

@@ -236,3 +236,17 @@ def test_models_list_drives_the_default_and_a_missing_model_is_warned(make_engin
     assert engine.catalog.default == "gemini-9-flash"  # offered, newest flash; our table has no price for it
     assert engine.catalog.warning("gemini-2.5-flash") and "not offered" in engine.catalog.warning("gemini-2.5-flash")
     assert engine.catalog.warning("gemini-2.5-pro") is None
+
+
+def test_the_flex_tier_is_asked_for_and_costs_half(make_engine, emulator, videos):
+    from .helpers import ask, run_all
+
+    engine = make_engine()
+    [standard] = run_all(engine, [videos[0]], prompt="P")
+    [flex] = engine.wait([i.id for i in engine.commands.submit_paths([videos[1]], ask(engine, "P", tier="flex"))],
+                         timeout=60)
+
+    assert flex.status is Status.DONE and flex.analysis.tier == "flex"
+    assert [c.service_tier for c in emulator.stats.wire] == [None, "flex"]
+    per_token = (standard.cost_usd / standard.analysis.total_tokens, flex.cost_usd / flex.analysis.total_tokens)
+    assert per_token[1] < per_token[0] * 0.75  # half price (token mixes differ a little between the two videos)

@@ -30,14 +30,16 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
     options = analysis.video_options
     part = VideoPart(uri=video.gemini_uri or "", mime_type=video.mime_type, start_s=options.start_s, end_s=options.end_s,
                      fps=options.fps)
+    flex = analysis.tier == "flex"
+    budget = settings.flex_budget_s if flex else settings.analysis_budget_s
     try:
         answer = ctx.call(
             lambda: ctx.gateway.generate(
-                model=analysis.model, video=part, prompt=analysis.prompt, timeout_s=settings.analysis_budget_s,
+                model=analysis.model, video=part, prompt=analysis.prompt, timeout_s=budget,
                 json_schema=STORY_SCHEMA if options.structured else None, resolution=options.resolution,
-                on_text=_partial_writer(ctx, analysis.id, should_stop),
+                on_text=_partial_writer(ctx, analysis.id, should_stop), flex=flex,
             ),
-            settings.analysis_budget_s, should_stop,
+            budget, should_stop,
         )
     except GeminiError as exc:
         if exc.kind not in (Kind.GONE, Kind.NOT_READY) or video.url:
@@ -63,7 +65,8 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
         Analysis, analysis.id, AnalysisState.COMPLETED, story=story_text, structured=structured, partial_story=None,
         finish_reason=answer.finish_reason, model_version=answer.model_version, prompt_tokens=answer.prompt_tokens,
         output_tokens=answer.output_tokens, total_tokens=answer.total_tokens,
-        cost_usd=None if analysis.demo else cost_usd(analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0),
+        cost_usd=None if analysis.demo else cost_usd(analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0,
+                                                     analysis.tier),
     )
     return Outcome.done()
 
