@@ -297,7 +297,7 @@ def test_an_unusable_data_dir_is_a_clear_message_not_a_traceback(tmp_path, monke
     at = AppTest.from_file(str(ROOT / "ui.py"), default_timeout=30).run()
     assert not at.exception
     [error] = at.error
-    assert "cannot use its data folder" in error.value and "STORYTELLER_DATA_DIR" in error.value
+    assert "cannot create its data folder" in error.value and "STORYTELLER_DATA_DIR" in error.value
     assert not at.title  # st.stop(): no page under the message
 
 
