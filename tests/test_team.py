@@ -335,3 +335,204 @@ def test_the_quota_cooldown_and_the_gate_are_shared(redis_client, team_prefix):
     gate_b.clear()
     assert gate_a.check("gemini-x") == 0.0 and not gate_a.key_rejected
     assert "key-1" not in str(redis_client.keys(f"{team_prefix}:*")) and "key-1" not in str(redis_client.get(gate_a.keys[0]))
+
+
+# -- Dramatiq workers against the emulator ------------------------------------------------------------------
+def _team_settings(data_dir: Path, emu, **overrides) -> dict:
+    values = dict(poll_initial_s=0.1, poll_max_s=0.5, upload_budget_s=30, processing_budget_s=30, analysis_budget_s=10,
+                  request_timeout_s=5, polls_per_second=20, max_uploads=2, max_jobs=3)
+    values.update(overrides)
+    return values
+
+
+class Team:
+    """A client (what the app and CLI build) and worker processes, on one Redis prefix, against the emulator."""
+
+    def __init__(self, redis_url: str, prefix: str, emu, tmp_path: Path, **config) -> None:
+        import json
+        import os
+
+        from storyteller_core.config import Settings
+        from storyteller_core.team.client import TeamClient
+        from storyteller_core.team.dispatch import TeamConfig
+
+        from .helpers import ROOT, TEST_KEY
+
+        self.emu = emu
+        self.overrides = _team_settings(tmp_path / "data", emu, **config.pop("settings", {}))
+        self.settings = Settings(data_dir=tmp_path / "data", api_key=TEST_KEY, base_url=emu.base_url, **self.overrides)
+        self.config = TeamConfig(url=redis_url, prefix=prefix, **config)
+        self.client = TeamClient(self.settings, self.config)
+        env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+        env.update({
+            "PYTHONPATH": str(ROOT), "STORYTELLER_BROKER_URL": redis_url, "STORYTELLER_TEAM_PREFIX": prefix,
+            "GEMINI_API_KEY": TEST_KEY, "GOOGLE_GEMINI_BASE_URL": emu.base_url, "STORYTELLER_DATA_DIR": str(tmp_path / "data"),
+            "STORYTELLER_SETTINGS_JSON": json.dumps(self.overrides),
+            "STORYTELLER_TEAM_HEARTBEAT_S": str(self.config.heartbeat_timeout_s),
+            "STORYTELLER_TEAM_MAINTENANCE_CHANCE": str(self.config.maintenance_chance),
+            "STORYTELLER_TEAM_LEASE_TTL_S": str(self.config.lease_ttl_s),
+            "STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S": str(self.config.upload_slot_ttl_s),
+            "STORYTELLER_TEAM_IDLE_POLL_MS": str(self.config.idle_poll_ms),
+            "STORYTELLER_TEAM_SWEEP_S": str(self.config.sweep_every_s),
+        })
+        log_dir = tmp_path / "workers"
+        log_dir.mkdir()
+        self.workers = team_fixtures.Workers(env, log_dir)
+
+    def start(self, count: int) -> float:
+        """Start worker processes and wait until each has sent a heartbeat; the seconds that took."""
+        started = time.monotonic()
+        self.workers.start(count)
+        while len(self.client.workers()) < len(self.workers.alive()):
+            assert time.monotonic() - started < 60, "workers did not start:\n" + self.workers.logs()
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def submit(self, paths: list[Path], prompt: str) -> list[Item]:
+        from storyteller_core.commands import Ask
+
+        return self.client.commands.submit_paths(paths, Ask(prompt=prompt, model=self.settings.model))
+
+    def rows(self, items: list[Item]):  # type: ignore[no-untyped-def]
+        return rows_of(self.client.store, self.client.store.many(Item, [i.id for i in items]))
+
+    def wait(self, items: list[Item], timeout: float, during=None):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows(items)
+            if all(r.ended for r in rows):
+                return rows
+            if during is not None:
+                during(rows)
+            assert self.workers.alive(), "every worker died:\n" + self.workers.logs()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not done: {[r.status for r in rows if not r.ended]}\n" + self.workers.logs())
+            time.sleep(0.2)
+
+    def holders(self, kind: str) -> dict[str, int]:
+        """task -> pid of the worker holding its lease."""
+        out = {}
+        for key in self.client.client.scan_iter(f"{self.config.prefix}:lease:{kind}:*"):
+            value = self.client.client.get(key)
+            if value:
+                out[key.split(":lease:", 1)[1]] = int(value.split(":")[1])
+        return out
+
+    def close(self) -> None:
+        self.workers.stop()
+        self.client.close()
+
+
+def _jobs(videos: list[Path], tmp_path: Path) -> tuple[list[tuple[list[Path], str]], int, int]:
+    """20 jobs over 8 distinct files (two more paths are copies): [(paths, prompt)], distinct files, distinct analyses."""
+    import shutil
+
+    originals = videos[:8]
+    copies = []
+    for n, source in enumerate(originals[:2]):
+        copies.append(tmp_path / f"copy-{n}.mp4")
+        shutil.copy(source, copies[-1])
+    jobs = [(originals + copies, "Tell the story"), (originals[:6], "List the people"), (originals[2:6], "Where is it?")]
+    return jobs, 8, 8 + 6 + 4
+
+
+@pytest.fixture
+def team_factory(redis_server, team_prefix, tmp_path):
+    teams: list[Team] = []
+
+    def make(emu, **config) -> Team:
+        team = Team(redis_server.url, team_prefix, emu, tmp_path, **config)
+        teams.append(team)
+        return team
+
+    yield make
+    for team in teams:
+        team.close()
+
+
+@pytest.mark.slow
+def test_three_workers_do_every_job_once_under_the_upload_cap(team_factory, emulator, videos, tmp_path):
+    from storyteller_core.board import Status
+
+    emulator.config.chunk_delay_s = 0.2  # uploads overlap
+    team = team_factory(emulator)
+    boot = team.start(3)
+    jobs, files, analyses = _jobs(videos, tmp_path)
+    reads = [0]
+
+    def read_board(rows) -> None:  # a UI client reading state throughout
+        reads[0] += 1
+
+    started = time.monotonic()
+    items = [item for paths, prompt in jobs for item in team.submit(paths, prompt)]
+    rows = team.wait(items, timeout=120, during=read_board)
+    elapsed = time.monotonic() - started
+
+    assert len(items) == 20 and [r.status for r in rows] == [Status.DONE] * 20
+    assert sorted(emulator.stats.uploads_finished.values()) == [1] * files  # each file uploaded exactly once
+    assert emulator.stats.uploads_started == files
+    assert sum(emulator.stats.generates.values()) == analyses  # one call per distinct analysis
+    assert emulator.stats.max_uploads_at_once <= team.settings.max_uploads
+    assert reads[0] > 0
+    assert team.client.store.unfinished() == []
+    assert list(team.client.client.scan_iter(f"{team.config.prefix}:fence:*")) == []  # every message line ended
+    assert list(team.client.client.scan_iter(f"{team.config.prefix}:lease:*")) == []
+    print(f"\n20 jobs / 8 files / 3 workers: {elapsed:.1f} s after {boot:.1f} s to start the workers; {reads[0]} board reads")
+
+
+@pytest.mark.slow
+def test_workers_killed_mid_upload_and_mid_analysis_are_taken_over(team_factory, emulator, videos, tmp_path):
+    from storyteller_core.board import Status
+
+    emulator.config.chunk_delay_s = 1.0  # an upload takes about 2 s: time to kill one in the middle
+    emulator.config.analysis_delay_s = 1.5
+    # the emulator counts an abandoned upload session as in flight for 30 s: a dead holder's slot must outlive that
+    team = team_factory(emulator, heartbeat_timeout_s=10.0, maintenance_chance=200_000, upload_slot_ttl_s=35.0)
+    team.start(3)
+    jobs, files, analyses = _jobs(videos, tmp_path)
+    items = [item for paths, prompt in jobs for item in team.submit(paths, prompt)]
+    killed: dict[str, tuple[str, int, float]] = {}  # "upload" / "analysis" -> (task, pid, when)
+    taken_over: dict[str, float] = {}
+    cut = {"uploads": 0, "analyses": 0}  # steps in flight in the killed workers (each runs 3 at once)
+
+    def kill(what: str, task: str, pid: int) -> None:
+        store = team.client.store
+        held = [t for kind in ("video", "analysis") for t, p in team.holders(kind).items() if p == pid]
+        cut["uploads"] += sum(1 for t in held if t.startswith("video:") and (v := store.get(Video, t[6:])) is not None
+                              and v.state is VideoState.UPLOADING)
+        cut["analyses"] += sum(1 for t in held if t.startswith("analysis:") and (a := store.get(Analysis, t[9:])) is not None
+                               and a.state is AnalysisState.ANALYZING)
+        team.workers.kill(pid)
+        killed[what] = (task, pid, time.monotonic())
+
+    def kill_and_watch(rows) -> None:
+        alive = {p.pid for p in team.workers.alive()}
+        if "upload" not in killed:
+            for task, pid in team.holders("video").items():
+                video = team.client.store.get(Video, task.split(":", 1)[1])
+                sending = {session.display_name for session in list(emulator.sessions.values())}
+                if pid in alive and video is not None and video.state is VideoState.UPLOADING and video.display_name in sending:
+                    return kill("upload", task, pid)  # between the upload's start and its final chunk
+        elif "analysis" not in killed:
+            for task, pid in team.holders("analysis").items():
+                analysis = team.client.store.get(Analysis, task.split(":", 1)[1])
+                if pid in alive and analysis is not None and analysis.state is AnalysisState.ANALYZING:
+                    return kill("analysis", task, pid)
+        for what, (task, pid, when) in killed.items():
+            holder = team.holders(task.split(":", 1)[0]).get(task)
+            if what not in taken_over and holder is not None and holder != pid:
+                taken_over[what] = time.monotonic() - when
+        return None
+
+    rows = team.wait(items, timeout=240, during=kill_and_watch)
+
+    assert set(killed) == {"upload", "analysis"}, f"the kills did not land: {killed}"
+    assert [r.status for r in rows] == [Status.DONE] * 20
+    assert sorted(emulator.stats.uploads_finished.values()) == [1] * files  # each file uploaded exactly once
+    # a step cut by SIGKILL is done again once: an upload started again, a question asked again (Gemini may bill it)
+    assert files <= emulator.stats.uploads_started <= files + cut["uploads"]
+    assert analyses <= sum(emulator.stats.generates.values()) <= analyses + cut["analyses"]
+    assert emulator.stats.max_uploads_at_once <= team.settings.max_uploads
+    assert list(team.client.client.scan_iter(f"{team.config.prefix}:fence:*")) == []
+    print(f"\ntakeover after SIGKILL: {', '.join(f'{k} {v:.1f} s' for k, v in taken_over.items())}; cut: {cut}; "
+          f"uploads started {emulator.stats.uploads_started}, generates {sum(emulator.stats.generates.values())}")

@@ -38,7 +38,7 @@ _NOW_MS = "local _t = redis.call('TIME'); local now = tonumber(_t[1]) * 1000 + m
 _NOW_S = "local _t = redis.call('TIME'); local now = tonumber(_t[1]) + tonumber(_t[2]) / 1000000\n"
 
 # KEYS: holders (token -> expiry ms), waiters (task -> order), seen (task -> last try ms)
-# ARGV: task, token, cap, ttl_ms, rank, stale_ms.  Returns 1 (held) or 0.
+# ARGV: task, token, cap, ttl_ms, rank, stale_ms.  Returns 0 (held) or the task's place in line (1 = next).
 _UPLOAD_ACQUIRE = _NOW_MS + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
@@ -46,17 +46,18 @@ for _, w in ipairs(stale) do redis.call('ZREM', KEYS[2], w); redis.call('ZREM', 
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
   redis.call('ZREM', KEYS[2], ARGV[1]); redis.call('ZREM', KEYS[3], ARGV[1])
-  return 1
+  return 0
 end
 redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[5]) * 1e13 + now, ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 local free = tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[1])
-if free > 0 and redis.call('ZRANK', KEYS[2], ARGV[1]) < free then
+local place = redis.call('ZRANK', KEYS[2], ARGV[1])
+if place < free then
   redis.call('ZREM', KEYS[2], ARGV[1]); redis.call('ZREM', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[2])
-  return 1
+  return 0
 end
-return 0
+return place - math.max(free, 0) + 1
 """
 _SLOT_RENEW = _NOW_MS + """
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -152,8 +153,12 @@ class UploadSlots:
         ``retry_s`` is how often the task will ask again: a waiter not seen for
         five times that long has given up and loses its place.
         """
+        return self.try_acquire(task, token, rank, retry_s) == 0
+
+    def try_acquire(self, task: str, token: str, rank: int = 1, retry_s: float = 1.0) -> int:
+        """0 when the slot is held, else the task's place in line (1: next when a slot frees)."""
         stale_ms = int(max(5.0, 5 * retry_s) * 1000)
-        return bool(self._acquire(keys=self.keys, args=[task, token, self.cap, _ms(self.ttl_s), rank, stale_ms]))
+        return int(self._acquire(keys=self.keys, args=[task, token, self.cap, _ms(self.ttl_s), rank, stale_ms]))
 
     def renew(self, token: str) -> bool:
         """Progress: keep the slot another ``ttl_s``; False when it was lost (ran out)."""
@@ -165,9 +170,10 @@ class UploadSlots:
     def in_use(self) -> int:
         return int(self._count(keys=self.keys[:1]))
 
-    def wait_hint(self) -> float:
-        """Seconds before asking again: short, with jitter so waiters don't ask in step."""
-        return 0.5 + random.random() * 0.5
+    def wait_hint(self, place: int = 1) -> float:
+        """Seconds before asking again: the next in line soon, the others later; jittered so they don't ask in step."""
+        base = 0.2 if place <= self.cap else min(3.0, 0.2 + 0.4 * (place - self.cap) / self.cap)
+        return base * (1.0 + random.random() * 0.5)
 
 
 class RedisRate:

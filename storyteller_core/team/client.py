@@ -1,0 +1,90 @@
+"""What the app and the CLI build in team mode: the command API over Redis, sending messages instead of running steps.
+
+``TeamClient`` has the parts Engine has in embedded mode (store, gate, ctx,
+runner, commands), built on Redis, and starts no worker thread: the workers
+are other processes. The pages and the CLI call ``client.commands`` and read
+``client.store`` exactly as they do with the embedded engine.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, cast
+
+from ..commands import Commands
+from ..config import Settings
+from ..gemini import Gateway
+from ..steps.context import StepContext
+from ..store import make_owner_id
+from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker
+from .limits import RedisCooldown, RedisGate, RedisPollLimits, UploadSlots
+from .shared import SharedPaths
+from .store import RedisStore, connect
+
+
+def _no_step(task: str, fence: str, parent: str) -> None:
+    raise RuntimeError("a team-mode client runs no steps: start a worker (python -m storyteller_core.team.worker)")
+
+
+class TeamClient:
+    def __init__(self, settings: Settings, config: TeamConfig, *, log_file: Path | None = None,
+                 gateway: Gateway | None = None, shared: SharedPaths | None = None) -> None:
+        self.config = config
+        self.client: Any = connect(config.url)
+        self.store = RedisStore(self.client, config.prefix, shared or SharedPaths.from_env())
+        self.cooldown = RedisCooldown(self.client, config.prefix, pause_after_s=settings.quota_pause_after_s)
+        self.gate = RedisGate(self.client, config.prefix, self.cooldown, settings.api_key)
+        self.polls = RedisPollLimits(self.client, config.prefix, settings.max_polls, settings.polls_per_second)
+        self.uploads = UploadSlots(self.client, config.prefix, settings.max_uploads, config.upload_slot_ttl_s)
+        # the client never calls Gemini for a step; a gateway is only needed for models.list (the catalog)
+        self.ctx = StepContext(self.store, gateway or cast(Gateway, None), settings, self.polls, self.cooldown)
+        self.broker, actors = make_broker(config, settings, _no_step)
+        self.dispatcher = Dispatcher(self.store, config, actors)
+        self.owner = make_owner_id("c" + uuid.uuid4().hex[:8])
+        self.runner = TeamRunner(self.ctx, self.gate, self.dispatcher, log_file or settings.data_dir / "logs", self.owner)
+        self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    def resume(self, force: bool = False) -> int:
+        """Send a step for every unfinished analysis no live message advances (``force``: every one)."""
+        return self.dispatcher.resume(force)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the team is doing now, for the Queue page (the same keys as Engine.snapshot)."""
+        running = [key.split(":lease:", 1)[1] for key in self.client.scan_iter(f"{self.config.prefix}:lease:*", count=1000)]
+        return {
+            "running": running,
+            "queued": [],  # messages live in Redis lists; counted by queue_sizes()
+            "uploads_running": self.uploads.in_use(),
+            "max_uploads": self.settings.max_uploads,
+            "workers": len(self.workers()),
+            "polls_per_second": self.settings.polls_per_second,
+            "halted": self.gate.message,
+            "healthy": self.runner.healthy,
+            "demo": self.settings.demo,
+        }
+
+    def workers(self) -> list[str]:
+        """Dramatiq broker ids that sent a heartbeat within the timeout (one per worker process)."""
+        import time
+
+        since = (time.time() - self.config.heartbeat_timeout_s) * 1000
+        return list(self.client.zrangebyscore(f"{self.config.namespace}:__heartbeats__", since, "+inf"))
+
+    def queue_sizes(self) -> dict[str, int]:
+        """Messages waiting per queue (ready, and delayed)."""
+        ns = self.config.namespace
+        pipe = self.client.pipeline(transaction=False)
+        for queue in ("high", "normal", "low"):
+            pipe.llen(f"{ns}:{queue}")
+            pipe.hlen(f"{ns}:{queue}.DQ.msgs")
+        sizes = pipe.execute()
+        return {queue: int(sizes[2 * n]) + int(sizes[2 * n + 1]) for n, queue in enumerate(("high", "normal", "low"))}
+
+    def close(self) -> None:
+        self.broker.close()
+        self.client.close()

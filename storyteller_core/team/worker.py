@@ -1,0 +1,303 @@
+"""A team-mode worker process: Dramatiq's worker threads running one step per message on the shared Redis.
+
+    STORYTELLER_BROKER_URL=redis://127.0.0.1:6379/0 GEMINI_API_KEY=... python -m storyteller_core.team.worker
+    python -m storyteller_core.team.worker --resume [--force]   # re-send unfinished work, then exit
+
+Per message: begin (fence + lease, see dispatch.py), take an upload slot if
+the step may upload (none free: the message comes back later), run the
+embedded Runner's step, send the next message and move the fence. A keeper
+thread renews the leases of running steps; a sweeper (one worker at a time)
+re-sends unfinished work that no live message advances. SIGTERM stops taking
+messages, interrupts uploads at their next chunk and hands their tasks on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, cast
+
+import dramatiq
+import redis
+
+from ..analysis import Analysis
+from ..config import Settings
+from ..datadir import ensure_data_dir
+from ..demo import gateway_for
+from ..errors import Cancelled
+from ..gemini import Gateway
+from ..logs import setup_logging
+from ..runner import STORE_ERROR_RETRY_S, UPLOAD_STATES
+from ..spool import release_spool
+from ..steps import Next, Outcome
+from ..steps.context import StepContext
+from ..store import _lease_stale, make_owner_id
+from ..video import Video, VideoState
+from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
+from .limits import RedisCooldown, RedisGate, RedisPollLimits, UploadSlots
+from .shared import SharedPaths
+from .store import RedisStore, connect
+
+log = logging.getLogger(__name__)
+BUSY_WAIT_S = 2.0  # a message whose task is still held waits this long in place before coming back later
+AFTER_RETRY_FOR_S = 120.0  # Redis unreachable after a step: keep trying to hand the task on this long
+SETTINGS_ENV = "STORYTELLER_SETTINGS_JSON"  # Settings overrides as JSON (tests and benchmarks)
+
+
+def settings_from_env() -> Settings:
+    overrides: dict[str, Any] = json.loads(os.environ.get(SETTINGS_ENV) or "{}")
+    known = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise SystemExit(f"{SETTINGS_ENV} names unknown settings: {', '.join(sorted(unknown))}")
+    if "data_dir" in overrides:
+        overrides["data_dir"] = Path(overrides["data_dir"])
+    return Settings.from_env(**overrides)
+
+
+class _SlotGateway:
+    """The Gateway, with each upload holding an upload slot renewed by its progress."""
+
+    def __init__(self, inner: Gateway, runtime: WorkerRuntime) -> None:
+        self.inner = inner
+        self.runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def upload(self, path: Path, *, name: str, display_name: str, mime_type: str, on_progress: Any) -> Any:
+        uploads = self.runtime.uploads
+        task, token = getattr(self.runtime.local, "slot", None) or ("video:?", None)
+        own = token is None
+        if own:  # an upload the step did not announce (a file that expired): wait for a slot here
+            token = f"{new_token()}/{self.runtime.owner}"
+            while not uploads.acquire(task, token):
+                if self.runtime.runner.stopping.is_set():
+                    raise Cancelled("upload stopped")
+                time.sleep(uploads.wait_hint())
+        last = [time.monotonic()]
+
+        def progress(sent: int) -> None:
+            if time.monotonic() - last[0] >= 1.0:
+                last[0] = time.monotonic()
+                uploads.renew(cast(str, token))
+            on_progress(sent)
+
+        try:
+            return self.inner.upload(path, name=name, display_name=display_name, mime_type=mime_type, on_progress=progress)
+        finally:
+            if own:
+                uploads.release(cast(str, token))
+
+
+class WorkerRuntime:
+    """Everything one worker process needs; ``advance`` is what the actor runs."""
+
+    def __init__(self, settings: Settings, config: TeamConfig, log_file: Path) -> None:
+        self.settings = settings
+        self.config = config
+        self.client: Any = connect(config.url)
+        self.store = RedisStore(self.client, config.prefix, SharedPaths.from_env())
+        cooldown = RedisCooldown(self.client, config.prefix, pause_after_s=settings.quota_pause_after_s)
+        self.gate = RedisGate(self.client, config.prefix, cooldown, settings.api_key)
+        polls = RedisPollLimits(self.client, config.prefix, settings.max_polls, settings.polls_per_second,
+                                slot_ttl_s=settings.request_timeout_s + 10)
+        self.uploads = UploadSlots(self.client, config.prefix, settings.max_uploads, config.upload_slot_ttl_s)
+        self.local = threading.local()
+        self.owner = make_owner_id("w" + uuid.uuid4().hex[:8])
+        gateway = cast(Gateway, _SlotGateway(gateway_for(settings), self))
+        self.ctx = StepContext(self.store, gateway, settings, polls, cooldown)
+        self.broker, actors = make_broker(config, settings, self.advance)
+        self.dispatcher = Dispatcher(self.store, config, actors)
+        self.runner = TeamRunner(self.ctx, self.gate, self.dispatcher, log_file, self.owner)
+        self.stats: Counter[str] = Counter()
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- one message ------------------------------------------------------------------------------
+    def advance(self, task: str, fence: str, parent: str = "") -> None:
+        lease_value = f"{self.owner}/{fence}"
+        if not self._begin(task, fence, parent, lease_value):
+            return
+        with self._lock:
+            self._held[task] = lease_value
+        try:
+            outcome = self._step(task, fence)
+        except BaseException:  # noqa: BLE001 - Redis unreachable, a time limit: the task goes on later, never lost
+            log.exception("step could not run; trying again later", extra={"task": task})
+            outcome = Outcome.later(STORE_ERROR_RETRY_S)
+        finally:
+            with self._lock:
+                self._held.pop(task, None)
+        self.stats["steps"] += 1
+        self._after(task, fence, lease_value, outcome)
+
+    def _begin(self, task: str, fence: str, parent: str, lease_value: str) -> bool:
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:
+            status, holder = self.dispatcher.begin(task, fence, parent, lease_value)
+            if status == "go":
+                return True
+            if status == "drop":
+                self.stats["dropped"] += 1
+                return False
+            if _lease_stale({"owner": holder, "expires": math.inf}) and self.dispatcher.take_lease(task, holder, lease_value):
+                log.info("took over the task of a dead worker", extra={"task": task, "holder": holder})
+                continue
+            if time.monotonic() > deadline or self.runner.stopping.is_set():
+                # still held (its holder may be alive, or dead on another machine until its lease runs out)
+                self.dispatcher.send(task, new_token(), parent=fence if status == "busy-own" else parent, delay_s=1.0)
+                self.stats["busy"] += 1
+                return False
+            time.sleep(0.05)
+
+    def _step(self, task: str, fence: str) -> Outcome:
+        if self.runner.stopping.is_set():
+            return Outcome.stop()
+        kind, record_id = task.split(":", 1)
+        token = None
+        if kind == "video":
+            video = self.store.get(Video, record_id)
+            if video and not video.url and video.state in UPLOAD_STATES and self.store.needs_video(record_id):
+                token = f"{fence}/{self.owner}"
+                place = self.uploads.try_acquire(task, token, self.dispatcher.rank(task), retry_s=3.0)
+                if place:
+                    self.stats["slot_waits"] += 1
+                    return Outcome.later(self.uploads.wait_hint(place))
+        self.local.slot = (task, token)
+        try:
+            return self.runner.run(task)
+        finally:
+            self.local.slot = None
+            if token:
+                self.uploads.release(token)
+
+    def _after(self, task: str, fence: str, lease_value: str, outcome: Outcome) -> None:
+        deadline = time.monotonic() + AFTER_RETRY_FOR_S
+        while True:
+            try:
+                self._hand_on(task, fence, lease_value, outcome)
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise  # the message is not acknowledged: redelivered once Redis and a worker are back
+                log.warning("redis unreachable after a step; trying again", extra={"task": task})
+                time.sleep(1.0)
+
+    def _hand_on(self, task: str, fence: str, lease_value: str, outcome: Outcome) -> None:
+        if outcome.next in (Next.NOW, Next.LATER, Next.STOP):
+            delay = outcome.delay_s if outcome.next is Next.LATER else (0.5 if outcome.next is Next.STOP else 0.0)
+            child = new_token()
+            self.dispatcher.send(task, child, parent=fence, delay_s=delay)  # first the message, then the fence
+            self.dispatcher.finish(task, fence, child, lease_value, delay)
+            return
+        if not self.dispatcher.finish(task, fence, "", lease_value):
+            return  # the line was taken over (resume --force): the other line goes on
+        kind, record_id = task.split(":", 1)
+        if kind == "video":
+            self.runner.wake(record_id)  # its file is ready (or failed): every analysis waiting for it goes on
+            return
+        analysis = self.store.get(Analysis, record_id)
+        if analysis is None:
+            return
+        if outcome.next is Next.PARK:
+            video = self.store.get(Video, analysis.video_id)
+            if video and (video.state is VideoState.FAILED or video.file_usable(self.settings.backend)):
+                self.runner.enqueue(task)  # the video settled while this analysis was parking
+        else:
+            release_spool(self.store, analysis.video_id, self.settings.spool_dir)
+
+    # -- background -----------------------------------------------------------------------------------
+    def start_background(self) -> None:
+        for target, name in ((self._keeper, "team-leases"), (self._sweeper, "team-sweep")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _keeper(self) -> None:
+        while not self.runner.stopping.wait(self.config.lease_ttl_s / 4):
+            try:
+                with self._lock:
+                    held = dict(self._held)
+                for lost in self.dispatcher.keep(held):
+                    log.warning("lease lost while the step ran", extra={"task": lost})
+            except Exception:  # noqa: BLE001 - Redis unreachable: keep trying
+                log.exception("could not renew leases; trying again")
+
+    def _sweeper(self) -> None:
+        wait = min(2.0, self.config.sweep_every_s)
+        while not self.runner.stopping.wait(wait):
+            wait = self.config.sweep_every_s
+            try:
+                lock = f"{self.config.prefix}:sweep-lock"
+                if self.client.set(lock, self.owner, nx=True, px=int(self.config.sweep_every_s * 900)):
+                    self.stats["resumed"] += self.dispatcher.resume()
+            except Exception:  # noqa: BLE001
+                log.exception("sweep failed; trying again later")
+
+    def close(self) -> None:
+        self.runner.stopping.set()
+        for thread in self._threads:
+            thread.join(5)
+        self.broker.close()
+        self.client.close()
+
+
+def run_worker(settings: Settings, config: TeamConfig, threads: int, stop: threading.Event | None = None) -> int:
+    """Run one worker until SIGTERM/SIGINT (or ``stop``); 0 on a clean stop."""
+    ensure_data_dir(settings.data_dir)
+    log_file = setup_logging(settings.data_dir, logging.WARNING)
+    logging.getLogger("dramatiq").setLevel(logging.WARNING)
+    runtime = WorkerRuntime(settings, config, log_file)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=config.idle_poll_ms)
+    worker.queue_prefetch = threads  # no message waits in this process while its threads are busy
+    worker.start()
+    runtime.start_background()
+    log.info("team worker started", extra={"owner": runtime.owner, "threads": threads, "max_uploads": settings.max_uploads})
+    print(f"worker {runtime.owner} ready: {threads} threads, prefix {config.prefix}", flush=True)
+    stop.wait()
+    runtime.runner.stopping.set()  # running uploads stop at their next chunk; their tasks are handed on
+    worker.stop(timeout=30_000)
+    runtime.close()
+    print(f"worker {runtime.owner} stopped: {dict(runtime.stats)}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m storyteller_core.team.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="steps at once in this process (default STORYTELLER_MAX_JOBS)")
+    parser.add_argument("--resume", action="store_true", help="re-send a step for unfinished work, then exit")
+    parser.add_argument("--force", action="store_true", help="with --resume: every unfinished task (after a Redis restore)")
+    args = parser.parse_args(argv)
+    settings = settings_from_env()
+    config = TeamConfig.from_env()
+    if args.resume:
+        from .client import TeamClient
+
+        client = TeamClient(settings, config)
+        print(f"{client.resume(force=args.force)} messages sent")
+        client.close()
+        return 0
+    if settings.demo:
+        print("Team mode needs a Gemini API key (GEMINI_API_KEY): demo mode stays on one machine.", file=sys.stderr)
+        return 2
+    return run_worker(settings, config, args.threads or settings.max_jobs)
+
+if __name__ == "__main__":
+    sys.exit(main())
