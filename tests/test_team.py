@@ -536,3 +536,82 @@ def test_workers_killed_mid_upload_and_mid_analysis_are_taken_over(team_factory,
     assert list(team.client.client.scan_iter(f"{team.config.prefix}:fence:*")) == []
     print(f"\ntakeover after SIGKILL: {', '.join(f'{k} {v:.1f} s' for k, v in taken_over.items())}; cut: {cut}; "
           f"uploads started {emulator.stats.uploads_started}, generates {sum(emulator.stats.generates.values())}")
+
+
+# -- fencing: which message may advance a task (no worker needed) ---------------------------------------------
+@pytest.fixture
+def team_client(redis_server, team_prefix, tmp_path, emulator):
+    from storyteller_core.config import Settings
+    from storyteller_core.team.client import TeamClient
+    from storyteller_core.team.dispatch import TeamConfig
+
+    from .helpers import TEST_KEY
+
+    client = TeamClient(Settings(data_dir=tmp_path / "data", api_key=TEST_KEY, base_url=emulator.base_url),
+                        TeamConfig(url=redis_server.url, prefix=team_prefix, lease_ttl_s=5))
+    yield client
+    client.close()
+
+
+def test_one_message_line_per_task(team_client):
+    d = team_client.dispatcher
+    task = "analysis:a1"
+    assert d.begin(task, "r1", "", "w1:1:x/r1") == ("go", "")  # a root message takes a task nobody advances
+    assert d.begin(task, "r2", "", "w2:2:x/r2")[0] == "drop"  # a second root: dropped
+    assert d.begin(task, "r1", "", "w3:3:x/r1") == ("busy-own", "w1:1:x/r1")  # r1 redelivered while its holder lives
+    assert d.running(task) and not d.void(task)  # a running step is never voided
+
+    assert d.finish(task, "r1", "c1", "w1:1:x/r1")  # r1 sent c1, then moved the fence to it
+    assert not d.running(task)
+    assert d.begin(task, "r1", "", "w3:3:x/r1")[0] == "drop"  # r1 redelivered after it finished: dropped
+    assert d.begin(task, "c2", "r1", "w3:3:x/c2")[0] == "drop"  # another child of r1: dropped
+    assert d.begin(task, "c1", "r1", "w2:2:x/c1") == ("go", "")
+
+    # c1's holder died after sending d1 and before moving the fence: d1 takes over once c1's lease is gone
+    assert d.begin(task, "d1", "c1", "w3:3:x/d1") == ("busy-parent", "w2:2:x/c1")
+    assert d.take_lease(task, "w2:2:x/c1", "w3:3:x/d1")  # (a dead holder on this host: at once; else its TTL)
+    assert d.begin(task, "d1", "c1", "w3:3:x/d1") == ("go", "")
+    assert d.begin(task, "c1", "r1", "w2:2:x/c1")[0] == "drop"  # c1 redelivered: the line went on without it
+    assert not d.finish(task, "c1", "", "w2:2:x/c1")  # c1's late finish changes nothing
+
+    assert d.finish(task, "d1", "", "w3:3:x/d1")  # DONE: the line ends
+    assert d.begin(task, "e1", "d1", "w1:1:x/e1")[0] == "drop"  # nothing after the end
+    assert d.begin(task, "r3", "", "w1:1:x/r3") == ("go", "")  # a new root (a retry) starts a new line
+    d.finish(task, "r3", "n3", "w1:1:x/r3", delay_s=30)
+    assert d.void(task)  # cancelled while its next message waits: that message will be dropped
+    assert d.begin(task, "n3", "r3", "w1:1:x/n3")[0] == "drop"
+
+
+def test_resume_sends_work_no_live_line_advances_and_force_takes_over(team_client, videos):
+    from storyteller_core.commands import Ask
+
+    d, store = team_client.dispatcher, team_client.store
+    items = team_client.commands.submit_paths(videos[:2], Ask(prompt="p", model=team_client.settings.model))
+    assert sum(team_client.queue_sizes().values()) == 2  # one root message per analysis, nobody consumes them
+    tasks = [f"analysis:{i.analysis_id}" for i in items]
+    assert d.resume() == 2  # no fence yet (no worker began): both look lost
+    d.begin(tasks[0], "x1", "", "w:1:x/x1")
+    d.finish(tasks[0], "x1", "x2", "w:1:x/x1", delay_s=5)  # a live line waiting 5 s
+    video_task = f"video:{store.require(Analysis, items[1].analysis_id or '').video_id}"
+    d.begin(video_task, "v1", "", "w:1:x/v1")  # the second analysis is parked behind its video's live line
+    assert d.resume() == 0
+    before = sum(team_client.queue_sizes().values())
+    assert d.resume(force=True) == 3  # both analyses and the video: each message may take over its line
+    assert sum(team_client.queue_sizes().values()) == before + 3
+
+
+def test_cancel_and_retry_through_the_team_client(team_client, videos):
+    from storyteller_core.board import Status
+    from storyteller_core.commands import Ask
+
+    [item] = team_client.commands.submit_paths(videos[:1], Ask(prompt="p", model=team_client.settings.model))
+    task = f"analysis:{item.analysis_id}"
+    team_client.dispatcher.begin(task, "m1", "", "w:1:x/m1")
+    team_client.dispatcher.finish(task, "m1", "m2", "w:1:x/m1", delay_s=5)  # waiting for its next step
+    team_client.commands.cancel(item.id)
+    [row] = rows_of(team_client.store, [team_client.store.require(Item, item.id)])
+    assert row.analysis is not None and row.analysis.state is AnalysisState.CANCELLED and row.status is Status.CANCELLED
+    assert not team_client.client.exists(team_client.dispatcher.fence_key(task))  # its pending message will be dropped
+    team_client.commands.retry(item.id)
+    assert team_client.store.require(Analysis, item.analysis_id or "").state is AnalysisState.WAITING
+    assert sum(team_client.queue_sizes().values()) == 2  # the first root message (never consumed) and the retry's
