@@ -2,6 +2,8 @@
 
 The engine starts with the server (unfinished jobs resume with no browser open) and stops with it;
 every request, the websocket included, must carry this run's access token (storyteller_ui.access).
+The uploader's routes (storyteller_ui.uploader: browser uploads streamed straight to disk) sit behind the
+same gate.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import streamlit as st
 from starlette.middleware import Middleware
 
 from storyteller_core.errors import DataDirError
-from storyteller_ui import access
+from storyteller_ui import access, uploader
 from storyteller_ui.engine import data_dir_problem, start_engine, stop_engines
 
 
@@ -35,4 +37,5 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
         await asyncio.to_thread(stop_engines)
 
 
-app = st.App("ui.py", lifespan=lifespan, middleware=[Middleware(access.TokenGate, token=access.access_token())])
+app = st.App("ui.py", lifespan=lifespan, routes=uploader.routes(),
+             middleware=[Middleware(access.TokenGate, token=access.access_token())])
