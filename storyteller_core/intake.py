@@ -113,7 +113,7 @@ def inspect_path(path: Path, settings: Settings) -> Candidate:
     except OSError as exc:
         reason = exc.strerror or exc
         return _refuse(candidate, MediaError(Code.UNREADABLE, f"{name} cannot be read ({reason}). Check the disk and try again."))
-    return _probe(candidate, settings)
+    return probe_candidate(candidate, settings)
 
 
 def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate:
@@ -126,13 +126,14 @@ def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate
         return _refuse(candidate, MediaError(Code.NOT_SAVED, f"{display} could not be saved to {settings.data_dir} "
                                              f"({exc.strerror or exc}). Free some disk space or set "
                                              "STORYTELLER_DATA_DIR to another folder, then add it again."))
-    candidate = _probe(Candidate(display_name=display, path=path, size_bytes=size, sha256=sha), settings)
+    candidate = probe_candidate(Candidate(display_name=display, path=path, size_bytes=size, sha256=sha), settings)
     if not candidate.ok:
         path.unlink(missing_ok=True)  # a refused copy is never kept: the same bytes would be refused again
     return candidate
 
 
-def _probe(candidate: Candidate, settings: Settings) -> Candidate:
+def probe_candidate(candidate: Candidate, settings: Settings) -> Candidate:
+    """Probe a hashed file in place (PyAV) and refuse it with a reason when it is not a whole video within limits."""
     try:
         candidate.probe = probe(candidate.path, candidate.display_name, settings.max_file_bytes, settings.max_duration_s)
     except MediaError as exc:

@@ -32,7 +32,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import Code, MediaError
-from .intake import Candidate, _probe
+from .intake import Candidate, probe_candidate
 from .media import PARTIAL_PREFIX, check_size, safe_display_name
 
 IDLE_S = 30 * 60  # an unfinished session nobody touched for this long is dropped, its partial file deleted
@@ -338,7 +338,7 @@ class UploadSessions:
             os.replace(session.partial, final)
         except OSError as exc:
             raise _not_saved(session.display_name, self.settings, exc, session.received) from exc
-        candidate = _probe(Candidate(display_name=session.display_name, path=final, size_bytes=session.size,
+        candidate = probe_candidate(Candidate(display_name=session.display_name, path=final, size_bytes=session.size,
                                      sha256=sha), self.settings)
         if not candidate.ok:
             final.unlink(missing_ok=True)  # a refused copy is never kept: the same bytes would be refused again
