@@ -170,6 +170,16 @@ def phases(run: Run, rows: list[Any]) -> dict[str, float]:
     return out
 
 
+def max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 def throughput(redis_url: str, work: Path, files: list[Path], workers: int, jobs: int, prompts: int, limits: bool) -> dict[str, Any]:
     emu = Emulator(EmulatorConfig(processing_delay_s=1.0, analysis_delay_s=0.5, chunk_delay_s=0.2)).start()
     try:
@@ -191,6 +201,8 @@ def throughput(redis_url: str, work: Path, files: list[Path], workers: int, jobs
                     "jobs_per_min": len(items) / elapsed * 60, "analyses": distinct,
                     "uploads": sum(emu.stats.uploads_finished.values()), "generates": sum(emu.stats.generates.values()),
                     "max_uploads_at_once": emu.stats.max_uploads_at_once, "redis_per_job": redis_calls / len(items),
+                    "polls_1s": max_in_window(emu.stats.poll_times + emu.stats.list_times, 1.0),
+                    "polls_10s": max_in_window(emu.stats.poll_times + emu.stats.list_times, 10.0),
                     "phases": phases(run, rows)}
         finally:
             run.close()
@@ -235,6 +247,40 @@ def takeover(redis_url: str, work: Path, files: list[Path], kills: int) -> list[
     return times
 
 
+def board_read(redis_url: str, jobs: int) -> tuple[float, float]:
+    """Median ms to read a batch of ``jobs`` rows (items, their analyses and videos) from Redis, and from diskcache."""
+    from storyteller_core.analysis import analysis_key
+    from storyteller_core.batch import Batch
+    from storyteller_core.store import Store
+    from storyteller_core.team.store import RedisStore, connect
+
+    def fill(store: Store) -> list[float]:
+        store.add_batch(Batch(id="b1", name="bench"))
+        for n in range(jobs):
+            sha = f"{n:064x}"
+            store.add_video(Video(id=sha, sha256=sha, display_name=f"v{n}.mp4", sources=[f"/x/v{n}.mp4"]))
+            analysis, _ = store.add_analysis(Analysis(id=analysis_key(sha, "m", "p", {}, "b"), video_id=sha, model="m",
+                                                      prompt="p", backend="b"))
+            store.add_item(Item(id=f"i{n:06d}", batch_id="b1", display_name=f"v{n}.mp4", video_id=sha,
+                                analysis_id=analysis.id))
+        times = []
+        for _ in range(11):
+            started = time.perf_counter()
+            rows = rows_of(store, store.items("b1"))
+            times.append((time.perf_counter() - started) * 1000)
+            assert len(rows) == jobs
+        return times[1:]
+
+    client = connect(redis_url)
+    redis_ms = statistics.median(fill(RedisStore(client, "board" + uuid.uuid4().hex[:6])))
+    client.close()
+    with tempfile.TemporaryDirectory() as folder:
+        disk = Store(Path(folder))
+        disk_ms = statistics.median(fill(disk))
+        disk.close()
+    return redis_ms, disk_ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=60)
@@ -243,6 +289,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,3")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--no-limits", action="store_true", help="also run with the upload cap and poll rate lifted")
+    parser.add_argument("--board", type=int, default=2000, help="rows for the board read time (0: skip)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-team-"))
     redis_proc, url = start_redis(work)
@@ -251,8 +298,8 @@ def main() -> None:
         print(f"{args.jobs} jobs over {args.files} files x {args.prompts} prompts; emulator: upload 0.2 s per request, "
               "processing 1.0 s, analysis 0.5 s; 3 threads per worker; upload cap 2, polls 5/s (limits on)")
         print("| workers | limits | jobs | seconds | jobs/min | uploads | generates | max uploads at once | "
-              "Redis commands per job |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+              "max status calls in 1 s / 10 s | Redis commands per job |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         results = []
         for workers in (int(w) for w in args.workers.split(",")):
             for limits in ((True, False) if args.no_limits else (True,)):
@@ -260,11 +307,15 @@ def main() -> None:
                 results.append(r)
                 print(f"| {r['workers']} | {'on' if limits else 'off'} | {r['jobs']} | {r['seconds']:.1f} | "
                       f"{r['jobs_per_min']:.0f} | {r['uploads']} | {r['generates']} | {r['max_uploads_at_once']} | "
-                      f"{r['redis_per_job']:.0f} |", flush=True)
+                      f"{r['polls_1s']} / {r['polls_10s']} | {r['redis_per_job']:.0f} |", flush=True)
         print("\nmedian seconds per phase:")
         for r in results:
             print(f"  {r['workers']} workers, limits {'on' if r['limits'] else 'off'}: "
                   + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()))
+        if args.board:
+            redis_ms, disk_ms = board_read(url, args.board)
+            print(f"\nboard read of {args.board} rows (items + analyses + videos, median of 10): "
+                  f"Redis {redis_ms:.0f} ms, diskcache {disk_ms:.0f} ms")
         if args.kills:
             print(f"\ntakeover after SIGKILL mid-analysis (heartbeat timeout 10 s, maintenance 20 %), {args.kills} kills:")
             times = takeover(url, work, files, args.kills)
