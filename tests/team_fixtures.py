@@ -7,6 +7,7 @@ Debian's redis-server is not installed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -23,7 +24,9 @@ import pytest
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[1]
-needs_redis = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="Debian's redis-server is not installed")
+needs_redis = pytest.mark.skipif(
+    not Path(REDIS_SERVER).exists() or importlib.util.find_spec("redis") is None or importlib.util.find_spec("dramatiq") is None,
+    reason="team mode needs Debian's redis-server and the redis and dramatiq[redis] packages")
 
 
 def free_port() -> int:
