@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--batch", help="only this batch (its id or its name)")
     export.set_defaults(run=cmd_export)
 
+    worker = sub.add_parser("worker", help="team mode: run a worker process (needs STORYTELLER_BROKER_URL and a key)")
+    worker.add_argument("--threads", type=int, help="steps at once in this process (default STORYTELLER_MAX_JOBS)")
+    worker.set_defaults(run=cmd_worker)
+
+    resume = sub.add_parser("resume", help="team mode: send a step again for every unfinished video (after a Redis restore)")
+    resume.add_argument("--force", action="store_true", help="every unfinished one, even those with a live message")
+    resume.set_defaults(run=cmd_resume)
+
     samples = sub.add_parser("samples", help="write small sample videos to try the tool")
     samples.add_argument("folder", type=Path)
     samples.add_argument("--count", type=int, default=5)
@@ -100,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     from .commands import Ask
-    from .engine import Engine
+    from .engine import open_engine
     from .export import write_csv, write_json
     from .intake import expand, inspect_path, inspect_url
 
@@ -120,7 +128,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         _error("no video files found in the paths given. Give video files or folders that hold videos "
                f"({', '.join(sorted(VIDEO_EXTENSIONS))}), or public YouTube links.")
         return 1
-    engine = Engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
+    engine = open_engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
     if engine.demo:
         print("Demo mode (no GEMINI_API_KEY): stories come from the local emulator, not Gemini.")
     if not args.model and not settings.model_pinned:
@@ -256,6 +264,26 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    return _team_worker([] if args.threads is None else ["--threads", str(args.threads)])
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    return _team_worker(["--resume", *(["--force"] if args.force else [])])
+
+
+def _team_worker(argv: list[str]) -> int:
+    from .team import broker_url
+
+    if not broker_url():
+        _error("team mode needs STORYTELLER_BROKER_URL=redis://host:port/0 (see docs/TEAM.md); on one machine, "
+               "`process` and the app need no worker.")
+        return 2
+    from .team.worker import main as worker_main
+
+    return worker_main(argv)
+
+
 def cmd_samples(args: argparse.Namespace, settings: Settings) -> int:
     from .samples import make_batch
 
@@ -272,8 +300,17 @@ def _clip(text: str) -> tuple[float | None, float | None]:
 
 
 def _open_store(settings: Settings) -> Store:
+    """This machine's store, or in team mode (STORYTELLER_BROKER_URL) the team's store in Redis."""
     from .datadir import ensure_data_dir
     from .store import Store
+    from .team import broker_url, key_prefix
+
+    url = broker_url()
+    if url:
+        from .team.shared import SharedPaths
+        from .team.store import RedisStore, connect
+
+        return RedisStore(connect(url), key_prefix(), SharedPaths.from_env())
 
     ensure_data_dir(settings.data_dir)
     return Store(settings.data_dir / "jobs")

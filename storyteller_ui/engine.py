@@ -13,6 +13,7 @@ import streamlit as st
 
 from storyteller_core import Engine, Settings
 from storyteller_core.config import api_key_from_env, default_data_dir
+from storyteller_core.engine import open_engine
 from storyteller_core.errors import DataDirError
 
 _engines: dict[Path, Engine] = {}  # by data dir: one per server; AppTest runs may point at several
@@ -33,7 +34,7 @@ def start_engine() -> Engine:
         engine = _engines.get(data_dir)
         if engine is None:
             settings = Settings.from_env(data_dir=data_dir, api_key=_secret_key() or api_key_from_env())
-            engine = _engines[data_dir] = Engine(settings).start()
+            engine = _engines[data_dir] = open_engine(settings).start()
         return engine
 
 

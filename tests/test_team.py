@@ -615,3 +615,23 @@ def test_cancel_and_retry_through_the_team_client(team_client, videos):
     team_client.commands.retry(item.id)
     assert team_client.store.require(Analysis, item.analysis_id or "").state is AnalysisState.WAITING
     assert sum(team_client.queue_sizes().values()) == 2  # the first root message (never consumed) and the retry's
+
+
+@pytest.mark.slow
+def test_the_cli_is_a_client_in_team_mode_and_the_workers_do_the_work(team_factory, emulator, videos, tmp_path):
+    from .helpers import read_csv, run_cli
+
+    team = team_factory(emulator)
+    team.start(2)
+    env = {**team.workers.env, "STORYTELLER_DATA_DIR": str(tmp_path / "client-data")}  # the client's own machine
+
+    result = run_cli(["process", *map(str, videos[:4]), "--prompt", "Tell the story", "--csv", str(tmp_path / "out.csv")],
+                     env, timeout=150)
+
+    assert result.returncode == 0, result.stdout + result.stderr + team.workers.logs()
+    rows = read_csv(tmp_path / "out.csv")
+    assert sorted(r["file_name"] for r in rows) == sorted(p.name for p in videos[:4]) and {r["status"] for r in rows} == {"Done"}
+    assert {p.name: emulator.uploads_of(p.name) for p in videos[:4]} == {p.name: 1 for p in videos[:4]}
+    assert not (tmp_path / "client-data" / "jobs").exists() or not list((tmp_path / "client-data" / "jobs").glob("cache.db"))
+    status = run_cli(["status"], env)
+    assert "4 row(s): 4 done" in status.stdout  # read from Redis, not from a local store
