@@ -118,23 +118,11 @@ def row_of(item: Item, analysis: Analysis | None, video: Video | None) -> Row:
 
 
 def rows_of(store: Store, items: Iterable[Item]) -> list[Row]:
-    """Rows for these items, reading each shared analysis and video once."""
-    analyses: dict[str, Analysis | None] = {}
-    videos: dict[str, Video | None] = {}
-    rows = []
-    for item in items:
-        analysis = None
-        if item.analysis_id:
-            if item.analysis_id not in analyses:
-                analyses[item.analysis_id] = store.get(Analysis, item.analysis_id)
-            analysis = analyses[item.analysis_id]
-        video = None
-        if item.video_id:
-            if item.video_id not in videos:
-                videos[item.video_id] = store.get(Video, item.video_id)
-            video = videos[item.video_id]
-        rows.append(row_of(item, analysis, video))
-    return rows
+    """Rows for these items, reading each shared analysis and video once (all of them in a few queries)."""
+    items = list(items)
+    analyses = store.by_id(Analysis, (item.analysis_id for item in items if item.analysis_id))
+    videos = store.by_id(Video, (item.video_id for item in items if item.video_id))
+    return [row_of(item, analyses.get(item.analysis_id or ""), videos.get(item.video_id or "")) for item in items]
 
 
 def batch_rows(store: Store, batch_id: str | None = None) -> list[Row]:
