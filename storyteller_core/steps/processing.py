@@ -59,9 +59,9 @@ def _poll_alone(ctx: StepContext, video: Video, started: float) -> Outcome:
     """One files.get for this file under the status-call limits; the delay until the next look."""
     store, settings = ctx.store, ctx.settings
     assert video.gemini_name
-    with ctx.polls.slot() as slot:
+    with ctx.polls.slot(video.id) as slot:
         if not slot.ok:
-            return Outcome.later(slot.wait_s)  # over the status-call rate: wait in the scheduler's timer heap
+            return Outcome.later(slot.wait_s)  # its reserved status-call slot comes then: wait in the timer heap
         try:
             remote = ctx.gateway.get_file(video.gemini_name)
         except GeminiError as exc:
