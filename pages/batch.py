@@ -1,4 +1,10 @@
-"""Batch: add videos, check them, start, and watch each one become a story."""
+"""Batch: add videos, check them, start, and watch each one become a story.
+
+The board re-reads the store on a timer (1.5 s with work in flight, else 5 s), so
+another tab, the CLI or a retry elsewhere shows up here without a reload; when work
+starts or ends the whole page reruns once to change the pace. The tab's title follows
+the batch, and its end is announced (storyteller_ui.notify).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,20 @@ from storyteller_core.commands import Ask
 from storyteller_core.config import MODELS, PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
 from storyteller_core.intake import expand, inspect_path, inspect_stream
+from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
-from storyteller_ui.view import ask_again, duration, money, plain, row_view, size
+from storyteller_ui.view import ask_again, duration, money, page_style, plain, removed_rows, row_view, size
 
 PAGE_SIZE = 25
+FILTERS = {
+    "All": lambda r: True, "In flight": lambda r: not r.ended, "Done": lambda r: r.status is Status.DONE,
+    "Failed": lambda r: r.status is Status.FAILED, "Cancelled": lambda r: r.status is Status.CANCELLED,
+}
 engine = get_engine()
 commands = engine.commands
 state = st.session_state
 state.setdefault("uploader_key", 0)
+page_style()
 
 st.title(":material/movie: New batch")
 upload_tab, path_tab = st.tabs(["Drop video files", "Local folder or file path (large files)"])
@@ -47,14 +59,17 @@ with path_tab:
             st.caption(plain(item.reason))
 
 pending = commands.pending()
-preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"])
-prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), height=100)
-left, mid, right = st.columns([2, 2, 3])
-model = left.selectbox("Model", list(MODELS), index=list(MODELS).index(engine.settings.model)
-                       if engine.settings.model in MODELS else 0, format_func=lambda m: MODELS[m].label)
-priority = mid.radio("Priority", ["high", "normal", "low"], index=1, horizontal=True)
-first = next((c.display_name for c in pending), None)
-batch_name = right.text_input("Batch name", placeholder="date and the first file's name")
+# With nothing to start, the question's settings fold away so the board is on the first screen.
+setup = st.container() if pending else st.expander("Prompt, model and priority for the next batch", icon=":material/tune:")
+with setup:
+    preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"], key="new-preset")
+    prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), height=100, key=f"new-prompt-{preset}")
+    left, mid, right = st.columns([2, 2, 3])
+    model = left.selectbox("Model", list(MODELS), index=list(MODELS).index(engine.settings.model)
+                           if engine.settings.model in MODELS else 0, format_func=lambda m: MODELS[m].label,
+                           key="new-model")
+    priority = mid.radio("Priority", ["high", "normal", "low"], index=1, horizontal=True, key="new-priority")
+    batch_name = right.text_input("Batch name", placeholder="date and the first file's name", key="new-name")
 ask_preset = preset if preset in PROMPT_PRESETS and prompt == PROMPT_PRESETS[preset] else None
 
 accepted = [c for c in pending if c.ok]
@@ -85,10 +100,24 @@ if pending:
 batches = engine.store.batch_ids()
 if not batches:
     st.caption("No batches yet: drop some videos above.")
+
+    @st.fragment(run_every=3)
+    def first_batch() -> None:
+        if engine.store.batch_ids():  # started in another tab or the CLI: show it here
+            st.rerun()
+
+    first_batch()
     st.stop()
+linked = st.query_params.get("batch")  # a link from the webhook message opens its batch
+if linked in batches and "batch_id" not in state:
+    state.batch_id = linked
 names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in batches}
-batch_id = st.selectbox("Batch", batches, index=batches.index(state.batch_id) if state.get("batch_id") in batches else 0,
-                        format_func=lambda b: names[b])
+st.subheader(":material/view_list: Batches")
+# A tab follows the newest batch (started here, in another tab or the CLI) until the person picks one.
+shown_index = batches.index(state.batch_id) if state.get("batch_id") in batches else 0
+batch_id = st.selectbox("Batch", batches, index=shown_index, format_func=lambda b: names[b], label_visibility="collapsed")
+if batch_id != batches[shown_index]:
+    state.batch_id = batch_id
 opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id))
 
 
@@ -96,8 +125,9 @@ opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_i
 def board() -> None:
     rows = batch_rows(engine.store, batch_id)
     t = totals(rows)
-    if (t.in_flight > 0) != opened_in_flight:
-        st.rerun()  # work started or ended (here, in another tab or the CLI): reset the refresh timer
+    if (t.in_flight > 0) != opened_in_flight or engine.store.batch_ids() != batches:
+        st.rerun()  # work started or ended, or a batch came or went (here, in another tab or the CLI)
+    notify.watch(engine, batch_id, names[batch_id], rows, t)
     cols = st.columns(6)
     cols[0].metric("Done", f"{t.done} / {t.rows}")
     cols[1].metric("Failed", t.failed)
@@ -106,31 +136,40 @@ def board() -> None:
     cols[4].metric("Elapsed", duration(t.elapsed_s))
     cols[5].metric("Cost", money(t.cost_usd, demo=engine.demo), help=f"{t.tokens:,} tokens")
 
-    search, shown_col, order_col = st.columns([3, 3, 2])
+    search, shown_col, order_col, compact_col = st.columns([2.5, 5, 2, 2], vertical_alignment="bottom")
     text = search.text_input("Search", placeholder="file name or story", key="board-search").lower()
-    shown = shown_col.segmented_control("Show", ["All", "In flight", "Done", "Failed", "Cancelled"], default="All",
-                                        key="board-filter")
+    shown = shown_col.segmented_control("Show", list(FILTERS), default="All", key="board-filter")
     order = order_col.selectbox("Sort by", ["Added", "Name", "Status"], key="board-sort")
-    pick = {"In flight": lambda r: not r.ended, "Done": lambda r: r.status is Status.DONE,
-            "Failed": lambda r: r.status is Status.FAILED, "Cancelled": lambda r: r.status is Status.CANCELLED}.get(
-        shown or "All", lambda r: True)
-    picked = [r for r in rows if pick(r) and (not text or text in f"{r.name}\n{r.story or ''}".lower())]
+    # The choice outlives the widget (Streamlit forgets a widget's state on another page).
+    compact = compact_col.toggle("Compact", value=state.get("compact-stories", False), key="board-compact",
+                                 help="Short story boxes, so more rows fit on a screen",
+                                 on_change=lambda: state.update({"compact-stories": state["board-compact"]}))
+
+    # Rows this tab removed stay in place, faded, until the batch changes: nothing slides under the pointer.
+    ghosts = removed_rows(batch_id)
+    shown_rows = sorted([*rows, *ghosts.values()], key=lambda r: r.item.created_at) if ghosts else rows
+    keep = FILTERS.get(shown or "All", FILTERS["All"])
+    picked = [r for r in shown_rows if keep(r) and (not text or text in f"{r.name}\n{r.story or ''}".lower())]
     if order == "Name":
         picked.sort(key=lambda r: r.name.lower())
     elif order == "Status":
         picked.sort(key=lambda r: list(Status).index(r.status))
     pages = max(1, -(-len(picked) // PAGE_SIZE))
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="board-page") if pages > 1 else 1
+    if not picked:
+        st.caption("No rows match." if rows else "This batch is empty.")
     for row in picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
-        row_view(engine, row)
+        row_view(engine, row, compact=compact, removed=row.item.id in ghosts)
 
-    with st.popover("Analyze the whole batch again", icon=":material/forum:"):
+    again, _ = st.columns([1, 2])
+    with again.popover("Analyze the whole batch again", icon=":material/forum:"):
         ask_again(engine, [r.item.id for r in rows if r.item.video_id], key=f"again-batch-{batch_id}")
     done = [r for r in rows if r.story]
     if done:
         with st.expander(f"All {len(done)} stories (copy all)"):
             text_all = stories_markdown(done)
-            st.code(text_all, language=None, wrap_lines=True)
+            with st.container(key=f"story-all-{batch_id}"):
+                st.code(text_all, language=None, wrap_lines=True)
             st.download_button("Download all stories (Markdown)", text_all, file_name=f"stories-{batch_id}.md",
                                mime="text/markdown")
 

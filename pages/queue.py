@@ -1,61 +1,82 @@
-"""Queue: what runs now, what waits, and where the time goes."""
+"""Queue: what runs now, what waits, and where the time goes; live, like the board."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
 import streamlit as st
 
-from storyteller_core.analysis import Analysis
-from storyteller_core.board import batch_rows
+from storyteller_core.batch import Batch
+from storyteller_core.board import LIFE_ORDER, Status, batch_rows
 from storyteller_core.reports import recent_failures, time_per_status
 from storyteller_core.spool import size_bytes
-from storyteller_core.video import Video
+from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
-from storyteller_ui.view import plain, size
+from storyteller_ui.view import duration, plain, size
 
 engine = get_engine()
 st.title(":material/queue: Queue")
+CHART_NAMES = {"median": "Typical (median)", "p90": "Slow (9 in 10 take less)"}
+HELP = {
+    Status.WAITING: "Added, waiting for a free worker",
+    Status.READY: "Uploaded and processed by Gemini; waiting for a free worker to write the story",
+}
+TABLE_NAMES = {"count": "Videos", "median": "Typical (s)", "p90": "9 in 10 take less (s)", "max": "Longest (s)"}
 
 
 @st.fragment(run_every=2)
 def live() -> None:
     snap = engine.snapshot()
-    cols = st.columns(5)
-    cols[0].metric("Working on", f"{len(snap['running'])} / {snap['workers']}")
-    cols[1].metric("Uploads", f"{snap['uploads_running']} / {snap['max_uploads']}")
-    cols[2].metric("Waiting", len(snap["queued"]))
-    cols[3].metric("Status checks", f"≤ {snap['polls_per_second']:g} per second")
-    cols[4].metric("Uploaded copies kept", size(size_bytes(engine.settings.spool_dir)))
+    rows = batch_rows(engine.store)
+    notify.running_title(rows)
+    in_flight = sorted((r for r in rows if not r.ended), key=lambda r: (LIFE_ORDER.index(r.status), r.since))
+    count = Counter(r.status for r in in_flight)
+    cols = st.columns(5)  # in the order of a video's life
+    for col, status in zip(cols, LIFE_ORDER[:5], strict=True):
+        col.metric(status.value, count[status], help=HELP.get(status))
+    st.caption(f"Up to {snap['workers']} videos at once and {snap['max_uploads']} uploads at once. Copies of dropped "
+               f"files kept until their stories are written: {size(size_bytes(engine.settings.spool_dir))}.")
     if snap["halted"]:
         st.warning(plain(snap["halted"]), icon=":material/pause_circle:")
         st.button("Resume now", on_click=engine.resume, icon=":material/play_arrow:")
     if not snap["healthy"]:
         st.error("A background worker stopped. Restart the app; the log in the data folder says why.")
-    work = []
-    for task in snap["running"] + snap["queued"]:
-        kind, record_id = task.split(":", 1)
-        record = engine.store.get(Video if kind == "video" else Analysis, record_id)
-        if record is None:
-            continue
-        video = record if isinstance(record, Video) else engine.store.get(Video, record.video_id)
-        work.append({"video": video.display_name if video else "", "what": "upload and processing" if kind == "video"
-                     else "writing the story", "now": "working" if task in snap["running"] else "waiting"})
-    st.dataframe(work, hide_index=True, width="stretch")
+    if in_flight:
+        names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in {r.item.batch_id for r in in_flight}}
+        st.dataframe([{"File": r.name, "Batch": names[r.item.batch_id], "Status": r.label,
+                       "In this step for": duration(time.time() - r.since)} for r in in_flight],
+                     hide_index=True, width="stretch")
+    else:
+        st.caption("Nothing running or waiting.")
+
+    st.subheader("Recent problems")
+    failures = recent_failures(rows)
+    if not failures:
+        st.caption("None.")
+    for row in failures:
+        st.error(f"**{plain(row.name)}**: {plain(row.error)}", icon=":material/error:")
 
 
 live()
-rows = batch_rows(engine.store)
-st.subheader("Recent problems")
-failures = recent_failures(rows)
-if not failures:
-    st.caption("None.")
-for row in failures:
-    st.error(f"**{plain(row.name)}**: {plain(row.error)}", icon=":material/error:")
 
-st.subheader("Time per stage (finished videos, seconds)")
-stats = time_per_status(engine.store, rows)
+st.subheader("Time per stage (finished videos)")
+stats = time_per_status(engine.store, batch_rows(engine.store))
 if stats is not None:
-    st.bar_chart(stats[["median", "p90"]], stack=False, sort=False, x_label="stage, in the order of a video's life",
-                 y_label="seconds")
-    st.dataframe(stats.round(2), width="stretch")
+    st.caption("Seconds each stage took, in the order of a video's life.")
+    order = list(stats.index)  # reports.py gives the stages in the order of a video's life
+    long = stats[["median", "p90"]].rename(columns=CHART_NAMES).reset_index(names="stage")
+    long = long.melt(id_vars="stage", var_name="measure", value_name="seconds")
+    st.vega_lite_chart(long, {
+        "mark": {"type": "bar", "tooltip": True},
+        "encoding": {
+            "y": {"field": "stage", "type": "nominal", "sort": order, "title": None, "axis": {"labelLimit": 400}},
+            "yOffset": {"field": "measure", "sort": list(CHART_NAMES.values())},
+            "x": {"field": "seconds", "type": "quantitative", "title": "seconds"},
+            "color": {"field": "measure", "type": "nominal", "sort": list(CHART_NAMES.values()),
+                      "legend": {"title": None, "orient": "bottom"}},
+        },
+    }, width="stretch", height=120 + 60 * len(order))
+    st.dataframe(stats.round(2).rename(columns=TABLE_NAMES).rename_axis("Stage"), width="stretch")
 else:
     st.caption("No finished videos yet.")

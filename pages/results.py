@@ -1,49 +1,71 @@
-"""Results: every row of every batch, filtered, with a CSV export."""
+"""Results: every row of every batch, filtered, with a CSV export; it follows running work live."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from storyteller_core.batch import Batch
-from storyteller_core.board import Status, batch_rows
+from storyteller_core.board import Status, batch_rows, totals
 from storyteller_core.export import rows_frame, to_csv_bytes
+from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
 
 engine = get_engine()
 st.title(":material/table_view: Results")
 if not engine.store.item_ids():
     st.caption("No videos yet. Start a batch on the Batch page.")
+
+    @st.fragment(run_every=3)
+    def first_rows() -> None:
+        if engine.store.item_ids():  # a batch started in another tab or the CLI: show it here
+            st.rerun()
+
+    first_rows()
     st.stop()
 
 batch_ids = engine.store.batch_ids()
 names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in batch_ids}
 left, mid, right = st.columns(3)
-batches = left.multiselect("Batch", batch_ids, format_func=lambda b: names[b])
-statuses = mid.multiselect("Status", [s.value for s in Status])
+batches = left.multiselect("Batch", batch_ids, format_func=lambda b: names[b], placeholder="All batches",
+                          key="results-batches")
+statuses = mid.multiselect("Status", [s.value for s in Status], placeholder="Any status", key="results-statuses")
 text = right.text_input("Search file names, prompts and stories").lower()
+# The CSV's own column names stay as they are (scripts read them); the table shows them in words.
+LABELS = {
+    "file_name": "File", "status": "Status", "prompt": "Prompt", "model": "Model", "title": "Title", "story": "Story",
+    "key_moments": "Key moments", "tags": "Tags", "error": "Problem", "duration_s": "Length (s)",
+    "prompt_tokens": "Tokens in", "output_tokens": "Tokens out", "reused": "Earlier answer reused",
+    "batch_id": "Batch id", "video_sha256": "Video fingerprint", "created_at": "Added", "completed_at": "Finished",
+}
 
 
-@st.fragment(run_every=3)
+@st.fragment(run_every=2)
 def table() -> None:
+    if engine.store.batch_ids() != batch_ids:
+        st.rerun()  # a batch came or went: refresh the Batch filter's choices
     rows = batch_rows(engine.store)
+    notify.running_title(rows)  # the tab's title shows the running batches' progress here too
     picked = [
         r for r in rows
         if (not batches or r.item.batch_id in batches) and (not statuses or r.status.value in statuses)
         and (not text or text in f"{r.name}\n{r.story or ''}\n{r.error or ''}\n"
                                  f"{r.analysis.prompt_label if r.analysis else ''}".lower())
     ]
+    t = totals(picked)
+    st.caption(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight} in flight.")
     frame = rows_frame(picked)
+    frame["status"] = [r.label for r in picked]  # "Uploading 43 %" on screen; the CSV keeps the plain status
     frame.insert(2, "progress", [r.progress for r in picked])
     frame.insert(3, "batch", [names.get(r.item.batch_id, r.item.batch_id) for r in picked])
-    st.dataframe(
-        frame, hide_index=True, width="stretch",
-        column_config={
-            "progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=100, format="%d%%"),
-            "story": st.column_config.TextColumn("story", width="large"),
-            "total_tokens": st.column_config.NumberColumn("tokens", format="%d"),
-            "cost_usd": st.column_config.NumberColumn("cost (USD)", format="$%.4f"),
-        },
-    )
+    config = {column: st.column_config.Column(label) for column, label in LABELS.items() if column in frame.columns}
+    config.update({
+        "progress": st.column_config.ProgressColumn("Progress", min_value=0, max_value=100, format="%d%%"),
+        "batch": st.column_config.TextColumn("Batch"),
+        "story": st.column_config.TextColumn("Story", width="large"),
+        "total_tokens": st.column_config.NumberColumn("Tokens", format="%d"),
+        "cost_usd": None if engine.demo else st.column_config.NumberColumn("Cost (USD)", format="$%.4f"),
+    })
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=config)
     st.download_button(f"Download CSV ({len(picked)} row(s))", to_csv_bytes(picked), file_name="video-stories.csv",
                        mime="text/csv", type="primary", icon=":material/download:")
     st.caption("The CSV is UTF-8 with a byte order mark, so Excel shows accents correctly; cells that could run "

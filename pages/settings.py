@@ -1,20 +1,32 @@
-"""Settings: the API key, the models and prices, and the limits in force."""
+"""Settings: the API key, how to be told a batch is done, the models and prices, and the limits in force."""
 
 from __future__ import annotations
 
-import streamlit as st
+import time
 
+import streamlit as st
+import tenacity
+
+from storyteller_core import webhook
 from storyteller_core.config import MODELS
 from storyteller_core.errors import GeminiError, Kind
+from storyteller_ui import notify
 from storyteller_ui.engine import get_engine, key_source, masked
 from storyteller_ui.view import plain
+
+KEY_FROM = {  # key_source() -> where the key came from, in words
+    "secrets.toml": "from the file .streamlit/secrets.toml",
+    "environment": "from the environment (GEMINI_API_KEY or GOOGLE_API_KEY)",
+}
 
 engine = get_engine()
 st.title(":material/settings: Settings")
 
 st.subheader("Gemini API key")
 if engine.settings.api_key:
-    st.write(f"In use: **{masked(engine.settings.api_key)}**, {key_source(engine)}.")
+    source = key_source(engine)
+    where = KEY_FROM.get(source, "typed in on this page (forgotten when the app stops)")
+    st.write(f"In use: **{masked(engine.settings.api_key)}**, {where}.")
 else:
     st.write("In use: **not set: demo mode** (stories come from a local emulator, not Gemini).")
 with st.form("key-form", clear_on_submit=True):
@@ -36,6 +48,43 @@ if engine.settings.api_key and st.button("Forget the key (back to demo mode)"):
     st.rerun()
 st.caption("To keep a key across restarts, set GEMINI_API_KEY in the environment or in .streamlit/secrets.toml "
            "(git ignores that file).")
+
+st.subheader("When a batch finishes")
+st.caption("The Batch page shows a message and the browser tab's title says Done. You can also be told on this "
+           "computer, or in a chat channel.")
+notify.desktop(offer=True, key="desktop-notify-settings")
+data_dir = engine.settings.data_dir
+hook = webhook.load_url(data_dir)
+st.write(f"Webhook: **{plain(webhook.masked_url(hook))}**")
+with st.form("webhook-form", clear_on_submit=True):
+    typed_url = st.text_input("Webhook URL (Slack, Teams, or anything that takes a JSON POST)", type="password",
+                              placeholder="https://hooks.slack.com/services/...")
+    if st.form_submit_button("Save webhook") and typed_url.strip():
+        try:
+            webhook.save_url(data_dir, typed_url)
+        except ValueError as exc:
+            st.error(plain(str(exc)))
+        else:
+            st.rerun()
+if hook:
+    test_col, forget_col = st.columns([1, 1])
+    if test_col.button("Send a test message", icon=":material/send:"):
+        report = webhook.BatchReport("test", "Test from Settings", 3, 2, 1, 0, notify.app_link("test"))
+        with st.spinner("Sending..."):
+            webhook.send_report(data_dir, hook, report, attempts=3, wait=tenacity.wait_fixed(1), timeout=10)
+    if forget_col.button("Remove the webhook", icon=":material/delete:"):
+        webhook.save_url(data_dir, None)
+        st.rerun()
+last = webhook.last_outcome(data_dir)
+if last:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last.at))
+    line = f"Last message, {when} ({plain(last.batch or '')}): {plain(last.message)}"
+    if last.ok:
+        st.success(line, icon=":material/check:")
+    else:
+        st.error(line, icon=":material/error:")
+st.caption("The message carries the batch's name, its counts and a link back to this app; never the API key. The "
+           "URL is kept in the data folder, readable by you alone.")
 
 st.subheader("Models and prices (USD per million tokens)")
 st.dataframe(

@@ -65,16 +65,40 @@ def money(usd: float | None, *, demo: bool = False) -> str:
     return "–" if usd is None else f"${usd:.4f}"
 
 
-def row_view(engine: Engine, row: Row, *, compact: bool = False) -> None:
-    """One row: thumbnail, name and status, progress, actions; the story with its copy button when done."""
+STYLE = """<style>
+/* A story's copy button shows without hovering (Streamlit shows it on hover only). */
+[class*="st-key-story-"] [data-testid="stCode"] > div:has([data-testid="stElementToolbarButton"]) {
+  opacity: 1 !important; visibility: visible !important; transition: none !important;
+}
+[class*="st-key-story-"] [data-testid="stCode"] pre { padding-right: 3rem; }
+/* A removed row keeps its place, faded, so the rows below don't slide under the pointer. */
+[class*="st-key-ghost-"] { opacity: 0.5; }
+</style>"""
+
+
+def page_style() -> None:
+    """The app's own static CSS (never text from a file, a server or a person)."""
+    st.html(STYLE)
+
+
+def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool = False) -> None:
+    """One row: thumbnail, name and status, progress, actions; the story with its copy button when done.
+
+    The actions sit in one right-aligned line whose height does not depend on the
+    status, and a ``removed`` row (kept for this visit) is drawn at the same size with
+    its actions replaced, so nothing moves under the pointer after a click.
+    """
     item = row.item
-    with st.container(border=True):
-        thumb, body, actions = st.columns([1, 8, 2], vertical_alignment="center")
-        if row.video and row.video.thumbnail_path and not compact:
-            thumb.image(row.video.thumbnail_path, width=64)
-        facts = [f"{STATUS_ICON[row.status]} {row.label}"]
-        if not row.ended:
-            facts.append(f"{duration(time.time() - row.since)} so far")
+    with st.container(border=True, key=f"{'ghost' if removed else 'row'}-{item.id}"):
+        if compact:
+            body, actions = st.columns([7, 5], vertical_alignment="center")
+        else:
+            thumb, body, actions = st.columns([1, 6, 5], vertical_alignment="center")
+            if row.video and row.video.thumbnail_path:
+                thumb.image(row.video.thumbnail_path, width=64)
+        facts = [f"{STATUS_ICON[row.status]} {'Removed' if removed else row.label}"]
+        if not row.ended and not removed:
+            facts.append(f"{duration(time.time() - row.since)} so far")  # time in stage: work in flight only
         if row.video and row.video.duration_s:
             facts.append(f"{duration(row.video.duration_s)} video")
         if row.analysis:
@@ -86,25 +110,43 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False) -> None:
             body.progress(row.progress / 100)
         if row.status is Status.FAILED:
             body.error(plain(row.error or "Failed"), icon=":material/warning:")
-        _actions(engine, row, actions)
+        line = actions.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center")
+        if removed:
+            line.button("Removed", key=f"removed-{item.id}", icon=":material/delete:", disabled=True)
+        else:
+            _actions(engine, row, line)
         if row.story:
-            st.code(row.story, language=None, wrap_lines=True, height=120 if compact else "content")
+            with st.container(key=f"story-{item.id}"):
+                st.code(row.story, language=None, wrap_lines=True, height=90 if compact else "content")
 
 
-def _actions(engine: Engine, row: Row, col) -> None:  # type: ignore[no-untyped-def]
+def _actions(engine: Engine, row: Row, line) -> None:  # type: ignore[no-untyped-def]
     commands, item = engine.commands, row.item
     if row.status in (Status.FAILED, Status.CANCELLED) and item.analysis_id:
-        col.button("Retry", key=f"retry-{item.id}", on_click=commands.retry, args=(item.id,), width="stretch",
-                   icon=":material/refresh:")
+        line.button("Retry", key=f"retry-{item.id}", on_click=commands.retry, args=(item.id,), icon=":material/refresh:")
     elif not row.ended:
-        col.button("Cancel", key=f"cancel-{item.id}", on_click=commands.cancel, args=(item.id,), width="stretch",
-                   icon=":material/stop_circle:")
+        line.button("Cancel", key=f"cancel-{item.id}", on_click=commands.cancel, args=(item.id,),
+                    icon=":material/stop_circle:")
     if item.video_id:
-        with col.popover("Ask again", icon=":material/forum:", width="stretch"):
+        with line.popover("Ask again", icon=":material/forum:"):
             ask_again(engine, [item.id], key=f"again-{item.id}")
-    with col.popover("Remove", icon=":material/delete:", width="stretch"):
-        st.caption("Remove this row? Its story stays available for reuse if the same question is asked again.")
-        st.button("Remove", key=f"remove-{item.id}", on_click=commands.remove, args=(item.id,), type="primary")
+    with line.popover("Remove", icon=":material/delete:"):
+        if row.ended:
+            st.caption("Remove this row? Its story stays available for reuse if the same question is asked again.")
+        else:
+            st.caption("Remove this row? The work on it stops.")
+        st.button("Remove", key=f"remove-{item.id}", on_click=_remove, args=(engine, row), type="primary")
+
+
+def _remove(engine: Engine, row: Row) -> None:
+    """Remove the row; this tab keeps drawing it, faded, in the same place (see row_view)."""
+    st.session_state.setdefault("removed-rows", {})[row.item.id] = row
+    engine.commands.remove(row.item.id)
+
+
+def removed_rows(batch_id: str) -> dict[str, Row]:
+    """Rows this tab removed from the batch, kept in place until the batch or the session changes."""
+    return {k: r for k, r in st.session_state.get("removed-rows", {}).items() if r.item.batch_id == batch_id}
 
 
 def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
