@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from storyteller_core.board import Status, batch_rows
 from storyteller_core.store import Store
+from storyteller_ui.view import plain
 
 from .helpers import ROOT, TEST_KEY
 
@@ -46,6 +47,15 @@ def wait_ended(data_dir: Path, count: int, timeout: float = 60) -> list:
             return rows
         assert time.monotonic() < deadline, [r.label for r in rows]
         time.sleep(0.1)
+
+
+def add_from_folder(at: AppTest, paths: list[Path], folder: Path) -> None:
+    """Add videos through the local path tab (not the uploader widget)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        (folder / p.name).write_bytes(p.read_bytes())
+    next(t for t in at.text_input if t.label.startswith("Path to a video file")).input(str(folder))
+    next(b for b in at.button if b.label == "Add from path").click().run()
 
 
 def start(at: AppTest) -> None:
@@ -126,7 +136,9 @@ def test_results_page_filters_and_offers_the_csv(data_dir, videos):
 def test_queue_and_settings_pages_render_and_never_show_the_key(data_dir):
     at = app().run()
     at.switch_page("pages/queue.py").run()
-    assert not at.exception and "Working on" in [m.label for m in at.metric]
+    assert not at.exception
+    assert [m.label for m in at.metric] == ["Waiting", "Uploading", "Gemini is processing", "Ready to analyze",
+                                            "Writing story"]  # in the order of a video's life
 
     at.switch_page("pages/settings.py").run()
     assert not at.exception
@@ -250,3 +262,82 @@ def test_the_same_file_dropped_twice_becomes_one_row(data_dir, videos):
     rows = wait_ended(data_dir, 1)
 
     assert len(rows) == 1 and rows[0].status is Status.DONE
+
+
+def test_removing_a_row_keeps_its_place_until_the_batch_changes(data_dir, videos, tmp_path):
+    at = app().run()
+    add_from_folder(at, videos[:3], tmp_path / "pick")
+    start(at)
+    rows = wait_ended(data_dir, 3)
+    at.run()
+    middle = rows[1].item.id
+
+    at.button(key=f"remove-{middle}").click().run()
+
+    assert middle not in Store(data_dir / "jobs").item_ids()  # removed for real...
+    removed = at.button(key=f"removed-{middle}")  # ...and drawn in its place, faded, with nothing to click
+    assert removed.disabled and removed.label == "Removed"
+    names = [m.value for m in at.markdown if "· " in m.value]
+    assert [n.split(" · ")[0] for n in names] == [f"**{plain(r.name)}**" for r in rows]
+    assert "2 / 2" in text_of(at)  # the totals count what is left
+
+
+def test_compact_view_and_a_finished_batch_title(data_dir, videos, tmp_path):
+    at = app().run()
+    add_from_folder(at, videos[:2], tmp_path / "pick")
+    start(at)
+    wait_ended(data_dir, 2)
+    at.run()
+
+    at.toggle(key="board-compact").set_value(True).run()
+
+    assert not at.exception
+    assert at.session_state["compact-stories"] is True
+    assert len([c for c in at.code if "1.0-second video" in c.value]) >= 2
+
+
+def test_results_count_rows_by_status_in_words(data_dir, videos, tmp_path):
+    at = app().run()
+    add_from_folder(at, videos[:2], tmp_path / "pick")
+    start(at)
+    wait_ended(data_dir, 2)
+
+    at.switch_page("pages/results.py").run()
+
+    assert "2 row(s): 2 done, 0 failed, 0 cancelled, 0 in flight." in text_of(at)
+    assert set(at.dataframe[0].value["status"]) == {"Done"}
+    assert not INTERNAL_NAMES.search(str(at.dataframe[0].value[["status", "progress"]]))
+
+
+def test_settings_say_where_the_key_came_from_and_keep_a_webhook_url(data_dir):
+    at = app().run()
+    at.switch_page("pages/settings.py").run()
+    assert "from the environment (GEMINI_API_KEY or GOOGLE_API_KEY)" in text_of(at)
+    assert "Webhook: **not set**" in text_of(at)
+
+    url_input = next(t for t in at.text_input if t.label.startswith("Webhook URL"))
+    url_input.input("hooks.example.com/no-scheme")
+    next(b for b in at.button if b.label == "Save webhook").click().run()
+    assert "A webhook URL starts with https://" in text_of(at)
+
+    url_input = next(t for t in at.text_input if t.label.startswith("Webhook URL"))
+    url_input.input("https://hooks.example.com/services/T0/B0/abcdWXYZ")
+    next(b for b in at.button if b.label == "Save webhook").click().run()
+
+    assert "hooks.example.com/…WXYZ" in text_of(at)
+    assert "abcdWXYZ" not in text_of(at).replace("…WXYZ", "")
+    saved = data_dir / "notify.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert "Remove the webhook" in [b.label for b in at.button]
+
+
+def test_progress_titles_in_words():
+    from storyteller_core.board import Totals
+    from storyteller_ui.notify import progress_title
+
+    def t(rows: int, done: int, in_flight: int) -> Totals:
+        return Totals(rows, done, rows - done - in_flight, 0, in_flight, 0, None, None, 0.0)
+
+    assert progress_title(t(10, 3, 7)) == "3/10 · Video Storyteller"
+    assert progress_title(t(10, 9, 0)) == "Done 9/10 · Video Storyteller"
+    assert progress_title(t(0, 0, 0)) == "Video Storyteller"
