@@ -15,12 +15,24 @@ import streamlit as st
 from storyteller_core.batch import Batch
 from storyteller_core.board import Status, batch_rows, totals
 from storyteller_core.commands import Ask
-from storyteller_core.config import MODELS, PROMPT_PRESETS, estimate_cost, estimate_tokens
+from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
-from storyteller_core.intake import expand, inspect_path, inspect_stream
+from storyteller_core.intake import expand, inspect_path, inspect_stream, inspect_url
 from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
-from storyteller_ui.view import ask_again, duration, money, page_style, plain, removed_rows, row_view, size
+from storyteller_ui.uploader import render_uploader
+from storyteller_ui.view import (
+    ask_again,
+    duration,
+    model_label,
+    money,
+    page_style,
+    plain,
+    removed_rows,
+    row_view,
+    size,
+    video_options_form,
+)
 
 PAGE_SIZE = 25
 FILTERS = {
@@ -34,22 +46,29 @@ state.setdefault("uploader_key", 0)
 page_style()
 
 st.title(":material/movie: New batch")
-upload_tab, path_tab = st.tabs(["Drop video files", "Local folder or file path (large files)"])
+upload_tab, path_tab, page_tab = st.tabs(["Drop video files", "Local folder, file path or YouTube link",
+                                          "Simple upload (small files)"])
 with upload_tab:
-    files = st.file_uploader("Drop videos here (up to 2 GB each)", accept_multiple_files=True,
-                             key=f"uploader-{state.uploader_key}")
+    render_uploader(engine)  # streams straight to disk: a 2 GB drop costs the server a few MB of memory
+with page_tab:  # Streamlit's own uploader holds each file in server memory until it is saved: small files only
+    files = st.file_uploader("Drop small videos here (up to 200 MB each is kind to the computer)",
+                             accept_multiple_files=True, key=f"uploader-{state.uploader_key}")
     if files:
         with st.spinner(f"Saving and checking {len(files)} file(s)..."):
             commands.add_pending(inspect_stream(uploaded, uploaded.name, engine.settings) for uploaded in files)
         state.uploader_key += 1  # a new widget frees the uploaded bytes from the server's memory
         st.rerun()
 with path_tab:
-    raw_path = st.text_input("Path to a video file or a folder of videos", placeholder="/home/me/footage")
+    raw_path = st.text_input("Path to a video file or a folder of videos, or a public YouTube link",
+                             placeholder="/home/me/footage  or  https://www.youtube.com/watch?v=...")
     # Always enabled: a text input commits only on Enter or blur, so a disabled button would eat the click.
     if st.button("Add from path"):
         target = raw_path.strip()
-        found, skipped = expand([Path(target).expanduser()]) if target else ([], [])
-        if not target:
+        link = target if "://" in target or target.startswith(("youtube.com", "www.youtube.com", "youtu.be")) else None
+        found, skipped = expand([Path(target).expanduser()]) if target and not link else ([], [])
+        if link:
+            commands.add_pending([inspect_url(link)])
+        elif not target:
             st.warning("Type the path of a video file or a folder first.")
         elif not found:
             st.warning(f"No video files found at {plain(target)}.")
@@ -65,11 +84,14 @@ with setup:
     preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"], key="new-preset")
     prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), height=100, key=f"new-prompt-{preset}")
     left, mid, right = st.columns([2, 2, 3])
-    model = left.selectbox("Model", list(MODELS), index=list(MODELS).index(engine.settings.model)
-                           if engine.settings.model in MODELS else 0, format_func=lambda m: MODELS[m].label,
-                           key="new-model")
+    model = left.selectbox("Model", engine.catalog.choices(), key="new-model", format_func=model_label)
     priority = mid.radio("Priority", ["high", "normal", "low"], index=1, horizontal=True, key="new-priority")
     batch_name = right.text_input("Batch name", placeholder="date and the first file's name", key="new-name")
+    if engine.catalog.warning(model):
+        st.warning(plain(engine.catalog.warning(model)), icon=":material/warning:")
+    options, tier, problem = video_options_form("new")
+    if problem:
+        st.error(plain(problem), icon=":material/error:")
 ask_preset = preset if preset in PROMPT_PRESETS and prompt == PROMPT_PRESETS[preset] else None
 
 accepted = [c for c in pending if c.ok]
@@ -80,19 +102,24 @@ if pending:
         name_col, facts_col, cost_col, drop_col = st.columns([4, 3, 2, 1], vertical_alignment="center")
         name_col.markdown(plain(c.display_name))
         probe = c.probe
-        facts_col.caption(f"{duration(probe.duration_s if probe else None)} · {size(c.size_bytes)} · "
-                          f"about {estimate_tokens(probe.duration_s if probe else None, prompt):,} tokens")
-        cost_col.caption(money(estimate_cost(model, probe.duration_s if probe else None, prompt), demo=engine.demo))
-        drop_col.button("", key=f"drop-{c.path}", icon=":material/close:", help="Remove from the list",
-                        on_click=commands.remove_pending, args=(str(c.path),))
+        seconds = probe.duration_s if probe else None
+        facts_col.caption(f"{duration(seconds) if not c.url else 'YouTube'} · {size(c.size_bytes) if not c.url else 'no upload'}"
+                          f" · about {estimate_tokens(seconds, prompt, options):,} tokens")
+        cost_col.caption(money(estimate_cost(model, seconds, prompt, options, tier), demo=engine.demo))
+        drop_col.button("", key=f"drop-{c.source}", icon=":material/close:", help="Remove from the list",
+                        on_click=commands.remove_pending, args=(c.source,))
     if accepted and not engine.demo:
-        total = sum(estimate_cost(model, c.probe.duration_s if c.probe else None, prompt) or 0 for c in accepted)
-        st.caption(f"Estimated cost for the batch with {MODELS[model].label}: {money(total)}")
+        costs = [estimate_cost(model, c.probe.duration_s if c.probe else None, prompt, options, tier) for c in accepted]
+        priced = "price unknown for this model" if any(cost is None for cost in costs) else money(sum(c or 0 for c in costs))
+        st.caption(f"Estimated cost for the batch with {model_label(model)}: {priced}"
+                   + (f" ({plain(options.describe())})" if options.describe() else "")
+                   + (" at the Flex tier" if tier == "flex" else ""))
     for c in refused:
         st.warning(plain(c.error_message), icon=":material/block:")
     start, clear = st.columns([3, 1])
-    if start.button(f"Start batch ({len(accepted)} video(s))", type="primary", disabled=not accepted or not prompt.strip()):
-        items = commands.start_pending(Ask(prompt, model, ask_preset, priority), batch_name=batch_name)
+    if start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
+                    disabled=not accepted or not prompt.strip() or bool(problem)):
+        items = commands.start_pending(Ask(prompt, model, ask_preset, priority, options, tier), batch_name=batch_name)
         state.batch_id = items[0].batch_id if items else None
         st.rerun()
     clear.button("Clear list", on_click=commands.clear_pending)

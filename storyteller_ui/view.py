@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import streamlit as st
 
 from storyteller_core import Engine
 from storyteller_core.board import Row, Status
 from storyteller_core.commands import Ask
-from storyteller_core.config import MODELS, PROMPT_PRESETS
+from storyteller_core.config import MODELS, PROMPT_PRESETS, TIERS
+from storyteller_core.export import copy_text, story_of
+from storyteller_core.options import RESOLUTIONS, VideoOptions
+from storyteller_core.story import Story
+from storyteller_core.timecode import seconds_of, timestamp
+
+PLAYABLE_BYTES = 300 * 1024**2  # st.video reads a local file into the server's memory: larger ones are not played here
 
 STATUS_ICON = {
     Status.WAITING: ":material/schedule:", Status.UPLOADING: ":material/upload:",
@@ -115,9 +122,81 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
             line.button("Removed", key=f"removed-{item.id}", icon=":material/delete:", disabled=True)
         else:
             _actions(engine, row, line)
-        if row.story:
-            with st.container(key=f"story-{item.id}"):
-                st.code(row.story, language=None, wrap_lines=True, height=90 if compact else "content")
+        story = story_of(row)
+        if story:
+            with st.container(key=f"story-{item.id}"):  # copy gives clean Markdown with the timestamps
+                st.code(copy_text(row) if story.moments or story.title else story.text, language=None, wrap_lines=True,
+                        height=90 if compact else "content")
+            if story.moments and not compact and not removed:
+                moments_view(row, story)
+            if story.note:
+                st.caption(plain(story.note))
+        elif row.status is Status.WRITING and row.analysis and row.analysis.partial_story:
+            partial = row.analysis.partial_story
+            if row.analysis.video_options.structured:
+                st.caption(f"Gemini is writing: {len(partial):,} characters so far")
+            else:
+                st.text(partial[-2000:])  # the story as it is written, shown as text
+
+
+def moments_view(row: Row, story: Story) -> None:
+    """Each key moment is a button that plays the video from that second."""
+    key = f"seek-{row.item.id}"
+    if story.dropped_moments:
+        st.caption(f"{story.dropped_moments} moment(s) Gemini placed outside the video were left out.")
+    line = st.container(horizontal=True, key=f"moments-{row.item.id}")
+    for n, moment in enumerate(story.moments):
+        line.button(f"{moment.time} {moment.description[:60]}", key=f"{key}-{n}", icon=":material/play_arrow:",
+                    on_click=st.session_state.__setitem__, args=(key, moment.seconds))
+    seek = st.session_state.get(key)
+    source = _playable(row)
+    if seek is not None and source:
+        st.video(source, start_time=int(seek), autoplay=True, muted=True)
+    elif seek is not None:
+        st.caption("This video cannot be played here (its copy was not kept, or it is too large): open it in your "
+                   f"player at {plain(timestamp(seek))}.")
+
+
+def _playable(row: Row) -> str | None:
+    video = row.video
+    if video is None:
+        return None
+    if video.url:
+        return video.url  # st.video plays YouTube links from the given second
+    for source in video.sources:
+        path = Path(source)
+        if path.is_file() and path.stat().st_size <= PLAYABLE_BYTES:
+            return str(path)
+    return None
+
+
+def model_label(name: str) -> str:
+    info = MODELS.get(name)
+    return info.label if info else f"{name} (price unknown)"
+
+
+def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
+    """Part of the video, frames per second, resolution and tier; (options, tier, a problem to show or None)."""
+    with st.expander("Part of the video and cost", icon=":material/content_cut:"):
+        left, mid, right, far = st.columns(4)
+        start = left.text_input("Clip from (MM:SS)", key=f"{key}-clip-start", placeholder="start")
+        end = mid.text_input("Clip to (MM:SS)", key=f"{key}-clip-end", placeholder="end")
+        fps = right.number_input("Frames per second", min_value=0.1, max_value=24.0, value=1.0, step=0.5,
+                                 key=f"{key}-fps", help="Below 1 for talks, higher for fast action")
+        resolution = far.selectbox("Resolution", ["default", *RESOLUTIONS], key=f"{key}-resolution",
+                                   help="low costs about a third")
+        tier = st.radio("Price", TIERS, horizontal=True, key=f"{key}-tier",
+                        format_func=lambda t: "standard" if t == "standard" else "Flex: half price, answers take minutes")
+    try:
+        start_s = seconds_of(start) if start.strip() else None
+        end_s = seconds_of(end) if end.strip() else None
+        if (start.strip() and start_s is None) or (end.strip() and end_s is None):
+            raise ValueError("clip times are MM:SS or H:MM:SS")
+        options = VideoOptions(start_s=start_s, end_s=end_s, fps=None if fps == 1.0 else float(fps),
+                               resolution=None if resolution == "default" else resolution)
+    except ValueError as exc:
+        return VideoOptions(), tier, f"Part of the video: {exc}."
+    return options, tier, None
 
 
 def _actions(engine: Engine, row: Row, line) -> None:  # type: ignore[no-untyped-def]
@@ -153,11 +232,13 @@ def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
     """Another question of the same videos: their Gemini files are reused while ACTIVE (no upload, no wait)."""
     preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"], key=f"{key}-preset")
     prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), key=f"{key}-prompt-{preset}", height=90)
-    model = st.selectbox("Model", list(MODELS), key=f"{key}-model", format_func=lambda m: MODELS[m].label,
-                         index=list(MODELS).index(engine.settings.model) if engine.settings.model in MODELS else 0)
-    if st.button("Analyze again", key=f"{key}-go", type="primary", disabled=not prompt.strip()):
+    model = st.selectbox("Model", engine.catalog.choices(), key=f"{key}-model", format_func=model_label)
+    options, tier, problem = video_options_form(key)
+    if problem:
+        st.error(plain(problem), icon=":material/error:")
+    if st.button("Analyze again", key=f"{key}-go", type="primary", disabled=not prompt.strip() or bool(problem)):
         named = preset if PROMPT_PRESETS.get(preset) == prompt else None
-        items = engine.commands.analyze_again(item_ids, Ask(prompt, model, named))
+        items = engine.commands.analyze_again(item_ids, Ask(prompt, model, named, options=options, tier=tier))
         if items:
             st.session_state.batch_id = items[0].batch_id
         st.switch_page("pages/batch.py")

@@ -84,3 +84,32 @@ def test_the_key_appears_in_no_page_export_file_or_log(with_key, app_server, pag
     assert len(artifacts) > 10
     leaks = [name for name, content in artifacts if key.encode() in content]
     assert leaks == []
+
+
+@pytest.mark.timeout(240)
+def test_a_key_moment_plays_the_video_from_its_second(page, one_video, tmp_path):  # type: ignore[no-untyped-def]
+    OUTPUT.mkdir(exist_ok=True)
+    video = one_video("harbour.mp4", seconds=12.0)
+    page.get_by_text("Demo mode: no API key; stories are emulator output.").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Local folder, file path or YouTube link").click()
+    page.get_by_label("Path to a video file or a folder of videos, or a public YouTube link").fill(str(video))
+    page.get_by_role("button", name="Add from path").click()
+    page.get_by_role("button", name="Start batch (1 video(s))").click(timeout=60_000)
+
+    moments = page.locator('[class*="st-key-moments-"] button')
+    expect(moments.first).to_be_visible(timeout=120_000)  # the structured story is done, with its key moments
+    label = moments.nth(1).inner_text()
+    match = re.search(r"(\d\d):(\d\d)", label)
+    assert match, label
+    second = int(match.group(1)) * 60 + int(match.group(2))
+    assert 0 < second <= 12
+    page.screenshot(path=str(OUTPUT / "structured-story.png"), full_page=True)
+
+    moments.nth(1).click()
+    player = page.locator("video").first
+    expect(player).to_be_visible(timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 1; }",
+                           timeout=30_000)
+    current = page.evaluate("document.querySelector('video').currentTime")
+    assert current >= second - 0.5, (current, second)
+    page.screenshot(path=str(OUTPUT / "moment-playing.png"), full_page=True)

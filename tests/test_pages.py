@@ -164,6 +164,7 @@ def test_a_row_renders_every_status_in_plain_words():
         from storyteller_core.analysis import Analysis, AnalysisState
         from storyteller_core.batch import Item
         from storyteller_core.board import row_of
+        from storyteller_core.catalog import Catalog
         from storyteller_core.config import Settings
         from storyteller_core.video import Video, VideoState
         from storyteller_ui.view import row_view
@@ -176,6 +177,7 @@ def test_a_row_renders_every_status_in_plain_words():
         class NoEngine:
             commands = NoCommands()
             settings = Settings(api_key="k")
+            catalog = Catalog(lambda: ["m"], lambda: Settings(api_key="k"))
 
         cases = [(VideoState.CREATED, AnalysisState.WAITING), (VideoState.UPLOADING, AnalysisState.WAITING),
                  (VideoState.FILE_PROCESSING, AnalysisState.WAITING), (VideoState.FILE_ACTIVE, AnalysisState.WAITING),
