@@ -86,7 +86,7 @@ def _settled(ctx: StepContext, video: Video, remote: RemoteFile | None, started:
         return Outcome.now()
     if remote.state == "FAILED":
         raise StepFailed(Code.FILE_FAILED, f"Gemini could not process {video.display_name}: "
-                         f"{remote.error or 'no reason given'}. Check that the video plays, then retry.")
+                         f"{(remote.error or 'no reason given').rstrip('. ')}. Check that the video plays, then retry.")
     store.transition(Video, video.id, VideoState.FILE_ACTIVE, gemini_expires_at=remote.expires_at or video.gemini_expires_at)
     log.info("file active", extra={"video_id": video.id, "poll_attempts": video.poll_attempts,
                                    "processing_s": round(time.time() - started, 3)})
