@@ -1,4 +1,4 @@
-"""Which task a free worker takes next: priority, then FIFO, under the upload cap.
+"""Which task a free worker takes next: priority, then FIFO, under the upload cap and a look-ahead.
 
 A task is "video:<id>" (its upload or processing step) or "analysis:<id>".
 A task that waits (a status check later, a rate slot, an upload slot) holds
@@ -7,6 +7,17 @@ due time, or in a ready heap until a worker (and, for an upload, an upload
 slot) is free. Nothing is ever requeued to find out whether it may run yet.
 ``wake`` makes a waiting task due at once (the status watch does this when a
 file settles). Thread-safe; workers block in ``take`` until something is due.
+
+With ``max_work`` set, uploads and the other steps run in separate lanes:
+at most ``max_work`` analyses (and other short steps) and at most
+``max_uploads`` uploads at once, each lane taking its best task by priority
+then FIFO, so an upload never holds a worker an analysis could use. Uploads
+then run only while fewer than ``look_ahead`` files are ahead of the analysis
+workers (uploading, processing, or ACTIVE and waiting for a worker): enough
+that the workers never wait for a file at the end of a batch, not so many
+that the whole batch sits on Gemini at once. A high-priority upload does not
+wait for the look-ahead. Without ``max_work`` (one shared lane, the previous
+behaviour) every worker takes whatever is best, uploads included.
 
 Heaps are cleaned lazily: each put gives the entry a new stamp, and a heap
 item whose stamp is not the entry's current one is skipped when it surfaces.
@@ -21,6 +32,9 @@ import time
 from dataclasses import dataclass
 
 _MAX_WOKEN = 10_000  # wakes remembered for tasks not queued here (running, or between two steps)
+_MAX_SEEN = 100_000  # tasks remembered as taken before (to tell a woken analysis from a new one)
+HIGH = 0
+LOOK_AHEAD_PER_WORKER = 8  # files kept ahead of each analysis worker (split lanes)
 
 
 @dataclass
@@ -31,6 +45,7 @@ class _Entry:
     due: float
     uploads: bool  # needs one of the upload slots
     stamp: int = 0  # which heap items are this entry's current ones
+    returning: bool = False  # taken before: an analysis back from waiting for its file, a video back from its upload
 
 
 @dataclass
@@ -43,8 +58,12 @@ class SchedulerStats:
 
 
 class Scheduler:
-    def __init__(self, max_uploads: int) -> None:
+    def __init__(self, max_uploads: int, max_work: int | None = None, look_ahead: int | None = None) -> None:
+        """``max_work``: split lanes (see the module doc), with that many workers for everything but uploads;
+        the runner then needs ``max_work + max_uploads`` threads. ``look_ahead``: files kept ahead of them."""
         self.max_uploads = max_uploads
+        self.max_work = max_work
+        self.look_ahead = look_ahead
         self.stats = SchedulerStats()
         self._entries: dict[str, _Entry] = {}
         self._timers: list[tuple[float, int, str]] = []  # (due, stamp, task): not due yet
@@ -52,6 +71,7 @@ class Scheduler:
         self._ready_uploads: list[tuple[int, int, int, str]] = []  # due, needs an upload slot
         self._running: dict[str, bool] = {}  # task -> holds an upload slot
         self._woken: set[str] = set()  # woken while not queued: due at once when put back
+        self._seen: set[str] = set()  # tasks taken at least once
         self._seq = itertools.count()
         self._stamps = itertools.count(1)
         self._cond = threading.Condition()
@@ -66,7 +86,7 @@ class Scheduler:
             if task in self._woken:  # its file settled while the step was still running: no waiting
                 self._woken.discard(task)
                 due = now
-            self._place(_Entry(task, rank, order, due, uploads), now)
+            self._place(_Entry(task, rank, order, due, uploads, returning=task in self._seen), now)
             self._cond.notify()
 
     def next_seq(self) -> int:
@@ -87,7 +107,12 @@ class Scheduler:
                 entry = self._pop_ready()
                 if entry is not None:
                     self._running[entry.task] = entry.uploads
+                    if len(self._seen) >= _MAX_SEEN:
+                        self._seen.clear()  # forgetting costs at most a little more look-ahead for a while
+                    self._seen.add(entry.task)
                     self.stats.taken += 1
+                    if not entry.uploads and entry.returning and self._ready_uploads and self.look_ahead is not None:
+                        self._cond.notify()  # a file left the look-ahead for a worker: an upload may go
                     return entry
                 if now >= deadline:
                     return None
@@ -97,8 +122,13 @@ class Scheduler:
 
     def done(self, task: str) -> None:
         with self._cond:
-            if self._running.pop(task, False) and self._ready_uploads:
-                self._cond.notify()  # an upload slot is free and an upload waits for one
+            uploaded = self._running.pop(task, None)
+            if uploaded is None:
+                return
+            if (uploaded and self._ready_uploads) or (self.max_work is not None and self._ready):
+                self._cond.notify()  # a slot of a capped lane is free and a task waits for one
+            if not uploaded and self.look_ahead is not None and self._ready_uploads:
+                self._cond.notify()  # a file may have left the look-ahead: an upload may go
 
     def wake(self, task: str) -> bool:
         """Make a waiting task due now; True when it was waiting here. A running task is due at once when put back."""
@@ -112,7 +142,7 @@ class Scheduler:
             self.stats.woken += 1
             now = time.monotonic()
             if entry.due > now:
-                self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads), now)
+                self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads, returning=entry.returning), now)
                 self._cond.notify()
             return True
 
@@ -122,7 +152,8 @@ class Scheduler:
             now = time.monotonic()
             for entry in list(self._entries.values()):
                 if entry.due > now:
-                    self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads), now)
+                    self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads, returning=entry.returning),
+                                now)
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -187,15 +218,36 @@ class Scheduler:
         return heap[0] if heap else None
 
     def _pop_ready(self) -> _Entry | None:
+        uploads_running = sum(self._running.values())
         best_heap = None
-        top = self._top(self._ready)
-        if top is not None:
-            best_heap = self._ready
-        if sum(self._running.values()) < self.max_uploads:
+        top = None
+        if self.max_work is None or len(self._running) - uploads_running < self.max_work:
+            top = self._top(self._ready)
+            if top is not None:
+                best_heap = self._ready
+        if uploads_running < self.max_uploads:
             upload_top = self._top(self._ready_uploads)
-            if upload_top is not None and (top is None or upload_top[:2] < top[:2]):
+            if upload_top is not None and (top is None or upload_top[:2] < top[:2]) and self._may_upload(upload_top[0]):
                 best_heap, top = self._ready_uploads, upload_top
         if best_heap is None or top is None:
             return None
         heapq.heappop(best_heap)
         return self._entries.pop(top[3])
+
+    def _may_upload(self, rank: int) -> bool:
+        if self.max_work is None or self.look_ahead is None or rank <= HIGH:
+            return True
+        return self.ahead() < self.look_ahead
+
+    def ahead(self) -> int:
+        """Files ahead of the analysis workers: uploading, processing (a video's task that is not an upload),
+        or ACTIVE with an analysis queued again after waiting for it. Call with the lock held."""
+        count = 0
+        for task, uploads in self._running.items():
+            count += uploads or task.startswith("video:")
+        for entry in self._entries.values():
+            if entry.task.startswith("video:"):
+                count += not entry.uploads
+            else:
+                count += entry.returning
+        return count
