@@ -29,7 +29,7 @@ from .limits import PollLimits
 from .logs import setup_logging
 from .quota import Cooldown
 from .runner import Runner
-from .scheduler import Scheduler
+from .scheduler import LOOK_AHEAD_PER_WORKER, Scheduler
 from .spool import sweep as sweep_spool
 from .status_watch import StatusWatch
 from .steps.context import StepContext
@@ -47,7 +47,9 @@ class Engine:
         self.gate = Gate(Cooldown(pause_after_s=settings.quota_pause_after_s))
         self.ctx = StepContext(self.store, gateway_for(settings), settings,
                                PollLimits(settings.max_polls, settings.polls_per_second), self.gate.cooldown)
-        self.scheduler = Scheduler(settings.max_uploads)
+        # uploads in a lane of their own, kept a look-ahead of files ahead of the max_jobs analysis workers
+        self.scheduler = Scheduler(settings.max_uploads, max_work=settings.max_jobs,
+                                   look_ahead=LOOK_AHEAD_PER_WORKER * settings.max_jobs)
         self.runner = Runner(self.ctx, self.gate, self.scheduler, Leases(self.store, self.owner, settings.lease_ttl_s),
                              self.log_file)
         self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
@@ -70,7 +72,7 @@ class Engine:
         self.catalog.offered  # noqa: B018 - starts the first models.list in the background
         if self.runner.watch is not None:
             self.runner.watch.start()
-        self.runner.start(self.settings.max_jobs)
+        self.runner.start(self.settings.max_jobs + self.settings.max_uploads)  # one thread per lane slot
         log.info("engine started", extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_jobs,
                                           "max_uploads": self.settings.max_uploads})
         return self
