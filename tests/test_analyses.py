@@ -74,6 +74,7 @@ def test_analyze_again_after_the_file_expired_uploads_it_again(make_engine, emul
     assert emulator.uploads_of(videos[0].name) == 2
 
 
+@pytest.mark.slow
 def test_demo_answers_are_never_handed_out_for_a_real_key(make_engine, emulator, videos):
     engine = make_engine(api_key=None)  # demo mode: the process's own emulator answers
     [demo] = run_all(engine, [videos[0]], prompt="P")
@@ -89,6 +90,7 @@ def test_demo_answers_are_never_handed_out_for_a_real_key(make_engine, emulator,
     assert emulator.uploads_of(videos[0].name) == 1  # and the video went to the real backend
 
 
+@pytest.mark.slow
 def test_retry_of_a_demo_row_after_a_key_is_set_asks_the_real_backend(make_engine, emulator, one_video):
     engine = make_engine(api_key=None)
     [demo] = run_all(engine, [one_video("talk-EMPTYME.mp4")], prompt="P")
@@ -192,6 +194,7 @@ def test_two_cli_runs_started_together_upload_and_analyze_each_video_once(tmp_pa
         assert sorted(r["file_name"] for r in rows) == names and {r["status"] for r in rows} == {"Done"}
 
 
+@pytest.mark.slow
 def test_cli_process_again_adds_no_rows_and_a_new_preset_asks_without_uploading(tmp_path, videos, emulator):
     env = cli_env(tmp_path / "data", emulator.base_url)
     folder = videos[0].parent

@@ -39,6 +39,7 @@ def test_process_a_folder_in_demo_mode_writes_the_csv(tmp_path, videos):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_file_gives_exit_1_and_one_line_reason(tmp_path, videos):
     bad = tmp_path / "notes.mp4"
     bad.write_text("hello")
@@ -62,6 +63,7 @@ def test_status_and_export_list_every_row(tmp_path, videos):
     assert export.returncode == 0 and len(read_csv(tmp_path / "all.csv")) == 2
 
 
+@pytest.mark.slow
 def test_an_unwritable_data_dir_is_a_clear_error(tmp_path, videos):
     locked = tmp_path / "locked"
     locked.write_text("a file, not a folder")
@@ -97,6 +99,7 @@ def test_process_twice_on_one_folder_adds_no_rows(tmp_path, videos):
     assert {r["status"] for r in rows} == {"Done"}
 
 
+@pytest.mark.slow
 def test_another_preset_reuses_the_uploaded_files(tmp_path, videos, emulator):
     batch = videos[:3]
     env = cli_env(tmp_path / "data", emulator.base_url)
@@ -138,6 +141,7 @@ def test_status_into_a_closed_pipe_exits_cleanly(tmp_path):
     assert result.stdout.count("\n") == 1 and result.stdout.startswith("item0")
 
 
+@pytest.mark.slow
 def test_a_csv_path_in_a_missing_folder_fails_before_any_upload(tmp_path, videos, emulator):
     out = tmp_path / "no-such-folder" / "out.csv"
     started = time.monotonic()
@@ -153,6 +157,7 @@ def test_a_csv_path_in_a_missing_folder_fails_before_any_upload(tmp_path, videos
     assert not out.parent.exists()
 
 
+@pytest.mark.slow
 def test_terminal_escapes_in_a_file_name_never_reach_the_terminal(tmp_path, one_video):
     evil = one_video("evil\x1b[2J\x1b]0;pwned\x07.mp4")
     env = cli_env(tmp_path / "data")

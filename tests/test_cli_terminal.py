@@ -37,6 +37,7 @@ def _events(stdout: str) -> dict[str, list[Status]]:
     return seen
 
 
+@pytest.mark.slow
 def test_piped_process_prints_one_plain_line_per_status_change(tmp_path, videos, emulator):
     env = cli_env(tmp_path / "data", emulator.base_url)
 
@@ -56,6 +57,7 @@ def test_piped_process_prints_one_plain_line_per_status_change(tmp_path, videos,
     assert lines[-1] == "6 of 6 video(s) done."
 
 
+@pytest.mark.slow
 def test_json_logs_go_to_the_log_file_and_to_stderr_only_with_verbose(tmp_path, videos, emulator):
     env = cli_env(tmp_path / "data", emulator.base_url)
     log_file = tmp_path / "data" / "logs" / "storyteller.jsonl"
@@ -71,6 +73,7 @@ def test_json_logs_go_to_the_log_file_and_to_stderr_only_with_verbose(tmp_path, 
     assert '"msg"' not in verbose.stdout  # stdout keeps the rows only
 
 
+@pytest.mark.slow
 def test_status_finds_a_batch_by_id_or_by_name_and_explains_an_unknown_one(tmp_path, videos, emulator):
     env = cli_env(tmp_path / "data", emulator.base_url)
     assert run_cli(["process", str(videos[0]), "--batch-name", "Monday clips"], env).returncode == 0
@@ -97,6 +100,7 @@ def _imported(args: list[str], env: dict[str, str]) -> set[str]:
     return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
 
 
+@pytest.mark.slow
 def test_status_and_export_import_only_what_they_need(tmp_path):
     env = cli_env(tmp_path / "data")
 

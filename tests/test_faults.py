@@ -29,6 +29,7 @@ def test_429_without_a_retry_delay_backs_off_and_completes(make_engine, emulator
     assert emulator.stats.faults["429"] > 0
 
 
+@pytest.mark.slow
 def test_503_on_polls_only_delays_the_poll(make_engine, emulator, videos):
     emulator.config.rate_503 = 0.5
     emulator.config.fault_on = {"poll"}
@@ -59,6 +60,7 @@ def test_a_key_rejected_mid_batch_stops_the_rest_with_one_message(make_engine, e
     assert emulator.stats.requests - requests_at_rejection <= 2  # no row burned retries on the bad key
 
 
+@pytest.mark.slow
 def test_the_emulator_going_away_and_coming_back(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
     engine = make_engine(processing_budget_s=60, analysis_budget_s=60)
@@ -113,6 +115,7 @@ def test_disk_full_while_spooling_an_upload_is_a_clear_refusal(tiny_disk, monkey
     assert not (stats.generates or stats.polls or stats.token_counts or stats.wire), stats
 
 
+@pytest.mark.slow
 def test_disk_full_under_the_store_keeps_workers_alive(tiny_disk, make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
     engine = make_engine(data_dir=tiny_disk / "data")

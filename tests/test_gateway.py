@@ -108,6 +108,7 @@ def test_a_200_that_is_not_json_is_transient_and_retried_to_success(emulator, ga
 
 
 # -- 429 with "retry in 0s" ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_zero_second_retry_delay_still_waits_the_floor(emulator, gateway, one_video):
     name = upload(gateway, one_video("quota.mp4")).file.name
     emulator.config.fault_on, emulator.config.rate_429, emulator.config.retry_delay_s = {"poll"}, 1.0, 0.0
@@ -121,6 +122,7 @@ def test_a_zero_second_retry_delay_still_waits_the_floor(emulator, gateway, one_
     assert 2 <= sent <= budget / MIN_WAIT_S + 1  # without the floor: hundreds
 
 
+@pytest.mark.slow
 def test_three_callers_share_one_quota_wait(emulator, gateway, one_video):
     name = upload(gateway, one_video("shared.mp4")).file.name
     emulator.config.fault_on, emulator.config.rate_429, emulator.config.retry_delay_s = {"poll"}, 1.0, 3.0
@@ -155,6 +157,7 @@ def test_three_callers_share_one_quota_wait(emulator, gateway, one_video):
     assert cooldown.exhausted_for() == 0 and cooldown.remaining() == 0
 
 
+@pytest.mark.slow
 def test_a_long_exhaustion_pauses_every_caller(emulator, gateway, one_video):
     name = upload(gateway, one_video("pause.mp4")).file.name
     emulator.config.fault_on, emulator.config.rate_429, emulator.config.retry_delay_s = {"poll"}, 1.0, 0.0
@@ -238,6 +241,7 @@ def test_upload_hashes_what_it_sent_and_gemini_agrees(emulator, gateway, blob):
     assert again.file.name == uploaded.file.name and again.sha256 is None and again.file.sha256 == expected
 
 
+@pytest.mark.slow
 def test_a_resent_chunk_is_hashed_once(emulator, gateway, blob):
     emulator.config.fail_every_nth_chunk = 2  # the second chunk is answered 500 once; the SDK sends it again
     uploaded = upload(gateway, blob)

@@ -157,6 +157,7 @@ def background_is_dark(page) -> bool:  # type: ignore[no-untyped-def]
 
 # -- app.sh, the token, the chrome ------------------------------------------------------------
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_app_sh_serves_with_no_terminal_and_only_the_printed_link_gets_in(tmp_path, browser):
     port = free_port()
     with serving(app_sh("--server.port", str(port)), clean_env(tmp_path), port, tmp_path) as server:
@@ -203,6 +204,7 @@ def test_app_sh_serves_with_no_terminal_and_only_the_printed_link_gets_in(tmp_pa
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_token_none_opt_out_and_port_from_the_environment(tmp_path, browser):
     port = free_port()
     env = clean_env(tmp_path, STORYTELLER_TOKEN="none", STORYTELLER_PORT=str(port))
@@ -217,6 +219,7 @@ def test_token_none_opt_out_and_port_from_the_environment(tmp_path, browser):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_plain_streamlit_run_prints_and_opens_its_link_and_takes_the_token_from_the_environment(tmp_path):
     """The Windows/macOS way, on a desktop: a stand-in xdg-open records the link it is asked to open."""
     port, token = free_port(), "a-token-chosen-by-the-user"
@@ -316,6 +319,7 @@ DONE = re.compile(r"\bCOMPLETED\b|\bDone\b")
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_an_interrupted_job_resumes_when_the_server_starts_with_no_browser(tmp_path, emulator):
     emulator.config.processing_delay_s = 4.0
     video = make_video(tmp_path / "videos" / "interrupted.mp4", seconds=1.0)

@@ -62,6 +62,7 @@ def start(at: AppTest) -> None:
     next(b for b in at.button if b.label.startswith("Start batch")).click().run()
 
 
+@pytest.mark.slow
 def test_upload_start_and_board_shows_every_outcome(data_dir, videos, one_video):
     at = app().run()
     assert not at.exception
@@ -98,6 +99,7 @@ def test_the_checked_list_survives_a_reload_and_one_file_can_be_dropped(data_dir
     assert len(list((data_dir / "spool").iterdir())) == 2  # the dropped file's copy is gone
 
 
+@pytest.mark.slow
 def test_retry_and_remove_act_on_the_row(data_dir, one_video, emulator):
     video = one_video("interview-EMPTYME.mp4")
     at = app().run()
@@ -117,6 +119,7 @@ def test_retry_and_remove_act_on_the_row(data_dir, one_video, emulator):
     assert Store(data_dir / "jobs").item_ids() == []
 
 
+@pytest.mark.slow
 def test_results_page_filters_and_offers_the_csv(data_dir, videos):
     at = app().run()
     at.file_uploader[0].set_value([(p.name, p.read_bytes(), "video/mp4") for p in videos[:2]]).run()
@@ -206,6 +209,7 @@ def test_a_row_renders_every_status_in_plain_words():
     assert labels.count("Cancel") == 5 and labels.count("Retry") == 2 and labels.count("Remove") == 8
 
 
+@pytest.mark.slow
 def test_names_and_server_messages_render_as_text_not_markdown(data_dir, one_video):
     name = "![x](http:&#47;&#47;host&#47;beacon.png) [click](javascript:alert(1)) <img src=x>-FAILME.mp4"
     video = one_video("plain.mp4")
@@ -255,6 +259,7 @@ def test_uploaded_names_cannot_escape_the_data_dir(data_dir, videos, tmp_path, n
     assert label.label == "Start batch (1 video(s))"
 
 
+@pytest.mark.slow
 def test_the_same_file_dropped_twice_becomes_one_row(data_dir, videos):
     at = app().run()
     content = videos[0].read_bytes()
@@ -266,6 +271,7 @@ def test_the_same_file_dropped_twice_becomes_one_row(data_dir, videos):
     assert len(rows) == 1 and rows[0].status is Status.DONE
 
 
+@pytest.mark.slow
 def test_removing_a_row_keeps_its_place_until_the_batch_changes(data_dir, videos, tmp_path):
     at = app().run()
     add_from_folder(at, videos[:3], tmp_path / "pick")
@@ -284,6 +290,7 @@ def test_removing_a_row_keeps_its_place_until_the_batch_changes(data_dir, videos
     assert "2 / 2" in text_of(at)  # the totals count what is left
 
 
+@pytest.mark.slow
 def test_compact_view_and_a_finished_batch_title(data_dir, videos, tmp_path):
     at = app().run()
     add_from_folder(at, videos[:2], tmp_path / "pick")
@@ -298,6 +305,7 @@ def test_compact_view_and_a_finished_batch_title(data_dir, videos, tmp_path):
     assert len([c for c in at.code if "1.0-second video" in c.value]) >= 2
 
 
+@pytest.mark.slow
 def test_results_count_rows_by_status_in_words(data_dir, videos, tmp_path):
     at = app().run()
     add_from_folder(at, videos[:2], tmp_path / "pick")

@@ -6,6 +6,8 @@ import logging
 import threading
 from pathlib import Path
 
+import pytest
+
 from storyteller_core import Engine
 from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.board import Status
@@ -20,6 +22,7 @@ def video_of(engine, row) -> Video:
     return engine.store.require(Video, row.item.video_id)
 
 
+@pytest.mark.slow
 def test_batch_of_twelve_completes_within_the_upload_cap(make_engine, emulator, videos):
     emulator.config.chunk_delay_s = 0.3  # uploads take long enough to overlap
     engine = make_engine(max_jobs=3, max_uploads=2)
@@ -33,6 +36,7 @@ def test_batch_of_twelve_completes_within_the_upload_cap(make_engine, emulator, 
     assert sum(emulator.stats.uploads_finished.values()) == 12
 
 
+@pytest.mark.slow
 def test_429_and_503_bursts_are_retried_until_done(make_engine, emulator, videos):
     emulator.config.rate_429 = 0.15
     emulator.config.retry_delay_s = 0.2
@@ -45,6 +49,7 @@ def test_429_and_503_bursts_are_retried_until_done(make_engine, emulator, videos
     assert emulator.stats.faults["429"] > 0 and emulator.stats.faults["503"] > 0
 
 
+@pytest.mark.slow
 def test_failed_chunks_are_resent_and_the_upload_finishes(make_engine, emulator, videos):
     emulator.config.fail_every_nth_chunk = 2
     engine = make_engine()
@@ -131,6 +136,7 @@ def test_submitting_a_running_path_again_returns_the_same_row(make_engine, emula
     assert len(engine.store.item_ids()) == 1
 
 
+@pytest.mark.slow
 def test_cancel_a_queued_row_at_once_and_retry_it(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
     engine = make_engine(max_jobs=1, max_uploads=1, start=False)
@@ -163,6 +169,7 @@ def test_cancel_while_processing_stops_at_the_next_step(make_engine, emulator, v
     assert not emulator.stats.generates
 
 
+@pytest.mark.slow
 def test_retry_after_a_failed_analysis_reuses_the_active_file(make_engine, emulator, videos):
     emulator.config.rate_503 = 1.0
     emulator.config.fault_on = {"generate"}
@@ -190,6 +197,7 @@ def test_a_file_that_expired_is_uploaded_again_by_itself(make_engine, emulator, 
     assert emulator.uploads_of(videos[0].name) == 2
 
 
+@pytest.mark.slow
 def test_a_hanging_analysis_ends_at_the_step_budget(make_engine, emulator, videos):
     emulator.config.hang_generate_s = 30
     engine = make_engine(analysis_budget_s=1.0)
@@ -225,6 +233,7 @@ def test_priorities_run_high_before_low(make_engine, emulator, videos):
     assert max(uploaded[i.id] for i in high) < min(uploaded[i.id] for i in low)
 
 
+@pytest.mark.slow
 def test_the_api_key_is_never_written_to_logs_or_the_store(make_engine, emulator, videos, tmp_path):
     emulator.config.rate_503 = 0.3
     engine = make_engine(api_key="sk-very-secret-key-4711")
@@ -236,6 +245,7 @@ def test_the_api_key_is_never_written_to_logs_or_the_store(make_engine, emulator
             assert b"sk-very-secret-key-4711" not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_two_engines_on_one_data_dir_never_do_the_same_work(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
     first = make_engine()
@@ -249,6 +259,7 @@ def test_two_engines_on_one_data_dir_never_do_the_same_work(make_engine, emulato
     assert all(emulator.stats.generates[p.name] == 1 for p in videos[:6])
 
 
+@pytest.mark.slow
 def test_a_second_engine_takes_over_when_the_first_stops(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 2.0
     first = make_engine()

@@ -201,6 +201,7 @@ def test_a_private_youtube_video_fails_with_geminis_reason(make_engine, emulator
     assert emulator.stats.uploads_started == 0
 
 
+@pytest.mark.slow
 def test_the_story_is_visible_while_it_is_written(make_engine, emulator, one_video):
     from .helpers import ask, wait_until
 
@@ -218,6 +219,7 @@ def test_the_story_is_visible_while_it_is_written(make_engine, emulator, one_vid
     assert engine.store.require(Analysis, item.analysis_id).partial_story is None
 
 
+@pytest.mark.slow
 def test_a_stream_cut_half_way_is_retried_whole(make_engine, emulator, one_video):
     engine = make_engine()
     [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-CUTME.mp4")],

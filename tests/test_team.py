@@ -259,6 +259,7 @@ def test_upload_slots_cap_priority_and_a_dead_holders_lease_running_out(redis_cl
     assert slots.in_use() == 2
 
 
+@pytest.mark.slow
 def test_poll_limits_keep_the_rate_and_the_cap_across_clients(redis_client, team_prefix):
     from storyteller_core.team.limits import RedisPollLimits
 

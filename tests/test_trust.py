@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.board import Status
 from storyteller_core.errors import Code
@@ -26,6 +28,7 @@ def test_a_key_echoed_by_the_server_is_stored_nowhere(make_engine, emulator, one
     assert leaks == []
 
 
+@pytest.mark.slow
 def test_an_exhausted_quota_pauses_the_batch_instead_of_failing_each_video(make_engine, emulator, videos):
     emulator.config.rate_429 = 1.0
     emulator.config.retry_delay_s = 0.0  # "retry in 0 s": once made 5,859 requests in 305 s
@@ -49,6 +52,7 @@ def test_an_exhausted_quota_pauses_the_batch_instead_of_failing_each_video(make_
     assert [r.status for r in done] == [Status.DONE] * 3 and engine.gate.message is None
 
 
+@pytest.mark.slow
 def test_cancel_ends_an_analysis_that_is_backing_off(make_engine, emulator, videos):
     emulator.config.rate_503 = 1.0
     emulator.config.fault_on = {"generate"}
@@ -64,6 +68,7 @@ def test_cancel_ends_an_analysis_that_is_backing_off(make_engine, emulator, vide
     assert engine.rows([engine.store.require(type(item), item.id)])[0].status is Status.CANCELLED
 
 
+@pytest.mark.slow
 def test_answers_that_are_not_json_are_retried_as_gemini_faults(make_engine, emulator, videos):
     emulator.config.bad_body_rate = 0.3
     emulator.config.fault_on = {"upload_start", "poll", "generate"}
