@@ -20,6 +20,7 @@ from storyteller_core.video import Video, VideoState
 from .helpers import ROOT, ask, cli_env, read_csv, run_all, run_cli
 
 
+@pytest.mark.slow
 def test_three_copies_in_one_batch_are_uploaded_once_analyzed_once(make_engine, emulator, videos, tmp_path):
     copies = []
     for name in ("a.mp4", "b.mp4", "c.mp4"):
@@ -47,6 +48,7 @@ def test_a_completed_question_is_reused_and_costs_nothing(make_engine, emulator,
     assert sum(emulator.stats.generates.values()) == 1
 
 
+@pytest.mark.slow
 def test_analyze_again_reuses_the_active_file(make_engine, emulator, videos):
     engine = make_engine()
     first = run_all(engine, videos[:3], prompt="Tell the story")
@@ -62,6 +64,7 @@ def test_analyze_again_reuses_the_active_file(make_engine, emulator, videos):
     assert {r.analysis.prompt for r in rows} == {"List the people"}
 
 
+@pytest.mark.slow
 def test_analyze_again_after_the_file_expired_uploads_it_again(make_engine, emulator, videos):
     engine = make_engine()
     [first] = run_all(engine, [videos[0]])
@@ -105,6 +108,7 @@ def test_retry_of_a_demo_row_after_a_key_is_set_asks_the_real_backend(make_engin
     assert emulator.stats.generates["talk-EMPTYME.mp4"] == 1
 
 
+@pytest.mark.slow
 def test_a_file_changed_after_it_was_added_fails_and_is_never_reused(make_engine, emulator, videos, tmp_path):
     path = tmp_path / "interview.mp4"
     shutil.copy(videos[0], path)
@@ -224,6 +228,7 @@ def _old_job(job_id: str, batch: str, name: str, sha: str, state: str, **extra: 
     return job
 
 
+@pytest.mark.slow
 def test_a_data_dir_of_the_previous_release_is_migrated(tmp_path, make_engine, emulator, videos, monkeypatch):
     from storyteller_core.media import hash_file
 

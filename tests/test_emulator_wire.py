@@ -128,6 +128,7 @@ def test_response_schema_class_gives_parsed_answer(client: genai.Client, upload:
     assert emulator.stats.wire[-1].schema_field == "responseSchema"
 
 
+@pytest.mark.slow
 def test_nested_schema_shapes_are_filled(client: genai.Client, upload: Callable[..., types.File]) -> None:
     """$defs/$ref, Optional (anyOf null), enums, numbers with bounds, min/max items, moments as strings."""
 
@@ -246,6 +247,7 @@ def test_private_youtube_video_fails_as_gemini_says(client: genai.Client, emulat
 
 
 # -- 4. streaming --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_stream_yields_several_chunks_with_usage_on_the_last(client: genai.Client, upload: Callable[..., types.File],
                                                              emulator: Emulator) -> None:
     f = upload("streamed.mp4", seconds=40)
@@ -339,6 +341,7 @@ def test_models_list_offers_several_models_with_their_methods(client: genai.Clie
 
 
 # -- 7. Batch API ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_batch_runs_inlined_requests_in_order(client: genai.Client, upload: Callable[..., types.File], emulator: Emulator) -> None:
     emulator.config.batch_pending_s, emulator.config.batch_running_s = 0.3, 0.3
     a, b = upload("a.mp4", seconds=12), upload("b.mp4", seconds=30)

@@ -43,6 +43,7 @@ def test_503_on_polls_only_delays_the_poll(make_engine, emulator, videos):
     assert sum(emulator.stats.uploads_finished.values()) == 4
 
 
+@pytest.mark.slow
 def test_a_key_rejected_mid_batch_stops_the_rest_with_one_message(make_engine, emulator, videos):
     emulator.config.analysis_delay_s = 0.3
     engine = make_engine(max_jobs=1, max_uploads=1)
@@ -137,6 +138,7 @@ def test_disk_full_under_the_store_keeps_workers_alive(tiny_disk, make_engine, e
     assert [r.status for r in done] == [Status.DONE] * 2
 
 
+@pytest.mark.slow
 def test_a_file_deleted_between_active_and_analysis_is_uploaded_again(make_engine, emulator, one_video):
     engine = make_engine()
 

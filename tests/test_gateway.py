@@ -82,6 +82,7 @@ def _call_for(where: str, gateway: Gateway, video: Path, ready: RemoteFile):
 
 
 @pytest.mark.parametrize("where", CALLS)
+@pytest.mark.slow
 def test_a_200_that_is_not_json_is_transient_and_retried_to_success(emulator, gateway, one_video, where):
     video = one_video("bad-body.mp4")
     ready = active(gateway, upload(gateway, video, "vs-ready").file.name)
@@ -181,6 +182,7 @@ def test_a_long_exhaustion_pauses_every_caller(emulator, gateway, one_video):
     assert cooldown.paused_until is None and cooldown.exhausted_for() == 0
 
 
+@pytest.mark.slow
 def test_a_budget_spent_on_quota_raises_quota_paused_not_the_429(emulator, gateway, one_video):
     name = upload(gateway, one_video("budget.mp4")).file.name
     emulator.config.fault_on, emulator.config.rate_429, emulator.config.retry_delay_s = {"poll"}, 1.0, 0.0
@@ -303,6 +305,7 @@ def test_a_poll_slot_is_released_only_when_it_was_taken():
 
 # -- the emulator as its own process ----------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_the_emulator_process_deletes_its_storage_when_stopped(tmp_path, one_video, sig):
     root = tmp_path / "storage"
     root.mkdir()

@@ -86,6 +86,7 @@ def test_upload_start_and_board_shows_every_outcome(data_dir, videos, one_video)
     assert not INTERNAL_NAMES.search(shown), INTERNAL_NAMES.search(shown)
 
 
+@pytest.mark.slow
 def test_the_checked_list_survives_a_reload_and_one_file_can_be_dropped(data_dir, videos):
     at = app().run()
     at.file_uploader[0].set_value([(p.name, p.read_bytes(), "video/mp4") for p in videos[:3]]).run()
@@ -226,6 +227,7 @@ def test_names_and_server_messages_render_as_text_not_markdown(data_dir, one_vid
     assert "\\!\\[x\\]\\(http" in joined and "\\[click\\]\\(javascript" in joined and "\\<img src\\=x\\>" in joined
 
 
+@pytest.mark.slow
 def test_cancel_button_stops_a_running_row(data_dir, videos, emulator):
     emulator.config.processing_delay_s = 30
     at = app().run()

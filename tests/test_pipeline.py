@@ -114,6 +114,7 @@ def test_bad_files_are_refused_before_any_api_call(make_engine, emulator, tmp_pa
     assert not emulator.stats.wire
 
 
+@pytest.mark.slow
 def test_odd_names_stay_inside_the_data_dir(make_engine, emulator, one_video, tmp_path):
     path = one_video("Ünïcødé ☃ interview — part 1 (final).mp4")
     engine = make_engine()
@@ -186,6 +187,7 @@ def test_retry_after_a_failed_analysis_reuses_the_active_file(make_engine, emula
     assert emulator.uploads_of(videos[0].name) == 1
 
 
+@pytest.mark.slow
 def test_a_file_that_expired_is_uploaded_again_by_itself(make_engine, emulator, videos):
     engine = make_engine()
     run_all(engine, [videos[0]])
@@ -208,6 +210,7 @@ def test_a_hanging_analysis_ends_at_the_step_budget(make_engine, emulator, video
     assert "during the analysis" in row.error
 
 
+@pytest.mark.slow
 def test_blocked_and_empty_answers_fail_with_the_reason(make_engine, emulator, one_video):
     engine = make_engine()
 
@@ -218,6 +221,7 @@ def test_blocked_and_empty_answers_fail_with_the_reason(make_engine, emulator, o
     assert rows["b-EMPTYME.mp4"].analysis.error_code == "empty_answer"
 
 
+@pytest.mark.slow
 def test_priorities_run_high_before_low(make_engine, emulator, videos):
     # Everything is queued before the one worker starts, so the order depends on priority alone, not on
     # how fast this machine submits (the old version of this test raced the worker on a busy machine).
@@ -294,6 +298,7 @@ def test_an_upload_that_loses_the_race_for_its_name_adopts_the_finished_file(emu
     assert emulator.uploads_of(videos[0].name) == 1  # one file; the loser was answered 409 and got it
 
 
+@pytest.mark.slow
 def test_everything_in_the_data_dir_is_private_to_its_owner(tmp_path, emulator, videos):
     settings = fast_settings(tmp_path / "parent" / "data", emulator)
     engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1).start()

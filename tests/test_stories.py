@@ -128,6 +128,7 @@ def story_ask(engine, **kw):
     return ask(engine, PROMPT_PRESETS["Story"], preset="Story", **kw)
 
 
+@pytest.mark.slow
 def test_the_story_preset_returns_a_structured_story_with_real_moments(make_engine, emulator, one_video):
     engine = make_engine()
     path = one_video("harbour.mp4", seconds=6.0)
@@ -142,6 +143,7 @@ def test_the_story_preset_returns_a_structured_story_with_real_moments(make_engi
     assert call.method == "stream" and call.schema_field and call.response_mime_type == "application/json"
 
 
+@pytest.mark.slow
 def test_a_moment_past_the_end_is_dropped_and_counted(make_engine, emulator, one_video):
     engine = make_engine()
     path = one_video("pier-LATEMOMENT.mp4", seconds=4.0)
@@ -153,6 +155,7 @@ def test_a_moment_past_the_end_is_dropped_and_counted(make_engine, emulator, one
     assert all(m["seconds"] <= 4.0 for m in row.analysis.structured["key_moments"])
 
 
+@pytest.mark.slow
 def test_an_answer_off_the_schema_keeps_the_raw_text(make_engine, emulator, one_video):
     engine = make_engine()
     [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-BADJSON.mp4")], story_ask(engine))],
@@ -162,6 +165,7 @@ def test_an_answer_off_the_schema_keeps_the_raw_text(make_engine, emulator, one_
     assert row.story and row.analysis.structured["key_moments"] == []
 
 
+@pytest.mark.slow
 def test_clip_fps_and_resolution_reach_the_wire_and_the_estimate(make_engine, emulator, one_video):
     engine = make_engine()
     path = one_video("talk.mp4", seconds=8.0)
@@ -240,6 +244,7 @@ def test_models_list_drives_the_default_and_a_missing_model_is_warned(make_engin
     assert engine.catalog.warning("gemini-2.5-pro") is None
 
 
+@pytest.mark.slow
 def test_the_flex_tier_is_asked_for_and_costs_half(make_engine, emulator, videos):
     from .helpers import ask, run_all
 

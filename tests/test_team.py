@@ -237,6 +237,7 @@ def test_the_redis_fixture_runs_a_private_server(redis_server: RedisServer, redi
 
 
 # -- the global limits, on Redis's clock -------------------------------------------------------------------
+@pytest.mark.slow
 def test_upload_slots_cap_priority_and_a_dead_holders_lease_running_out(redis_client, team_prefix):
     from storyteller_core.team.limits import UploadSlots
 

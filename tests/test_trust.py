@@ -15,6 +15,7 @@ from storyteller_core.export import to_csv_bytes
 from .helpers import ask, cli_env, run_all, run_cli, wait_until
 
 
+@pytest.mark.slow
 def test_a_key_echoed_by_the_server_is_stored_nowhere(make_engine, emulator, one_video, tmp_path):
     key = "AIza-echo-secret-0042"
     engine = make_engine(api_key=key)
@@ -80,6 +81,7 @@ def test_answers_that_are_not_json_are_retried_as_gemini_faults(make_engine, emu
     assert emulator.stats.faults["bad_body"] > 0
 
 
+@pytest.mark.slow
 def test_a_model_gemini_does_not_offer_stops_the_batch_asking_and_never_re_uploads(make_engine, emulator, videos):
     engine = make_engine(max_jobs=1)
 
