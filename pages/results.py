@@ -6,9 +6,10 @@ import streamlit as st
 
 from storyteller_core.batch import Batch
 from storyteller_core.board import Status, batch_rows, totals
-from storyteller_core.export import rows_frame, to_csv_bytes
+from storyteller_core.export import chapters_vtt, rows_frame, stories_markdown, to_csv_bytes, to_json_bytes
 from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
+from storyteller_ui.view import plain
 
 engine = get_engine()
 st.title(":material/table_view: Results")
@@ -66,8 +67,21 @@ def table() -> None:
         "cost_usd": None if engine.demo else st.column_config.NumberColumn("Cost (USD)", format="$%.4f"),
     })
     st.dataframe(frame, hide_index=True, width="stretch", column_config=config)
-    st.download_button(f"Download CSV ({len(picked)} row(s))", to_csv_bytes(picked), file_name="video-stories.csv",
-                       mime="text/csv", type="primary", icon=":material/download:")
+    line = st.container(horizontal=True)
+    line.download_button(f"Download CSV ({len(picked)} row(s))", to_csv_bytes(picked), file_name="video-stories.csv",
+                         mime="text/csv", type="primary", icon=":material/download:")
+    line.download_button("JSON (full stories)", to_json_bytes(picked), file_name="video-stories.json",
+                         mime="application/json", icon=":material/data_object:")
+    line.download_button("Markdown (one section per video)", stories_markdown(picked), file_name="video-stories.md",
+                         mime="text/markdown", icon=":material/article:")
+    chapters = [(row, chapters_vtt(row)) for row in picked]
+    with st.expander("Chapters (WebVTT) of the key moments, per video", icon=":material/subtitles:"):
+        found = [(row, vtt) for row, vtt in chapters if vtt]
+        if not found:
+            st.caption("No story with key moments in this selection.")
+        for n, (row, vtt) in enumerate(found):
+            st.download_button(plain(row.name[:80]), vtt or "", file_name=f"{row.video.sha256[:12] if row.video else n}.vtt",
+                               mime="text/vtt", key=f"vtt-{row.item.id}", icon=":material/download:")
     st.caption("The CSV is UTF-8 with a byte order mark, so Excel shows accents correctly; cells that could run "
                "as a formula start with an apostrophe.")
 
