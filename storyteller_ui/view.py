@@ -146,7 +146,7 @@ def moments_view(row: Row, story: Story) -> None:
         st.caption(f"{story.dropped_moments} moment(s) Gemini placed outside the video were left out.")
     line = st.container(horizontal=True, key=f"moments-{row.item.id}")
     for n, moment in enumerate(story.moments):
-        line.button(f"{moment.time} {moment.description[:60]}", key=f"{key}-{n}", icon=":material/play_arrow:",
+        line.button(plain(f"{moment.time} {moment.description[:60]}"), key=f"{key}-{n}", icon=":material/play_arrow:",
                     on_click=st.session_state.__setitem__, args=(key, moment.seconds))
     seek = st.session_state.get(key)
     source = _playable(row)
