@@ -1,68 +1,148 @@
-"""Time one full rerun of the Batch page with many jobs in the store.
+"""Reading a batch for the pages: the board's rows for 1,000 and 10,000 items, before and now, in one run.
 
-    python bench/board_rerun.py            # 1,000 jobs
-    python bench/board_rerun.py --jobs 10000
+    python bench/board_rerun.py                       # 1,000 and 10,000 rows, 3 runs per variant
+    python bench/board_rerun.py --rows 1000 --runs 5 --before 161dda3
+    python bench/board_rerun.py --status-cli          # also time `python -m storyteller_core status`
 
-Target: under 300 ms for 1,000 jobs.
+One store is filled (with the current code) with a batch of N items, each
+with its own video and analysis, as the Batch page reads them on every
+rerun: ``board.batch_rows`` (the index, the items, then their analyses and
+videos). Each run is a fresh process that opens the store, reads the rows
+once to warm up, then times ``--reads`` reads and keeps the median. The
+variants alternate, so both see the same machine load:
+  before   the code at ``--before`` (default 161dda3: one SQL query and one
+           dataclasses.fields() per record), unpacked with ``git archive``
+  now      the current code (one query per 900 records, field sets cached)
+Targets (issue 13): 10,000 rows <= 300 ms, 1,000 rows <= 80 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BATCH = "bench-batch"
 
-from storyteller_core.jobs import Job, State
-from storyteller_core.store import JobStore
 
+def fill(directory: Path, count: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    import random
 
-def fill(store: JobStore, count: int) -> None:
+    from storyteller_core.analysis import Analysis, AnalysisState
+    from storyteller_core.batch import Batch, Item
+    from storyteller_core.store import Store
+    from storyteller_core.video import Video, VideoState
+
     rng = random.Random(1)
-    for i in range(count):
-        state = rng.choice([State.COMPLETED] * 8 + [State.FAILED, State.CANCELLED])
-        job = Job(display_name=f"video-{i:05d}.mp4", source_path=f"/videos/video-{i:05d}.mp4", size_bytes=10**7,
-                  sha256=f"{i:064x}", mime_type="video/mp4", model="gemini-2.5-flash", prompt="Tell the story",
-                  batch_id="bench-batch", state=state, progress=100 if state is State.COMPLETED else 40, duration_s=60.0,
-                  story="A story. " * 60 if state is State.COMPLETED else None, total_tokens=18_000, cost_usd=0.006,
-                  error_message="Gemini could not process it." if state is State.FAILED else None)
-        store.create(job)
+    store = Store(directory)
+    store.add_batch(Batch(id=BATCH, name="bench"))
+    with store.cache.transact():
+        for i in range(count):
+            state = rng.choice([AnalysisState.COMPLETED] * 8 + [AnalysisState.FAILED, AnalysisState.WAITING])
+            video = Video(id=f"{i:064x}", sha256=f"{i:064x}", display_name=f"video-{i:05d}.mp4",
+                          sources=[f"/videos/video-{i:05d}.mp4"], size_bytes=10**7, duration_s=60.0,
+                          state=VideoState.FILE_ACTIVE, progress=80, backend="https://example", gemini_name=f"files/vs-{i}",
+                          gemini_uri=f"https://example/v1beta/files/vs-{i}", gemini_expires_at=time.time() + 3600,
+                          state_entered_at={"CREATED": time.time(), "FILE_ACTIVE": time.time()})
+            store.put(video)
+            analysis = Analysis(id=f"{i:032x}", video_id=video.id, model="gemini-2.5-flash", prompt="Tell the story",
+                                backend="https://example", state=state,
+                                story="A story. " * 60 if state is AnalysisState.COMPLETED else None,
+                                total_tokens=18_000, cost_usd=0.006, estimated_cost_usd=0.006,
+                                error_message="Gemini could not process it." if state is AnalysisState.FAILED else None)
+            store.put(analysis)
+            store.add_item(Item(id=f"item-{i:06d}", batch_id=BATCH, display_name=video.display_name,
+                                source_path=video.sources[0], video_id=video.id, analysis_id=analysis.id))
+    store.close()
+
+
+def child(tree: Path, directory: Path, reads: int) -> None:
+    sys.path.insert(0, str(tree))
+    from storyteller_core.board import batch_rows
+    from storyteller_core.store import Store
+
+    store = Store(directory)
+    count = len(batch_rows(store, BATCH))  # warm: open, page cache
+    timings = []
+    for _ in range(reads):
+        started = time.perf_counter()
+        batch_rows(store, BATCH)
+        timings.append((time.perf_counter() - started) * 1000)
+    print("RESULT " + json.dumps({"rows": count, "median_ms": statistics.median(timings)}))
+
+
+def status_cli(runs: int) -> list[float]:
+    """Wall time of `python -m storyteller_core status` on an empty data dir, a fresh process each time."""
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as data:
+            env = {**os.environ, "STORYTELLER_DATA_DIR": data, "PYTHONPATH": str(ROOT)}
+            env.pop("GEMINI_API_KEY", None)
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "storyteller_core", "status"], env=env, cwd=ROOT, check=False,
+                           capture_output=True, stdin=subprocess.DEVNULL)
+            times.append(time.perf_counter() - started)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--rows", default="1000,10000")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reads", type=int, default=5)
+    parser.add_argument("--before", default="161dda3", help="git revision measured as 'before'")
+    parser.add_argument("--status-cli", action="store_true")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from streamlit.testing.v1 import AppTest
+    if args.child:
+        child(Path(args.child[0]), Path(args.child[1]), int(args.child[2]))
+        return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["STORYTELLER_DATA_DIR"] = tmp
-        os.environ.pop("GEMINI_API_KEY", None)
-        store = JobStore(Path(tmp) / "jobs")
-        fill(store, args.jobs)
-        os.chdir(ROOT)
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-        at.run()  # first run builds the engine
-        timings = []
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            at.run()
-            timings.append((time.perf_counter() - started) * 1000)
-        assert not at.exception, at.exception
-        load = []
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            store.jobs_in_batch("bench-batch")
-            load.append((time.perf_counter() - started) * 1000)
-    print(f"{'jobs':>6} | {'page rerun median ms':>20} | {'p90 ms':>7} | {'store read ms':>13}")
-    p90 = sorted(timings)[int(len(timings) * 0.9) - 1]
-    print(f"{args.jobs:>6} | {statistics.median(timings):20.0f} | {p90:7.0f} | {statistics.median(load):13.0f}")
+    sys.path.insert(0, str(BENCH))
+    from common import load_line, spread
+
+    loads = [os.getloadavg()]
+    table = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        before = tmp / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "storyteller_core"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        for count in map(int, args.rows.split(",")):
+            directory = tmp / f"store-{count}"
+            fill(directory, count)
+            results: dict[str, list[float]] = {"before": [], "now": []}
+            for _ in range(args.runs):
+                for variant, tree in (("before", before), ("now", ROOT)):
+                    out = subprocess.run([sys.executable, __file__, "--child", str(tree), str(directory), str(args.reads)],
+                                         capture_output=True, text=True, cwd=tmp, check=True)
+                    result = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
+                    assert result["rows"] == count, result
+                    results[variant].append(result["median_ms"])
+                    loads.append(os.getloadavg())
+            table.append((count, results))
+    print(f"board rows of one batch (board.batch_rows), median of {args.reads} reads per process, {args.runs} processes "
+          "per variant: min / median / max ms")
+    print(f"{'rows':>6} | {'before ms':<20} | {'now ms':<20} | {'speed-up':>8}")
+    for count, results in table:
+        speed = statistics.median(results["before"]) / statistics.median(results["now"])
+        print(f"{count:>6} | {spread(results['before'], '.0f'):<20} | {spread(results['now'], '.0f'):<20} | {speed:7.1f}x")
+    if args.status_cli:
+        times = status_cli(args.runs)
+        loads.append(os.getloadavg())
+        print(f"\n`python -m storyteller_core status` on an empty data dir: {spread(times, '.2f')} s (min / median / max)")
+    print(load_line(loads))
 
 
 if __name__ == "__main__":

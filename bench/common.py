@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import signal
 import socket
@@ -70,14 +71,15 @@ class ExternalEmulator:
     emulator deleted its storage (uploaded bytes; gigabytes per bench run otherwise).
     """
 
-    def __init__(self, processing_delay: float = 0.5, analysis_delay: float = 0.2) -> None:
+    def __init__(self, processing_delay: float = 0.5, analysis_delay: float = 0.2, stream_chunk_delay: float = 0.0) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="bench-emulator-"))  # the emulator's storage dir goes in here
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 (the emulator's stderr, kept as long as it runs)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "storyteller_core.emulator", "--port", str(port), "--processing-delay", str(processing_delay),
-             "--analysis-delay", str(analysis_delay), "--storage-root", str(self.root)],
+             "--analysis-delay", str(analysis_delay), "--stream-chunk-delay", str(stream_chunk_delay),
+             "--storage-root", str(self.root)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log,
         )
         atexit.register(self.stop)  # even a bench that forgets the ``with`` cleans up
@@ -122,6 +124,23 @@ class ExternalEmulator:
         return iter((self.proc, self.url))
 
 
-def external_emulator(processing_delay: float = 0.5, analysis_delay: float = 0.2) -> ExternalEmulator:
-    """``with external_emulator() as emu:`` use ``emu.url``; stopped with SIGTERM and checked on exit."""
-    return ExternalEmulator(processing_delay, analysis_delay)
+def external_emulator(processing_delay: float = 0.5, analysis_delay: float = 0.2,
+                      stream_chunk_delay: float = 0.0) -> ExternalEmulator:
+    """``with external_emulator() as emu:`` use ``emu.url``; stopped with SIGTERM and checked on exit.
+
+    An analysis takes ``analysis_delay`` plus ``stream_chunk_delay`` between its streamed pieces (0: none).
+    """
+    return ExternalEmulator(processing_delay, analysis_delay, stream_chunk_delay)
+
+
+def spread(values: list[float], fmt: str = ".1f") -> str:
+    """min / median / max of a few runs, e.g. "1.02 / 1.10 / 1.31"."""
+    import statistics
+
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
+def load_line(loads: list[tuple[float, float, float]]) -> str:
+    """The machine's load while the bench ran (os.getloadavg() samples: 1-minute average, lowest and highest)."""
+    ones = [load[0] for load in loads]
+    return f"load average (1 min) during the runs: {min(ones):.2f} .. {max(ones):.2f} on {os.cpu_count()} cores"

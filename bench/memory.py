@@ -16,7 +16,9 @@ from pathlib import Path
 
 from common import RssSampler, external_emulator, padded_video
 
-from storyteller_core import Engine, Settings, State
+from storyteller_core import Engine, Settings
+from storyteller_core.board import Status
+from storyteller_core.commands import Ask
 
 UNITS = {"M": 1024**2, "G": 1024**3}
 
@@ -29,26 +31,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1G")
     args = parser.parse_args()
-    proc, url = external_emulator()
     rows = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine = Engine(Settings(data_dir=Path(tmp) / "data", api_key="bench-key", base_url=url),
-                            stderr_log_level=logging.CRITICAL + 1).start()
-            idle = RssSampler().peak  # once, before any file: the honest baseline
-            for label in args.sizes.split(","):
-                video = padded_video(Path(tmp) / f"big-{label}.mp4", parse_size(label))
-                started = time.monotonic()
-                with RssSampler() as sampler:
-                    [job] = engine.submit_paths([video], prompt="Tell the story")
-                    [job] = engine.wait([job.id])
-                seconds = time.monotonic() - started
-                assert job.state is State.COMPLETED, job.error_message
-                rows.append((label, idle / 1024**2, sampler.peak / 1024**2, (sampler.peak - idle) / 1024**2, seconds))
-                video.unlink()
-            engine.shutdown()
-    finally:
-        proc.terminate()
+    with external_emulator() as emu, tempfile.TemporaryDirectory() as tmp:  # stopped, and its storage checked, on exit
+        engine = Engine(Settings(data_dir=Path(tmp) / "data", api_key="bench-key", base_url=emu.url),
+                        stderr_log_level=logging.CRITICAL + 1).start()
+        idle = RssSampler().peak  # once, before any file: the honest baseline
+        for label in args.sizes.split(","):
+            video = padded_video(Path(tmp) / f"big-{label}.mp4", parse_size(label))
+            started = time.monotonic()
+            with RssSampler() as sampler:
+                [item] = engine.commands.submit_paths([video], Ask(prompt="Tell the story", model=engine.settings.model))
+                [row] = engine.wait([item.id])
+            seconds = time.monotonic() - started
+            assert row.status is Status.DONE, row.error
+            rows.append((label, idle / 1024**2, sampler.peak / 1024**2, (sampler.peak - idle) / 1024**2, seconds))
+            video.unlink()
+        engine.shutdown()
     print(f"{'file':>6} | {'idle RSS MB':>11} | {'peak RSS MB':>11} | {'peak - idle MB':>14} | {'seconds':>7}")
     for label, idle, peak, delta, seconds in rows:
         print(f"{label:>6} | {idle:11.1f} | {peak:11.1f} | {delta:14.1f} | {seconds:7.1f}")

@@ -62,26 +62,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=500)
     args = parser.parse_args()
-    proc, url = external_emulator()
     counter = iter(range(100))
-    try:
-        with tempfile.TemporaryDirectory() as tmp_name:
-            tmp = Path(tmp_name)
-            video = padded_video(tmp / "plumbing.mp4", args.mb * 1024**2)
-            gateway = Gateway("bench-key", url, 120)
-            ours_up = timed(lambda: gateway.upload(video, name=f"ours-{next(counter)}", display_name=video.name,
-                                                   mime_type="video/mp4", on_progress=lambda _: None))
-            raw_up = timed(lambda: raw_upload(url, video, f"raw-{next(counter)}"))
+    with external_emulator() as emu, tempfile.TemporaryDirectory() as tmp_name:  # stopped and checked on exit
+        url = emu.url
+        tmp = Path(tmp_name)
+        video = padded_video(tmp / "plumbing.mp4", args.mb * 1024**2)
+        gateway = Gateway("bench-key", url, 120)
+        ours_up = timed(lambda: gateway.upload(video, name=f"ours-{next(counter)}", display_name=video.name,
+                                               mime_type="video/mp4", on_progress=lambda _: None).file)
+        raw_up = timed(lambda: raw_upload(url, video, f"raw-{next(counter)}"))
 
-            def spool() -> None:
-                shutil.rmtree(tmp / "spool", ignore_errors=True)
-                with video.open("rb") as src:
-                    spool_stream(src, tmp / "spool", video.name)
+        def spool() -> None:
+            shutil.rmtree(tmp / "spool", ignore_errors=True)
+            with video.open("rb") as src:
+                spool_stream(src, tmp / "spool", video.name)
 
-            ours_spool = timed(spool)
-            plain_cp = timed(lambda: subprocess.run(["cp", "--sparse=never", str(video), str(tmp / "copy.mp4")], check=True))
-    finally:
-        proc.terminate()
+        ours_spool = timed(spool)
+        plain_cp = timed(lambda: subprocess.run(["cp", "--sparse=never", str(video), str(tmp / "copy.mp4")], check=True))
     mb = args.mb
     print(f"{'step':<26} | {'ours s':>6} | {'MB/s':>6} | {'baseline':<10} | {'base s':>6} | {'ratio':>5}")
     print(f"{'upload ' + str(mb) + ' MB':<26} | {ours_up:6.2f} | {mb / ours_up:6.0f} | {'raw HTTP':<10} | {raw_up:6.2f} | "

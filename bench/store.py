@@ -1,47 +1,47 @@
-"""Job store: state writes per second under load, and listing many jobs.
+"""The store under load: record writes per second while the UI reads, and listing many rows.
 
     python bench/store.py
 
-10 threads update their own jobs (as workers do) for a few seconds while one
-thread reads the whole batch in a loop (as the UI does). Then the time to
-list 1,000 and 10,000 jobs, and to turn them into the export table.
+10 threads update their own videos' progress (as uploads do, each an atomic
+diskcache transaction) for a few seconds while one thread reads the whole
+batch's rows in a loop (as the Batch page does). Then the time to read 1,000
+and 10,000 rows (``board.batch_rows``, warm) and to turn them into the
+export table.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import ROOT  # noqa: F401  (puts the repo on sys.path)
+from board_rerun import BATCH, fill
+from common import load_line
 
-from storyteller_core.export import jobs_frame
-from storyteller_core.jobs import Job
-from storyteller_core.store import JobStore
+from storyteller_core.board import batch_rows
+from storyteller_core.export import rows_frame
+from storyteller_core.store import Store
+from storyteller_core.video import Video
 
 SECONDS = 5.0
 
 
-def job(i: int, batch: str) -> Job:
-    return Job(display_name=f"v{i}.mp4", source_path=f"/v/{i}.mp4", size_bytes=1, sha256=f"{i:064x}",
-               mime_type="video/mp4", model="gemini-2.5-flash", prompt="p", batch_id=batch)
-
-
-def writes_under_load(store: JobStore) -> tuple[float, float, int]:
-    ids = [store.create(job(i, "load")).id for i in range(10)]
+def writes_under_load(store: Store) -> tuple[float, float, int]:
+    video_ids = [item.video_id for item in store.items(BATCH)[:10]]
     stop = threading.Event()
     writes = [0] * 10
     reads = [0]
 
     def writer(n: int) -> None:
         while not stop.is_set():
-            store.update(ids[n], progress=writes[n] % 100)
+            store.update(Video, video_ids[n], progress=writes[n] % 100)
             writes[n] += 1
 
     def reader() -> None:
         while not stop.is_set():
-            store.jobs_in_batch("load")
+            batch_rows(store, BATCH)
             reads[0] += 1
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(10)] + [threading.Thread(target=reader)]
@@ -54,30 +54,37 @@ def writes_under_load(store: JobStore) -> tuple[float, float, int]:
     return sum(writes) / SECONDS, reads[0] / SECONDS, sum(writes)
 
 
-def listing(store: JobStore, count: int) -> tuple[float, float]:
-    batch = f"list-{count}"
-    with store.cache.transact():
-        for i in range(count):
-            store.create(job(100_000 + count + i, batch))
+def listing(directory: Path) -> tuple[float, float, float]:
+    store = Store(directory)
     started = time.perf_counter()
-    jobs = store.jobs_in_batch(batch)
-    read_ms = (time.perf_counter() - started) * 1000
+    batch_rows(store, BATCH)
+    cold_ms = (time.perf_counter() - started) * 1000
     started = time.perf_counter()
-    jobs_frame(jobs)
+    rows = batch_rows(store, BATCH)
+    warm_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    rows_frame(rows)
     frame_ms = (time.perf_counter() - started) * 1000
-    return read_ms, frame_ms
+    store.close()
+    return cold_ms, warm_ms, frame_ms
 
 
 def main() -> None:
+    loads = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
-        store = JobStore(Path(tmp) / "jobs")
+        fill(Path(tmp) / "load", 100)
+        store = Store(Path(tmp) / "load")
         writes, reads, total = writes_under_load(store)
-        print(f"10 writer threads + 1 reader for {SECONDS:g} s: {writes:,.0f} job writes/s ({total:,} in all), "
-              f"{reads:,.1f} batch reads/s")
-        print(f"{'jobs':>6} | {'read all ms':>11} | {'to DataFrame ms':>15}")
+        store.close()
+        print(f"10 writer threads + 1 reader of 100 rows for {SECONDS:g} s: {writes:,.0f} record writes/s "
+              f"({total:,} in all), {reads:,.1f} batch reads/s")
+        print(f"{'rows':>6} | {'read cold ms':>12} | {'read warm ms':>12} | {'to DataFrame ms':>15}")
         for count in (1000, 10000):
-            read_ms, frame_ms = listing(store, count)
-            print(f"{count:>6} | {read_ms:11.0f} | {frame_ms:15.0f}")
+            fill(Path(tmp) / f"list-{count}", count)
+            cold, warm, frame = listing(Path(tmp) / f"list-{count}")
+            print(f"{count:>6} | {cold:12.0f} | {warm:12.0f} | {frame:15.0f}")
+            loads.append(os.getloadavg())
+    print(load_line(loads))
 
 
 if __name__ == "__main__":
