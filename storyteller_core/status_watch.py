@@ -167,7 +167,7 @@ class StatusWatch:
         due = [w for w in entries if w.due <= started]
         self.stats["sweeps"] += 1
         try:
-            if self._bulk and len(due) > self._pages:
+            if self._bulk and len(entries) > self._pages:  # a listing answers for every file, due or not
                 self._sweep_list(entries, due, started)
             else:
                 for watched in due:
