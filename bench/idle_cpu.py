@@ -70,13 +70,28 @@ def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, 
     taken_before = stats.taken if stats else 0
     watch_stats = engine.watch.stats if watch and hasattr(engine, "watch") else None
     calls_before = watch_stats["list"] + watch_stats["get"] if watch_stats else 0
+    import threading
+
+    def by_thread() -> dict[str, float]:
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        out: dict[str, float] = {}
+        for t in process.threads():
+            name = names.get(t.id, "other")
+            kind = "workers" if name.startswith("storyteller-worker") else name.removeprefix("storyteller-")
+            out[kind] = out.get(kind, 0.0) + t.user_time + t.system_time
+        return out
+
+    threads_before = by_thread()
     cpu_before = sum(process.cpu_times()[:2])
     wall_before = time.monotonic()
     time.sleep(window)
     cpu = sum(process.cpu_times()[:2]) - cpu_before
     wall = time.monotonic() - wall_before
+    threads_after = by_thread()
+    split = {k: round(100 * (v - threads_before.get(k, 0.0)) / wall, 2) for k, v in threads_after.items()}
     result = {
         "core_pct": 100 * cpu / wall, "intake_s": intake_s, "ready_s": ready_s,
+        "by_thread_pct": {k: v for k, v in split.items() if v >= 0.05},
         "taken_per_s": (stats.taken - taken_before) / wall if stats else None,
         "watch_calls_per_s": (watch_stats["list"] + watch_stats["get"] - calls_before) / wall if watch_stats else None,
     }
@@ -161,6 +176,9 @@ def main() -> None:
         print(f"{variant:<9} | {spread([r['core_pct'] for r in runs], '.2f'):<19} | "
               f"{spread(taken, '.1f') if taken else 'n/a':<19} | {spread(calls, '.2f') if calls else 'n/a':<17} | "
               f"{statistics_median([r['intake_s'] for r in runs]):<8.1f}")
+    for variant in variants:
+        median_run = sorted(results[variant], key=lambda r: r["core_pct"])[len(results[variant]) // 2]
+        print(f"{variant}: % of a core by thread, median run: {median_run['by_thread_pct']}")
     print(load_line(loads))
 
 
