@@ -177,7 +177,7 @@ def metric(page, label: str):  # type: ignore[no-untyped-def]
 
 
 def add_from_folder(page, folder: Path) -> None:  # type: ignore[no-untyped-def]
-    page.get_by_role("tab", name="Local folder or file path (large files)").click()
+    page.get_by_role("tab", name="Local folder, file path or YouTube link").click()
     page.get_by_label("Path to a video file or a folder of videos").fill(str(folder))
     page.get_by_role("button", name="Add from path").click()
 

@@ -76,7 +76,7 @@ def test_soak_nothing_lost_no_leaks(soak_env, app_server, page, tmp_path, emulat
 
     def run_batch(path, count: int) -> None:  # type: ignore[no-untyped-def]
         total_before = len(store.item_ids())
-        page.get_by_role("tab", name="Local folder or file path (large files)").click()
+        page.get_by_role("tab", name="Local folder, file path or YouTube link").click()
         page.get_by_label("Path to a video file or a folder of videos").fill(str(path))
         page.get_by_role("button", name="Add from path").click()
         page.get_by_role("button", name=f"Start batch ({count} video(s))").click(timeout=120_000)
