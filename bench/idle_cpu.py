@@ -7,7 +7,10 @@ Each run is a fresh process with a fresh data dir: it submits ``--jobs``
 distinct tiny videos to an external emulator (its own process, so its CPU is
 not counted) whose processing never ends during the run, waits until every
 video is FILE_PROCESSING, then measures this process's CPU time (user +
-system) over ``--window`` seconds: the share of one core spent waiting.
+system) over ``--window`` seconds: the share of one core spent waiting. An
+engine that has not got every video uploaded after 5 minutes (161dda3 at
+1,000: its polls starve the uploads) is measured as it is then; the table
+says how many were processing.
 
 Variants, side by side in one run:
   before     the code at ``--before`` (default 161dda3: per-file polls, a scheduler that
@@ -35,7 +38,8 @@ ROOT = BENCH.parent
 VARIANTS = ("before", "per-file", "now")
 
 
-def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, window: float, watch: bool) -> dict:
+def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, window: float, watch: bool,
+            settle_s: float = 300.0) -> dict:
     """Runs in a child process with ``tree`` first on sys.path."""
     sys.path.insert(0, str(tree))
     import psutil
@@ -56,12 +60,11 @@ def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, 
     intake_s = time.monotonic() - started
     video_ids = sorted({i.video_id for i in items if i.video_id})
     assert len(video_ids) == jobs, f"{len(video_ids)} distinct videos"
-    deadline = time.monotonic() + 600
-    while True:
-        states = [v.state for v in engine.store.many(Video, video_ids)]
-        if all(s is VideoState.FILE_PROCESSING for s in states):
+    deadline = time.monotonic() + settle_s
+    while True:  # the previous engine may never get there: its polls starve the uploads; measure it as it is then
+        processing = sum(v.state is VideoState.FILE_PROCESSING for v in engine.store.many(Video, video_ids))
+        if processing == len(video_ids) or time.monotonic() > deadline:
             break
-        assert time.monotonic() < deadline, "videos did not all reach FILE_PROCESSING"
         time.sleep(1.0)
     ready_s = time.monotonic() - started
     time.sleep(3.0)  # let the first looks after the uploads pass
@@ -90,7 +93,7 @@ def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, 
     threads_after = by_thread()
     split = {k: round(100 * (v - threads_before.get(k, 0.0)) / wall, 2) for k, v in threads_after.items()}
     result = {
-        "core_pct": 100 * cpu / wall, "intake_s": intake_s, "ready_s": ready_s,
+        "core_pct": 100 * cpu / wall, "intake_s": intake_s, "ready_s": ready_s, "processing": processing,
         "by_thread_pct": {k: v for k, v in split.items() if v >= 0.05},
         "taken_per_s": (stats.taken - taken_before) / wall if stats else None,
         "watch_calls_per_s": (watch_stats["list"] + watch_stats["get"] - calls_before) / wall if watch_stats else None,
@@ -168,14 +171,16 @@ def main() -> None:
                 print(f"run {run + 1} {variant}: {results[variant][-1]}", file=sys.stderr)
     print(f"{args.jobs} videos waiting on Gemini's processing; CPU of the engine process over {args.window:g} s, "
           f"{args.runs} runs (min / median / max)")
-    print(f"{'variant':<9} | {'% of one core':<19} | {'tasks taken /s':<19} | {'status calls /s':<17} | {'submit s':<8}")
+    print(f"{'variant':<9} | {'% of one core':<19} | {'tasks taken /s':<19} | {'status calls /s':<17} | {'submit s':<8} | "
+          f"{'processing at the window':<24}")
     for variant in variants:
         runs = results[variant]
         taken = [r["taken_per_s"] for r in runs if r["taken_per_s"] is not None]
         calls = [r["watch_calls_per_s"] for r in runs if r["watch_calls_per_s"] is not None]
         print(f"{variant:<9} | {spread([r['core_pct'] for r in runs], '.2f'):<19} | "
               f"{spread(taken, '.1f') if taken else 'n/a':<19} | {spread(calls, '.2f') if calls else 'n/a':<17} | "
-              f"{statistics_median([r['intake_s'] for r in runs]):<8.1f}")
+              f"{statistics_median([r['intake_s'] for r in runs]):<8.1f} | "
+              f"{spread([r['processing'] for r in runs], '.0f'):<24}")
     for variant in variants:
         median_run = sorted(results[variant], key=lambda r: r["core_pct"])[len(results[variant]) // 2]
         print(f"{variant}: % of a core by thread, median run: {median_run['by_thread_pct']}")
