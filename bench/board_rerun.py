@@ -8,7 +8,9 @@ One store is filled (with the current code) with a batch of N items, each
 with its own video and analysis, as the Batch page reads them on every
 rerun: ``board.batch_rows`` (the index, the items, then their analyses and
 videos). Each run is a fresh process that opens the store, reads the rows
-once to warm up, then times ``--reads`` reads and keeps the median. The
+once to warm up, then times ``--reads`` reads and keeps the median, as wall
+time and as this process's CPU time (what a shared machine's load does not
+inflate much). The
 variants alternate, so both see the same machine load:
   before   the code at ``--before`` (default 161dda3: one SQL query and one
            dataclasses.fields() per record), unpacked with ``git archive``
@@ -72,12 +74,13 @@ def child(tree: Path, directory: Path, reads: int) -> None:
 
     store = Store(directory)
     count = len(batch_rows(store, BATCH))  # warm: open, page cache
-    timings = []
+    timings, cpu = [], []
     for _ in range(reads):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         batch_rows(store, BATCH)
         timings.append((time.perf_counter() - started) * 1000)
-    print("RESULT " + json.dumps({"rows": count, "median_ms": statistics.median(timings)}))
+        cpu.append((time.process_time() - cpu_started) * 1000)
+    print("RESULT " + json.dumps({"rows": count, "median_ms": statistics.median(timings), "cpu_ms": statistics.median(cpu)}))
 
 
 def status_cli(runs: int) -> list[float]:
@@ -122,7 +125,7 @@ def main() -> None:
         for count in map(int, args.rows.split(",")):
             directory = tmp / f"store-{count}"
             fill(directory, count)
-            results: dict[str, list[float]] = {"before": [], "now": []}
+            results: dict[str, list[float]] = {"before": [], "now": [], "before cpu": [], "now cpu": []}
             for _ in range(args.runs):
                 for variant, tree in (("before", before), ("now", ROOT)):
                     out = subprocess.run([sys.executable, __file__, "--child", str(tree), str(directory), str(args.reads)],
@@ -130,14 +133,16 @@ def main() -> None:
                     result = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
                     assert result["rows"] == count, result
                     results[variant].append(result["median_ms"])
+                    results[f"{variant} cpu"].append(result["cpu_ms"])
                     loads.append(os.getloadavg())
             table.append((count, results))
     print(f"board rows of one batch (board.batch_rows), median of {args.reads} reads per process, {args.runs} processes "
           "per variant: min / median / max ms")
-    print(f"{'rows':>6} | {'before ms':<20} | {'now ms':<20} | {'speed-up':>8}")
+    print(f"{'rows':>6} | {'before ms':<20} | {'now ms':<20} | {'speed-up':>8} | {'before CPU ms':<20} | {'now CPU ms':<20}")
     for count, results in table:
         speed = statistics.median(results["before"]) / statistics.median(results["now"])
-        print(f"{count:>6} | {spread(results['before'], '.0f'):<20} | {spread(results['now'], '.0f'):<20} | {speed:7.1f}x")
+        print(f"{count:>6} | {spread(results['before'], '.0f'):<20} | {spread(results['now'], '.0f'):<20} | {speed:7.1f}x | "
+              f"{spread(results['before cpu'], '.0f'):<20} | {spread(results['now cpu'], '.0f'):<20}")
     if args.status_cli:
         times = status_cli(args.runs)
         loads.append(os.getloadavg())

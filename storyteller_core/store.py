@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,20 +75,19 @@ class Store:
         return [found[i] for i in ids if i in found]
 
     def by_id(self, cls: type[R], ids: Iterable[str]) -> dict[str, R]:
-        """{id: record} for the ids that exist, in the order asked, each read once.
+        """{id: record} for the ids that exist, each read once (in no particular order).
 
         Records read here (and by ``many``) may be shared with other readers: a record whose stored text
         has not changed since it was last read is not decoded again. Never change them; ``update``,
         ``transition`` and ``mutate`` read their record afresh.
         """
-        wanted = [i for i in dict.fromkeys(ids) if i]
-        texts = self._texts([_key(cls, i) for i in wanted])
-        prefix = len(cls.KIND) + 1
+        wanted = [_key(cls, i) for i in dict.fromkeys(ids) if i]
         decoded = self._decoded
-        if len(decoded) + len(texts) > _DECODED_MAX:
+        if len(decoded) + len(wanted) > _DECODED_MAX:
             decoded.clear()  # bounded: a batch larger than this decodes every read, as before
+        prefix = len(cls.KIND) + 1
         out: dict[str, R] = {}
-        for key, text in texts.items():
+        for key, text in self._iter_texts(wanted):
             stamp = (len(text), hash(text))
             held = decoded.get(key)
             if held is not None and held[0] == stamp and type(held[1]) is cls:
@@ -96,7 +95,7 @@ class Store:
             else:
                 record = _decode(cls, text)
                 decoded[key] = (stamp, record)
-            out[key[prefix:]] = record
+            out[key[prefix:]] = record  # type: ignore[assignment]
         return out
 
     def put(self, record: Record) -> None:
@@ -286,9 +285,13 @@ class Store:
 
     # -- reading many values at once -------------------------------------------------------------------
     def _texts(self, keys: list[str]) -> dict[str, str]:
-        """{key: stored text} for the keys that exist, in the order of ``keys``: what ``cache.get`` reads, in
-        one SQL query per ``_CHUNK`` keys instead of one per key (the same rows, through the same Disk)."""
-        found: dict[str, str] = {}
+        """{key: stored text} for the keys that exist, in the order of ``keys``."""
+        found = dict(self._iter_texts(keys))
+        return {key: found[key] for key in keys if key in found}
+
+    def _iter_texts(self, keys: list[str]) -> Iterator[tuple[str, str]]:
+        """(key, stored text) for the keys that exist: what ``cache.get`` reads, in one SQL query per
+        ``_CHUNK`` keys instead of one per key (the same rows, through the same Disk)."""
         now = time.time()
         disk = self.cache.disk
         for start in range(0, len(keys), _CHUNK):
@@ -305,8 +308,7 @@ class Store:
                     except OSError:  # a large value's file was deleted after the query: gone, as get() says
                         continue
                 if text:
-                    found[key] = text
-        return {key: found[key] for key in keys if key in found}
+                    yield key, text
 
     # -- indexes: JSON lists of ids -----------------------------------------------------------------
     def _ids(self, key: str) -> list[str]:
