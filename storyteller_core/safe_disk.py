@@ -70,20 +70,40 @@ def check_not_damaged(db: Path) -> None:
     )
 
 
-def _damage(db: Path) -> str | None:
-    if db.stat().st_size == 0:
-        return "the file is empty (0 bytes)"
+def _damage(db: Path, settle_s: float = 3.0) -> str | None:
+    """Why ``db`` is not a healthy store, or None. Looks again for a few seconds first: another process
+    (the app beside a CLI run) may be creating the store right now, which looks empty or locked for a moment."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        reason, busy = _check_once(db)
+        if reason is None or busy and time.monotonic() >= deadline:
+            return None  # healthy, or held by a live writer: not damage
+        if time.monotonic() >= deadline:
+            return reason
+        time.sleep(0.2)
+
+
+def _check_once(db: Path) -> tuple[str | None, bool]:
+    """(why it is not healthy or None, whether the reason may only be another process at work)."""
     try:
-        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=60)
+        if db.stat().st_size == 0:
+            return "the file is empty (0 bytes)", False
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=5)
         try:
             (result,) = con.execute("PRAGMA quick_check").fetchone()
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
             con.close()
+    except FileNotFoundError:
+        return None, False
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return f"SQLite says: {exc}", True
+        return f"SQLite says: {exc}", False
     except sqlite3.DatabaseError as exc:
-        return f"SQLite says: {exc}"
+        return f"SQLite says: {exc}", False
     if result != "ok":
-        return f"SQLite's check says: {str(result)[:200]}"
+        return f"SQLite's check says: {str(result)[:200]}", False
     if "Cache" not in tables:
-        return "it is not a Video Storyteller job store"
-    return None
+        return "it is not a Video Storyteller job store", False
+    return None, False

@@ -35,7 +35,9 @@ def test_drop_three_videos_and_get_stories_csv_and_copy(page, videos, tmp_path):
     code.hover()
     page.get_by_role("button", name="Copy to clipboard").first.click()
     copied = page.evaluate("navigator.clipboard.readText()")
-    assert copied.startswith("[Demo output from the local Gemini emulator") and "clip-00" in copied
+    # the copy is clean Markdown: the title, the story, and the key moments with their timestamps
+    assert copied.startswith("## [Demo] clip-00") and "[Demo output from the local Gemini emulator" in copied
+    assert "**Key moments**" in copied and re.search(r"^- \d\d:\d\d ", copied, re.MULTILINE)
 
     page.get_by_role("link", name="Results").click()
     with page.expect_download(timeout=60_000) as download:
