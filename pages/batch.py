@@ -120,7 +120,9 @@ if pending:
     if start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
                     disabled=not accepted or not prompt.strip() or bool(problem)):
         items = commands.start_pending(Ask(prompt, model, ask_preset, priority, options, tier), batch_name=batch_name)
-        state.batch_id = items[0].batch_id if items else None
+        if items:
+            state.batch_id = items[0].batch_id
+            state.picked_batch = False  # this tab shows the batch it started: the newest
         st.rerun()
     clear.button("Clear list", on_click=commands.clear_pending)
 
@@ -137,14 +139,25 @@ if not batches:
     st.stop()
 linked = st.query_params.get("batch")  # a link from the webhook message opens its batch
 if linked in batches and "batch_id" not in state:
-    state.batch_id = linked
+    state.batch_id = state["board-batch"] = linked
+    state.picked_batch = True
 names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in batches}
 st.subheader(":material/view_list: Batches")
-# A tab follows the newest batch (started here, in another tab or the CLI) until the person picks one.
-shown_index = batches.index(state.batch_id) if state.get("batch_id") in batches else 0
-batch_id = st.selectbox("Batch", batches, index=shown_index, format_func=lambda b: names[b], label_visibility="collapsed")
-if batch_id != batches[shown_index]:
-    state.batch_id = batch_id
+# A tab follows the newest batch (started here, in another tab or the CLI) until the person picks one. The widget
+# has a key and its value is set here, before it is drawn: a widget keeps its own value when its options change.
+if not state.get("picked_batch"):
+    state["board-batch"] = batches[0]  # the newest (batch ids start with their creation time)
+elif state.get("board-batch") not in batches:  # the widget's state is dropped on other pages: the pick is kept here
+    state["board-batch"] = state.batch_id if state.get("batch_id") in batches else batches[0]
+
+
+def _picked() -> None:
+    state.picked_batch = True
+
+
+batch_id = st.selectbox("Batch", batches, key="board-batch", format_func=lambda b: names[b], label_visibility="collapsed",
+                        on_change=_picked)
+state.batch_id = batch_id
 opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id))
 
 

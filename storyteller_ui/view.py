@@ -241,4 +241,5 @@ def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
         items = engine.commands.analyze_again(item_ids, Ask(prompt, model, named, options=options, tier=tier))
         if items:
             st.session_state.batch_id = items[0].batch_id
+            st.session_state.picked_batch = False  # the Batch page shows the newest batch: this one
         st.switch_page("pages/batch.py")
