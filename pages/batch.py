@@ -139,24 +139,19 @@ if not batches:
     st.stop()
 linked = st.query_params.get("batch")  # a link from the webhook message opens its batch
 if linked in batches and "batch_id" not in state:
-    state.batch_id = state["board-batch"] = linked
+    state.batch_id = linked
     state.picked_batch = True
 names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in batches}
 st.subheader(":material/view_list: Batches")
-# A tab follows the newest batch (started here, in another tab or the CLI) until the person picks one. The widget
-# has a key and its value is set here, before it is drawn: a widget keeps its own value when its options change.
-if not state.get("picked_batch"):
-    state["board-batch"] = batches[0]  # the newest (batch ids start with their creation time)
-elif state.get("board-batch") not in batches:  # the widget's state is dropped on other pages: the pick is kept here
-    state["board-batch"] = state.batch_id if state.get("batch_id") in batches else batches[0]
-
-
-def _picked() -> None:
+# A tab follows the newest batch (started here, in another tab or the CLI) until the person picks one. The picker's
+# key names the batch list, so a new batch makes a new picker that starts at `shown` (a widget keeps its own value
+# when only its options change).
+following = not state.get("picked_batch") or state.get("batch_id") not in batches
+shown = batches[0] if following else state.batch_id  # batches[0] is the newest: ids start with their creation time
+batch_id = st.selectbox("Batch", batches, index=batches.index(shown), key=f"board-batch-{batches[0]}-{len(batches)}",
+                        format_func=lambda b: names[b], label_visibility="collapsed")
+if batch_id != shown:
     state.picked_batch = True
-
-
-batch_id = st.selectbox("Batch", batches, key="board-batch", format_func=lambda b: names[b], label_visibility="collapsed",
-                        on_change=_picked)
 state.batch_id = batch_id
 opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id))
 

@@ -81,12 +81,18 @@ def test_soak_nothing_lost_no_leaks(soak_env, app_server, page, tmp_path, emulat
         page.get_by_role("button", name="Add from path").click()
         page.get_by_role("button", name=f"Start batch ({count} video(s))").click(timeout=120_000)
         deadline = time.monotonic() + 600
-        time.sleep(1)
+        while len(store.item_ids()) < total_before + count:  # Start has stored the batch (40 files take a moment)
+            assert time.monotonic() < deadline, "the batch was never stored"
+            time.sleep(0.2)
         second.reload()  # the other analyst opens the new batch once; its board then refreshes by itself
-        while len(store.item_ids()) < total_before + count or not all(row.ended for row in batch_rows(store)):
+        while not all(row.ended for row in batch_rows(store)):
             assert time.monotonic() < deadline, "soak did not finish"
             time.sleep(1)
-        second.get_by_text(f"{count} / {count}").wait_for(timeout=60_000)
+        try:
+            second.get_by_text(f"{count} / {count}").wait_for(timeout=60_000)
+        except Exception:
+            second.screenshot(path=str(tmp_path.parent / "soak-second.png"), full_page=True)
+            raise
         try:
             page.get_by_text(f"{count} / {count}").wait_for(timeout=60_000)  # the first session saw it by itself
         except Exception:
