@@ -15,8 +15,11 @@ then FIFO, so an upload never holds a worker an analysis could use. Uploads
 then run only while fewer than ``look_ahead`` files are ahead of the analysis
 workers (uploading, processing, or ACTIVE and waiting for a worker): enough
 that the workers never wait for a file at the end of a batch, not so many
-that the whole batch sits on Gemini at once. A high-priority upload does not
-wait for the look-ahead. Without ``max_work`` (one shared lane, the previous
+that the whole batch sits on Gemini at once. How many is learnt from the
+batch: the workers need ``max_work x (processing + upload) / analysis`` files
+ahead to stay busy, doubled for safety, and never fewer than ``look_ahead``;
+until a file has been both processed and analyzed nothing is known, and
+uploads are not held back. A high-priority upload does not wait for it. Without ``max_work`` (one shared lane, the previous
 behaviour) every worker takes whatever is best, uploads included.
 
 Heaps are cleaned lazily: each put gives the entry a new stamp, and a heap
@@ -27,14 +30,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 _MAX_WOKEN = 10_000  # wakes remembered for tasks not queued here (running, or between two steps)
 _MAX_SEEN = 100_000  # tasks remembered as taken before (to tell a woken analysis from a new one)
 HIGH = 0
-LOOK_AHEAD_PER_WORKER = 8  # files kept ahead of each analysis worker (split lanes)
+LOOK_AHEAD_PER_WORKER = 8  # files kept ahead of each analysis worker at least (split lanes)
+_SAMPLES = 20  # recent durations kept per kind of step
 
 
 @dataclass
@@ -46,6 +53,7 @@ class _Entry:
     uploads: bool  # needs one of the upload slots
     stamp: int = 0  # which heap items are this entry's current ones
     returning: bool = False  # taken before: an analysis back from waiting for its file, a video back from its upload
+    since: float = 0.0  # monotonic time it began waiting for Gemini's processing (a video's task that is not an upload)
 
 
 @dataclass
@@ -60,7 +68,7 @@ class SchedulerStats:
 class Scheduler:
     def __init__(self, max_uploads: int, max_work: int | None = None, look_ahead: int | None = None) -> None:
         """``max_work``: split lanes (see the module doc), with that many workers for everything but uploads;
-        the runner then needs ``max_work + max_uploads`` threads. ``look_ahead``: files kept ahead of them."""
+        the runner then needs ``max_work + max_uploads`` threads. ``look_ahead``: files kept ahead of them at least."""
         self.max_uploads = max_uploads
         self.max_work = max_work
         self.look_ahead = look_ahead
@@ -72,6 +80,8 @@ class Scheduler:
         self._running: dict[str, bool] = {}  # task -> holds an upload slot
         self._woken: set[str] = set()  # woken while not queued: due at once when put back
         self._seen: set[str] = set()  # tasks taken at least once
+        self._started: dict[str, float] = {}  # running task -> when it was taken
+        self._took: dict[str, deque[float]] = {k: deque(maxlen=_SAMPLES) for k in ("upload", "processing", "analysis")}
         self._seq = itertools.count()
         self._stamps = itertools.count(1)
         self._cond = threading.Condition()
@@ -86,7 +96,10 @@ class Scheduler:
             if task in self._woken:  # its file settled while the step was still running: no waiting
                 self._woken.discard(task)
                 due = now
-            self._place(_Entry(task, rank, order, due, uploads, returning=task in self._seen), now)
+            since = old.since if old is not None and old.since and not uploads else 0.0
+            if not since and not uploads and delay > 0 and task.startswith("video:"):
+                since = now  # its file is at Gemini: it waits for the processing from here
+            self._place(_Entry(task, rank, order, due, uploads, returning=task in self._seen, since=since), now)
             self._cond.notify()
 
     def next_seq(self) -> int:
@@ -107,6 +120,7 @@ class Scheduler:
                 entry = self._pop_ready()
                 if entry is not None:
                     self._running[entry.task] = entry.uploads
+                    self._started[entry.task] = now
                     if len(self._seen) >= _MAX_SEEN:
                         self._seen.clear()  # forgetting costs at most a little more look-ahead for a while
                     self._seen.add(entry.task)
@@ -125,6 +139,11 @@ class Scheduler:
             uploaded = self._running.pop(task, None)
             if uploaded is None:
                 return
+            started = self._started.pop(task, None)
+            if started is not None and (uploaded or (task.startswith("analysis:") and task in self._seen)):
+                took = time.monotonic() - started
+                if uploaded or took > 0.05:  # an analysis that only parked behind its video says nothing
+                    self._took["upload" if uploaded else "analysis"].append(took)
             if (uploaded and self._ready_uploads) or (self.max_work is not None and self._ready):
                 self._cond.notify()  # a slot of a capped lane is free and a task waits for one
             if not uploaded and self.look_ahead is not None and self._ready_uploads:
@@ -141,6 +160,8 @@ class Scheduler:
                 return False
             self.stats.woken += 1
             now = time.monotonic()
+            if entry.since and entry.task.startswith("video:"):
+                self._took["processing"].append(now - entry.since)
             if entry.due > now:
                 self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads, returning=entry.returning), now)
                 self._cond.notify()
@@ -237,7 +258,26 @@ class Scheduler:
     def _may_upload(self, rank: int) -> bool:
         if self.max_work is None or self.look_ahead is None or rank <= HIGH:
             return True
-        return self.ahead() < self.look_ahead
+        window = self.window()
+        return window is None or self.ahead() < window
+
+    def window(self) -> int | None:
+        """Files to keep ahead of the analysis workers, from the batch's own times; None: not known yet (no limit).
+
+        The workers finish a file every analysis / max_work seconds; a file uploaded now is ready after its
+        upload and processing. So they need max_work x (upload + processing) / analysis files ahead, plus
+        one each in hand; doubled, because processing times vary with the video. Call with the lock held.
+        """
+        took = self._took
+        if self.max_work is None or not took["analysis"] or not took["processing"]:
+            return None
+        now = time.monotonic()
+        oldest = max((now - e.since for e in self._entries.values() if e.since), default=0.0)
+        processing = max(max(took["processing"]), oldest)  # files still processing set a floor too
+        upload = statistics.median(took["upload"]) if took["upload"] else 0.0
+        analysis = max(0.05, statistics.median(took["analysis"]))
+        needed = self.max_work * (math.ceil(2 * (upload + processing) / analysis) + 1)
+        return max(self.look_ahead or 0, needed)
 
     def ahead(self) -> int:
         """Files ahead of the analysis workers: uploading, processing (a video's task that is not an upload),
