@@ -186,25 +186,35 @@ def test_uploads_never_take_the_workers_analyses_need():
     assert scheduler.take(timeout=0.05) is None  # the third upload waits for an upload slot
 
 
-def test_uploads_stop_at_the_look_ahead_but_high_priority_does_not():
-    scheduler = Scheduler(max_uploads=2, max_work=3, look_ahead=2)
+def test_uploads_wait_for_room_in_the_look_ahead_but_high_priority_does_not():
+    scheduler = Scheduler(max_uploads=2, max_work=1, look_ahead=2)
+
+    def run(task: str, seconds: float = 0.0) -> None:
+        assert scheduler.take(timeout=0.5).task == task
+        time.sleep(seconds)
+        scheduler.done(task)
+
+    assert scheduler.window() is None  # nothing processed and analyzed yet: uploads are not held back
+    scheduler.put("video:p0", 1, delay=600)  # one file: processed in no time, then analyzed in 1 s
+    scheduler.wake("video:p0")
+    run("video:p0")
+    scheduler.put("analysis:a0", 1)
+    run("analysis:a0")  # parks behind its video
+    scheduler.put("analysis:a0", 1)
+    run("analysis:a0", 1.0)
+    assert scheduler.window() == 2  # the worker needs only a file or two ahead of it
+
     for name in ("p1", "p2"):  # two files processing: their videos wait for the status watch
-        scheduler.put(f"video:{name}", 1)
-        assert scheduler.take(timeout=0.1).task == f"video:{name}"
-        scheduler.done(f"video:{name}")
         scheduler.put(f"video:{name}", 1, delay=600)
     scheduler.put("video:normal", 1, uploads=True)
     scheduler.put("video:low", 2, uploads=True)
-
     assert scheduler.take(timeout=0.05) is None  # two files ahead already: no more uploads
-    scheduler.put("video:urgent", 0, uploads=True)
-    assert scheduler.take(timeout=0.1).task == "video:urgent"
 
+    scheduler.put("video:urgent", 0, uploads=True)
+    run("video:urgent")  # high priority does not wait
     scheduler.wake("video:p1")  # its file is ACTIVE: it leaves the look-ahead once run
-    assert scheduler.take(timeout=0.1).task == "video:p1"
-    scheduler.done("video:p1")
-    scheduler.done("video:urgent")
-    assert scheduler.take(timeout=0.1).task == "video:normal"  # then priority order again: normal before low
+    run("video:p1")
+    run("video:normal")  # then priority order again: normal before low
 
 
 def test_priorities_hold_across_lanes(make_engine, emulator, videos):
