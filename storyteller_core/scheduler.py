@@ -80,7 +80,7 @@ class Scheduler:
         self._running: dict[str, bool] = {}  # task -> holds an upload slot
         self._woken: set[str] = set()  # woken while not queued: due at once when put back
         self._seen: set[str] = set()  # tasks taken at least once
-        self._started: dict[str, float] = {}  # running task -> when it was taken
+        self._started: dict[str, tuple[float, bool]] = {}  # running task -> (when it was taken, returning)
         self._took: dict[str, deque[float]] = {k: deque(maxlen=_SAMPLES) for k in ("upload", "processing", "analysis")}
         self._seq = itertools.count()
         self._stamps = itertools.count(1)
@@ -120,7 +120,7 @@ class Scheduler:
                 entry = self._pop_ready()
                 if entry is not None:
                     self._running[entry.task] = entry.uploads
-                    self._started[entry.task] = now
+                    self._started[entry.task] = (now, entry.returning)
                     if len(self._seen) >= _MAX_SEEN:
                         self._seen.clear()  # forgetting costs at most a little more look-ahead for a while
                     self._seen.add(entry.task)
@@ -139,10 +139,10 @@ class Scheduler:
             uploaded = self._running.pop(task, None)
             if uploaded is None:
                 return
-            started = self._started.pop(task, None)
-            if started is not None and (uploaded or (task.startswith("analysis:") and task in self._seen)):
+            started, returning = self._started.pop(task, (None, False))
+            if started is not None and (uploaded or (returning and task.startswith("analysis:"))):
                 took = time.monotonic() - started
-                if uploaded or took > 0.05:  # an analysis that only parked behind its video says nothing
+                if uploaded or took > 0.05:  # an analysis that only parked again says nothing
                     self._took["upload" if uploaded else "analysis"].append(took)
             if (uploaded and self._ready_uploads) or (self.max_work is not None and self._ready):
                 self._cond.notify()  # a slot of a capped lane is free and a task waits for one
