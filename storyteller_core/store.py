@@ -95,7 +95,7 @@ class Store:
             else:
                 record = _decode(cls, text)
                 decoded[key] = (stamp, record)
-            out[key[prefix:]] = record  # type: ignore[assignment]
+            out[key[prefix:]] = record
         return out
 
     def put(self, record: Record) -> None:
