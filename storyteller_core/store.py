@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import diskcache
+import psutil
 from diskcache.core import MODE_RAW
 
 from .analysis import Analysis, AnalysisState
@@ -250,10 +251,18 @@ class Store:
         self.cache.set(_PENDING, json.dumps(entries, ensure_ascii=False))
 
     # -- leases: one engine works a video or an analysis at a time --------------------------------
+    # A lease names its owner; the owner keeps all its leases alive with one heartbeat, so waiting on a
+    # thousand videos costs one write per beat instead of a thousand. A lease is taken over once both its
+    # own expiry (the grace before the first beat) and its owner's heartbeat have run out.
+    def heartbeat(self, owner: str, ttl: float) -> bool:
+        """Keep every lease of ``owner`` alive for ``ttl``; True: the leases need no renewing one by one."""
+        self.cache.set("alive:" + owner, json.dumps({"expires": time.time() + ttl}), expire=max(600.0, 10 * ttl))
+        return True
+
     def claim(self, task: str, owner: str, ttl: float) -> bool:
         with self.cache.transact():
             lease = self._lease(task)
-            if lease and lease["owner"] != owner and not _lease_stale(lease):
+            if lease and lease["owner"] != owner and not self._lease_stale(lease):
                 return False
             self._set_lease(task, owner, ttl)
             return True
@@ -275,6 +284,11 @@ class Store:
             lease = self._lease(task)
             if lease and lease["owner"] == owner:
                 self.cache.delete("lease:" + task)
+
+    def _lease_stale(self, lease: dict[str, Any]) -> bool:
+        beat = self.cache.get("alive:" + lease["owner"])
+        expires = max(lease["expires"], json.loads(beat)["expires"] if beat else 0.0)
+        return expires < time.time() or owner_process_gone(lease["owner"])
 
     def _lease(self, task: str) -> dict[str, Any] | None:
         text = self.cache.get("lease:" + task)
@@ -365,18 +379,11 @@ def make_owner_id(tag: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{tag}"
 
 
-def _lease_stale(lease: dict[str, Any]) -> bool:
-    """A lease is stale when it ran out, or its owner process on this host is dead."""
-    if lease["expires"] < time.time():
-        return True
-    host, _, rest = lease["owner"].partition(":")
+def owner_process_gone(owner: str) -> bool:
+    """The process an owner id ("host:pid:...") names ran on this host and is dead."""
+    host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OSError):
-        return False
-    return False
+    # psutil, not os.kill(pid, 0): on Windows that call terminates the process it names.
+    return not psutil.pid_exists(int(pid))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from google.genai import errors as genai_errors
@@ -16,6 +17,7 @@ from storyteller_core.config import Settings
 from storyteller_core.errors import DataDirError, Kind
 from storyteller_core.export import rows_frame, to_csv_bytes
 from storyteller_core.gemini import _translate, file_name_for
+from storyteller_core.leases import Leases
 from storyteller_core.records import TransitionError
 from storyteller_core.retry import poll_delay
 from storyteller_core.scheduler import Scheduler
@@ -145,6 +147,24 @@ def test_a_lease_of_a_dead_process_is_taken_over_at_once(tmp_path):
     assert store.claim("analysis:a1", dead_owner, ttl=600)
     assert store.claim("analysis:a1", "other-host:1:y", ttl=600)  # owner process is gone
     assert not store.claim("analysis:a1", "third:2:z", ttl=600)  # a live (or remote) owner keeps it
+
+
+def test_one_heartbeat_keeps_all_leases_of_a_holder_and_a_late_one_learns_what_it_lost(tmp_path):
+    store = Store(tmp_path)
+    holder = Leases(store, "far-host:1:a", ttl_s=1.0)
+    assert all(holder.claim(f"video:v{i}") for i in range(3))
+    writes = []
+    store.renew = lambda *a, **k: writes.append(a) or []  # type: ignore[method-assign]  # the per-lease rewrite
+    for _ in range(6):  # 1.2 s: past every lease's own expiry, kept alive by the beat alone
+        time.sleep(0.2)
+        holder.renew()
+    assert not store.claim("video:v0", "far-host:2:b", ttl=1.0)
+    assert len(writes) <= 2, "on time, a beat writes one key, not one per lease"  # the first beat, and a slow sleep
+    del store.renew
+    time.sleep(1.1)  # the holder stalls: its beat runs out and another engine takes a video over
+    assert store.claim("video:v0", "far-host:2:b", ttl=1.0)
+    assert holder.renew() == ["video:v0"]
+    assert not holder.holds("video:v0") and holder.holds("video:v1")
 
 
 def done_row(name: str = "café.mp4", story: str = "Le café était plein — fin 🎬", reused: bool = False):

@@ -25,7 +25,7 @@ import redis
 from ..analysis import Analysis
 from ..batch import Batch, Item
 from ..records import Record
-from ..store import NotFound, Store, _assign, _lease_stale
+from ..store import NotFound, Store, _assign, owner_process_gone
 from ..video import VIDEO_PROGRESS, Video
 from .shared import SharedPaths
 
@@ -313,9 +313,12 @@ class RedisStore(Store):
         current = self._claim(keys=[key], args=[owner, ms])
         if current == 1:
             return True
-        if _lease_stale({"owner": current, "expires": float("inf")}):
+        if owner_process_gone(current):
             return bool(self._take_over(keys=[key], args=[current, owner, ms]))
         return False
+
+    def heartbeat(self, owner: str, ttl: float) -> bool:
+        return False  # a lease here is a key with its own TTL on Redis's clock: renew() extends each
 
     def renew(self, tasks: Iterable[str], owner: str, ttl: float) -> list[str]:
         """Extend the leases this owner still holds; return the tasks it lost."""

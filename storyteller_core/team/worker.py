@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -42,7 +41,7 @@ from ..runner import STORE_ERROR_RETRY_S, UPLOAD_STATES
 from ..spool import release_spool
 from ..steps import Next, Outcome
 from ..steps.context import StepContext
-from ..store import _lease_stale, make_owner_id
+from ..store import make_owner_id, owner_process_gone
 from ..video import Video, VideoState
 from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
 from .limits import RedisCooldown, RedisGate, RedisPollLimits, UploadSlots
@@ -153,7 +152,7 @@ class WorkerRuntime:
             if status == "drop":
                 self.stats["dropped"] += 1
                 return False
-            if _lease_stale({"owner": holder, "expires": math.inf}) and self.dispatcher.take_lease(task, holder, lease_value):
+            if owner_process_gone(holder) and self.dispatcher.take_lease(task, holder, lease_value):
                 log.info("took over the task of a dead worker", extra={"task": task, "holder": holder})
                 continue
             if time.monotonic() > deadline or self.runner.stopping.is_set():
