@@ -482,17 +482,68 @@ def test_three_workers_do_every_job_once_under_the_upload_cap(team_factory, emul
     print(f"\n20 jobs / 8 files / 3 workers: {elapsed:.1f} s after {boot:.1f} s to start the workers; {reads[0]} board reads")
 
 
-@pytest.mark.slow
-def test_workers_killed_mid_upload_and_mid_analysis_are_taken_over(team_factory, emulator, videos, tmp_path):
-    from storyteller_core.board import Status
+@pytest.fixture(scope="module")
+def forty_videos(tmp_path_factory) -> list[Path]:
+    """40 distinct small videos (different content, so 40 Gemini files)."""
+    from storyteller_core.samples import make_batch
 
-    emulator.config.chunk_delay_s = 1.0  # an upload takes about 2 s: time to kill one in the middle
-    emulator.config.analysis_delay_s = 1.5
+    return make_batch(tmp_path_factory.mktemp("forty"), 40, seconds=0.5)
+
+
+def _issue_scale_jobs(videos: list[Path], tmp_path: Path) -> tuple[list[tuple[list[Path], str]], int, int]:
+    """200 jobs over 40 distinct files: 10 paths are copies of others, 30 rows ask a question already asked.
+
+    [(paths, prompt)], distinct files, distinct analyses (40 x 4 = 160).
+    """
+    import shutil
+
+    folder = tmp_path / "jobs-in"
+    folder.mkdir()
+    originals = [Path(shutil.copy(v, folder / v.name)) for v in videos[:40]]
+    copies = [Path(shutil.copy(v, folder / f"copy-{v.name}")) for v in originals[:10]]
+    jobs = [(originals + copies, "Tell the story"), (originals, "List the people"), (originals, "Where is it?"),
+            (originals, "What happens at the end?"), (originals[10:], "Tell the story")]
+    assert sum(len(paths) for paths, _ in jobs) == 200
+    return jobs, 40, 160
+
+
+@pytest.mark.slow
+def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_analysis(
+        team_factory, emulator, forty_videos, tmp_path):
+    """The issue's scale: 200 jobs, 40 files, 2-3 worker processes, two SIGKILLs, a UI client reading throughout."""
+    from storyteller_core.board import Status
+    from storyteller_core.team.store import RedisStore, connect
+
+    emulator.config.chunk_delay_s = 1.0  # an upload takes about 2 s until one is killed in the middle
+    emulator.config.analysis_delay_s = 1.5  # the same for an analysis
     # the emulator counts an abandoned upload session as in flight for 30 s: a dead holder's slot must outlive that
     team = team_factory(emulator, heartbeat_timeout_s=10.0, maintenance_chance=200_000, upload_slot_ttl_s=35.0)
-    team.start(3)
-    jobs, files, analyses = _jobs(videos, tmp_path)
+    jobs, files, analyses = _issue_scale_jobs(forty_videos, tmp_path)
     items = [item for paths, prompt in jobs for item in team.submit(paths, prompt)]
+    assert len(items) == 200 and len({i.analysis_id for i in items}) == analyses
+    team.start(3)
+
+    # a UI client: its own connection, reading the board (rows_of on the store) the whole time
+    ui_redis = connect(team.client.config.url)
+    ui_store = RedisStore(ui_redis, team.config.prefix)
+    ui = {"reads": 0, "done": 0, "regressions": 0, "failed": 0, "short": 0}
+    finished = threading.Event()
+
+    def ui_client() -> None:
+        ids = [i.id for i in items]
+        while not finished.is_set():
+            rows = rows_of(ui_store, ui_store.many(Item, ids))
+            done = sum(1 for r in rows if r.status is Status.DONE)
+            ui["reads"] += 1
+            ui["short"] += len(rows) != len(ids)
+            ui["failed"] += any(r.status is Status.FAILED for r in rows)
+            ui["regressions"] += done < ui["done"]  # a row shown Done never goes back
+            ui["done"] = max(ui["done"], done)
+            finished.wait(0.3)
+
+    reader = threading.Thread(target=ui_client, daemon=True)
+    reader.start()
+
     killed: dict[str, tuple[str, int, float]] = {}  # "upload" / "analysis" -> (task, pid, when)
     taken_over: dict[str, float] = {}
     cut = {"uploads": 0, "analyses": 0}  # steps in flight in the killed workers (each runs 3 at once)
@@ -506,6 +557,7 @@ def test_workers_killed_mid_upload_and_mid_analysis_are_taken_over(team_factory,
                                and a.state is AnalysisState.ANALYZING)
         team.workers.kill(pid)
         killed[what] = (task, pid, time.monotonic())
+        team.workers.start(1)  # a supervisor (systemd) starts another: 2-3 worker processes throughout
 
     def kill_and_watch(rows) -> None:
         alive = {p.pid for p in team.workers.alive()}
@@ -514,30 +566,42 @@ def test_workers_killed_mid_upload_and_mid_analysis_are_taken_over(team_factory,
                 video = team.client.store.get(Video, task.split(":", 1)[1])
                 sending = {session.display_name for session in list(emulator.sessions.values())}
                 if pid in alive and video is not None and video.state is VideoState.UPLOADING and video.display_name in sending:
-                    return kill("upload", task, pid)  # between the upload's start and its final chunk
+                    kill("upload", task, pid)  # between the upload's start and its final chunk
+                    emulator.config.chunk_delay_s = 0.1
+                    return
         elif "analysis" not in killed:
             for task, pid in team.holders("analysis").items():
                 analysis = team.client.store.get(Analysis, task.split(":", 1)[1])
                 if pid in alive and analysis is not None and analysis.state is AnalysisState.ANALYZING:
-                    return kill("analysis", task, pid)
+                    kill("analysis", task, pid)
+                    emulator.config.analysis_delay_s = 0.2
+                    return
         for what, (task, pid, when) in killed.items():
             holder = team.holders(task.split(":", 1)[0]).get(task)
             if what not in taken_over and holder is not None and holder != pid:
                 taken_over[what] = time.monotonic() - when
-        return None
 
-    rows = team.wait(items, timeout=240, during=kill_and_watch)
+    try:
+        rows = team.wait(items, timeout=600, during=kill_and_watch)
+    finally:
+        finished.set()
+        reader.join(10)
+        ui_redis.close()
 
     assert set(killed) == {"upload", "analysis"}, f"the kills did not land: {killed}"
-    assert [r.status for r in rows] == [Status.DONE] * 20
+    assert [r.status for r in rows] == [Status.DONE] * 200
+    assert len(emulator.stats.uploads_finished) == files
     assert sorted(emulator.stats.uploads_finished.values()) == [1] * files  # each file uploaded exactly once
     # a step cut by SIGKILL is done again once: an upload started again, a question asked again (Gemini may bill it)
     assert files <= emulator.stats.uploads_started <= files + cut["uploads"]
     assert analyses <= sum(emulator.stats.generates.values()) <= analyses + cut["analyses"]
-    assert emulator.stats.max_uploads_at_once <= team.settings.max_uploads
+    assert emulator.stats.max_uploads_at_once <= team.settings.max_uploads  # the cap held, kills included
+    assert ui["reads"] > 0 and ui["short"] == 0 and ui["failed"] == 0 and ui["regressions"] == 0
+    assert team.client.store.unfinished() == []
     assert list(team.client.client.scan_iter(f"{team.config.prefix}:fence:*")) == []
-    print(f"\ntakeover after SIGKILL: {', '.join(f'{k} {v:.1f} s' for k, v in taken_over.items())}; cut: {cut}; "
-          f"uploads started {emulator.stats.uploads_started}, generates {sum(emulator.stats.generates.values())}")
+    print(f"\n200 jobs / 40 files: takeover after SIGKILL {', '.join(f'{k} {v:.1f} s' for k, v in taken_over.items())}; "
+          f"cut: {cut}; uploads started {emulator.stats.uploads_started}, generates "
+          f"{sum(emulator.stats.generates.values())}; {ui['reads']} UI board reads")
 
 
 # -- fencing: which message may advance a task (no worker needed) ---------------------------------------------
