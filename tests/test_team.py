@@ -339,7 +339,53 @@ def test_the_quota_cooldown_and_the_gate_are_shared(redis_client, team_prefix):
     assert "key-1" not in str(redis_client.keys(f"{team_prefix}:*")) and "key-1" not in str(redis_client.get(gate_a.keys[0]))
 
 
+def test_the_storage_budget_counts_each_file_once_and_frees_it_on_delete_or_expiry(redis_client, team_prefix):
+    from storyteller_core.team.limits import StorageBudget
+
+    one, two = (StorageBudget(redis_client, team_prefix, cap_bytes=1000, ttl_s=60) for _ in range(2))
+    assert one.reserve("vs-a", 600) and one.in_use() == 600
+    assert two.reserve("vs-a", 600) and two.in_use() == 600  # the same file again (an upload tried again): counted once
+    assert not two.reserve("vs-b", 500)  # would pass 1,000 bytes: waits
+    assert two.reserve("vs-c", 400) and one.in_use() == 1000
+    assert one.release("vs-a") == 600 and one.release("vs-a") == 0  # deleted after its last analysis; twice is harmless
+    assert two.reserve("vs-b", 500) and one.in_use() == 900
+    lone = StorageBudget(redis_client, team_prefix + "-lone", cap_bytes=100, ttl_s=60)
+    assert lone.reserve("vs-big", 5000)  # one file alone always fits, however large: nothing waits forever
+    assert not lone.reserve("vs-small", 1)
+
+    short = StorageBudget(redis_client, team_prefix + "-short", cap_bytes=1000, ttl_s=0.2)
+    assert short.reserve("vs-x", 900) and not short.reserve("vs-y", 200)
+    time.sleep(0.3)  # the file expired at Gemini (48 h, here 0.2 s on Redis's clock): its bytes come back
+    assert short.reserve("vs-y", 200) and short.in_use() == 200
+
+
+def test_the_generate_rate_gives_each_task_its_own_slot_and_refuses_it_early(redis_client, team_prefix):
+    from storyteller_core.team.limits import CallRate
+
+    rates = [CallRate(redis_client, f"{team_prefix}:generate-rate", per_minute=600) for _ in range(3)]  # one per 0.1 s
+    assert rates[0].take("analysis:a") == 0.0  # free: call now
+    waits = [rates[n % 3].take(f"analysis:{t}") for n, t in enumerate("bcd")]
+    assert [round(w, 1) for w in waits] == [0.1, 0.2, 0.3]  # each reserved a time of its own, in the order asked
+    assert rates[1].take("analysis:c") == pytest.approx(waits[1], abs=0.02)  # asking again keeps its place
+    time.sleep(0.12)
+    assert rates[2].take("analysis:b") == 0.0  # its time has come (from any worker): the reservation is used up
+    assert rates[0].take("analysis:d") > 0.1  # too early: refused at the moment of the call, still reserved
+    assert rates[0].take("analysis:e") == pytest.approx(0.3, abs=0.03)  # a newcomer goes after every reservation
+    time.sleep(0.3)
+    assert [r.take(t) for r, t in zip(rates, ("analysis:c", "analysis:d", "analysis:e"), strict=True)] == [0.0] * 3
+
+
 # -- Dramatiq workers against the emulator ------------------------------------------------------------------
+def eventually(check, within_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    """True once ``check()`` is (asked every 0.1 s), False if it still is not after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _team_settings(data_dir: Path, emu, **overrides) -> dict:
     values = dict(poll_initial_s=0.1, poll_max_s=0.5, upload_budget_s=30, processing_budget_s=30, analysis_budget_s=10,
                   request_timeout_s=5, polls_per_second=20, max_uploads=2, max_jobs=3)
@@ -376,6 +422,9 @@ class Team:
             "STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S": str(self.config.upload_slot_ttl_s),
             "STORYTELLER_TEAM_IDLE_POLL_MS": str(self.config.idle_poll_ms),
             "STORYTELLER_TEAM_SWEEP_S": str(self.config.sweep_every_s),
+            "STORYTELLER_TEAM_GENERATE_RPM": str(self.config.generate_per_minute),
+            "STORYTELLER_TEAM_STORAGE_GB": str(self.config.storage_bytes / 1e9),
+            "STORYTELLER_TEAM_KEEP_FILES": "1" if self.config.keep_files else "",
         })
         log_dir = tmp_path / "workers"
         log_dir.mkdir()
@@ -420,6 +469,20 @@ class Team:
                 out[key.split(":lease:", 1)[1]] = int(value.split(":")[1])
         return out
 
+    def lines_left(self, within_s: float = 15.0) -> list[str]:
+        """Fences and leases still in Redis once ``within_s`` has passed (at once when there are none).
+
+        When the rows have ended, a message line may still be finishing: e.g. the root message a parking analysis
+        sent for a video that settled at that instant runs, finds nothing to do, and ends.
+        """
+        deadline = time.monotonic() + within_s
+        while True:
+            left = [k for pattern in ("fence", "lease")
+                    for k in self.client.client.scan_iter(f"{self.config.prefix}:{pattern}:*")]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
+
     def close(self) -> None:
         self.workers.stop()
         self.client.close()
@@ -458,7 +521,6 @@ def test_three_workers_do_every_job_once_under_the_upload_cap(team_factory, emul
 
     emulator.config.chunk_delay_s = 0.2  # uploads overlap
     team = team_factory(emulator)
-    boot = team.start(3)
     jobs, files, analyses = _jobs(videos, tmp_path)
     reads = [0]
 
@@ -466,7 +528,9 @@ def test_three_workers_do_every_job_once_under_the_upload_cap(team_factory, emul
         reads[0] += 1
 
     started = time.monotonic()
+    # every question first: a file is deleted after its last analysis, so a question asked later uploads it again
     items = [item for paths, prompt in jobs for item in team.submit(paths, prompt)]
+    boot = team.start(3)
     rows = team.wait(items, timeout=120, during=read_board)
     elapsed = time.monotonic() - started
 
@@ -477,9 +541,46 @@ def test_three_workers_do_every_job_once_under_the_upload_cap(team_factory, emul
     assert emulator.stats.max_uploads_at_once <= team.settings.max_uploads
     assert reads[0] > 0
     assert team.client.store.unfinished() == []
-    assert list(team.client.client.scan_iter(f"{team.config.prefix}:fence:*")) == []  # every message line ended
-    assert list(team.client.client.scan_iter(f"{team.config.prefix}:lease:*")) == []
+    assert team.lines_left() == []  # every message line ended (a stray root message for a settled video ends too)
+    # each file deleted after its last analysis (just after its row shows Done)
+    assert eventually(lambda: emulator.files == {} and team.client.storage.in_use() == 0)
     print(f"\n20 jobs / 8 files / 3 workers: {elapsed:.1f} s after {boot:.1f} s to start the workers; {reads[0]} board reads")
+
+
+@pytest.mark.slow
+def test_uploads_wait_for_storage_and_generate_calls_keep_the_team_rate(team_factory, emulator, videos):
+    """Storage for 2 files: the third waits until a file's last analysis ends and it is deleted; 240 generates/min."""
+    from storyteller_core.board import Status
+
+    arrivals: list[float] = []
+
+    class Timed(list):  # the emulator appends each accepted generate call here: note when it arrived
+        def append(self, call) -> None:  # type: ignore[no-untyped-def]
+            arrivals.append(time.time())
+            super().append(call)
+
+    emulator.stats.wire = Timed()
+    files = videos[:6]
+    cap = 2 * max(p.stat().st_size for p in files) + 1
+    team = team_factory(emulator, storage_bytes=cap, generate_per_minute=240.0)
+    items = team.submit(files, "Tell the story") + team.submit(files, "List the people")
+    stored = [0]
+
+    def watch_storage(rows) -> None:
+        stored[0] = max(stored[0], sum(f.size for f in list(emulator.files.values())))
+        assert team.client.storage.in_use() <= cap
+
+    team.start(2)
+    rows = team.wait(items, timeout=180, during=watch_storage)
+
+    assert [r.status for r in rows] == [Status.DONE] * 12
+    assert sorted(emulator.stats.uploads_finished.values()) == [1] * 6  # waiting for room never uploads twice
+    assert 0 < stored[0] <= cap  # never more than the budget held at Gemini (sampled)
+    assert eventually(lambda: emulator.files == {} and team.client.storage.in_use() == 0)
+    assert len(arrivals) == 12
+    # one call per 0.25 s: the k-th call never came before the first plus k slots (a late message may come later)
+    assert all(t - arrivals[0] >= k * 0.25 - 0.1 for k, t in enumerate(arrivals))
+    print(f"\ngenerate calls over {arrivals[-1] - arrivals[0]:.2f} s; at most {stored[0]} of {cap} bytes stored")
 
 
 @pytest.fixture(scope="module")
@@ -598,7 +699,9 @@ def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_a
     assert emulator.stats.max_uploads_at_once <= team.settings.max_uploads  # the cap held, kills included
     assert ui["reads"] > 0 and ui["short"] == 0 and ui["failed"] == 0 and ui["regressions"] == 0
     assert team.client.store.unfinished() == []
-    assert list(team.client.client.scan_iter(f"{team.config.prefix}:fence:*")) == []
+    assert team.lines_left() == []
+    # each file deleted after its last analysis (just after its row shows Done)
+    assert eventually(lambda: emulator.files == {} and team.client.storage.in_use() == 0)
     print(f"\n200 jobs / 40 files: takeover after SIGKILL {', '.join(f'{k} {v:.1f} s' for k, v in taken_over.items())}; "
           f"cut: {cut}; uploads started {emulator.stats.uploads_started}, generates "
           f"{sum(emulator.stats.generates.values())}; {ui['reads']} UI board reads")

@@ -18,7 +18,7 @@ from ..gemini import Gateway
 from ..steps.context import StepContext
 from ..store import make_owner_id
 from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker
-from .limits import RedisCooldown, RedisGate, RedisPollLimits, UploadSlots
+from .limits import RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots
 from .shared import SharedPaths
 from .store import RedisStore, connect
 
@@ -37,6 +37,8 @@ class TeamClient:
         self.gate = RedisGate(self.client, config.prefix, self.cooldown, settings.api_key)
         self.polls = RedisPollLimits(self.client, config.prefix, settings.max_polls, settings.polls_per_second)
         self.uploads = UploadSlots(self.client, config.prefix, settings.max_uploads, config.upload_slot_ttl_s)
+        self.storage = StorageBudget(self.client, config.prefix, config.storage_bytes,
+                                     ttl_s=settings.file_ttl_s + settings.upload_budget_s)
         # the client never calls Gemini for a step; a gateway is only needed for models.list (the catalog)
         self.ctx = StepContext(self.store, gateway or cast(Gateway, None), settings, self.polls, self.cooldown)
         self.broker, actors = make_broker(config, settings, _no_step)
@@ -61,6 +63,7 @@ class TeamClient:
             "queued": [],  # messages live in Redis lists; counted by queue_sizes()
             "uploads_running": self.uploads.in_use(),
             "max_uploads": self.settings.max_uploads,
+            "storage_bytes": self.storage.in_use(),  # File API bytes the team's files hold (of config.storage_bytes)
             "workers": len(self.workers()),
             "polls_per_second": self.settings.polls_per_second,
             "halted": self.gate.message,

@@ -118,6 +118,9 @@ class TeamConfig:
     upload_slot_ttl_s: float = 120.0  # an upload slot not renewed by progress for this long is free again
     idle_poll_ms: int = 100  # how long an idle consumer waits before asking Redis again (also delayed messages' lateness)
     sweep_every_s: float = 20.0  # one worker looks for unfinished work with no live message
+    generate_per_minute: float = 0.0  # generate requests a minute across the team (GCRA reservations); 0: no cap
+    storage_bytes: int = 20_000_000_000  # the File API's storage per project: uploads wait for room
+    keep_files: bool = False  # False: a Gemini file is deleted after its last analysis; True: kept until it expires (48 h)
 
     @property
     def namespace(self) -> str:
@@ -141,6 +144,9 @@ class TeamConfig:
             upload_slot_ttl_s=_env_float("STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S", 120.0),
             idle_poll_ms=int(_env_float("STORYTELLER_TEAM_IDLE_POLL_MS", 100)),
             sweep_every_s=_env_float("STORYTELLER_TEAM_SWEEP_S", 20.0),
+            generate_per_minute=_env_float("STORYTELLER_TEAM_GENERATE_RPM", 0.0),
+            storage_bytes=int(_env_float("STORYTELLER_TEAM_STORAGE_GB", 20.0) * 1e9),
+            keep_files=os.environ.get("STORYTELLER_TEAM_KEEP_FILES", "").strip().lower() in ("1", "true", "yes"),
         )
 
 

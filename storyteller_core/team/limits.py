@@ -9,6 +9,13 @@
   calls at once (leases again) and per second (GCRA, evenly spaced), checked
   in one script at the moment of the call.
 - ``RedisRate``: a GCRA reservation for any other per-second or per-minute cap.
+- ``CallRate``: generate requests per minute across the team: a caller (a
+  task) reserves its own time slot (GCRA) and calls only once that time has
+  come, checked at the moment of the call (delayed messages arrive late, and
+  a late crowd would otherwise burst).
+- ``StorageBudget``: the File API's 20 GB per project as a byte counter: an
+  upload reserves its file's bytes under the file's name before it starts;
+  deleting the file (after its last analysis) or its expiry gives them back.
 - ``RedisCooldown``: quota.Cooldown's interface on one Redis hash, so a 429
   seen by one worker holds every worker back.
 - ``RedisGate``: gate.Gate's interface; a rejected key (by fingerprint) and
@@ -111,6 +118,55 @@ end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 return '0'
 """
+# Call rate with reservations: KEYS[1] the next free time (ms), KEYS[2] this caller's reserved time (ms).
+# ARGV: interval_ms, grace_ms. Returns '0' (call now; a due reservation is used up) or the ms until the caller's
+# reserved slot (taken now if it had none), as text.
+_CALL_TAKE = _NOW_MS + """
+local at = redis.call('GET', KEYS[2])
+if at then
+  if tonumber(at) > now then return tostring(tonumber(at) - now) end
+  redis.call('DEL', KEYS[2])
+  return '0'
+end
+local interval = tonumber(ARGV[1])
+local slot_at = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('SET', KEYS[1], tostring(slot_at + interval), 'PX', math.ceil(slot_at - now + interval) + 1000)
+if slot_at > now then
+  redis.call('SET', KEYS[2], tostring(slot_at), 'PX', math.ceil(slot_at - now) + tonumber(ARGV[2]))
+  return tostring(slot_at - now)
+end
+return '0'
+"""
+# Storage: KEYS: files (name -> bytes), expiry (name -> ms), total bytes. Entries whose time has passed are dropped
+# first (the file expired at Gemini). reserve ARGV: name, bytes, cap, ttl_ms -> 1 (reserved, or already held) | 0.
+_STORAGE_PRUNE = """
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  local b = redis.call('HGET', KEYS[1], n)
+  if b then redis.call('DECRBY', KEYS[3], b); redis.call('HDEL', KEYS[1], n) end
+  redis.call('ZREM', KEYS[2], n)
+end
+"""
+_STORAGE_RESERVE = _NOW_MS + _STORAGE_PRUNE + """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+  return 1
+end
+local used = tonumber(redis.call('GET', KEYS[3]) or '0')
+if used > 0 and used + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('INCRBY', KEYS[3], ARGV[2])
+return 1
+"""
+_STORAGE_RELEASE = """
+local b = redis.call('HGET', KEYS[1], ARGV[1])
+if not b then return 0 end
+redis.call('DECRBY', KEYS[3], b); redis.call('HDEL', KEYS[1], ARGV[1]); redis.call('ZREM', KEYS[2], ARGV[1])
+return tonumber(b)
+"""
+_STORAGE_USED = _NOW_MS + _STORAGE_PRUNE + """
+return tonumber(redis.call('GET', KEYS[3]) or '0')
+"""
 # The quota cool-down: one hash with next_at, streak, streak_start, paused_until (seconds, Redis's clock).
 _COOL_EXHAUSTED = _NOW_S + """
 local h = KEYS[1]
@@ -188,6 +244,63 @@ class RedisRate:
     def try_acquire(self) -> float:
         """Take a slot and return 0, or return the seconds until the next free one."""
         return float(self._gcra(keys=[self.key], args=[self.interval_ms, self.burst])) / 1000.0
+
+
+class CallRate:
+    """At most ``per_minute`` calls a minute across every process; each caller (a task) reserves its own slot.
+
+    ``take(key)`` answers 0 (call now) or the seconds until ``key``'s reserved
+    slot, which is kept for it: asking again with the same key once that time
+    has come answers 0. So a task whose turn is later sends its message with
+    that delay and calls when it arrives (late is fine, early is refused), and
+    callers are served in the order they first asked. An unused reservation
+    lapses ``grace_s`` after its time.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, per_minute: float, grace_s: float = 120.0) -> None:
+        self.key = key
+        self.per_minute = per_minute
+        self.interval_ms = 60_000.0 / per_minute
+        self.grace_ms = int(grace_s * 1000)
+        self._take = client.register_script(_CALL_TAKE)
+
+    def take(self, caller: str) -> float:
+        wait_ms = float(self._take(keys=[self.key, f"{self.key}:reserved:{caller}"], args=[self.interval_ms, self.grace_ms]))
+        return max(0.0, wait_ms / 1000.0)
+
+
+class StorageBudget:
+    """The File API's storage per project (20 GB) across every worker: bytes reserved per Gemini file name.
+
+    An upload reserves its file's size before it starts (the same name again
+    is the same file: nothing more is counted); the bytes come back when the
+    file is deleted (``release``) or when the reservation's time runs out (the
+    file expired at Gemini: ``ttl_s`` is the 48 h life plus the upload budget).
+    One file alone is always allowed, however large, so nothing waits forever.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, cap_bytes: int, ttl_s: float) -> None:
+        self.cap_bytes = cap_bytes
+        self.ttl_s = ttl_s
+        self.keys = [f"{prefix}:storage:files", f"{prefix}:storage:expiry", f"{prefix}:storage:bytes"]
+        self._reserve = client.register_script(_STORAGE_RESERVE)
+        self._release = client.register_script(_STORAGE_RELEASE)
+        self._used = client.register_script(_STORAGE_USED)
+
+    def reserve(self, name: str, size_bytes: int) -> bool:
+        """Count ``name``'s bytes (or renew the reservation it has); False when they do not fit yet."""
+        return bool(self._reserve(keys=self.keys, args=[name, max(0, int(size_bytes)), self.cap_bytes, _ms(self.ttl_s)]))
+
+    def release(self, name: str) -> int:
+        """The file is gone: its bytes are free again; the bytes released (0 when it held none)."""
+        return int(self._release(keys=self.keys, args=[name]))
+
+    def in_use(self) -> int:
+        return int(self._used(keys=self.keys))
+
+    def wait_hint(self) -> float:
+        """Seconds before asking again: room comes back when an analysis ends and its file is deleted."""
+        return 2.0 * (1.0 + random.random() * 0.5)
 
 
 class RedisPollLimits(PollLimits):

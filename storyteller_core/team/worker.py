@@ -34,9 +34,10 @@ from ..analysis import Analysis
 from ..config import Settings
 from ..datadir import ensure_data_dir
 from ..demo import gateway_for
-from ..errors import Cancelled
-from ..gemini import Gateway
+from ..errors import Cancelled, QuotaPaused
+from ..gemini import Gateway, file_name_for
 from ..logs import setup_logging
+from ..records import TransitionError
 from ..runner import STORE_ERROR_RETRY_S, UPLOAD_STATES
 from ..spool import release_spool
 from ..steps import Next, Outcome
@@ -44,7 +45,7 @@ from ..steps.context import StepContext
 from ..store import make_owner_id, owner_process_gone
 from ..video import Video, VideoState
 from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
-from .limits import RedisCooldown, RedisGate, RedisPollLimits, UploadSlots
+from .limits import CallRate, RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots
 from .shared import SharedPaths
 from .store import RedisStore, connect
 
@@ -52,6 +53,15 @@ log = logging.getLogger(__name__)
 BUSY_WAIT_S = 2.0  # a message whose task is still held waits this long in place before coming back later
 AFTER_RETRY_FOR_S = 120.0  # Redis unreachable after a step: keep trying to hand the task on this long
 SETTINGS_ENV = "STORYTELLER_SETTINGS_JSON"  # Settings overrides as JSON (tests and benchmarks)
+RATE_SLEEP_S = 2.0  # a generate slot this close is waited for in the step; a later one sends the message then
+
+
+class RateWait(QuotaPaused):
+    """This call's generate slot is later: the analysis waits (not "Writing story") and its message comes back then."""
+
+    def __init__(self, resume_at: float) -> None:
+        Exception.__init__(self, "waiting for a generate slot (requests per minute across the team)")
+        self.resume_at = resume_at
 
 
 def settings_from_env() -> Settings:
@@ -66,7 +76,8 @@ def settings_from_env() -> Settings:
 
 
 class _SlotGateway:
-    """The Gateway, with each upload holding an upload slot renewed by its progress."""
+    """The Gateway under the team's limits: an upload holds an upload slot (renewed by its progress) and its bytes
+    in the storage budget; a generate call waits for its slot of the requests-per-minute rate."""
 
     def __init__(self, inner: Gateway, runtime: WorkerRuntime) -> None:
         self.inner = inner
@@ -77,12 +88,13 @@ class _SlotGateway:
 
     def upload(self, path: Path, *, name: str, display_name: str, mime_type: str, on_progress: Any) -> Any:
         uploads = self.runtime.uploads
+        stopping = self.runtime.runner.stopping
         task, token = getattr(self.runtime.local, "slot", None) or ("video:?", None)
         own = token is None
         if own:  # an upload the step did not announce (a file that expired): wait for a slot here
             token = f"{new_token()}/{self.runtime.owner}"
             while not uploads.acquire(task, token):
-                if self.runtime.runner.stopping.is_set():
+                if stopping.is_set():
                     raise Cancelled("upload stopped")
                 time.sleep(uploads.wait_hint())
         last = [time.monotonic()]
@@ -94,10 +106,26 @@ class _SlotGateway:
             on_progress(sent)
 
         try:
-            return self.inner.upload(path, name=name, display_name=display_name, mime_type=mime_type, on_progress=progress)
+            # the step reserved the bytes before it took the slot; an unannounced upload (or one tried again after
+            # its reservation was given back) waits for room here, keeping its slot
+            while not self.runtime.storage.reserve(name, path.stat().st_size):
+                if stopping.is_set():
+                    raise Cancelled("upload stopped")
+                uploads.renew(cast(str, token))
+                time.sleep(self.runtime.storage.wait_hint())
+            try:
+                return self.inner.upload(path, name=name, display_name=display_name, mime_type=mime_type,
+                                         on_progress=progress)
+            except BaseException:
+                self.runtime.storage.release(name)  # no file was made (a 409 is not an error): its bytes are free
+                raise
         finally:
             if own:
                 uploads.release(cast(str, token))
+
+    def generate(self, **kwargs: Any) -> Any:
+        self.runtime.wait_for_generate_slot()
+        return self.inner.generate(**kwargs)
 
 
 class WorkerRuntime:
@@ -113,6 +141,10 @@ class WorkerRuntime:
         polls = RedisPollLimits(self.client, config.prefix, settings.max_polls, settings.polls_per_second,
                                 slot_ttl_s=settings.request_timeout_s + 10)
         self.uploads = UploadSlots(self.client, config.prefix, settings.max_uploads, config.upload_slot_ttl_s)
+        self.storage = StorageBudget(self.client, config.prefix, config.storage_bytes,
+                                     ttl_s=settings.file_ttl_s + settings.upload_budget_s)
+        self.generates = (CallRate(self.client, f"{config.prefix}:generate-rate", config.generate_per_minute)
+                          if config.generate_per_minute > 0 else None)
         self.local = threading.local()
         self.owner = make_owner_id("w" + uuid.uuid4().hex[:8])
         gateway = cast(Gateway, _SlotGateway(gateway_for(settings), self))
@@ -167,21 +199,68 @@ class WorkerRuntime:
             return Outcome.stop()
         kind, record_id = task.split(":", 1)
         token = None
+        generate_ok = False
+        reserved = None
         if kind == "video":
             video = self.store.get(Video, record_id)
             if video and not video.url and video.state in UPLOAD_STATES and self.store.needs_video(record_id):
+                reserved = file_name_for(video.sha256)
+                if not self.storage.reserve(reserved, video.size_bytes):
+                    self.stats["storage_waits"] += 1  # the project's File API storage is full: wait for a deletion
+                    return Outcome.later(self.storage.wait_hint())
                 token = f"{fence}/{self.owner}"
                 place = self.uploads.try_acquire(task, token, self.dispatcher.rank(task), retry_s=3.0)
                 if place:
                     self.stats["slot_waits"] += 1
                     return Outcome.later(self.uploads.wait_hint(place))
+        elif self.generates is not None and self._will_ask(record_id):
+            wait = self.generates.take(task)  # reserves this task's slot; due when the delayed message arrives
+            if wait > 0:
+                self.stats["rate_waits"] += 1
+                return Outcome.later(wait)
+            generate_ok = True
         self.local.slot = (task, token)
+        self.local.task = task
+        self.local.generate_ok = generate_ok
         try:
             return self.runner.run(task)
         finally:
             self.local.slot = None
+            self.local.task = None
+            self.local.generate_ok = False
             if token:
                 self.uploads.release(token)
+            if reserved:
+                self._release_unless_uploaded(record_id, reserved)
+
+    def _release_unless_uploaded(self, video_id: str, name: str) -> None:
+        """A step that reserved storage and made no file (failed, cancelled, content changed) gives the bytes back."""
+        video = self.store.get(Video, video_id)
+        if video is None or video.state in (VideoState.CREATED, VideoState.FAILED):
+            self.storage.release(name)
+
+    def _will_ask(self, analysis_id: str) -> bool:
+        """The analysis's step will call generate (its file is ready): it needs a slot of the requests-per-minute rate."""
+        analysis = self.store.get(Analysis, analysis_id)
+        if analysis is None or analysis.state.terminal or analysis.cancel_requested:
+            return False
+        video = self.store.get(Video, analysis.video_id)
+        return video is not None and video.file_usable(self.settings.backend)
+
+    def wait_for_generate_slot(self) -> None:
+        """At the moment of a generate call: go when this task's slot has come (the step took it just before, or its
+        reservation is due); a slot a moment away is waited for here, a later one makes the analysis wait for it."""
+        if self.generates is None:
+            return
+        if getattr(self.local, "generate_ok", False):
+            self.local.generate_ok = False  # the step took the slot an instant ago; a retry of the call takes another
+            return
+        caller = getattr(self.local, "task", None) or f"call:{new_token()}"
+        while (wait := self.generates.take(caller)) > 0:
+            if wait > RATE_SLEEP_S:
+                raise RateWait(time.time() + wait)
+            if self.runner.stopping.wait(wait):
+                raise Cancelled("worker stopping")
 
     def _after(self, task: str, fence: str, lease_value: str, outcome: Outcome) -> None:
         deadline = time.monotonic() + AFTER_RETRY_FOR_S
@@ -217,6 +296,50 @@ class WorkerRuntime:
                 self.runner.enqueue(task)  # the video settled while this analysis was parking
         else:
             release_spool(self.store, analysis.video_id, self.settings.spool_dir)
+            if not self.config.keep_files:
+                self._delete_file_if_unneeded(analysis.video_id)
+
+    def _delete_file_if_unneeded(self, video_id: str) -> None:
+        """After a video's last analysis: delete its Gemini file and give its bytes back to the storage budget.
+
+        The video's task is taken like a step (a root message's fence and a
+        lease), so no upload or processing of the same video runs meanwhile;
+        the video goes back to CREATED before the file is deleted, so a question
+        asked later uploads it again (a step that read it a moment before finds
+        the file gone and does the same). Work that arrived meanwhile is woken.
+        """
+        video = self.store.get(Video, video_id)
+        if (video is None or video.url or not video.gemini_name or video.state is not VideoState.FILE_ACTIVE
+                or self.store.needs_video(video_id)):
+            return
+        task, token = f"video:{video_id}", new_token()
+        lease_value = f"{self.owner}/{token}"
+        if self.dispatcher.begin(task, token, "", lease_value)[0] != "go":
+            return  # a live message line has the video: it is wanted again
+        try:
+            video = self.store.get(Video, video_id)
+            if (video is None or not video.gemini_name or video.state is not VideoState.FILE_ACTIVE
+                    or self.store.needs_video(video_id)):
+                return
+            name = video.gemini_name
+            try:
+                self.store.transition(Video, video_id, VideoState.CREATED, gemini_name=None, gemini_uri=None,
+                                      gemini_state=None, gemini_expires_at=None, progress=0)
+            except TransitionError:
+                return  # moved meanwhile (another step found it expired): that step deals with the file
+            try:
+                self.ctx.call(lambda: self.ctx.gateway.delete_file(name), self.settings.request_timeout_s * 3,
+                              lambda: False)
+            except Exception:  # noqa: BLE001 - it expires by itself within 48 h, and its bytes with it
+                log.warning("could not delete a gemini file after its last analysis", extra={"video_id": video_id},
+                            exc_info=True)
+                return
+            self.storage.release(file_name_for(video.sha256))
+            self.stats["files_deleted"] += 1
+        finally:
+            self.dispatcher.finish(task, token, "", lease_value)
+            if self.store.needs_video(video_id):
+                self.runner.wake(video_id)  # asked again meanwhile: its analyses go on (and upload it again)
 
     # -- background -----------------------------------------------------------------------------------
     def start_background(self) -> None:
