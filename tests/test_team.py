@@ -425,6 +425,7 @@ class Team:
             "STORYTELLER_TEAM_GENERATE_RPM": str(self.config.generate_per_minute),
             "STORYTELLER_TEAM_STORAGE_GB": str(self.config.storage_bytes / 1e9),
             "STORYTELLER_TEAM_KEEP_FILES": "1" if self.config.keep_files else "",
+            "STORYTELLER_TEAM_STATUS_WATCH": "1" if self.config.status_watch else "0",
         })
         log_dir = tmp_path / "workers"
         log_dir.mkdir()
@@ -581,6 +582,42 @@ def test_uploads_wait_for_storage_and_generate_calls_keep_the_team_rate(team_fac
     # one call per 0.25 s: the k-th call never came before the first plus k slots (a late message may come later)
     assert all(t - arrivals[0] >= k * 0.25 - 0.1 for k, t in enumerate(arrivals))
     print(f"\ngenerate calls over {arrivals[-1] - arrivals[0]:.2f} s; at most {stored[0]} of {cap} bytes stored")
+
+
+@pytest.mark.slow
+def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_when_it_dies(
+        team_factory, emulator, videos):
+    """12 files processing at once: files.list pages instead of files.get per file; the watching worker is killed."""
+    from storyteller_core.board import Status
+
+    emulator.config.processing_delay_s = 4.0
+    team = team_factory(emulator)
+    items = team.submit(videos[:12], "Tell the story")
+    team.start(2)
+    lock = f"{team.config.prefix}:watch:lock"
+    killed: list[int] = []
+
+    def kill_the_watcher(rows) -> None:
+        if killed or emulator.stats.lists < 2 or team.client.client.hlen(f"{team.config.prefix}:watch:files") < 4:
+            return  # kill it while it watches: it has listed, and files are still processing
+        holder = team.client.client.get(lock)
+        if holder:
+            killed.append(int(holder.split(":")[1]))
+            team.workers.kill(killed[0])
+            team.workers.start(1)
+
+    rows = team.wait(items, timeout=180, during=kill_the_watcher)
+
+    assert killed, "the watcher was never killed"
+    assert [r.status for r in rows] == [Status.DONE] * 12
+    assert sorted(emulator.stats.uploads_finished.values()) == [1] * 12
+    # bulk: a listing answers for every processing file; files.get only for a file a listing did not show
+    assert emulator.stats.lists > 0
+    assert sum(emulator.stats.polls.values()) < 12
+    assert team.client.client.hlen(f"{team.config.prefix}:watch:files") == 0
+    assert team.lines_left() == []
+    print(f"\n12 files processing 4 s: {emulator.stats.lists} files.list pages, "
+          f"{sum(emulator.stats.polls.values())} files.get; watcher pid {killed[0]} killed")
 
 
 @pytest.fixture(scope="module")

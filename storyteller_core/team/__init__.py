@@ -6,9 +6,11 @@ the embedded engine runs exactly as before and nothing here is imported.
 - ``store.RedisStore``: the job store (records as JSON text, indexes as
   sorted sets, atomic transitions, leases on Redis's clock).
 - ``limits``: the global limits on Redis's clock (upload slots, poll slots
-  and rate, the shared quota cool-down, the shared gate).
+  and rate, generate requests per minute, the File API storage bytes, the
+  shared quota cool-down, the shared gate).
 - ``dispatch``: one Dramatiq actor that advances a task by one step, with
   fencing so that exactly one message line advances each task.
+- ``watch``: the bulk status watch, one leader per team.
 - ``worker``: ``python -m storyteller_core.team.worker`` runs a worker process.
 
 See docs/TEAM.md.

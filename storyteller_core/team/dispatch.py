@@ -121,6 +121,7 @@ class TeamConfig:
     generate_per_minute: float = 0.0  # generate requests a minute across the team (GCRA reservations); 0: no cap
     storage_bytes: int = 20_000_000_000  # the File API's storage per project: uploads wait for room
     keep_files: bool = False  # False: a Gemini file is deleted after its last analysis; True: kept until it expires (48 h)
+    status_watch: bool = True  # one worker lists processing files in bulk for the team; False: each polls files.get
 
     @property
     def namespace(self) -> str:
@@ -147,6 +148,7 @@ class TeamConfig:
             generate_per_minute=_env_float("STORYTELLER_TEAM_GENERATE_RPM", 0.0),
             storage_bytes=int(_env_float("STORYTELLER_TEAM_STORAGE_GB", 20.0) * 1e9),
             keep_files=os.environ.get("STORYTELLER_TEAM_KEEP_FILES", "").strip().lower() in ("1", "true", "yes"),
+            status_watch=os.environ.get("STORYTELLER_TEAM_STATUS_WATCH", "1").strip().lower() not in ("0", "false", "no"),
         )
 
 

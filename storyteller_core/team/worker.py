@@ -48,6 +48,7 @@ from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
 from .limits import CallRate, RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots
 from .shared import SharedPaths
 from .store import RedisStore, connect
+from .watch import TeamStatusWatch
 
 log = logging.getLogger(__name__)
 BUSY_WAIT_S = 2.0  # a message whose task is still held waits this long in place before coming back later
@@ -152,6 +153,8 @@ class WorkerRuntime:
         self.broker, actors = make_broker(config, settings, self.advance)
         self.dispatcher = Dispatcher(self.store, config, actors)
         self.runner = TeamRunner(self.ctx, self.gate, self.dispatcher, log_file, self.owner)
+        self.watch = TeamStatusWatch(self.ctx, self.gate, self.dispatcher, self.owner) if config.status_watch else None
+        self.runner.watch = self.watch  # processing files are looked at in bulk by one worker for the team
         self.stats: Counter[str] = Counter()
         self._held: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -343,6 +346,8 @@ class WorkerRuntime:
 
     # -- background -----------------------------------------------------------------------------------
     def start_background(self) -> None:
+        if self.watch is not None:
+            self.watch.start()
         for target, name in ((self._keeper, "team-leases"), (self._sweeper, "team-sweep")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -371,6 +376,8 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self.runner.stopping.set()
+        if self.watch is not None:
+            self.watch.stop()
         for thread in self._threads:
             thread.join(5)
         self.broker.close()
