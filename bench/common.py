@@ -64,11 +64,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when the bench process dies, even by SIGKILL, so the emulator
+    still stops cleanly and deletes its storage instead of running on with gigabytes in the temp folder."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the atexit hook and the context manager still stop it
+
+
 class ExternalEmulator:
     """``python -m storyteller_core.emulator`` in its own process, so it does not count in this process's memory.
 
-    Use it as a context manager: on exit it sends SIGTERM, waits, and checks that the
-    emulator deleted its storage (uploaded bytes; gigabytes per bench run otherwise).
+    Use it as a context manager: on exit it sends SIGTERM, waits for the
+    emulator to stop (it deletes its storage on SIGTERM), then deletes the
+    folder its storage lived in and checks nothing was left (gigabytes per
+    bench run otherwise). An atexit hook does the same for a bench that forgets
+    the ``with``, and the emulator gets SIGTERM if the bench itself is killed.
     """
 
     def __init__(self, processing_delay: float = 0.5, analysis_delay: float = 0.2, stream_chunk_delay: float = 0.0) -> None:
@@ -81,6 +95,7 @@ class ExternalEmulator:
              "--analysis-delay", str(analysis_delay), "--stream-chunk-delay", str(stream_chunk_delay),
              "--storage-root", str(self.root)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509 - no threads yet
         )
         atexit.register(self.stop)  # even a bench that forgets the ``with`` cleans up
         self._wait_until_up()
@@ -95,9 +110,10 @@ class ExternalEmulator:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.1)
-        self.stop(check=False)
         self._log.seek(0)
-        raise RuntimeError("emulator did not start: " + self._log.read().decode(errors="replace")[-2000:])
+        said = self._log.read().decode(errors="replace")[-2000:]
+        self.stop(check=False)
+        raise RuntimeError("emulator did not start: " + said)
 
     def stop(self, check: bool = True) -> None:
         """SIGTERM, wait (SIGKILL after 30 s), then make sure no storage is left behind."""
@@ -108,8 +124,10 @@ class ExternalEmulator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        left = list(self.root.iterdir()) if self.root.exists() else []
+        left = [p for p in self.root.rglob("*") if p.is_file()] if self.root.exists() else []
         shutil.rmtree(self.root, ignore_errors=True)
+        if not self._log.closed:
+            self._log.close()
         if left and check:
             raise RuntimeError(f"the emulator left its storage behind (exit code {self.proc.returncode}): {left}")
 

@@ -1,12 +1,17 @@
 """Team mode: throughput with 1, 2, 3 worker processes, takeover time after SIGKILL, Redis commands per job.
 
-    .venv/bin/python bench/team.py                      # all three parts, small
-    .venv/bin/python bench/team.py --jobs 200 --files 40 --workers 1,2,3 --kills 5
+    .venv/bin/python bench/team.py                      # all parts, small
+    .venv/bin/python bench/team.py --jobs 200 --files 40 --prompts 5 --workers 1,2,3 --no-limits --runs 3 --kills 5
 
 Starts its own redis-server (Debian's package) on a free loopback port and the
 emulator in this process (its counters are read directly). Workers are real
-``python -m storyteller_core.team.worker`` processes, 3 threads each, the
-global upload cap 2, polls at 5/s across all of them. Nothing leaves loopback.
+``python -m storyteller_core.team.worker`` processes, 3 threads each. Limits on:
+the global upload cap 2, status calls at 5/s, 1,000 generate requests a minute
+and the 20 GB storage budget across all of them; off: cap 100, 1,000/s, no
+generate cap. Every job is submitted first, then the workers start (files are
+deleted after their last analysis); a run's time counts from the workers' start.
+Nothing leaves loopback; the redis-server, the emulator's storage and the work
+folder are stopped and deleted at the end, even after an error or SIGTERM.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def on_sigterm(*_: object) -> None:
+    raise SystemExit("stopped (SIGTERM)")  # runs the finally blocks: workers, redis-server and folders cleaned up
+
+
 def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
     server = shutil.which("redis-server")
     if not server:
@@ -72,11 +81,11 @@ class Run:
     """One team (client + worker processes) on a fresh key prefix."""
 
     def __init__(self, redis_url: str, emu: Emulator, work: Path, *, max_uploads: int = 2, threads: int = 3,
-                 **config: Any) -> None:
+                 polls_per_second: float = 5.0, **config: Any) -> None:
         self.emu = emu
         self.prefix = "b" + uuid.uuid4().hex[:8]
         self.overrides = dict(poll_initial_s=0.2, poll_max_s=2.0, upload_budget_s=120, processing_budget_s=120,
-                              analysis_budget_s=60, request_timeout_s=30, polls_per_second=5.0, max_uploads=max_uploads,
+                              analysis_budget_s=60, request_timeout_s=30, polls_per_second=polls_per_second, max_uploads=max_uploads,
                               max_jobs=threads)
         self.settings = Settings(data_dir=work / "data", api_key=KEY, base_url=emu.base_url, **self.overrides)  # type: ignore[arg-type]
         self.config = TeamConfig(url=redis_url, prefix=self.prefix, **config)
@@ -89,6 +98,8 @@ class Run:
             "STORYTELLER_TEAM_HEARTBEAT_S": str(self.config.heartbeat_timeout_s),
             "STORYTELLER_TEAM_MAINTENANCE_CHANCE": str(self.config.maintenance_chance),
             "STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S": str(self.config.upload_slot_ttl_s),
+            "STORYTELLER_TEAM_GENERATE_RPM": str(self.config.generate_per_minute),
+            "STORYTELLER_TEAM_STORAGE_GB": str(self.config.storage_bytes / 1e9),
         })
         self.procs: list[subprocess.Popen] = []
         self.log = (work / f"workers-{self.prefix}.log").open("w")
@@ -116,16 +127,19 @@ class Run:
             items += self.client.commands.submit_paths(group, Ask(prompt=prompt, model=self.settings.model))
         return items
 
-    def wait(self, items: list[Item], timeout: float = 900) -> list[Any]:
+    def wait(self, items: list[Item], timeout: float = 900, every_s: float = 0.25) -> tuple[list[Any], int]:
+        """Read the board until every row has ended: (the rows, the board reads made)."""
         deadline = time.monotonic() + timeout
         ids = [i.id for i in items]
+        reads = 0
         while True:
             rows = rows_of(self.client.store, self.client.store.many(Item, ids))
+            reads += 1
             if all(r.ended for r in rows):
-                return rows
+                return rows, reads
             if time.monotonic() > deadline or not self.alive():
                 raise SystemExit(f"not done after {timeout} s; see {self.log.name}")
-            time.sleep(0.25)
+            time.sleep(every_s)
 
     def holders(self, kind: str) -> dict[str, int]:
         out = {}
@@ -151,14 +165,15 @@ def commands_processed(client: Any) -> int:
     return int(client.info("stats")["total_commands_processed"])
 
 
-def phases(run: Run, rows: list[Any]) -> dict[str, float]:
-    """Median seconds of each phase over the videos and analyses of a run."""
+def phases(run: Run, rows: list[Any], t0: float) -> dict[str, float]:
+    """Median seconds of each phase over the videos and analyses of a run (``t0``: the workers' start, wall clock)."""
     store = run.client.store
     videos = store.many(Video, {r.item.video_id for r in rows if r.item.video_id})
     analyses = store.many(Analysis, {r.item.analysis_id for r in rows if r.item.analysis_id})
     out = {}
-    spans = {"wait for a slot": ("CREATED", "UPLOADING"), "upload": ("UPLOADING", "UPLOADED"),
-             "processing": ("UPLOADED", "FILE_ACTIVE")}
+    waits = [v.state_entered_at["UPLOADING"] - t0 for v in videos if "UPLOADING" in v.state_entered_at]
+    out["workers' start -> upload start"] = statistics.median(waits) if waits else float("nan")
+    spans = {"upload": ("UPLOADING", "UPLOADED"), "processing": ("UPLOADED", "FILE_ACTIVE")}
     for label, (a, b) in spans.items():
         values = [v.state_entered_at[b] - v.state_entered_at[a] for v in videos if a in v.state_entered_at and b in v.state_entered_at]
         out[label] = statistics.median(values) if values else float("nan")
@@ -181,29 +196,35 @@ def max_in_window(times: list[float], window: float) -> int:
 
 
 def throughput(redis_url: str, work: Path, files: list[Path], workers: int, jobs: int, prompts: int, limits: bool) -> dict[str, Any]:
-    emu = Emulator(EmulatorConfig(processing_delay_s=1.0, analysis_delay_s=0.5, chunk_delay_s=0.2)).start()
+    emu = Emulator(EmulatorConfig(processing_delay_s=1.0, analysis_delay_s=0.5, chunk_delay_s=0.2), storage_root=work).start()
     try:
-        run = Run(redis_url, emu, work, max_uploads=2 if limits else 100)
-        if not limits:
-            run.overrides["polls_per_second"] = 1000.0
-            run.env["STORYTELLER_SETTINGS_JSON"] = json.dumps(run.overrides)
+        if limits:
+            run = Run(redis_url, emu, work, max_uploads=2, polls_per_second=5.0, generate_per_minute=1000.0)
+        else:
+            run = Run(redis_url, emu, work, max_uploads=100, polls_per_second=1000.0, generate_per_minute=0.0)
         try:
-            run.start_workers(workers)
-            before = commands_processed(run.client.client)
-            started = time.monotonic()
             items = run.submit(files, prompts, jobs)
-            rows = run.wait(items)
+            ids = [i.id for i in items]
+            before = commands_processed(run.client.client)
+            rows_of(run.client.store, run.client.store.many(Item, ids))
+            per_read = commands_processed(run.client.client) - before - 1  # what one board read of the bench costs
+            before = commands_processed(run.client.client)
+            started, t0 = time.monotonic(), time.time()
+            run.start_workers(workers)
+            booted = time.monotonic() - started
+            rows, reads = run.wait(items)
             elapsed = time.monotonic() - started
-            redis_calls = commands_processed(run.client.client) - before
+            redis_calls = commands_processed(run.client.client) - before - 1 - reads * per_read
             done = sum(1 for r in rows if r.analysis and r.analysis.state is AnalysisState.COMPLETED)
             distinct = len({r.item.analysis_id for r in rows})
+            status_calls = emu.stats.poll_times + emu.stats.list_times
             return {"workers": workers, "limits": limits, "jobs": len(items), "done": done, "seconds": elapsed,
-                    "jobs_per_min": len(items) / elapsed * 60, "analyses": distinct,
+                    "boot": booted, "jobs_per_min": len(items) / elapsed * 60, "analyses": distinct,
                     "uploads": sum(emu.stats.uploads_finished.values()), "generates": sum(emu.stats.generates.values()),
                     "max_uploads_at_once": emu.stats.max_uploads_at_once, "redis_per_job": redis_calls / len(items),
-                    "polls_1s": max_in_window(emu.stats.poll_times + emu.stats.list_times, 1.0),
-                    "polls_10s": max_in_window(emu.stats.poll_times + emu.stats.list_times, 10.0),
-                    "phases": phases(run, rows)}
+                    "gets": len(emu.stats.poll_times), "lists": len(emu.stats.list_times),
+                    "polls_1s": max_in_window(status_calls, 1.0), "polls_10s": max_in_window(status_calls, 10.0),
+                    "load": os.getloadavg()[0], "phases": phases(run, rows, t0)}
         finally:
             run.close()
     finally:
@@ -212,7 +233,7 @@ def throughput(redis_url: str, work: Path, files: list[Path], workers: int, jobs
 
 def takeover(redis_url: str, work: Path, files: list[Path], kills: int) -> list[float]:
     """SIGKILL the worker holding an analysis mid-call; seconds until another worker holds that analysis."""
-    emu = Emulator(EmulatorConfig(processing_delay_s=0.2, analysis_delay_s=4.0)).start()
+    emu = Emulator(EmulatorConfig(processing_delay_s=0.2, analysis_delay_s=4.0), storage_root=work).start()
     times: list[float] = []
     try:
         run = Run(redis_url, emu, work, heartbeat_timeout_s=10.0, maintenance_chance=200_000)
@@ -238,7 +259,7 @@ def takeover(redis_url: str, work: Path, files: list[Path], kills: int) -> list[
                     time.sleep(0.05)
                 times.append(time.monotonic() - killed_at)
                 print(f"  kill {n + 1}: taken over by pid {holder} after {times[-1]:.1f} s", flush=True)
-                run.wait(items)
+                run.wait(items, every_s=0.5)
                 run.start_workers(1)  # back to two workers
         finally:
             run.close()
@@ -247,14 +268,14 @@ def takeover(redis_url: str, work: Path, files: list[Path], kills: int) -> list[
     return times
 
 
-def board_read(redis_url: str, jobs: int) -> tuple[float, float]:
-    """Median ms to read a batch of ``jobs`` rows (items, their analyses and videos) from Redis, and from diskcache."""
+def board_read(redis_url: str, jobs: int, runs: int) -> tuple[list[float], list[float]]:
+    """Median ms (of 10 reads) to read a batch of ``jobs`` rows (items, analyses, videos), per run: Redis, diskcache."""
     from storyteller_core.analysis import analysis_key
     from storyteller_core.batch import Batch
     from storyteller_core.store import Store
     from storyteller_core.team.store import RedisStore, connect
 
-    def fill(store: Store) -> list[float]:
+    def fill(store: Store) -> float:
         store.add_batch(Batch(id="b1", name="bench"))
         for n in range(jobs):
             sha = f"{n:064x}"
@@ -269,16 +290,32 @@ def board_read(redis_url: str, jobs: int) -> tuple[float, float]:
             rows = rows_of(store, store.items("b1"))
             times.append((time.perf_counter() - started) * 1000)
             assert len(rows) == jobs
-        return times[1:]
+        return statistics.median(times[1:])
 
-    client = connect(redis_url)
-    redis_ms = statistics.median(fill(RedisStore(client, "board" + uuid.uuid4().hex[:6])))
-    client.close()
-    with tempfile.TemporaryDirectory() as folder:
-        disk = Store(Path(folder))
-        disk_ms = statistics.median(fill(disk))
-        disk.close()
+    redis_ms, disk_ms = [], []
+    for _ in range(runs):
+        client = connect(redis_url)
+        prefix = "board" + uuid.uuid4().hex[:6]
+        redis_ms.append(fill(RedisStore(client, prefix)))
+        for key in client.scan_iter(f"{prefix}:*", count=1000):
+            client.delete(key)
+        client.close()
+        with tempfile.TemporaryDirectory() as folder:
+            disk = Store(Path(folder))
+            disk_ms.append(fill(disk))
+            disk.close()
     return redis_ms, disk_ms
+
+
+def spread(values: list[float], fmt: str = ".1f") -> str:
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -287,42 +324,61 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=12)
     parser.add_argument("--prompts", type=int, default=3)
     parser.add_argument("--workers", default="1,2,3")
+    parser.add_argument("--runs", type=int, default=1, help="runs of each throughput configuration (min / median / max)")
     parser.add_argument("--kills", type=int, default=5)
-    parser.add_argument("--no-limits", action="store_true", help="also run with the upload cap and poll rate lifted")
+    parser.add_argument("--no-limits", action="store_true", help="also run with the limits lifted")
     parser.add_argument("--board", type=int, default=2000, help="rows for the board read time (0: skip)")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="bench-team-"))
     redis_proc, url = start_redis(work)
     try:
         files = make_batch(work / "videos", args.files)
+        print(f"start: {uptime()}")
         print(f"{args.jobs} jobs over {args.files} files x {args.prompts} prompts; emulator: upload 0.2 s per request, "
-              "processing 1.0 s, analysis 0.5 s; 3 threads per worker; upload cap 2, polls 5/s (limits on)")
-        print("| workers | limits | jobs | seconds | jobs/min | uploads | generates | max uploads at once | "
-              "max status calls in 1 s / 10 s | Redis commands per job |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        results = []
-        for workers in (int(w) for w in args.workers.split(",")):
+              "processing 1.0 s, analysis 0.5 s; 3 threads per worker; limits on: upload cap 2, status calls 5/s, "
+              "1,000 generates/min, 20 GB; off: cap 100, 1,000/s, no generate cap")
+        print("| workers | limits | runs | seconds min / median / max | jobs/min (median) | uploads | generates | "
+              "max uploads at once | busiest 1 s / 10 s of status calls | files.get / files.list | "
+              "Redis commands per job | load (1 min) |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        results: list[list[dict[str, Any]]] = []
+        for workers in ([] if args.skip_throughput else [int(w) for w in args.workers.split(",")]):
             for limits in ((True, False) if args.no_limits else (True,)):
-                r = throughput(url, work, files, workers, args.jobs, args.prompts, limits)
-                results.append(r)
-                print(f"| {r['workers']} | {'on' if limits else 'off'} | {r['jobs']} | {r['seconds']:.1f} | "
-                      f"{r['jobs_per_min']:.0f} | {r['uploads']} | {r['generates']} | {r['max_uploads_at_once']} | "
-                      f"{r['polls_1s']} / {r['polls_10s']} | {r['redis_per_job']:.0f} |", flush=True)
-        print("\nmedian seconds per phase:")
-        for r in results:
-            print(f"  {r['workers']} workers, limits {'on' if r['limits'] else 'off'}: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items()))
+                runs = [throughput(url, work, files, workers, args.jobs, args.prompts, limits) for _ in range(args.runs)]
+                results.append(runs)
+                mid = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+                print(f"| {workers} | {'on' if limits else 'off'} | {len(runs)} | "
+                      f"{spread([r['seconds'] for r in runs])} | {mid['jobs_per_min']:.0f} | "
+                      f"{'/'.join(str(r['uploads']) for r in runs)} | {'/'.join(str(r['generates']) for r in runs)} | "
+                      f"{max(r['max_uploads_at_once'] for r in runs)} | "
+                      f"{max(r['polls_1s'] for r in runs)} / {max(r['polls_10s'] for r in runs)} | "
+                      f"{mid['gets']} / {mid['lists']} | {spread([r['redis_per_job'] for r in runs], '.0f')} | "
+                      f"{spread([r['load'] for r in runs], '.1f')} |", flush=True)
+        if results:
+            print("\nworker start (s, submit to all heartbeats) and median seconds per phase (median run):")
+            for runs in results:
+                mid = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+                print(f"  {mid['workers']} workers, limits {'on' if mid['limits'] else 'off'}: start {mid['boot']:.1f}; "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in mid["phases"].items()))
         if args.board:
-            redis_ms, disk_ms = board_read(url, args.board)
-            print(f"\nboard read of {args.board} rows (items + analyses + videos, median of 10): "
-                  f"Redis {redis_ms:.0f} ms, diskcache {disk_ms:.0f} ms")
+            redis_ms, disk_ms = board_read(url, args.board, max(3, args.runs))
+            print(f"\nboard read of {args.board} rows (items + analyses + videos), median of 10 reads per run, "
+                  f"min / median / max of {len(redis_ms)} runs: Redis {spread(redis_ms, '.0f')} ms, "
+                  f"diskcache {spread(disk_ms, '.0f')} ms; {uptime()}", flush=True)
         if args.kills:
             print(f"\ntakeover after SIGKILL mid-analysis (heartbeat timeout 10 s, maintenance 20 %), {args.kills} kills:")
             times = takeover(url, work, files, args.kills)
-            print(f"takeover seconds: median {statistics.median(times):.1f}, max {max(times):.1f}")
+            print(f"takeover seconds: min / median / max {spread(times)}; {uptime()}")
+        print(f"end: {uptime()}")
     finally:
         redis_proc.terminate()
-        redis_proc.wait(10)
+        try:
+            redis_proc.wait(10)
+        except subprocess.TimeoutExpired:
+            redis_proc.kill()
+            redis_proc.wait(5)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -794,6 +794,7 @@ def test_resume_sends_work_no_live_line_advances_and_force_takes_over(team_clien
     d, store = team_client.dispatcher, team_client.store
     items = team_client.commands.submit_paths(videos[:2], Ask(prompt="p", model=team_client.settings.model))
     assert sum(team_client.queue_sizes().values()) == 2  # one root message per analysis, nobody consumes them
+    assert team_client.workers() == []  # a client that sent messages is no worker (Dramatiq's heartbeats list it)
     tasks = [f"analysis:{i.analysis_id}" for i in items]
     assert d.resume() == 2  # no fence yet (no worker began): both look lost
     d.begin(tasks[0], "x1", "", "w:1:x/x1")

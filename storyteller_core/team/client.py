@@ -18,7 +18,7 @@ from ..gemini import Gateway
 from ..steps.context import StepContext
 from ..store import make_owner_id
 from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker
-from .limits import RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots
+from .limits import RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
 from .shared import SharedPaths
 from .store import RedisStore, connect
 
@@ -39,6 +39,7 @@ class TeamClient:
         self.uploads = UploadSlots(self.client, config.prefix, settings.max_uploads, config.upload_slot_ttl_s)
         self.storage = StorageBudget(self.client, config.prefix, config.storage_bytes,
                                      ttl_s=settings.file_ttl_s + settings.upload_budget_s)
+        self.beats = WorkerBeats(self.client, config.prefix, max(config.heartbeat_timeout_s, config.lease_ttl_s))
         # the client never calls Gemini for a step; a gateway is only needed for models.list (the catalog)
         self.ctx = StepContext(self.store, gateway or cast(Gateway, None), settings, self.polls, self.cooldown)
         self.broker, actors = make_broker(config, settings, _no_step)
@@ -72,11 +73,8 @@ class TeamClient:
         }
 
     def workers(self) -> list[str]:
-        """Dramatiq broker ids that sent a heartbeat within the timeout (one per worker process)."""
-        import time
-
-        since = (time.time() - self.config.heartbeat_timeout_s) * 1000
-        return list(self.client.zrangebyscore(f"{self.config.namespace}:__heartbeats__", since, "+inf"))
+        """The worker processes that beat within the heartbeat timeout (owner ids: host:pid:tag)."""
+        return self.beats.alive()
 
     def queue_sizes(self) -> dict[str, int]:
         """Messages waiting per queue (ready, and delayed)."""

@@ -167,6 +167,15 @@ return tonumber(b)
 _STORAGE_USED = _NOW_MS + _STORAGE_PRUNE + """
 return tonumber(redis.call('GET', KEYS[3]) or '0')
 """
+# Live worker processes: KEYS[1] a sorted set owner -> last beat (ms, Redis's clock).
+_BEAT = _NOW_MS + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return 1
+"""
+_ALIVE = _NOW_MS + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
 # The quota cool-down: one hash with next_at, streak, streak_start, paused_until (seconds, Redis's clock).
 _COOL_EXHAUSTED = _NOW_S + """
 local h = KEYS[1]
@@ -301,6 +310,30 @@ class StorageBudget:
     def wait_hint(self) -> float:
         """Seconds before asking again: room comes back when an analysis ends and its file is deleted."""
         return 2.0 * (1.0 + random.random() * 0.5)
+
+
+class WorkerBeats:
+    """Which worker processes are alive: each beats every few seconds; silent for ``timeout_s``, it is gone.
+
+    Dramatiq's own heartbeats also list every process that sent a message
+    (an app, the CLI), so they cannot tell workers apart.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, timeout_s: float) -> None:
+        self.r: Any = client
+        self.key = f"{prefix}:workers"
+        self.timeout_ms = _ms(timeout_s)
+        self._beat = client.register_script(_BEAT)
+        self._alive = client.register_script(_ALIVE)
+
+    def beat(self, owner: str) -> None:
+        self._beat(keys=[self.key], args=[owner, self.timeout_ms])
+
+    def gone(self, owner: str) -> None:
+        self.r.zrem(self.key, owner)
+
+    def alive(self) -> list[str]:
+        return [str(owner) for owner in self._alive(keys=[self.key], args=[self.timeout_ms])]
 
 
 class RedisPollLimits(PollLimits):

@@ -45,7 +45,7 @@ from ..steps.context import StepContext
 from ..store import make_owner_id, owner_process_gone
 from ..video import Video, VideoState
 from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
-from .limits import CallRate, RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots
+from .limits import CallRate, RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
 from .shared import SharedPaths
 from .store import RedisStore, connect
 from .watch import TeamStatusWatch
@@ -148,6 +148,7 @@ class WorkerRuntime:
                           if config.generate_per_minute > 0 else None)
         self.local = threading.local()
         self.owner = make_owner_id("w" + uuid.uuid4().hex[:8])
+        self.beats = WorkerBeats(self.client, config.prefix, max(config.heartbeat_timeout_s, config.lease_ttl_s))
         gateway = cast(Gateway, _SlotGateway(gateway_for(settings), self))
         self.ctx = StepContext(self.store, gateway, settings, polls, cooldown)
         self.broker, actors = make_broker(config, settings, self.advance)
@@ -346,6 +347,7 @@ class WorkerRuntime:
 
     # -- background -----------------------------------------------------------------------------------
     def start_background(self) -> None:
+        self.beats.beat(self.owner)  # counted as a live worker from now on (the keeper beats again)
         if self.watch is not None:
             self.watch.start()
         for target, name in ((self._keeper, "team-leases"), (self._sweeper, "team-sweep")):
@@ -356,6 +358,7 @@ class WorkerRuntime:
     def _keeper(self) -> None:
         while not self.runner.stopping.wait(self.config.lease_ttl_s / 4):
             try:
+                self.beats.beat(self.owner)
                 with self._lock:
                     held = dict(self._held)
                 for lost in self.dispatcher.keep(held):
@@ -380,6 +383,10 @@ class WorkerRuntime:
             self.watch.stop()
         for thread in self._threads:
             thread.join(5)
+        try:
+            self.beats.gone(self.owner)
+        except redis.RedisError:
+            log.warning("could not say this worker stopped; it drops out of the list by itself")
         self.broker.close()
         self.client.close()
 
