@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from storyteller_core.batch import Batch
@@ -17,7 +18,7 @@ from storyteller_core.board import Status, batch_rows, totals
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
-from storyteller_core.intake import expand, inspect_path, inspect_stream, inspect_url
+from storyteller_core.intake import Candidate, expand, inspect_path, inspect_stream, inspect_url, unchecked
 from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
 from storyteller_ui.uploader import render_uploader
@@ -35,6 +36,8 @@ from storyteller_ui.view import (
 )
 
 PAGE_SIZE = 25
+CHECK_AT_ONCE = 20  # a larger selection is checked after Start, so the page never waits on hashing it
+LIST_AT_ONCE = 50  # a longer checked list is shown as a table, not one row of widgets per file
 FILTERS = {
     "All": lambda r: True, "In flight": lambda r: not r.ended, "Done": lambda r: r.status is Status.DONE,
     "Failed": lambda r: r.status is Status.FAILED, "Cancelled": lambda r: r.status is Status.CANCELLED,
@@ -72,8 +75,11 @@ with path_tab:
             st.warning("Type the path of a video file or a folder first.")
         elif not found:
             st.warning(f"No video files found at {plain(target)}.")
-        with st.spinner(f"Checking {len(found)} file(s)..."):
-            commands.add_pending(inspect_path(p, engine.settings) for p in found)
+        if len(found) > CHECK_AT_ONCE:  # listed in a moment; each file is checked after Start, in the background
+            commands.add_pending(unchecked(p) for p in found)
+        else:
+            with st.spinner(f"Checking {len(found)} file(s)..."):
+                commands.add_pending(inspect_path(p, engine.settings) for p in found)
         for item in skipped:
             st.caption(plain(item.reason))
 
@@ -94,34 +100,47 @@ with setup:
         st.error(plain(problem), icon=":material/error:")
 ask_preset = preset if preset in PROMPT_PRESETS and prompt == PROMPT_PRESETS[preset] else None
 
+
+
+def length(c: Candidate) -> str:
+    return "YouTube" if c.url else duration(c.probe.duration_s if c.probe else None) if c.checked else "checked after Start"
+
+
 accepted = [c for c in pending if c.ok]
 refused = [c for c in pending if not c.ok]
 if pending:
     st.subheader(f"Ready: {len(accepted)} video(s)" + (f", refused: {len(refused)}" if refused else ""))
-    for c in accepted:
+    if len(accepted) > LIST_AT_ONCE:
+        st.dataframe(pd.DataFrame({"File": [c.display_name for c in accepted], "Length": [length(c) for c in accepted],
+                                   "Size": [size(c.size_bytes) for c in accepted]}), hide_index=True, height=240)
+    for c in accepted if len(accepted) <= LIST_AT_ONCE else []:
         name_col, facts_col, cost_col, drop_col = st.columns([4, 3, 2, 1], vertical_alignment="center")
         name_col.markdown(plain(c.display_name))
-        probe = c.probe
-        seconds = probe.duration_s if probe else None
-        facts_col.caption(f"{duration(seconds) if not c.url else 'YouTube'} · {size(c.size_bytes) if not c.url else 'no upload'}"
-                          f" · about {estimate_tokens(seconds, prompt, options):,} tokens")
-        cost_col.caption(money(estimate_cost(model, seconds, prompt, options, tier), demo=engine.demo))
+        seconds = c.probe.duration_s if c.probe else None
+        facts_col.caption(f"{length(c)} · {size(c.size_bytes) if not c.url else 'no upload'}"
+                          + (f" · about {estimate_tokens(seconds, prompt, options):,} tokens" if c.checked else ""))
+        cost_col.caption(money(estimate_cost(model, seconds, prompt, options, tier), demo=engine.demo) if c.checked else "")
         drop_col.button("", key=f"drop-{c.source}", icon=":material/close:", help="Remove from the list",
                         on_click=commands.remove_pending, args=(c.source,))
-    if accepted and not engine.demo:
-        costs = [estimate_cost(model, c.probe.duration_s if c.probe else None, prompt, options, tier) for c in accepted]
+    later = sum(not c.checked for c in accepted)
+    checked = [c for c in accepted if c.checked]
+    if checked and not engine.demo:
+        costs = [estimate_cost(model, c.probe.duration_s if c.probe else None, prompt, options, tier) for c in checked]
         priced = "price unknown for this model" if any(cost is None for cost in costs) else money(sum(c or 0 for c in costs))
-        st.caption(f"Estimated cost for the batch with {model_label(model)}: {priced}"
-                   + (f" ({plain(options.describe())})" if options.describe() else "")
+        st.caption(f"Estimated cost for {'the batch' if not later else f'the {len(checked)} checked videos'} with "
+                   f"{model_label(model)}: {priced}" + (f" ({plain(options.describe())})" if options.describe() else "")
                    + (" at the Flex tier" if tier == "flex" else ""))
+    if later:
+        st.caption(f"{later:,} file(s) are checked (length, format, cost) after Start, while the batch runs; "
+                   "the page does not wait for them.")
     for c in refused:
         st.warning(plain(c.error_message), icon=":material/block:")
     start, clear = st.columns([3, 1])
     if start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
                     disabled=not accepted or not prompt.strip() or bool(problem)):
-        items = commands.start_pending(Ask(prompt, model, ask_preset, priority, options, tier), batch_name=batch_name)
-        if items:
-            state.batch_id = items[0].batch_id
+        started = commands.start_pending(Ask(prompt, model, ask_preset, priority, options, tier), batch_name=batch_name)
+        if started:
+            state.batch_id = started.id
             state.picked_batch = False  # this tab shows the batch it started: the newest
         st.rerun()
     clear.button("Clear list", on_click=commands.clear_pending)

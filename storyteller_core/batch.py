@@ -4,7 +4,8 @@ Several items can share one analysis (three copies of a video in a batch, or
 two batches asking the same question): the analysis runs once and every item
 shows its result. An item has no state of its own beyond "cancelled": its
 status is read from its analysis and video (see board.py). A file refused at
-intake is an item with no analysis, carrying the reason.
+intake is an item with no analysis, carrying the reason; an item whose file is
+still being checked after Start carries what is known of it in ``intake``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .records import Record, now
 
@@ -23,6 +24,7 @@ class Batch(Record):
 
     name: str = ""
     created_at: float = field(default_factory=now)
+    intake: dict[str, Any] | None = None  # the question, while rows are still being checked (background_intake.py)
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Item(Record):
     error_code: str | None = None  # refused at intake (no analysis)
     error_message: str | None = None
     created_at: float = field(default_factory=now)
+    intake: dict[str, Any] | None = None  # the file as added, until it is checked (background_intake.py)
 
 
 def new_id() -> str:

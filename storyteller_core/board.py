@@ -59,6 +59,8 @@ class Row:
         if self.status is Status.UPLOADING and self.video:
             low, high = UPLOAD_PROGRESS_SPAN
             return f"Uploading {max(0, min(100, (self.video.progress - low) * 100 // (high - low)))} %"
+        if self.status is Status.WAITING and self.item.intake is not None:
+            return "Checking the file"
         return self.status.value
 
     @property
@@ -101,6 +103,8 @@ class Row:
 
 
 def row_of(item: Item, analysis: Analysis | None, video: Video | None) -> Row:
+    if item.intake is not None:  # started, its file not checked yet
+        return Row(item, None, None, Status.CANCELLED if item.cancelled else Status.WAITING, 0)
     if analysis is None:
         return Row(item, None, video, Status.FAILED, 0)
     state = analysis.state

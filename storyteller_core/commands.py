@@ -8,12 +8,14 @@ joined: an analysis is keyed by what makes its answer (see analysis.py).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
+from .background_intake import BackgroundIntake
 from .batch import Batch, Item, default_batch_name, new_batch_id, new_id
 from .config import PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS, Settings, estimate_cost
 from .intake import Candidate, inspect_path
@@ -21,7 +23,7 @@ from .media import thumbnail
 from .options import VideoOptions
 from .runner import Runner
 from .spool import discard, release_spool
-from .store import Store
+from .store import NotFound, Store
 from .video import Video, VideoState
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,14 @@ class Ask:
         structured = self.preset in STRUCTURED_PRESETS and self.prompt == PROMPT_PRESETS.get(self.preset or "")
         return replace(self.options, structured=structured).to_key()
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "model": self.model, "preset": self.preset, "priority": self.priority,
+                "options": self.options.to_key(), "tier": self.tier}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ask:
+        return cls(**{**data, "options": VideoOptions.from_key(data.get("options") or {})})
+
     def __post_init__(self) -> None:
         if self.priority not in PRIORITY_RANK:
             raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
@@ -58,6 +68,8 @@ class Commands:
         self.store = store
         self.runner = runner
         self._settings = settings
+        self.intake = BackgroundIntake(store, runner.leases, self._finish_row)
+        self._finishing = threading.Lock()  # a row is removed before or after the intake finishes it, not during
 
     @property
     def settings(self) -> Settings:
@@ -139,7 +151,12 @@ class Commands:
 
     def remove(self, item_id: str) -> None:
         """Forget a row. An unfinished analysis nobody else asked for is cancelled; a finished one is kept for reuse."""
-        item = self.store.delete_item(item_id)
+        with self._finishing:
+            item = self.store.delete_item(item_id)
+        if item is not None and item.intake is not None:  # removed before its file was checked
+            if "://" not in item.source_path:
+                discard(self.store, [Path(item.source_path)], self.settings.spool_dir)
+            return
         if item is None or not item.analysis_id:
             return
         if not self.store.items_of(item.analysis_id):
@@ -176,10 +193,23 @@ class Commands:
         self.store.set_pending([])
         discard(self.store, [Path(e["path"]) for e in entries if not e.get("url")], self.settings.spool_dir)
 
-    def start_pending(self, ask: Ask, *, batch_name: str | None = None) -> list[Item]:
-        items = self.submit(self.pending(), ask, batch_name=batch_name)
-        self.store.set_pending([])
-        return items
+    def start_pending(self, ask: Ask, *, batch_name: str | None = None) -> Batch | None:
+        """The checked list becomes a batch at once; its files are checked and queued in the background."""
+        candidates = self.pending()
+        if not candidates:
+            return None
+        batch = Batch(id=new_batch_id(), name=(batch_name or "").strip() or default_batch_name(candidates[0].display_name),
+                      intake=ask.to_dict())
+        items = [Item(id=new_id(), batch_id=batch.id, display_name=c.display_name, source_path=c.source,
+                      error_code=c.error_code, error_message=c.error_message, intake=c.to_dict() if c.ok else None)
+                 for c in candidates]
+        self.store.start_batch(batch, items)
+        self.intake.start(batch.id)
+        return batch
+
+    def resume_intake(self) -> None:
+        """Finish checking the files of batches a stopped engine had started."""
+        self.intake.resume()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _video_of(self, candidate: Candidate) -> Video:
@@ -212,7 +242,10 @@ class Commands:
         )
         stored, created = self.store.add_analysis(analysis)
         if not created and stored.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
-            stored = self._reopen(stored.id)  # asked again: try again
+            stored = self._reopen(stored.id)  # asked again: try again, at the tier asked now
+            if stored.tier != ask.tier:
+                stored = self.store.update(Analysis, stored.id, tier=ask.tier,
+                                           estimated_cost_usd=analysis.estimated_cost_usd)
         if not created and PRIORITY_RANK[ask.priority] < PRIORITY_RANK[stored.priority]:
             stored = self.store.update(Analysis, stored.id, priority=ask.priority)
         return stored
@@ -238,6 +271,34 @@ class Commands:
             self.runner.enqueue(f"analysis:{analysis.id}")
         return item
 
+    def _finish_row(self, batch: Batch, item: Item) -> None:
+        """Check a started row's file and ask its question (background_intake.py calls this, row by row)."""
+        candidate = Candidate.from_dict(item.intake or {})
+        if not candidate.checked:
+            candidate = inspect_path(candidate.path, self.settings)
+        with self._finishing:
+            if self.store.get(Item, item.id) is not None:
+                self._ask_for_row(batch, item, candidate)
+
+    def _ask_for_row(self, batch: Batch, item: Item, candidate: Candidate) -> None:
+        if not candidate.ok:
+            self.store.update(Item, item.id, error_code=candidate.error_code, error_message=candidate.error_message,
+                              intake=None)
+            return
+        video = self.store.add_video(self._video_of(candidate))
+        analysis = self._ask(video, Ask.from_dict(batch.intake or {}))
+        try:
+            self.store.move_item(item.id, analysis.id)
+            item = self.store.update(Item, item.id, video_id=video.id, intake=None,
+                                     reused=analysis.state is AnalysisState.COMPLETED)
+        except NotFound:  # removed while it was being checked
+            self._stop_if_unwanted(analysis.id)
+            return
+        if item.cancelled:
+            self._stop_if_unwanted(analysis.id)
+        elif not analysis.state.terminal:
+            self.runner.enqueue(f"analysis:{analysis.id}")
+
     def _add_item(self, batch: Batch, item: Item) -> Item:
         self.store.add_batch(batch)
         return self.store.add_item(item)
@@ -250,6 +311,11 @@ class Commands:
         if any(not item.cancelled for item in self.store.items_of(analysis_id)):
             return
         task = f"analysis:{analysis_id}"
+        if analysis.batch_job or analysis.batch_token:  # in a Gemini batch job: a worker leaves it (and cancels it)
+            self.store.update(Analysis, analysis_id, cancel_requested=True)
+            if self.runner.dequeue(task):
+                self.runner.enqueue(task)  # now, not at its next look at the job
+            return
         if not self.runner.running(task) and (self.runner.dequeue(task) or self.runner.leases.claim(task)):
             try:
                 self.store.transition(Analysis, analysis_id, AnalysisState.CANCELLED)

@@ -73,6 +73,7 @@ class Engine:
         if self.runner.watch is not None:
             self.runner.watch.start()
         self.runner.start(self.settings.max_jobs + self.settings.max_uploads)  # one thread per lane slot
+        self.commands.resume_intake()
         log.info("engine started", extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_jobs,
                                           "max_uploads": self.settings.max_uploads})
         return self

@@ -38,6 +38,11 @@ class Candidate:
     def ok(self) -> bool:
         return self.error_code is None
 
+    @property
+    def checked(self) -> bool:
+        """Hashed and probed (or refused, or a link); an unchecked file is checked after Start."""
+        return bool(self.sha256 or self.url or self.error_code)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["path"] = str(self.path)
@@ -114,6 +119,15 @@ def inspect_path(path: Path, settings: Settings) -> Candidate:
         reason = exc.strerror or exc
         return _refuse(candidate, MediaError(Code.UNREADABLE, f"{name} cannot be read ({reason}). Check the disk and try again."))
     return probe_candidate(candidate, settings)
+
+
+def unchecked(path: Path) -> Candidate:
+    """A local file listed as found, to be checked after Start (a large folder is listed in a moment)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return Candidate(display_name=safe_display_name(path.name), path=path.expanduser().absolute(), size_bytes=size)
 
 
 def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate:

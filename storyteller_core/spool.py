@@ -1,8 +1,8 @@
 """The spool: copies of videos dropped in the browser, kept only while an analysis still needs them.
 
 Local-path sources are read in place and never deleted. A spooled copy is
-named by its sha256, deleted when no unfinished analysis and no entry of the
-checked list before Start needs it; a partial copy left by a crash is
+named by its sha256, deleted when no unfinished analysis, no entry of the
+checked list before Start and no started row still being checked needs it; a partial copy left by a crash is
 removed at start.
 """
 
@@ -12,6 +12,7 @@ import logging
 import time
 from pathlib import Path
 
+from .batch import Batch
 from .media import PARTIAL_PREFIX
 from .store import Store
 from .video import Video
@@ -77,7 +78,12 @@ def size_bytes(spool_dir: Path) -> int:
 
 
 def pending_shas(store: Store) -> set[str]:
-    return {entry.get("sha256", "") for entry in store.pending()}
+    """Content on the checked list, or in a started batch whose rows are still being checked."""
+    shas = {entry.get("sha256", "") for entry in store.pending()}
+    for batch in store.many(Batch, store.batch_ids()):
+        if batch.intake is not None:
+            shas.update((item.intake or {}).get("sha256", "") for item in store.items(batch.id))
+    return shas
 
 
 def _forget_source(store: Store, video_id: str, path: str) -> None:

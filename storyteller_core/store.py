@@ -181,6 +181,17 @@ class Store:
                 self._index_add(f"index:analysis-items:{item.analysis_id}", item.id)
         return item
 
+    def start_batch(self, batch: Batch, items: list[Item]) -> None:
+        """Store a new batch and its rows, and empty the checked list they came from, in one transaction."""
+        with self.cache.transact():
+            self.put(batch)
+            self._index_add(_BATCHES, batch.id)
+            for item in items:
+                self.put(item)
+            self._index_extend(_ITEMS, [item.id for item in items])
+            self._index_extend(f"index:batch:{batch.id}", [item.id for item in items])
+            self.cache.set(_PENDING, "[]")
+
     def delete_item(self, item_id: str) -> Item | None:
         with self.cache.transact():
             item = self.get(Item, item_id)
@@ -334,6 +345,11 @@ class Store:
         if record_id not in ids:
             ids.append(record_id)
             self.cache.set(key, json.dumps(ids))
+
+    def _index_extend(self, key: str, record_ids: list[str]) -> None:
+        ids = self._ids(key)
+        known = set(ids)
+        self.cache.set(key, json.dumps([*ids, *(i for i in record_ids if i not in known)]))
 
     def _index_remove(self, key: str, record_id: str) -> None:
         ids = self._ids(key)

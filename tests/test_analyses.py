@@ -140,16 +140,17 @@ def test_the_spool_is_emptied_after_completion_remove_and_clear(make_engine, emu
 
     engine.commands.add_pending([drop(videos[0]), drop(videos[1])])
     assert len(list(spool.iterdir())) == 2
-    items = engine.commands.start_pending(ask(engine, "P"))
-    rows = engine.wait([i.id for i in items], timeout=60)
+    batch = engine.commands.start_pending(ask(engine, "P"))
+    rows = engine.wait(engine.store.item_ids(batch.id), timeout=60)
     assert [r.status for r in rows] == [Status.DONE] * 2
     assert list(spool.iterdir()) == []  # completed: nothing needs the copies any more
 
     emulator.config.processing_delay_s = 30
     engine.commands.add_pending([drop(videos[2])])
-    [item] = engine.commands.start_pending(ask(engine, "P"))
+    batch = engine.commands.start_pending(ask(engine, "P"))
+    [item] = engine.store.items(batch.id)
     assert len(list(spool.iterdir())) == 1
-    engine.commands.remove(item.id)
+    engine.commands.remove(item.id)  # whether or not its file has been checked yet
     assert list(spool.iterdir()) == []  # removed while in flight
 
     engine.commands.add_pending([drop(videos[3]), drop(videos[4])])

@@ -35,6 +35,7 @@ class TeamEngine(Engine):
 
     def start(self) -> TeamEngine:
         self.catalog.offered  # noqa: B018 - starts the first models.list in the background
+        self.commands.resume_intake()
         log.info("team client started", extra={"owner": self.owner, "workers": len(self.team.workers())})
         return self
 

@@ -217,6 +217,18 @@ class RedisStore(Store):
             pipe.execute()
         return item
 
+    def start_batch(self, batch: Batch, items: list[Item]) -> None:
+        first = int(self.r.incrby(self.key("seq"), max(1, len(items)))) - len(items) + 1
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self._rkey(Batch, batch.id), self._dump(batch))
+            pipe.sadd(self.key("idx", "batches"), batch.id)
+            for seq, item in enumerate(items, start=first):
+                pipe.set(self._rkey(Item, item.id), self._dump(item))
+                pipe.zadd(self.key("idx", "items"), {item.id: seq}, nx=True)
+                pipe.zadd(self.key("idx", "batch", batch.id), {item.id: seq}, nx=True)
+            pipe.set(self.key("pending"), "[]")
+            pipe.execute()
+
     def delete_item(self, item_id: str) -> Item | None:
         key = self._rkey(Item, item_id)
         probe = self.get(Item, item_id)

@@ -1,0 +1,103 @@
+"""Background intake: Start stores the batch at once; its files are checked afterwards.
+
+Hashing, probing and thumbnailing 2,000 local videos takes minutes; Start must
+give the page back in a moment. So Start stores the batch and one row per file
+in one transaction (``Batch.intake``: the question; ``Item.intake``: what is
+known of the file so far), and a thread here finishes the rows in order: each
+row's file is checked, its video and analysis made, and its work queued, so rows
+turn from "Checking the file" to their progress as the board watches.
+
+Finishing a row is idempotent (records are got-or-created), a batch's intake is
+leased so two engines on one data dir never both do it, and an engine that
+starts finishes what a crashed one left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from .batch import Batch, Item
+from .leases import Leases
+from .store import NotFound, Store
+
+log = logging.getLogger(__name__)
+
+# Finishes one row: (batch, row) -> None. Commands supplies it (it knows how to check a file and ask).
+Finish = Callable[[Batch, Item], None]
+
+
+class BackgroundIntake:
+    def __init__(self, store: Store, leases: Leases, finish: Finish) -> None:
+        self.store = store
+        self.leases = leases
+        self.finish = finish
+        self._queue: deque[str] = deque()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def start(self, batch_id: str) -> None:
+        """Finish the rows of this batch in the background (unless another engine does)."""
+        if not self.leases.claim(f"intake:{batch_id}"):
+            return
+        with self._lock:
+            if batch_id in self._queue:
+                return
+            self._queue.append(batch_id)
+            self.idle.clear()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="storyteller-intake", daemon=True)
+                self._thread.start()
+
+    def resume(self) -> None:
+        """Finish the intake of every batch a stopped or crashed engine left unfinished."""
+        for batch in self.store.many(Batch, self.store.batch_ids()):
+            if batch.intake is not None:
+                self.start(batch.id)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    self.idle.set()
+                    return
+                batch_id = self._queue[0]
+            try:
+                self._finish_batch(batch_id)
+            except Exception:  # e.g. the disk is full: the next engine start takes it up again
+                log.exception("could not finish checking the files of a batch", extra={"batch_id": batch_id})
+            finally:
+                self.leases.release(f"intake:{batch_id}")
+                with self._lock:
+                    self._queue.popleft()
+
+    def _finish_batch(self, batch_id: str) -> None:
+        batch = self.store.get(Batch, batch_id)
+        if batch is None or batch.intake is None:
+            return
+        todo = [item.id for item in self.store.items(batch_id) if item.intake is not None]
+        log.info("checking the files of a batch", extra={"batch_id": batch_id, "files": len(todo)})
+        renewed = time.monotonic()
+        for item_id in todo:
+            if time.monotonic() - renewed > self.leases.ttl_s / 4:  # a team client has no lease keeper: keep ours
+                self.leases.renew()
+                renewed = time.monotonic()
+            item = self.store.get(Item, item_id)  # read now: the person may have removed or cancelled it
+            if item is None or item.intake is None:
+                continue
+            self.finish(batch, item)
+        _mark(self.store, batch_id, intake=None)
+        log.info("checked the files of a batch", extra={"batch_id": batch_id, "files": len(todo)})
+
+
+def _mark(store: Store, batch_id: str, **fields: Any) -> None:
+    with suppress(NotFound):  # every row was removed, and the batch with them
+        store.update(Batch, batch_id, **fields)

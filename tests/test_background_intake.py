@@ -1,0 +1,77 @@
+"""Start stores the batch at once; its files are checked, made into videos and queued in the background."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from storyteller_core.batch import Batch, Item, new_id
+from storyteller_core.board import Status, batch_rows, row_of
+from storyteller_core.intake import inspect_path, unchecked
+
+from .helpers import ask, wait_until
+
+
+def test_a_started_folder_is_stored_at_once_then_checked_uploaded_and_analyzed_once_each(make_engine, emulator, videos,
+                                                                                         tmp_path):
+    engine = make_engine()
+    junk = tmp_path / "in" / "notes.mp4"
+    junk.write_bytes(b"not a video at all")
+    copy = tmp_path / "in" / "copy-of-first.mp4"
+    copy.write_bytes(videos[0].read_bytes())
+    listed = [unchecked(p) for p in [*videos, junk, copy]]  # a large selection is listed unchecked: no hashing yet
+    assert not any(c.checked for c in listed)
+    engine.commands.add_pending(listed)
+
+    batch = engine.commands.start_pending(ask(engine, "P"))
+
+    assert batch is not None and engine.commands.pending() == []
+    assert len(engine.store.item_ids(batch.id)) == len(listed)  # every row exists when Start returns
+    wait_until(lambda: all(row.ended for row in batch_rows(engine.store, batch.id)), what="the batch to end")
+    rows = {row.name: row for row in batch_rows(engine.store, batch.id)}
+    assert rows["notes.mp4"].status is Status.FAILED and "not" in (rows["notes.mp4"].error or "")
+    assert {name: row.status for name, row in rows.items() if name != "notes.mp4"} == dict.fromkeys(
+        [p.name for p in [*videos, copy]], Status.DONE)
+    assert engine.store.get(Batch, batch.id).intake is None
+    assert sum(emulator.stats.uploads_finished.values()) == len(videos)  # the copy's content was uploaded once
+    assert sum(emulator.stats.generates.values()) == len(videos)  # and analyzed once: both rows share the answer
+
+
+def test_a_row_still_being_checked_reads_checking_and_can_be_cancelled(make_engine, emulator, videos):
+    item = Item(id="i1", batch_id="b1", display_name="a.mp4", source_path="/a.mp4", intake={"path": "/a.mp4"})
+    assert row_of(item, None, None).label == "Checking the file"
+    item.cancelled = True
+    assert row_of(item, None, None).status is Status.CANCELLED
+
+    engine = make_engine(start=False)  # no workers: the row is cancelled before any upload could start
+    engine.commands.add_pending([unchecked(videos[0]), unchecked(videos[1])])
+    batch = engine.commands.start_pending(ask(engine, "P"))
+    first, second = engine.store.items(batch.id)
+    engine.commands.cancel(first.id)
+    engine.start()
+    wait_until(lambda: all(row.ended for row in batch_rows(engine.store, batch.id)), what="the batch to end")
+    statuses = {row.item.id: row.status for row in batch_rows(engine.store, batch.id)}
+    assert statuses == {first.id: Status.CANCELLED, second.id: Status.DONE}
+    assert emulator.stats.uploads_finished[videos[0].name] == 0
+
+
+def test_an_engine_finishes_the_intake_a_killed_one_left(make_engine, emulator, videos):
+    engine = make_engine(start=False)
+    # What a SIGKILL during intake leaves: the batch, one row already checked and queued-to-be, the rest unchecked,
+    # and the intake's lease held by a process that is gone.
+    question = ask(engine, "P")
+    batch = Batch(id="20261128-000000-dead", name="killed", intake=question.to_dict())
+    checked = inspect_path(videos[0], engine.settings).to_dict()
+    rows = [Item(id=new_id(), batch_id=batch.id, display_name=p.name, source_path=str(p),
+                 intake=checked if i == 0 else unchecked(p).to_dict()) for i, p in enumerate(videos[:3])]
+    engine.store.start_batch(batch, rows)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    assert engine.store.claim(f"intake:{batch.id}", f"{socket.gethostname()}:{dead.stdout.strip()}:x", ttl=600)
+
+    engine.start()
+
+    wait_until(lambda: all(row.ended for row in batch_rows(engine.store, batch.id)), what="the batch to end")
+    assert [row.status for row in batch_rows(engine.store, batch.id)] == [Status.DONE] * 3
+    assert engine.store.get(Batch, batch.id).intake is None
+    assert sum(emulator.stats.uploads_finished.values()) == 3
