@@ -65,7 +65,11 @@ class Analysis(Record):
     options: dict[str, Any] = field(default_factory=dict)
     backend: str = ""
     priority: str = "normal"
-    tier: str = "standard"  # standard | flex (half price, minutes of latency): how it is asked, not what
+    tier: str = "standard"  # standard | flex | batch (about half price, minutes or hours): how it is asked, not what
+    # the Batch tier: the Gemini batch job that holds this question (stored before any wait), and the token in the
+    # job's display name, stored before the job is created, by which a job whose name was never stored is found again
+    batch_job: str | None = None
+    batch_token: str | None = None
     state: AnalysisState = AnalysisState.WAITING
     story: str | None = None  # the prose: what a person copies
     structured: dict[str, Any] | None = None  # the checked structured answer (story.Story.to_dict), when asked for

@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--fps", type=float, help="frames per second Gemini looks at (above 0, at most 24; default 1)")
     process.add_argument("--resolution", choices=RESOLUTIONS, help="media resolution (low costs about a third)")
     process.add_argument("--tier", choices=TIERS, default="standard",
-                         help="flex: half price, but each answer can take minutes (Gemini's Flex tier, preview)")
+                         help="flex: half price, but each answer can take minutes (Gemini's Flex tier, preview); "
+                              "batch: about half price, results within hours (one Gemini batch job; stopped or killed, "
+                              "the same command waits on the same job again)")
     process.add_argument("--batch-name", help="a name for this batch (default: date and the first file)")
     process.add_argument("-v", "--verbose", action="store_true", help="print JSON log lines to stderr")
     process.set_defaults(run=cmd_process)

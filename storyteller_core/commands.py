@@ -38,7 +38,7 @@ class Ask:
     preset: str | None = None
     priority: str = "normal"
     options: VideoOptions = field(default_factory=VideoOptions)
-    tier: str = "standard"  # "flex": half price, minutes of latency; not part of the key (the same answer)
+    tier: str = "standard"  # flex / batch: about half price, minutes / hours; not part of the key (the same answer)
 
     @property
     def key_options(self) -> dict[str, Any]:
@@ -162,7 +162,8 @@ class Commands:
         if not self.store.items_of(item.analysis_id):
             self._stop_if_unwanted(item.analysis_id)
             analysis = self.store.get(Analysis, item.analysis_id)
-            if analysis and analysis.state is not AnalysisState.COMPLETED:
+            in_job = analysis and analysis.cancel_requested and (analysis.batch_job or analysis.batch_token)
+            if analysis and analysis.state is not AnalysisState.COMPLETED and not in_job:  # a job's: its worker ends it
                 self.store.delete_analysis(analysis.id)
         if item.video_id:
             release_spool(self.store, item.video_id, self.settings.spool_dir)

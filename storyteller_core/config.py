@@ -97,6 +97,10 @@ class Settings:
     processing_budget_s: float = 10 * 60
     analysis_budget_s: float = 5 * 60
     flex_budget_s: float = 20 * 60  # the Flex tier answers in minutes, not seconds
+    # the Batch tier (Gemini's Batch API): answers within hours (target 24 h, a job expires after 48 h)
+    batch_collect_s: float = 60.0  # a ready analysis waits this long at most for others of its model to join its job
+    batch_poll_initial_s: float = 10.0  # a job is looked at every age/10 seconds, at least this and at most the next
+    batch_poll_max_s: float = 300.0
     request_timeout_s: float = 60.0
     max_file_bytes: int = 2 * 1024**3
     max_duration_s: float = 6 * 3600
@@ -135,16 +139,19 @@ def estimate_tokens(duration_s: float | None, prompt: str, options: VideoOptions
     return video + len(prompt) // 4 + EXPECTED_OUTPUT_TOKENS
 
 
-TIERS = ("standard", "flex")
+# standard: answers in seconds; flex: Gemini's Flex service tier, half price, minutes of latency (preview);
+# batch: Gemini's Batch API, about half price, results within hours (target 24 h)
+TIERS = ("standard", "flex", "batch")
+DISCOUNTED_TIERS = frozenset({"flex", "batch"})  # priced at the model's batch_discount (prices.json)
 
 
 def cost_usd(model: str, input_tokens: int, output_tokens: int, tier: str = "standard") -> float | None:
-    """USD for these tokens; None when the model is not in our price table ("price unknown")."""
+    """USD for these tokens at this tier; None when the model is not in our price table ("price unknown")."""
     info = MODELS.get(model)
     if info is None:
         return None
     full = (input_tokens * info.usd_per_m_input + output_tokens * info.usd_per_m_output) / 1e6
-    return full * (1 - info.batch_discount) if tier == "flex" else full
+    return full * (1 - info.batch_discount) if tier in DISCOUNTED_TIERS else full
 
 
 def estimate_cost(model: str, duration_s: float | None, prompt: str, options: VideoOptions | None = None,

@@ -73,6 +73,8 @@ class Code(StrEnum):
     # the analysis step
     EMPTY_ANSWER = "empty_answer"
     MODEL_NOT_FOUND = "model_not_found"
+    BATCH_FAILED = "batch_failed"  # the Batch tier: Gemini's batch job failed, was cancelled elsewhere, or is gone
+    BATCH_EXPIRED = "batch_expired"  # the Batch tier: Gemini did not run the job within its 48 hours
     # Gemini, any step
     API_KEY_REJECTED = "api_key_rejected"
     QUOTA_EXHAUSTED = "quota_exhausted"

@@ -76,6 +76,42 @@ class VideoPart:
     fps: float | None = None
 
 
+@dataclass(frozen=True)
+class BatchRequest:
+    """One question of a Gemini batch job; ``key`` comes back with its answer (metadata["key"])."""
+
+    key: str
+    video: VideoPart
+    prompt: str
+    json_schema: dict[str, Any] | None = None
+    resolution: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    key: str | None  # the request's key; None when Gemini did not echo it (then its place says which)
+    answer: Answer | None
+    error_code: int | None = None  # google.rpc.Code of a request that failed inside the job
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    name: str  # batches/ID
+    display_name: str
+    state: str  # JOB_STATE_* (the wire says BATCH_STATE_*; the SDK maps it)
+    created_at: float | None
+    results: tuple[BatchResult, ...] = ()  # in request order, once the job SUCCEEDED
+
+    @property
+    def done(self) -> bool:
+        return self.state in BATCH_ENDED
+
+
+BATCH_ENDED = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED",
+                         "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+
+
 def file_name_for(sha256: str) -> str:
     """Deterministic Gemini file name (<= 40 chars, a-z 0-9 -) for a content hash."""
     return f"vs-{sha256[:37]}"
@@ -127,17 +163,51 @@ class Gateway:
         resolution: str | None = None, on_text: Callable[[str], None] | None = None, flex: bool = False,
     ) -> Answer:
         """Ask ``prompt`` of ``video``, streamed: ``on_text`` sees the text so far; a cut stream raises (retry it whole)."""
-        config = types.GenerateContentConfig(http_options=types.HttpOptions(timeout=int(timeout_s * 1000)))
-        if json_schema is not None:
-            config.response_mime_type = "application/json"
-            config.response_json_schema = json_schema
-        if resolution:
-            config.media_resolution = _RESOLUTION[resolution]
+        config = _answer_config(json_schema, resolution)
+        config.http_options = types.HttpOptions(timeout=int(timeout_s * 1000))
         if flex:  # half price, minutes of latency (preview)
             config.service_tier = types.ServiceTier.FLEX
         contents: list[Any] = [_video_part(video), prompt]
         return _call(lambda: _collect(self._client.models.generate_content_stream(model=model, contents=contents,
                                                                                    config=config), on_text))
+
+    # -- the Batch API: about half price, results within hours ---------------------------------
+    def create_batch(self, *, model: str, requests: list[BatchRequest], display_name: str) -> BatchJob:
+        """One batch job of inlined requests. Not idempotent: a second call makes a second job (and a second bill)."""
+        src = [types.InlinedRequest(contents=_contents(r.video, r.prompt), config=_answer_config(r.json_schema, r.resolution),
+                                    metadata={"key": r.key}) for r in requests]
+        job = _call(self._client.batches.create, model=model, src=src,
+                    config=types.CreateBatchJobConfig(display_name=display_name))
+        return _batch_job(job)
+
+    def get_batch(self, name: str) -> BatchJob | None:
+        """The job's state (and its answers once it succeeded); None when Gemini no longer knows it."""
+        try:
+            return _batch_job(_call(self._client.batches.get, name=name))
+        except GeminiError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def find_batch(self, token: str, *, most: int = 500) -> BatchJob | None:
+        """The newest job whose display name holds ``token``, among the ``most`` newest (a batches.list page per 100)."""
+        def look() -> BatchJob | None:
+            for seen, job in enumerate(self._client.batches.list(config={"page_size": 100})):
+                if token in (job.display_name or ""):
+                    return _batch_job(job)
+                if seen + 1 >= most:
+                    break
+            return None
+
+        return _call(look)  # the pager fetches pages while it is iterated: errors are translated there too
+
+    def cancel_batch(self, name: str) -> None:
+        """Ask Gemini to stop the job; one that is gone or has ended already is left as it is."""
+        try:
+            _call(self._client.batches.cancel, name=name)
+        except GeminiError as exc:
+            if exc.code not in (400, 404):
+                raise
 
     def list_files(self, *, page_size: int = 100, page_token: str | None = None) -> tuple[list[RemoteFile], str | None]:
         """One files.list page (one call): up to ``page_size`` (<= 100) files with their states, and the next page's token."""
@@ -156,6 +226,35 @@ class Gateway:
 
 _RESOLUTION = {"low": types.MediaResolution.MEDIA_RESOLUTION_LOW, "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
                "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH}
+
+
+def _contents(video: VideoPart, prompt: str) -> list[Any]:
+    return [_video_part(video), prompt]
+
+
+def _answer_config(json_schema: dict[str, Any] | None, resolution: str | None) -> types.GenerateContentConfig:
+    """What shapes the answer: the structured story's schema, the media resolution."""
+    config = types.GenerateContentConfig()
+    if json_schema is not None:
+        config.response_mime_type = "application/json"
+        config.response_json_schema = json_schema
+    if resolution:
+        config.media_resolution = _RESOLUTION[resolution]
+    return config
+
+
+def _batch_job(job: types.BatchJob) -> BatchJob:
+    results: list[BatchResult] = []
+    for item in (job.dest.inlined_responses if job.dest else None) or []:
+        key = (item.metadata or {}).get("key")
+        if item.response is not None:
+            results.append(BatchResult(key, _collect([item.response], None)))
+        else:
+            error = item.error
+            results.append(BatchResult(key, None, error.code if error else None,
+                                       (error.message if error else None) or "no answer and no reason given"))
+    return BatchJob(name=job.name or "", display_name=job.display_name or "", state=_enum_name(job.state) or "",
+                    created_at=job.create_time.timestamp() if job.create_time else None, results=tuple(results))
 
 
 def _video_part(video: VideoPart) -> types.Part:

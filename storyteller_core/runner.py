@@ -28,6 +28,7 @@ from .spool import release_spool
 from .status_watch import StatusWatch
 from .steps import Next, Outcome
 from .steps.analysis import analyze
+from .steps.batch_job import left_batch_job
 from .steps.context import StepContext
 from .steps.processing import wait_for_processing
 from .steps.upload import upload
@@ -235,7 +236,7 @@ class Runner:
             store.transition(Analysis, analysis_id, AnalysisState.FAILED, error_code=video.error_code,
                              error_message=video.error_message, failed_step=video.failed_step)
             return Outcome.done()
-        if video.file_usable(backend):
+        if video.file_usable(backend) or analysis.batch_job:  # waiting on a batch job needs no file
             should_stop = self._stop_check(lambda: store.require(Analysis, analysis_id).cancel_requested)
             return analyze(self.ctx, analysis, video, should_stop)
         if analysis.state is AnalysisState.ANALYZING:
@@ -268,6 +269,7 @@ class Runner:
         if kind == "analysis":
             store.transition(Analysis, record_id, AnalysisState.CANCELLED)
             log.info("analysis cancelled", extra={"analysis_id": record_id})
+            left_batch_job(self.ctx, record_id)  # and its Gemini batch job, when nobody else waits for it
             return
         video = store.get(Video, record_id)
         if video and video.state is VideoState.UPLOADING:

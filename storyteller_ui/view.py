@@ -175,6 +175,10 @@ def model_label(name: str) -> str:
     return info.label if info else f"{name} (price unknown)"
 
 
+TIER_LABELS = {"standard": "standard", "flex": "Flex: half price, answers take minutes",
+               "batch": "Batch (about half price, results within hours)"}
+
+
 def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
     """Part of the video, frames per second, resolution and tier; (options, tier, a problem to show or None)."""
     with st.expander("Part of the video and cost", icon=":material/content_cut:"):
@@ -185,8 +189,9 @@ def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
                                  key=f"{key}-fps", help="Below 1 for talks, higher for fast action")
         resolution = far.selectbox("Resolution", ["default", *RESOLUTIONS], key=f"{key}-resolution",
                                    help="low costs about a third")
-        tier = st.radio("Price", TIERS, horizontal=True, key=f"{key}-tier",
-                        format_func=lambda t: "standard" if t == "standard" else "Flex: half price, answers take minutes")
+        tier = st.radio("Price", TIERS, horizontal=True, key=f"{key}-tier", format_func=TIER_LABELS.get,
+                        help="Flex and Batch cost about half. Batch sends the videos in one Gemini batch job: stories "
+                             "arrive within hours (up to 24 h), and a job Gemini cannot run in 48 h fails.")
     try:
         start_s = seconds_of(start) if start.strip() else None
         end_s = seconds_of(end) if end.strip() else None

@@ -2,6 +2,8 @@
 
 State moves with time: BATCH_STATE_PENDING for config.batch_pending_s, then
 BATCH_STATE_RUNNING for config.batch_running_s, then BATCH_STATE_SUCCEEDED
+(FAILED or EXPIRED when the display name or a request's prompt holds
+config.batch_fail_marker or config.batch_expire_marker)
 with the inlined responses in the order the requests came (each a
 GenerateContentResponse or an error, with the request's metadata echoed).
 The SDK maps BATCH_STATE_* to JOB_STATE_* (_BatchJob_from_mldev).
@@ -26,6 +28,7 @@ class Batch:
     display_name: str
     model: str
     items: list[dict[str, Any]]  # {"response": {...}} or {"error": {...}}, plus "metadata" when the request had one
+    text: str = ""  # the requests' prompts: a marker there decides the batch's fate as in its display name
     created: float = field(default_factory=time.time)
     cancelled_at: float | None = None
 
@@ -38,9 +41,9 @@ class Batch:
             return "BATCH_STATE_PENDING"
         if elapsed < cfg.batch_pending_s + cfg.batch_running_s:
             return "BATCH_STATE_RUNNING"
-        if cfg.batch_fail_marker in self.display_name:
+        if cfg.batch_fail_marker in self.display_name or cfg.batch_fail_marker in self.text:
             return "BATCH_STATE_FAILED"
-        if cfg.batch_expire_marker in self.display_name:
+        if cfg.batch_expire_marker in self.display_name or cfg.batch_expire_marker in self.text:
             return "BATCH_STATE_EXPIRED"
         return "BATCH_STATE_SUCCEEDED"
 

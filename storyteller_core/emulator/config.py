@@ -60,7 +60,7 @@ class EmulatorConfig:
     # Batch API: a batch is PENDING this long, then RUNNING this long, then SUCCEEDED
     batch_pending_s: float = 0.2
     batch_running_s: float = 0.8
-    batch_fail_marker: str = "FAILBATCH"  # batch display name containing it -> BATCH_STATE_FAILED
+    batch_fail_marker: str = "FAILBATCH"  # batch display name or a request's prompt containing it -> BATCH_STATE_FAILED
     batch_expire_marker: str = "EXPIREBATCH"  # -> BATCH_STATE_EXPIRED
 
     def processing_delay(self, display_name: str) -> float:

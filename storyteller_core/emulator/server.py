@@ -633,11 +633,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         key = self.headers.get("x-goog-api-key") or ""
         items: list[dict[str, Any]] = []
+        texts: list[str] = []
         for entry in requests:
             inner = pick(entry, "request") or {}
             item: dict[str, Any] = {}
             try:
                 request = parse_generate(inner)
+                texts.append(request.prompt)
                 target = answers.find_target(emu, request, analysis=True)
                 answers.record(emu, "batch", model, target, request, inner)
                 item["response"] = answers.answer(emu, model, target, request, key)
@@ -647,7 +649,8 @@ class _Handler(BaseHTTPRequestHandler):
                 item["metadata"] = pick(entry, "metadata")
             items.append(item)
         display_name = str(pick(batch, "displayName") or "")
-        new = Batch(name=f"batches/{uuid.uuid4().hex[:20]}", display_name=display_name, model=model, items=items)
+        new = Batch(name=f"batches/{uuid.uuid4().hex[:20]}", display_name=display_name, model=model, items=items,
+                    text="\n".join(texts))
         with emu.lock:
             emu.batches[new.name] = new
             emu.stats.batches_created[display_name] += 1

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..analysis import Analysis, AnalysisState
 from ..config import cost_usd
 from ..errors import Cancelled, Code, GeminiError, Kind, StepFailed
-from ..gemini import VideoPart
+from ..gemini import Answer, VideoPart
 from ..story_answer import STORY_SCHEMA, parse_answer
 from ..video import Video, VideoState
 from . import Outcome
@@ -25,11 +26,14 @@ PARTIAL_EVERY_S = 1.0
 
 
 def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Callable[[], bool]) -> Outcome:
+    if analysis.tier == "batch":  # asked through a Gemini batch job: see batch_job.py
+        from .batch_job import in_batch_job
+
+        return in_batch_job(ctx, analysis, video, should_stop)
     store, settings = ctx.store, ctx.settings
     analysis = store.transition(Analysis, analysis.id, AnalysisState.ANALYZING, partial_story=None)
     options = analysis.video_options
-    part = VideoPart(uri=video.gemini_uri or "", mime_type=video.mime_type, start_s=options.start_s, end_s=options.end_s,
-                     fps=options.fps)
+    part = video_part(analysis, video)
     flex = analysis.tier == "flex"
     budget = settings.flex_budget_s if flex else settings.analysis_budget_s
     try:
@@ -50,6 +54,19 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
             store.transition(Video, video.id, VideoState.CREATED)
         store.transition(Analysis, analysis.id, AnalysisState.WAITING, partial_story=None)
         return Outcome.now()  # the analysis's next step asks for the video again
+    record_answer(ctx, analysis, video, answer)
+    return Outcome.done()
+
+
+def video_part(analysis: Analysis, video: Video) -> VideoPart:
+    options = analysis.video_options
+    return VideoPart(uri=video.gemini_uri or "", mime_type=video.mime_type, start_s=options.start_s, end_s=options.end_s,
+                     fps=options.fps)
+
+
+def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: Answer, **fields: Any) -> None:
+    """Check Gemini's answer (a structured one against the video) and store it with its usage and cost at the tier."""
+    store, options = ctx.store, analysis.video_options
     if not answer.text:
         reason = answer.block_reason or answer.finish_reason or "no reason given"
         raise StepFailed(Code.EMPTY_ANSWER, f"Gemini returned no story for {video.display_name} ({reason}). "
@@ -67,8 +84,8 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
         output_tokens=answer.output_tokens, total_tokens=answer.total_tokens,
         cost_usd=None if analysis.demo else cost_usd(analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0,
                                                      analysis.tier),
+        **fields,
     )
-    return Outcome.done()
 
 
 def _end_of(clip_end: float | None, duration_s: float | None) -> float | None:

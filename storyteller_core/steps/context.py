@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from ..retry import call_with_retry
+from .batch_looks import BatchLooks
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -25,6 +26,7 @@ class StepContext:
     settings: Settings
     polls: PollLimits
     cooldown: Cooldown
+    batch_looks: BatchLooks = field(default_factory=BatchLooks)  # the Batch tier's shared looks at its jobs
 
     def call(self, fn: Callable[[], T], budget_s: float, should_stop: Callable[[], bool]) -> T:
         """One Gemini call under the one retry policy, sharing the quota cool-down, cancellable."""
