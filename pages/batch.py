@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from storyteller_core.batch import Batch
-from storyteller_core.board import Status, batch_rows, totals
+from storyteller_core.board import Status, Totals, batch_rows, totals
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
@@ -175,6 +175,13 @@ state.batch_id = batch_id
 opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id))
 
 
+def versus_estimate(t: Totals) -> str | None:
+    """Actual cost against the estimate of the same analyses, e.g. "+12 % vs estimate"."""
+    if engine.demo or t.cost_usd is None or not t.estimated_done_usd:
+        return None
+    return f"{(t.cost_usd - t.estimated_done_usd) / t.estimated_done_usd:+.0%} vs estimate"
+
+
 @st.fragment(run_every=1.5 if opened_in_flight else 5)
 def board() -> None:
     rows = batch_rows(engine.store, batch_id)
@@ -188,7 +195,10 @@ def board() -> None:
     cols[2].metric("Cancelled", t.cancelled)
     cols[3].metric("In flight", t.in_flight)
     cols[4].metric("Elapsed", duration(t.elapsed_s))
-    cols[5].metric("Cost", money(t.cost_usd, demo=engine.demo), help=f"{t.tokens:,} tokens")
+    cols[5].metric("Cost", money(t.cost_usd, demo=engine.demo), delta=versus_estimate(t), delta_color="off",
+                   help=f"{t.tokens:,} tokens. Estimated before the start: {money(t.estimated_cost_usd, demo=engine.demo)}"
+                        " for the whole batch; the change shown compares the analyses that have finished with "
+                        "their own estimate.")
 
     search, shown_col, order_col, compact_col = st.columns([2.5, 5, 2, 2], vertical_alignment="bottom")
     text = search.text_input("Search", placeholder="file name or story", key="board-search").lower()

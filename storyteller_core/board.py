@@ -143,6 +143,7 @@ class Totals:
     tokens: int
     cost_usd: float | None  # None: nothing priced (demo mode, or unknown prices)
     estimated_cost_usd: float | None
+    estimated_done_usd: float | None  # the estimate of just the analyses that have a cost: compare with cost_usd
     elapsed_s: float
 
 
@@ -154,6 +155,8 @@ def totals(rows: list[Row]) -> Totals:
             counted.setdefault(row.analysis.id, row.analysis)
     costs = [a.cost_usd for a in counted.values() if a.cost_usd is not None]
     estimates = [a.estimated_cost_usd for a in counted.values() if a.estimated_cost_usd is not None]
+    done_estimates = [a.estimated_cost_usd for a in counted.values()
+                      if a.estimated_cost_usd is not None and a.cost_usd is not None]
     started = min((row.item.created_at for row in rows), default=time.time())
     live = [row for row in rows if not row.ended]
     ended = time.time() if live else max((row.finished_at or started for row in rows), default=started)
@@ -166,5 +169,6 @@ def totals(rows: list[Row]) -> Totals:
         tokens=sum(a.total_tokens or 0 for a in counted.values()),
         cost_usd=sum(costs) if costs else None,
         estimated_cost_usd=sum(estimates) if estimates else None,
+        estimated_done_usd=sum(done_estimates) if done_estimates else None,
         elapsed_s=max(0.0, ended - started),
     )

@@ -348,8 +348,21 @@ def test_progress_titles_in_words():
     from storyteller_ui.notify import progress_title
 
     def t(rows: int, done: int, in_flight: int) -> Totals:
-        return Totals(rows, done, rows - done - in_flight, 0, in_flight, 0, None, None, 0.0)
+        return Totals(rows, done, rows - done - in_flight, 0, in_flight, 0, None, None, None, 0.0)
 
     assert progress_title(t(10, 3, 7)) == "3/10 · Video Storyteller"
     assert progress_title(t(10, 9, 0)) == "Done 9/10 · Video Storyteller"
     assert progress_title(t(0, 0, 0)) == "Video Storyteller"
+
+
+def test_the_board_compares_the_cost_with_its_estimate(data_dir, videos, tmp_path):
+    at = app().run()
+    add_from_folder(at, videos[:2], tmp_path / "pick")
+    start(at)
+    rows = wait_ended(data_dir, 2)
+    at.run()
+    actual = sum(row.analysis.cost_usd for row in rows)
+    estimate = sum(row.analysis.estimated_cost_usd for row in rows)
+    cost = next(m for m in at.metric if m.label == "Cost")
+    assert actual > 0 and estimate > 0
+    assert cost.value == f"${actual:.4f}" and cost.delta == f"{(actual - estimate) / estimate:+.0%} vs estimate"
