@@ -17,7 +17,7 @@ import pytest
 
 from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.board import Status
-from storyteller_core.config import cost_usd, estimate_cost
+from storyteller_core.config import EXPECTED_OUTPUT_TOKENS, cost_usd, estimate_cost, estimate_tokens
 from storyteller_core.errors import Code
 
 from .helpers import (
@@ -67,8 +67,13 @@ def test_batch_tier_sends_one_job_for_several_videos_and_stores_stories_at_the_b
     estimated = sum(a.estimated_cost_usd or 0 for a in analyses)
     actual = sum(a.cost_usd or 0 for a in analyses)
     assert estimated > 0 and actual > 0
+    guessed_input = sum(estimate_tokens(r.video.duration_s if r.video else None, r.analysis.prompt) - EXPECTED_OUTPUT_TOKENS
+                        for r in rows if r.analysis)
     print(f"\nbatch tier, {len(analyses)} videos, {model}: estimate ${estimated:.6f}, actual ${actual:.6f} "
-          f"(standard would be ${actual * 2:.6f}); one job, {emulator.stats.batch_polls[job.name]} batches.get")
+          f"(standard would be ${actual * 2:.6f}); input tokens estimated {guessed_input}, "
+          f"actual {sum(a.prompt_tokens or 0 for a in analyses)}; output tokens estimated "
+          f"{EXPECTED_OUTPUT_TOKENS * len(analyses)}, actual {sum(a.output_tokens or 0 for a in analyses)}; "
+          f"one job, {emulator.stats.batch_polls[job.name]} batches.get")
 
 
 def test_the_estimate_before_start_is_halved_on_the_batch_tier():
@@ -208,3 +213,44 @@ def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_sam
     assert all(a.state is AnalysisState.COMPLETED and a.cost_usd for a in analyses_in(store))
     print(f"\nSIGKILL while waiting on {job.name}: the restarted CLI looked at the same job after {resumed_s:.1f} s "
           f"and finished after {finished_s:.1f} s; 1 job created, each video uploaded once")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_an_analyst_picks_the_batch_tier_on_the_page_and_sees_half_the_estimate(tmp_path, monkeypatch, emulator, videos):
+    from streamlit.testing.v1 import AppTest
+
+    from storyteller_core.board import batch_rows
+    from storyteller_core.store import Store
+
+    from .helpers import TEST_KEY
+
+    monkeypatch.setenv("STORYTELLER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GEMINI_API_KEY", TEST_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    monkeypatch.chdir(ROOT)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for p in videos[:3]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    at = AppTest.from_file(str(ROOT / "ui.py"), default_timeout=60).run()
+    next(t for t in at.text_input if t.label.startswith("Path to a video file")).input(str(folder))
+    next(b for b in at.button if b.label == "Add from path").click().run()
+
+    def estimate() -> float:
+        [line] = [c.value for c in at.caption if "Estimated cost for the batch" in c.value]
+        return float(line.split("$", 1)[1].split()[0].rstrip(")"))
+
+    standard = estimate()
+    price = next(r for r in at.radio if r.label == "Price")
+    assert "Batch (about half price, results within hours)" in price.options
+    price.set_value("batch").run()
+    assert estimate() == pytest.approx(standard / 2, abs=1e-4)
+    next(b for b in at.button if b.label.startswith("Start batch")).click().run()
+
+    store = Store(tmp_path / "data" / "jobs")
+    wait_until(lambda: len(batch_rows(store)) == 3 and all(r.ended for r in batch_rows(store)), timeout=120,
+               what="the batch-tier rows to end")
+    rows = batch_rows(store)
+    assert {r.status for r in rows} == {Status.DONE}
+    assert all(r.analysis and r.analysis.tier == "batch" for r in rows) and jobs_created(emulator) == 1
