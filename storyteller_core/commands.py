@@ -173,25 +173,27 @@ class Commands:
         return [Candidate.from_dict(entry) for entry in self.store.pending()]
 
     def add_pending(self, candidates: Iterable[Candidate]) -> None:
-        entries = self.store.pending()
-        known = {_source(entry) for entry in entries}
-        for candidate in candidates:
-            if candidate.ok and candidate.source in known:
-                continue
-            entries.append(candidate.to_dict())
-            known.add(candidate.source)
-        self.store.set_pending(entries)
+        fresh = [c.to_dict() for c in candidates]  # checked before the list is locked: hashing takes time
+
+        def add(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            known = {_source(entry) for entry in entries}
+            for entry in fresh:
+                if entry.get("error_code") is None and _source(entry) in known:
+                    continue
+                entries.append(entry)
+                known.add(_source(entry))
+            return entries
+
+        self.store.edit_pending(add)
 
     def remove_pending(self, source: str) -> None:
         """Drop one file (or link) from the checked list, by what the person added."""
-        entries = self.store.pending()
-        self.store.set_pending([e for e in entries if _source(e) != source])
+        self.store.edit_pending(lambda entries: [e for e in entries if _source(e) != source])
         if "://" not in source:
             discard(self.store, [Path(source)], self.settings.spool_dir)
 
     def clear_pending(self) -> None:
-        entries = self.store.pending()
-        self.store.set_pending([])
+        entries = self.store.edit_pending(lambda entries: [])
         discard(self.store, [Path(e["path"]) for e in entries if not e.get("url")], self.settings.spool_dir)
 
     def start_pending(self, ask: Ask, *, batch_name: str | None = None) -> Batch | None:

@@ -261,6 +261,13 @@ class Store:
     def set_pending(self, entries: list[dict[str, Any]]) -> None:
         self.cache.set(_PENDING, json.dumps(entries, ensure_ascii=False))
 
+    def edit_pending(self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Replace the checked list with ``change(list)`` atomically (two tabs adding at once lose nothing); the old list."""
+        with self.cache.transact():
+            entries = self.pending()
+            self.set_pending(change(list(entries)))
+        return entries
+
     # -- leases: one engine works a video or an analysis at a time --------------------------------
     # A lease names its owner; the owner keeps all its leases alive with one heartbeat, so waiting on a
     # thousand videos costs one write per beat instead of a thousand. A lease is taken over once both its

@@ -319,6 +319,17 @@ class RedisStore(Store):
     def set_pending(self, entries: list[dict[str, Any]]) -> None:
         self.r.set(self.key("pending"), json.dumps(entries, ensure_ascii=False))
 
+    def edit_pending(self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        key = self.key("pending")
+
+        def txn(pipe: Any) -> list[dict[str, Any]]:
+            entries = json.loads(pipe.get(key) or "[]")
+            pipe.multi()
+            pipe.set(key, json.dumps(change(list(entries)), ensure_ascii=False))
+            return entries
+
+        return self.r.transaction(txn, key, value_from_callable=True)
+
     # -- leases: TTL on Redis's clock; a dead process on this host loses its lease at once ----------
     def claim(self, task: str, owner: str, ttl: float) -> bool:
         key, ms = self.lease_key(task), _ms(ttl)
