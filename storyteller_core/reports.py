@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 # (label, where the stage starts, where it ends) in the order of a video's life
 _STAGES = [
+    (Status.WAITING.value, VideoState.CREATED.value, VideoState.UPLOADING.value),
     (Status.UPLOADING.value, VideoState.UPLOADING.value, VideoState.UPLOADED.value),
     (Status.PROCESSING.value, VideoState.UPLOADED.value, VideoState.FILE_ACTIVE.value),
 ]
@@ -45,11 +46,14 @@ def time_per_status(store: Store, rows: list[Row]) -> pd.DataFrame | None:
         if analysis.id not in seen_analyses:
             seen_analyses.add(analysis.id)
             began, ended = analysis.state_entered_at.get("ANALYZING"), analysis.completed_at
+            ready = max(analysis.created_at, (video.state_entered_at.get(VideoState.FILE_ACTIVE.value) or 0) if video else 0)
+            if began and began >= ready:  # the file was ready; the analysis waited for a worker
+                spans.append({"stage": Status.READY.value, "seconds": began - ready})
             if began and ended and ended >= began:
                 spans.append({"stage": Status.WRITING.value, "seconds": ended - began})
     if not spans:
         return None
-    order = [label for label, _, _ in _STAGES] + [Status.WRITING.value]
+    order = [label for label, _, _ in _STAGES] + [Status.READY.value, Status.WRITING.value]
     stats = pd.DataFrame(spans).groupby("stage")["seconds"].describe(percentiles=[0.5, 0.9])
     stats = stats.reindex([s for s in order if s in stats.index])
     return stats.rename(columns={"50%": "median", "90%": "p90"})[["count", "median", "p90", "max"]]

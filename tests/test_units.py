@@ -209,3 +209,18 @@ def test_a_damaged_store_is_kept_aside_and_never_overwritten(tmp_path):
     with pytest.raises(DataDirError, match="damaged"):
         Store(good)
     assert (good / "cache.db").stat().st_size == len(db) // 2
+
+
+def test_time_per_stage_follows_a_videos_life_from_waiting_to_writing():
+    from storyteller_core.reports import time_per_status
+
+    t = 1000.0
+    video = make_video(state=VideoState.FILE_ACTIVE, state_entered_at={
+        "CREATED": t, "UPLOADING": t + 4, "UPLOADED": t + 10, "FILE_PROCESSING": t + 11, "FILE_ACTIVE": t + 30})
+    analysis = make_analysis(state=AnalysisState.COMPLETED, created_at=t, completed_at=t + 45,
+                             state_entered_at={"WAITING": t, "ANALYZING": t + 33, "COMPLETED": t + 45})
+    row = row_of(Item(id="i1", batch_id="b1", display_name="a.mp4", video_id=video.id, analysis_id=analysis.id),
+                 analysis, video)
+    stats = time_per_status(None, [row])  # type: ignore[arg-type]
+    assert list(stats.index) == ["Waiting", "Uploading", "Gemini is processing", "Ready to analyze", "Writing story"]
+    assert list(stats["median"]) == [4.0, 6.0, 20.0, 3.0, 12.0]
