@@ -366,3 +366,22 @@ def test_the_board_compares_the_cost_with_its_estimate(data_dir, videos, tmp_pat
     cost = next(m for m in at.metric if m.label == "Cost")
     assert actual > 0 and estimate > 0
     assert cost.value == f"${actual:.4f}" and cost.delta == f"{(actual - estimate) / estimate:+.0%} vs estimate"
+
+
+def test_a_large_folder_is_listed_at_once_and_checked_after_start(data_dir, videos, tmp_path):
+    folder = tmp_path / "large"
+    folder.mkdir()
+    raw = videos[0].read_bytes()
+    for i in range(24):  # more than the page checks before Start
+        (folder / f"clip-{i:02d}.mp4").write_bytes(raw + f"#{i}".encode())
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    at = app().run()
+    next(t for t in at.text_input if t.label.startswith("Path to a video file")).input(str(folder))
+    next(b for b in at.button if b.label == "Add from path").click().run()
+    assert "25 file(s) are checked (length, format, cost) after Start" in text_of(at)
+    assert len(at.dataframe) == 0  # 25 rows are still shown one by one; a table only past 50
+    assert "checked after Start" in text_of(at)
+    start(at)
+    rows = wait_ended(data_dir, 25)
+    assert sorted(row.status.value for row in rows) == ["Done"] * 24 + ["Failed"]
+    assert next(row.error for row in rows if row.status is Status.FAILED).startswith("broken.mp4 is not a video file")
