@@ -191,14 +191,13 @@ def _summary(rows: list[Row]) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from .batch import Batch
-    from .board import Status, batch_rows, totals
+    from .board import Status, totals
 
     store = _open_store(settings)
     try:
-        batch_ids = _batches_named(store, args.batch) if args.batch else [None]
-        if not batch_ids:
+        rows = _rows_named(store, args.batch)
+        if rows is None:
             return _no_such_batch(store, args.batch, settings)
-        rows = [row for batch_id in batch_ids for row in batch_rows(store, batch_id)]
         names = {batch_id: (store.get(Batch, batch_id) or Batch(id=batch_id, name=batch_id)).name
                  for batch_id in {row.item.batch_id for row in rows}}
     finally:
@@ -216,6 +215,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight - waiting} in flight, "
           f"{waiting} waiting.")
     return 0
+
+
+def _rows_named(store: Store, wanted: str | None) -> list[Row] | None:
+    """The rows of the batch(es) named ``wanted`` (of every batch when None); None when no batch is so named."""
+    from .board import batch_rows
+
+    batch_ids: list[str | None] = list(_batches_named(store, wanted)) if wanted else [None]
+    return [row for batch_id in batch_ids for row in batch_rows(store, batch_id)] if batch_ids else None
 
 
 def _batches_named(store: Store, wanted: str) -> list[str]:
@@ -243,7 +250,6 @@ def _no_such_batch(store: Store, wanted: str, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from .board import batch_rows
     from .export import write_csv, write_json
 
     if not args.csv and not args.json:
@@ -253,10 +259,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     store = _open_store(settings)
     try:
-        batch_ids = _batches_named(store, args.batch) if args.batch else [None]
-        if not batch_ids:
+        rows = _rows_named(store, args.batch)
+        if rows is None:
             return _no_such_batch(store, args.batch, settings)
-        rows = [row for batch_id in batch_ids for row in batch_rows(store, batch_id)]
     finally:
         store.close()
     for out, write in ((args.csv, write_csv), (args.json, write_json)):
