@@ -132,6 +132,29 @@ def test_a_request_that_fails_inside_a_job_says_why_and_a_vanished_file_is_sent_
     assert jobs_created(emulator) == 2
 
 
+def test_structured_stories_of_web_videos_in_one_job_and_a_refused_request_says_why(make_engine, emulator):
+    from storyteller_core.config import PROMPT_PRESETS
+    from storyteller_core.intake import inspect_url
+
+    emulator.config.private_youtube_ids = {"aaaaaaaaaaa"}
+    engine = make_engine(**FAST_LOOKS)
+    links = ["https://youtu.be/dQw4w9WgXcQ", "https://www.youtube.com/watch?v=aaaaaaaaaaa"]
+    items = engine.commands.submit([inspect_url(u) for u in links],
+                                   ask(engine, PROMPT_PRESETS["Story"], preset="Story", tier="batch"))
+
+    public, private = engine.wait([i.id for i in items], timeout=60)
+
+    assert public.status is Status.DONE and public.analysis and public.analysis.structured
+    assert public.analysis.structured.get("key_moments") and public.story
+    assert private.status is Status.FAILED and private.error
+    assert "Gemini could not answer this question about" in private.error and "in its batch job batches/" in private.error
+    assert "invalid argument" in private.error  # Gemini's reason, as it gave it
+    assert "standard tier" in private.error
+    assert jobs_created(emulator) == 1 and emulator.stats.uploads_started == 0
+    assert [w.schema_field for w in emulator.stats.wire if w.method == "batch"] == ["responseJsonSchema"]  # the public one
+    assert len(next(iter(emulator.batches.values())).items) == 2
+
+
 def test_cancelling_leaves_the_job_and_the_last_one_cancels_it(make_engine, videos, emulator):
     emulator.config.batch_running_s = 60.0
     engine = make_engine(**FAST_LOOKS)
