@@ -133,6 +133,9 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
     if engine.demo:
         print("Demo mode (no GEMINI_API_KEY): stories come from the local emulator, not Gemini.")
+    if args.tier == "batch":
+        print("Batch tier: about half price; stories arrive within hours (one Gemini batch job). Stopped, the same "
+              "command waits on the same job again.")
     if not args.model and not settings.model_pinned:
         engine.catalog.refresh()  # the default comes from the models this key is offered
     preset = args.preset or (None if args.prompt else "Story")

@@ -228,6 +228,7 @@ def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_sam
     finished_s = time.monotonic() - started
 
     assert second.returncode == 0, output
+    assert "Batch tier: about half price" in output and "3 of 3 video(s) done." in output, output
     assert jobs_created(emulator) == 1  # never submitted twice
     assert {p.name: emulator.uploads_of(p.name) for p in batch} == {p.name: 1 for p in batch}
     rows = read_csv(out)
