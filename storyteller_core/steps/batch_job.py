@@ -12,9 +12,7 @@ anywhere resumes by polling the same job, never by submitting again.
 Each member's task then looks at the job, every age/10 seconds (at least
 ``batch_poll_initial_s``, at most ``batch_poll_max_s``); an engine asks once per
 look and its other members use what it saw. The first look that sees the job
-ended records every member: its story, tokens and cost at the batch price, or
-what happened and what to do. A member's file that vanished before the job
-ran is uploaded again and asked in a later job. A cancelled member leaves its
+ended records every member (batch_results.py). A cancelled member leaves its
 job; the job is cancelled at Gemini once nobody waits for it.
 """
 
@@ -26,20 +24,20 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..analysis import PRIORITY_RANK, Analysis, AnalysisState
-from ..errors import Code, GeminiError, Kind, StepFailed
-from ..gemini import BatchJob, BatchRequest, BatchResult
+from ..errors import GeminiError, Kind
+from ..gemini import BatchJob, BatchRequest
 from ..records import TransitionError
-from ..sanitize import scrub
 from ..store import NotFound
 from ..story_answer import STORY_SCHEMA
 from ..video import Video, VideoState
 from . import Outcome
-from .analysis import record_answer, video_part
+from .analysis import video_part
 from .batch_looks import Look
+from .batch_results import analyzing, settle
 from .context import StepContext
 
 if TYPE_CHECKING:
@@ -51,9 +49,6 @@ BUSY_RETRY_S = 1.0  # another task submits for this model, or looks at this job,
 COLLECT_LOOK_S = 2.0  # while others of its model are on their way, a ready analysis looks again this often
 SUBMIT_LEASE_S = 15 * 60.0  # longer than any submission; a dead holder's lease is taken over at once
 CANCEL_BUDGET_S = 30.0
-FILE_GONE_CODES = {5, 7}  # google.rpc NOT_FOUND, PERMISSION_DENIED: with a message naming a file, it is gone
-NEXT_STEPS = ("Press Retry to send it in a new batch job, or ask again on the standard tier (Ask again, Price: "
-              "standard; or `process --tier standard`) for an answer in seconds.")
 
 
 def in_batch_job(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Callable[[], bool]) -> Outcome:
@@ -240,15 +235,9 @@ def _release(ctx: StepContext, analysis_id: str, *, back_to_waiting: bool) -> No
 def _still_asking(ctx: StepContext, analysis: Analysis) -> Analysis | None:
     """The member, ANALYZING; None when it ended meanwhile (cancelled, removed)."""
     try:
-        return _analyzing(ctx, ctx.store.require(Analysis, analysis.id))
+        return analyzing(ctx, ctx.store.require(Analysis, analysis.id))
     except (TransitionError, NotFound):
         return None
-
-
-def _analyzing(ctx: StepContext, analysis: Analysis) -> Analysis:
-    if analysis.state is AnalysisState.WAITING:
-        return ctx.store.transition(Analysis, analysis.id, AnalysisState.ANALYZING, partial_story=None)
-    return analysis
 
 
 # -- waiting for the job ---------------------------------------------------------------------------------
@@ -256,7 +245,7 @@ def _look(ctx: StepContext, analysis: Analysis, should_stop: Callable[[], bool])
     """Look at the analysis's job (or use this engine's latest look); once it has ended, record every member."""
     name = analysis.batch_job or ""
     shared, settings = ctx.batch_looks, ctx.settings
-    analysis = _analyzing(ctx, analysis)  # back from a quota pause or a retry: it is Gemini's again
+    analysis = analyzing(ctx, analysis)  # back from a quota pause or a retry: it is Gemini's again
     with shared.looking(name) as mine:
         if not mine:
             return Outcome.later(BUSY_RETRY_S)
@@ -278,7 +267,7 @@ def _look(ctx: StepContext, analysis: Analysis, should_stop: Callable[[], bool])
             shared.remember(name, last)
         if job is not None and not job.done:
             return Outcome.later(max(0.0, last.next_at - time.monotonic()))
-        _settle(ctx, name, job)
+        settle(ctx, name, job)
     after = ctx.store.get(Analysis, analysis.id)
     if after is None or after.state.terminal:
         return Outcome.done()
@@ -292,72 +281,3 @@ def _submitted_at(analysis: Analysis) -> float:
 def _delay(settings: Settings, age_s: float) -> float:
     """Seconds until the next look at a job this old: a tenth of its age, within the bounds, +-20 %."""
     return min(settings.batch_poll_max_s, max(settings.batch_poll_initial_s, age_s / 10)) * random.uniform(0.8, 1.2)
-
-
-def _settle(ctx: StepContext, name: str, job: BatchJob | None) -> None:
-    """The job has ended (or is gone): every analysis still waiting for it gets its answer or the reason."""
-    members = [a for a in ctx.store.unfinished() if a.batch_job == name]
-    if job is None or job.state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"):
-        code, message = _ended_without_answers(name, job)
-        log.warning("batch job ended without answers", extra={"batch_job": name, "state": job.state if job else "GONE",
-                                                              "members": len(members)})
-        for member in members:
-            _fail(ctx, member.id, code, message)
-        return
-    results = {r.key: r for r in job.results if r.key}
-    log.info("batch job succeeded", extra={"batch_job": name, "answers": len(results), "members": len(members)})
-    for member in members:
-        result = results.get(member.id)
-        with suppress(TransitionError, NotFound):  # recorded (or removed) meanwhile by another engine
-            _record(ctx, member, name, result)
-
-
-def _record(ctx: StepContext, member: Analysis, name: str, result: BatchResult | None) -> None:
-    store = ctx.store
-    video = store.require(Video, member.video_id)
-    if result is None:
-        _fail(ctx, member.id, Code.BATCH_FAILED, f"Gemini's batch job {name} finished without an answer for "
-              f"{video.display_name}. {NEXT_STEPS}")
-        return
-    if result.answer is not None:
-        member = _analyzing(ctx, store.require(Analysis, member.id))
-        try:
-            record_answer(ctx, member, video, result.answer)
-        except StepFailed as exc:
-            _fail(ctx, member.id, exc.code, exc.message)
-        return
-    text = result.error_message or "no reason given"
-    if result.error_code in FILE_GONE_CODES and "file" in text.lower() and not video.url:
-        log.warning("gemini file gone before the batch job ran; uploading again", extra={"analysis_id": member.id,
-                                                                                       "batch_job": name})
-        if video.state is VideoState.FILE_ACTIVE:
-            store.transition(Video, video.id, VideoState.CREATED)
-        _analyzing(ctx, store.require(Analysis, member.id))
-        store.transition(Analysis, member.id, AnalysisState.WAITING, batch_job=None, batch_token=None)
-        return
-    _fail(ctx, member.id, Code.GEMINI_REFUSED, f"Gemini could not answer this question about {video.display_name} in "
-          f"its batch job {name} ({text.rstrip('. ')}). {NEXT_STEPS}")
-
-
-def _ended_without_answers(name: str, job: BatchJob | None) -> tuple[Code, str]:
-    state = job.state if job else "GONE"
-    if state == "JOB_STATE_EXPIRED":
-        return Code.BATCH_EXPIRED, (f"Gemini's batch job {name} expired: Gemini did not run it within 48 hours (it "
-                                    f"does when it is busy), so there is no story and nothing was charged. {NEXT_STEPS}")
-    if state == "JOB_STATE_CANCELLED":
-        return Code.BATCH_FAILED, (f"Gemini's batch job {name} was cancelled outside this app (in AI Studio or by "
-                                   f"another program), so there is no story. {NEXT_STEPS}")
-    if job is None:
-        return Code.BATCH_FAILED, (f"Gemini no longer knows the batch job {name} (deleted, or kept past its time), "
-                                   f"so its stories are lost. {NEXT_STEPS}")
-    return Code.BATCH_FAILED, (f"Gemini's batch job {name} failed as a whole ({state.removeprefix('JOB_STATE_')}), "
-                               f"so there is no story. {NEXT_STEPS}")
-
-
-def _fail(ctx: StepContext, analysis_id: str, code: Code, message: str) -> None:
-    """The analysis leaves its job for good: Retry starts a new one."""
-    with suppress(TransitionError, NotFound):
-        ctx.store.transition(Analysis, analysis_id, AnalysisState.FAILED, error_code=str(code), error_message=scrub(message),
-                             failed_step="analysis", batch_job=None, batch_token=None)
-    log.warning("step failed", extra={"task": f"analysis:{analysis_id}", "error_code": str(code),
-                                      "failed_step": "analysis"})
