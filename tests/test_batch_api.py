@@ -155,6 +155,22 @@ def test_structured_stories_of_web_videos_in_one_job_and_a_refused_request_says_
     assert len(next(iter(emulator.batches.values())).items) == 2
 
 
+def test_two_engines_on_one_data_dir_put_each_question_in_exactly_one_job(make_engine, emulator, videos):
+    emulator.config.processing_delay_s = 0.5
+    first = make_engine(**FAST_LOOKS)
+    items = first.commands.submit_paths(videos[:6], ask(first, tier="batch"))
+    second = make_engine(**FAST_LOOKS)  # the app's engine next to a CLI run, over the same rows
+
+    rows = second.wait([i.id for i in items], timeout=60)
+
+    assert [r.status for r in rows] == [Status.DONE] * 6, [r.error for r in rows]
+    assert all(emulator.uploads_of(p.name) == 1 for p in videos[:6])
+    assert all(emulator.stats.generates[p.name] == 1 for p in videos[:6])  # each question asked once, in one job
+    assert sum(len(job.items) for job in emulator.batches.values()) == 6
+    print(f"\ntwo engines, 6 batch-tier questions: {jobs_created(emulator)} job(s) of "
+          f"{sorted(len(job.items) for job in emulator.batches.values())} requests")
+
+
 def test_cancelling_leaves_the_job_and_the_last_one_cancels_it(make_engine, videos, emulator):
     emulator.config.batch_running_s = 60.0
     engine = make_engine(**FAST_LOOKS)
