@@ -620,6 +620,21 @@ def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_w
           f"{sum(emulator.stats.polls.values())} files.get; watcher pid {killed[0]} killed")
 
 
+@pytest.mark.slow
+def test_a_video_asked_again_after_its_file_was_deleted_is_uploaded_again_every_time(team_factory, emulator, videos):
+    """Files are deleted after their last analysis: asking later uploads again, as often as it is asked."""
+    from storyteller_core.board import Status
+
+    team = team_factory(emulator)
+    team.start(1)
+    for n in range(4):  # more than MAX_UPLOADS_PER_VIDEO: a deliberate deletion is not a file that kept vanishing
+        items = team.submit(videos[:1], f"question {n}")
+        [row] = team.wait(items, timeout=60)
+        assert row.status is Status.DONE
+        assert eventually(lambda: emulator.files == {})
+    assert emulator.uploads_of(videos[0].name) == 4 and team.client.storage.in_use() == 0
+
+
 @pytest.fixture(scope="module")
 def forty_videos(tmp_path_factory) -> list[Path]:
     """40 distinct small videos (different content, so 40 Gemini files)."""

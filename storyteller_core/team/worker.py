@@ -327,8 +327,9 @@ class WorkerRuntime:
                 return
             name = video.gemini_name
             try:
+                # upload_count guards against a file that keeps vanishing; this one was deleted on purpose
                 self.store.transition(Video, video_id, VideoState.CREATED, gemini_name=None, gemini_uri=None,
-                                      gemini_state=None, gemini_expires_at=None, progress=0)
+                                      gemini_state=None, gemini_expires_at=None, progress=0, upload_count=0)
             except TransitionError:
                 return  # moved meanwhile (another step found it expired): that step deals with the file
             try:
