@@ -218,7 +218,14 @@ def test_uploads_wait_for_room_in_the_look_ahead_but_high_priority_does_not():
 
 
 def test_priorities_hold_across_lanes(make_engine, emulator, videos):
-    engine = make_engine(max_jobs=1, max_uploads=1, start=False)
+    # Uploads go in priority order (test_pipeline.py). Here the analysis lane: with every file already ACTIVE and
+    # every question asked before the one worker starts, it takes each high question before any low one, whatever
+    # the order they were asked in. (Asserting completion order while files were still processing raced the
+    # notice of each file's ACTIVE state on a busy machine: a worker never idles waiting for a high file.)
+    first = make_engine(max_jobs=1, max_uploads=1)
+    run_all(first, videos[:5], prompt="first question")
+    first.shutdown(timeout=5)
+    engine = make_engine(max_jobs=1, max_uploads=1, start=False)  # the same data dir
     low = engine.commands.submit_paths(videos[:3], ask(engine, "P", priority="low"))
     high = engine.commands.submit_paths(videos[3:5], ask(engine, "P", priority="high"))
     engine.start()
@@ -226,8 +233,9 @@ def test_priorities_hold_across_lanes(make_engine, emulator, videos):
     rows = engine.wait([i.id for i in low + high], timeout=60)
 
     assert [r.status for r in rows] == [Status.DONE] * 5
-    done = {r.item.id: r.analysis.completed_at for r in rows}
-    assert max(done[i.id] for i in high) < min(done[i.id] for i in low)
+    started = {r.item.id: r.analysis.state_entered_at["ANALYZING"] for r in rows}
+    assert max(started[i.id] for i in high) < min(started[i.id] for i in low)
+    assert sum(emulator.stats.uploads_finished.values()) == 5  # the second questions used the ACTIVE files
 
 
 # -- batched reads -------------------------------------------------------------------------------
