@@ -89,7 +89,7 @@ class BatchRequest:
 
 @dataclass(frozen=True)
 class BatchResult:
-    key: str | None  # the request's key; None when Gemini did not echo it (then its place says which)
+    key: str | None  # the request's key, as Gemini echoed it (metadata); None: not echoed, mapped to nobody
     answer: Answer | None
     error_code: int | None = None  # google.rpc.Code of a request that failed inside the job
     error_message: str | None = None

@@ -83,6 +83,7 @@ def test_the_estimate_before_start_is_halved_on_the_batch_tier():
     assert estimate_cost("gemini-99-unknown", 60.0, "x", tier="batch") is None  # price unknown stays unknown
 
 
+@pytest.mark.slow
 def test_an_analysis_waits_for_the_others_of_its_model_so_they_share_one_job(make_engine, videos, emulator):
     slow = videos[2].name
     emulator.config.processing_delay_s = lambda name: 2.0 if name == slow else 0.2
@@ -96,7 +97,7 @@ def test_an_analysis_waits_for_the_others_of_its_model_so_they_share_one_job(mak
 
 @pytest.mark.parametrize(("marker", "code", "words"), [
     ("FAILBATCH", Code.BATCH_FAILED, "failed as a whole"),
-    ("EXPIREBATCH", Code.BATCH_EXPIRED, "did not run it within 48 hours"),
+    pytest.param("EXPIREBATCH", Code.BATCH_EXPIRED, "did not run it within 48 hours", marks=pytest.mark.slow),
 ])
 def test_a_failed_or_expired_job_fails_its_analyses_with_what_to_do(make_engine, videos, emulator, marker, code, words):
     engine = make_engine(**FAST_LOOKS)
@@ -120,6 +121,7 @@ def test_a_failed_or_expired_job_fails_its_analyses_with_what_to_do(make_engine,
     assert jobs_created(emulator) == 1 and all(r.analysis and r.analysis.tier == "standard" for r in again)
 
 
+@pytest.mark.slow
 def test_a_request_that_fails_inside_a_job_says_why_and_a_vanished_file_is_sent_again(make_engine, videos, one_video,
                                                                                     emulator):
     vanishing = one_video("VANISHME.mp4", seed=5)
@@ -132,6 +134,7 @@ def test_a_request_that_fails_inside_a_job_says_why_and_a_vanished_file_is_sent_
     assert jobs_created(emulator) == 2
 
 
+@pytest.mark.slow
 def test_structured_stories_of_web_videos_in_one_job_and_a_refused_request_says_why(make_engine, emulator):
     from storyteller_core.config import PROMPT_PRESETS
     from storyteller_core.intake import inspect_url
@@ -155,6 +158,21 @@ def test_structured_stories_of_web_videos_in_one_job_and_a_refused_request_says_
     assert len(next(iter(emulator.batches.values())).items) == 2
 
 
+@pytest.mark.slow
+def test_asking_a_finished_batch_again_on_the_batch_tier_is_one_job_and_no_upload(make_engine, emulator, videos):
+    engine = make_engine(**FAST_LOOKS)
+    first = run_all(engine, videos[:4])
+    assert [r.status for r in first] == [Status.DONE] * 4 and jobs_created(emulator) == 0
+
+    again = engine.commands.analyze_again([r.item.id for r in first], ask(engine, "List the people", tier="batch"))
+    rows = engine.wait([i.id for i in again], timeout=60)
+
+    assert [r.status for r in rows] == [Status.DONE] * 4, [r.error for r in rows]
+    assert jobs_created(emulator) == 1 and len(next(iter(emulator.batches.values())).items) == 4
+    assert emulator.stats.uploads_started == 4  # the files of the first run, reused
+
+
+@pytest.mark.slow
 def test_two_engines_on_one_data_dir_put_each_question_in_exactly_one_job(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 0.5
     first = make_engine(**FAST_LOOKS)

@@ -3,7 +3,7 @@
 An analysis on this tier whose video's file is ready does not ask Gemini
 itself. Under its model's submit lease it gathers the ready analyses of the
 same model (waiting up to ``batch_collect_s`` for others of that model whose
-files are still on their way), writes a token on each, creates ONE job of
+files are still on their way, or that are still being added), writes a token on each, creates ONE job of
 inlined requests whose display name carries the token, and writes the job's
 name on each before anything waits. Creation is not idempotent, so a retried
 or resumed submission first looks the token up among Gemini's jobs: a SIGKILL
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_REQUESTS_PER_JOB = 500  # inlined requests must stay well under Gemini's 20 MB per batch request
 BUSY_RETRY_S = 1.0  # another task submits for this model, or looks at this job, right now
 COLLECT_LOOK_S = 2.0  # while others of its model are on their way, a ready analysis looks again this often
+QUIET_S = 3.0  # a job is sent once no analysis of its model has been added for this long (or batch_collect_s passed)
 SUBMIT_LEASE_S = 15 * 60.0  # longer than any submission; a dead holder's lease is taken over at once
 CANCEL_BUDGET_S = 30.0
 
@@ -135,12 +136,16 @@ def _gather(ctx: StepContext, analysis: Analysis) -> tuple[list[Analysis], float
             ready.setdefault(a.id, a)
         else:
             coming += 1
-    if coming:  # files of this model's batch analyses are on their way: wait a little so they share the job
-        since = min(_ready_since(a, videos.get(a.video_id)) for a in ready.values())
-        left = settings.batch_collect_s - (time.time() - since)
-        if left > 0:  # the last of them to be ready sends the job; this one looks again (a retry must not wait long)
-            ctx.batch_looks.collecting(_model_key(ctx, analysis.model), time.time() + left)
-            return [], min(left, COLLECT_LOOK_S)
+    # Files of this model's batch analyses are on their way, or analyses are still being added (a batch asked
+    # again, web videos: ready at once, added one by one): wait a little so they share the job. The last of them
+    # to be ready sends it; this one looks again meanwhile (a retry must not wait long).
+    now = time.time()
+    left = settings.batch_collect_s - (now - min(_ready_since(a, videos.get(a.video_id)) for a in ready.values()))
+    quiet = QUIET_S - (now - max(a.created_at for a in [*free, analysis]))
+    if left > 0 and (coming or quiet > 0):
+        wait = min(left, COLLECT_LOOK_S if coming else quiet)
+        ctx.batch_looks.collecting(_model_key(ctx, analysis.model), now + wait)
+        return [], wait
     chosen = sorted(ready.values(), key=lambda a: (a.id != analysis.id, PRIORITY_RANK[a.priority], a.created_at))
     return chosen[:MAX_REQUESTS_PER_JOB], 0.0
 
