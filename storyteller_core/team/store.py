@@ -25,12 +25,13 @@ import redis
 from ..analysis import Analysis
 from ..batch import Batch, Item
 from ..records import Record
-from ..store import NotFound, Store, _assign, owner_process_gone
+from ..store import NotFound, Store, _assign, _decode, owner_process_gone
 from ..video import VIDEO_PROGRESS, Video
 from .shared import SharedPaths
 
 R = TypeVar("R", bound=Record)
 MGET_CHUNK = 500
+DECODED_MAX = 60_000  # records kept decoded per store, as Store does
 
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
@@ -68,6 +69,7 @@ class RedisStore(Store):
         self.r: Any = client  # redis-py types replies as bytes | str; this client decodes them to str
         self.prefix = prefix
         self.shared = shared or SharedPaths(None)
+        self._decoded: dict[str, tuple[tuple[int, int], Record]] = {}  # key -> (len and hash of its text, record)
         self._claim = client.register_script(_CLAIM)
         self._take_over = client.register_script(_TAKE_OVER)
         self._renew = client.register_script(_RENEW)
@@ -92,14 +94,31 @@ class RedisStore(Store):
         return [found[i] for i in ids if i in found]
 
     def by_id(self, cls: type[R], ids: Iterable[str]) -> dict[str, R]:
-        """{id: record} for the ids that exist, in the order asked, each read once."""
+        """{id: record} for the ids that exist, in the order asked, each read once.
+
+        As in Store.by_id, a record whose stored text has not changed since it
+        was last read here is not decoded again (most of a board read), so the
+        records returned may be shared with other readers: never change them.
+        """
         wanted = [i for i in dict.fromkeys(ids) if i]
+        decoded = self._decoded
+        if len(decoded) + len(wanted) > DECODED_MAX:
+            decoded.clear()  # bounded: a batch larger than this decodes every read
         out: dict[str, R] = {}
         for start in range(0, len(wanted), MGET_CHUNK):
             chunk = wanted[start:start + MGET_CHUNK]
-            for record_id, text in zip(chunk, self.r.mget([self._rkey(cls, i) for i in chunk]), strict=True):
+            keys = [self._rkey(cls, i) for i in chunk]
+            for record_id, key, text in zip(chunk, keys, self.r.mget(keys), strict=True):
+                if not text:
+                    continue
+                stamp = (len(text), hash(text))
+                held = decoded.get(key)
+                if held is not None and held[0] == stamp and type(held[1]) is cls:
+                    out[record_id] = held[1]
+                    continue
                 record = self._load(cls, text)
                 if record is not None:
+                    decoded[key] = (stamp, record)
                     out[record_id] = record
         return out
 
@@ -378,7 +397,7 @@ class RedisStore(Store):
     def _load(self, cls: type[R], text: str | bytes | None) -> R | None:
         if not text:
             return None
-        record = cls.from_json(text)
+        record = _decode(cls, text)
         if isinstance(record, Video) and self.shared.root is not None:
             record.sources = [s for s in (self.shared.decode(s) for s in record.sources) if s]
             record.thumbnail_path = self.shared.decode(record.thumbnail_path)
