@@ -129,7 +129,7 @@ if pending:
         priced = "price unknown for this model" if any(cost is None for cost in costs) else money(sum(c or 0 for c in costs))
         st.caption(f"Estimated cost for {'the batch' if not later else f'the {len(checked)} checked videos'} with "
                    f"{model_label(model)}: {priced}" + (f" ({plain(options.describe())})" if options.describe() else "")
-                   + (" at the Flex tier" if tier == "flex" else ""))
+                   + {"flex": " at the Flex tier", "batch": " at the Batch tier"}.get(tier, ""))
     if later:
         st.caption(f"{later:,} file(s) are checked (length, format, cost) after Start, while the batch runs; "
                    "the page does not wait for them.")

@@ -61,6 +61,8 @@ class Row:
             return f"Uploading {max(0, min(100, (self.video.progress - low) * 100 // (high - low)))} %"
         if self.status is Status.WAITING and self.item.intake is not None:
             return "Checking the file"
+        if self.status is Status.WRITING and self.analysis and self.analysis.batch_job:
+            return "In a Gemini batch job"  # the Batch tier: hours, not seconds
         return self.status.value
 
     @property

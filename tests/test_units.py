@@ -224,3 +224,12 @@ def test_time_per_stage_follows_a_videos_life_from_waiting_to_writing():
     stats = time_per_status(None, [row])  # type: ignore[arg-type]
     assert list(stats.index) == ["Waiting", "Uploading", "Gemini is processing", "Ready to analyze", "Writing story"]
     assert list(stats["median"]) == [4.0, 6.0, 20.0, 3.0, 12.0]
+
+
+def test_a_question_in_a_gemini_batch_job_says_so_instead_of_writing():
+    video = make_video(state=VideoState.FILE_ACTIVE)
+    analysis = make_analysis(state=AnalysisState.ANALYZING, tier="batch", batch_job="batches/123")
+    item = Item(id="i1", batch_id="b1", display_name="a.mp4", video_id=video.id, analysis_id=analysis.id)
+    assert row_of(item, analysis, video).label == "In a Gemini batch job"
+    analysis.batch_job = None  # still being collected into a job: it is being written, as far as anyone can tell
+    assert row_of(item, analysis, video).label == "Writing story"
