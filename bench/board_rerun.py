@@ -2,7 +2,7 @@
 
     python bench/board_rerun.py                       # 1,000 and 10,000 rows, 3 runs per variant
     python bench/board_rerun.py --rows 1000 --runs 5 --before 161dda3
-    python bench/board_rerun.py --status-cli          # also time `python -m storyteller_core status`
+    python bench/board_rerun.py --status-cli          # also time `status` and `export --csv` of the CLI
 
 One store is filled (with the current code) with a batch of N items, each
 with its own video and analysis, as the Batch page reads them on every
@@ -83,15 +83,16 @@ def child(tree: Path, directory: Path, reads: int) -> None:
     print("RESULT " + json.dumps({"rows": count, "median_ms": statistics.median(timings), "cpu_ms": statistics.median(cpu)}))
 
 
-def status_cli(runs: int) -> list[float]:
-    """Wall time of `python -m storyteller_core status` on an empty data dir, a fresh process each time."""
+def cli_time(runs: int, *command: str) -> list[float]:
+    """Wall time of `python -m storyteller_core <command>` on an empty data dir, a fresh process each time."""
     times = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as data:
             env = {**os.environ, "STORYTELLER_DATA_DIR": data, "PYTHONPATH": str(ROOT)}
             env.pop("GEMINI_API_KEY", None)
+            args = [arg.replace("{data}", data) for arg in command]
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "storyteller_core", "status"], env=env, cwd=ROOT, check=False,
+            subprocess.run([sys.executable, "-m", "storyteller_core", *args], env=env, cwd=ROOT, check=False,
                            capture_output=True, stdin=subprocess.DEVNULL)
             times.append(time.perf_counter() - started)
     return times
@@ -144,9 +145,12 @@ def main() -> None:
         print(f"{count:>6} | {spread(results['before'], '.0f'):<20} | {spread(results['now'], '.0f'):<20} | {speed:7.1f}x | "
               f"{spread(results['before cpu'], '.0f'):<20} | {spread(results['now cpu'], '.0f'):<20}")
     if args.status_cli:
-        times = status_cli(args.runs)
-        loads.append(os.getloadavg())
-        print(f"\n`python -m storyteller_core status` on an empty data dir: {spread(times, '.2f')} s (min / median / max)")
+        print()
+        for command in (("status",), ("export", "--csv", "{data}/out.csv")):
+            times = cli_time(args.runs, *command)
+            loads.append(os.getloadavg())
+            shown = " ".join(command).replace("{data}/", "")
+            print(f"`python -m storyteller_core {shown}` on an empty data dir: {spread(times, '.2f')} s (min / median / max)")
     print(load_line(loads))
 
 
