@@ -204,12 +204,10 @@ class WorkerRuntime:
         kind, record_id = task.split(":", 1)
         token = None
         generate_ok = False
-        reserved = None
         if kind == "video":
             video = self.store.get(Video, record_id)
             if video and not video.url and video.state in UPLOAD_STATES and self.store.needs_video(record_id):
-                reserved = file_name_for(video.sha256)
-                if not self.storage.reserve(reserved, video.size_bytes):
+                if not self.storage.reserve(file_name_for(video.sha256), video.size_bytes):
                     self.stats["storage_waits"] += 1  # the project's File API storage is full: wait for a deletion
                     return Outcome.later(self.storage.wait_hint())
                 token = f"{fence}/{self.owner}"
@@ -234,14 +232,18 @@ class WorkerRuntime:
             self.local.generate_ok = False
             if token:
                 self.uploads.release(token)
-            if reserved:
-                self._release_unless_uploaded(record_id, reserved)
+            if kind == "video":
+                self._release_unless_uploaded(record_id)
 
-    def _release_unless_uploaded(self, video_id: str, name: str) -> None:
-        """A step that reserved storage and made no file (failed, cancelled, content changed) gives the bytes back."""
+    def _release_unless_uploaded(self, video_id: str) -> None:
+        """A video left with no file (failed, cancelled, nobody needs it any more, content changed) holds no bytes.
+
+        Covers a reservation made by an earlier step that then waited for an
+        upload slot while the person cancelled; releasing twice is harmless.
+        """
         video = self.store.get(Video, video_id)
-        if video is None or video.state in (VideoState.CREATED, VideoState.FAILED):
-            self.storage.release(name)
+        if video is not None and not video.url and video.state in (VideoState.CREATED, VideoState.FAILED):
+            self.storage.release(file_name_for(video.sha256))
 
     def _will_ask(self, analysis_id: str) -> bool:
         """The analysis's step will call generate (its file is ready): it needs a slot of the requests-per-minute rate."""
