@@ -7,8 +7,14 @@ they are never handed out as real stories once a key is set.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import psutil
 
 from .config import Settings
 from .sanitize import register_secret
@@ -22,15 +28,31 @@ _lock = threading.Lock()
 _emulator: Emulator | None = None
 
 
-def emulator() -> Emulator:
-    """The process's demo emulator, started on a free loopback port on first use."""
+def emulator(data_dir: Path) -> Emulator:
+    """The process's demo emulator, started on a free loopback port on first use.
+
+    What it is sent lives under the data dir (``demo-gemini/<pid>-*``), deleted when the process exits; a folder
+    left by a killed process is deleted by the next one, so demo runs never pile copies of videos up in /tmp.
+    """
     global _emulator
     from .emulator import Emulator, EmulatorConfig
 
     with _lock:
         if _emulator is None:
-            _emulator = Emulator(EmulatorConfig(processing_delay_s=1.5, analysis_delay_s=1.0, stream_chunk_delay_s=0.4)).start()
+            root = data_dir / "demo-gemini"
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _sweep(root)
+            _emulator = Emulator(EmulatorConfig(processing_delay_s=1.5, analysis_delay_s=1.0, stream_chunk_delay_s=0.4),
+                                 storage_root=root, storage_prefix=f"{os.getpid()}-").start()
+            atexit.register(_emulator.stop)
         return _emulator
+
+
+def _sweep(root: Path) -> None:
+    for folder in root.iterdir():
+        pid = folder.name.partition("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def gateway_for(settings: Settings) -> Gateway:
@@ -39,4 +61,4 @@ def gateway_for(settings: Settings) -> Gateway:
     if settings.api_key:
         register_secret(settings.api_key)
         return Gateway(settings.api_key, settings.base_url, settings.request_timeout_s)
-    return Gateway(DEMO_KEY, emulator().base_url, settings.request_timeout_s)
+    return Gateway(DEMO_KEY, emulator(settings.data_dir).base_url, settings.request_timeout_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -37,6 +38,21 @@ def test_process_a_folder_in_demo_mode_writes_the_csv(tmp_path, videos):
     assert len(rows) == 12 and {r["status"] for r in rows} == {"Done"}
     assert all("[Demo output from the local Gemini emulator" in r["story"] for r in rows)
     assert "Traceback" not in result.stderr
+    assert list((tmp_path / "data" / "demo-gemini").iterdir()) == []  # what the demo emulator was sent left with it
+
+
+def test_the_demo_emulator_keeps_what_it_is_sent_in_the_data_dir_and_a_killed_ones_is_swept(tmp_path):
+    from storyteller_core import demo
+
+    root = tmp_path / "demo-gemini"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = root / f"{dead.stdout.strip()}-abc"  # the folder of a process killed with SIGKILL
+    live = root / f"{os.getpid()}-def"
+    for folder in (left, live):
+        folder.mkdir(parents=True)
+        (folder / "video.bin").write_bytes(b"x" * 1000)
+    demo._sweep(root)
+    assert not left.exists() and live.exists()
 
 
 @pytest.mark.slow

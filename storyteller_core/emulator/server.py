@@ -105,7 +105,8 @@ class Stats:
 
 class Emulator:
     def __init__(
-        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0, storage_root: Path | None = None
+        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0, storage_root: Path | None = None,
+        storage_prefix: str = "gemini-emulator-",
     ) -> None:
         self.config = config or EmulatorConfig()
         self.stats = Stats()
@@ -117,7 +118,7 @@ class Emulator:
         self.batches: dict[str, Batch] = {}
         self.random = random.Random(self.config.seed)
         self.stopping = threading.Event()
-        self.storage = Path(tempfile.mkdtemp(prefix="gemini-emulator-", dir=storage_root))
+        self.storage = Path(tempfile.mkdtemp(prefix=storage_prefix, dir=storage_root))
         self.httpd = ThreadingHTTPServer((host, port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.emulator = self  # type: ignore[attr-defined]
