@@ -57,7 +57,8 @@ class BackgroundIntake:
                 self._thread.start()
 
     def resume(self) -> None:
-        """Finish the intake of every batch a stopped or crashed engine left unfinished."""
+        """Finish the intake of every batch a stopped or crashed engine left unfinished (at start, and with every
+        sweep of the lease keeper, so a crashed app's batch is finished by a CLI still running, and the reverse)."""
         for batch in self.store.many(Batch, self.store.batch_ids()):
             if batch.intake is not None:
                 self.start(batch.id)
@@ -85,17 +86,28 @@ class BackgroundIntake:
             return
         todo = [item.id for item in self.store.items(batch_id) if item.intake is not None]
         log.info("checking the files of a batch", extra={"batch_id": batch_id, "files": len(todo)})
-        renewed = time.monotonic()
+        task, renewed = f"intake:{batch_id}", time.monotonic()
         for item_id in todo:
-            if time.monotonic() - renewed > self.leases.ttl_s / 4:  # a team client has no lease keeper: keep ours
-                self.leases.renew()
+            if time.monotonic() - renewed > self.leases.ttl_s / 4:  # a team client has no lease keeper: keep this one
+                self.store.renew([task], self.leases.owner, self.leases.ttl_s)  # (only this one: the keeper's are its)
                 renewed = time.monotonic()
             item = self.store.get(Item, item_id)  # read now: the person may have removed or cancelled it
             if item is None or item.intake is None:
                 continue
-            self.finish(batch, item)
+            try:
+                self.finish(batch, item)
+            except Exception as exc:  # this row only: the others go on
+                log.exception("could not check a file of a batch", extra={"batch_id": batch_id, "item_id": item_id})
+                _fail_row(self.store, item_id, exc)
         _mark(self.store, batch_id, intake=None)
         log.info("checked the files of a batch", extra={"batch_id": batch_id, "files": len(todo)})
+
+
+def _fail_row(store: Store, item_id: str, exc: Exception) -> None:
+    with suppress(Exception):  # the store itself may be what failed: the next engine start tries the row again
+        store.update(Item, item_id, intake=None, error_code="intake_failed",
+                     error_message=f"This file could not be checked ({type(exc).__name__}). Remove it and add it again; "
+                                   "if it happens again, the log in the data folder says more.")
 
 
 def _mark(store: Store, batch_id: str, **fields: Any) -> None:

@@ -23,7 +23,7 @@ from .media import thumbnail
 from .options import VideoOptions
 from .runner import Runner
 from .spool import discard, release_spool
-from .store import NotFound, Store
+from .store import NotFound, Store, pending_source
 from .video import Video, VideoState
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,12 @@ class Commands:
         video = self.store.require(Video, analysis.video_id)
         if analysis.backend != self.settings.backend:  # asked of demo mode or another server: ask the current one
             analysis = self._ask(video, Ask(analysis.prompt, analysis.model, analysis.preset, analysis.priority,
-                                            VideoOptions.from_key(analysis.options)))
+                                            VideoOptions.from_key(analysis.options), analysis.tier))
             item = self.store.move_item(item_id, analysis.id)
         elif analysis.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
             analysis = self._reopen(analysis.id)
+        elif analysis.cancel_requested:
+            analysis = self.store.update(Analysis, analysis.id, cancel_requested=False)
         if self.store.require(Video, video.id).state is VideoState.FAILED:
             self._reopen_video(video.id)
         if not analysis.state.terminal:
@@ -176,19 +178,19 @@ class Commands:
         fresh = [c.to_dict() for c in candidates]  # checked before the list is locked: hashing takes time
 
         def add(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            known = {_source(entry) for entry in entries}
+            known = {pending_source(entry) for entry in entries}
             for entry in fresh:
-                if entry.get("error_code") is None and _source(entry) in known:
+                if entry.get("error_code") is None and pending_source(entry) in known:
                     continue
                 entries.append(entry)
-                known.add(_source(entry))
+                known.add(pending_source(entry))
             return entries
 
         self.store.edit_pending(add)
 
     def remove_pending(self, source: str) -> None:
         """Drop one file (or link) from the checked list, by what the person added."""
-        self.store.edit_pending(lambda entries: [e for e in entries if _source(e) != source])
+        self.store.edit_pending(lambda entries: [e for e in entries if pending_source(e) != source])
         if "://" not in source:
             discard(self.store, [Path(source)], self.settings.spool_dir)
 
@@ -206,7 +208,8 @@ class Commands:
         items = [Item(id=new_id(), batch_id=batch.id, display_name=c.display_name, source_path=c.source,
                       error_code=c.error_code, error_message=c.error_message, intake=c.to_dict() if c.ok else None)
                  for c in candidates]
-        self.store.start_batch(batch, items)
+        if not self.store.start_batch(batch, items):
+            return None  # another tab started these files a moment ago
         self.intake.start(batch.id)
         return batch
 
@@ -247,8 +250,10 @@ class Commands:
         if not created and stored.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
             stored = self._reopen(stored.id)  # asked again: try again, at the tier asked now
             if stored.tier != ask.tier:
-                stored = self.store.update(Analysis, stored.id, tier=ask.tier,
+                stored = self.store.update(Analysis, stored.id, tier=ask.tier, batch_job=None, batch_token=None,
                                            estimated_cost_usd=analysis.estimated_cost_usd)
+        elif not created and stored.cancel_requested and not stored.state.terminal:
+            stored = self.store.update(Analysis, stored.id, cancel_requested=False)  # wanted again before it stopped
         if not created and PRIORITY_RANK[ask.priority] < PRIORITY_RANK[stored.priority]:
             stored = self.store.update(Analysis, stored.id, priority=ask.priority)
         return stored
@@ -279,16 +284,17 @@ class Commands:
         candidate = Candidate.from_dict(item.intake or {})
         if not candidate.checked:
             candidate = inspect_path(candidate.path, self.settings)
+        video = self._video_of(candidate) if candidate.ok else None  # hashing and the thumbnail: outside the lock
         with self._finishing:
             if self.store.get(Item, item.id) is not None:
-                self._ask_for_row(batch, item, candidate)
+                self._ask_for_row(batch, item, candidate, video)
 
-    def _ask_for_row(self, batch: Batch, item: Item, candidate: Candidate) -> None:
-        if not candidate.ok:
+    def _ask_for_row(self, batch: Batch, item: Item, candidate: Candidate, made: Video | None) -> None:
+        if not candidate.ok or made is None:
             self.store.update(Item, item.id, error_code=candidate.error_code, error_message=candidate.error_message,
                               intake=None)
             return
-        video = self.store.add_video(self._video_of(candidate))
+        video = self.store.add_video(made)
         analysis = self._ask(video, Ask.from_dict(batch.intake or {}))
         try:
             self.store.move_item(item.id, analysis.id)
@@ -328,7 +334,3 @@ class Commands:
             return
         self.store.update(Analysis, analysis_id, cancel_requested=True)  # running: it stops at its next check
 
-
-def _source(entry: dict[str, Any]) -> str:
-    """What the person added, for an entry of the checked list: the URL or the local path."""
-    return str(entry.get("url") or entry["path"])

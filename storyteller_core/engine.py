@@ -53,6 +53,7 @@ class Engine:
         self.runner = Runner(self.ctx, self.gate, self.scheduler, Leases(self.store, self.owner, settings.lease_ttl_s),
                              self.log_file)
         self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
+        self.runner.on_sweep = self.commands.resume_intake  # a batch a crashed engine was checking is finished here
         self.catalog = Catalog(lambda: self.ctx.gateway.list_models(), lambda: self.ctx.settings, self.gate.reject_key)
         # files processing at Gemini: their states in bulk, on one thread, waking each video's task when it settles
         self.watch = StatusWatch(self.ctx, self.gate, lambda video_id: self.scheduler.wake(f"video:{video_id}"))
@@ -72,8 +73,7 @@ class Engine:
         self.catalog.offered  # noqa: B018 - starts the first models.list in the background
         if self.runner.watch is not None:
             self.runner.watch.start()
-        self.runner.start(self.settings.max_jobs + self.settings.max_uploads)  # one thread per lane slot
-        self.commands.resume_intake()
+        self.runner.start(self.settings.max_jobs + self.settings.max_uploads)  # one thread per lane slot (sweeps first)
         log.info("engine started", extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_jobs,
                                           "max_uploads": self.settings.max_uploads})
         return self

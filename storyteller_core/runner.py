@@ -51,6 +51,7 @@ class Runner:
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.watch: StatusWatch | None = None  # learns processing files' states in bulk; None: each video polls alone
+        self.on_sweep: Callable[[], None] | None = None  # also done with every sweep (the engine: unfinished intakes)
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, workers: int) -> None:
@@ -94,6 +95,8 @@ class Runner:
 
     def sweep(self) -> None:
         """Queue every unfinished analysis no engine works on (resume after a crash or a restart)."""
+        if self.on_sweep is not None:
+            self.on_sweep()
         for analysis in sorted(self.ctx.store.unfinished(), key=lambda a: a.created_at):
             task = f"analysis:{analysis.id}"
             if task in self.scheduler or f"video:{analysis.video_id}" in self.scheduler:
@@ -222,8 +225,9 @@ class Runner:
         analysis = store.get(Analysis, analysis_id)
         if analysis is None or analysis.state.terminal:
             return Outcome.done()
-        if analysis.cancel_requested or all(item.cancelled for item in store.items_of(analysis_id)):
-            self._cancelled("analysis", analysis_id)
+        items = store.items_of(analysis_id)
+        if not any(not item.cancelled for item in items) and (analysis.cancel_requested or items):
+            self._cancelled("analysis", analysis_id)  # nobody wants it (a row still being made has no item yet)
             return Outcome.done()
         hold = self.gate.check(analysis.model)
         if hold:
@@ -232,11 +236,12 @@ class Runner:
             raise StepFailed(Code.GEMINI_REFUSED, "This analysis was asked of another Gemini (demo mode, another server "
                              "or key) than the one in use now. Press Retry to ask the current one.")
         video = store.require(Video, analysis.video_id)
-        if video.state is VideoState.FAILED:
+        in_job = analysis.tier == "batch" and bool(analysis.batch_job)  # its answer comes from the job, not the file
+        if video.state is VideoState.FAILED and not in_job:
             store.transition(Analysis, analysis_id, AnalysisState.FAILED, error_code=video.error_code,
                              error_message=video.error_message, failed_step=video.failed_step)
             return Outcome.done()
-        if video.file_usable(backend) or analysis.batch_job:  # waiting on a batch job needs no file
+        if video.file_usable(backend) or in_job:
             should_stop = self._stop_check(lambda: store.require(Analysis, analysis_id).cancel_requested)
             return analyze(self.ctx, analysis, video, should_stop)
         if analysis.state is AnalysisState.ANALYZING:

@@ -181,16 +181,25 @@ class Store:
                 self._index_add(f"index:analysis-items:{item.analysis_id}", item.id)
         return item
 
-    def start_batch(self, batch: Batch, items: list[Item]) -> None:
-        """Store a new batch and its rows, and empty the checked list they came from, in one transaction."""
+    def start_batch(self, batch: Batch, items: list[Item]) -> list[Item]:
+        """Store a new batch with the rows whose source is still on the checked list, and take those off it,
+        in one transaction (two tabs pressing Start at once make one batch; a file added meanwhile stays listed).
+        The rows stored; none (and no batch) if another Start took them all."""
         with self.cache.transact():
+            entries = self.pending()
+            listed = {pending_source(entry) for entry in entries}
+            items = [item for item in items if item.source_path in listed]
+            if not items:
+                return []
             self.put(batch)
             self._index_add(_BATCHES, batch.id)
             for item in items:
                 self.put(item)
             self._index_extend(_ITEMS, [item.id for item in items])
             self._index_extend(f"index:batch:{batch.id}", [item.id for item in items])
-            self.cache.set(_PENDING, "[]")
+            started = {item.source_path for item in items}
+            self.set_pending([entry for entry in entries if pending_source(entry) not in started])
+        return items
 
     def delete_item(self, item_id: str) -> Item | None:
         with self.cache.transact():
@@ -400,6 +409,11 @@ def _assign(record: Record, fields: dict[str, Any]) -> None:
 
 def make_owner_id(tag: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{tag}"
+
+
+def pending_source(entry: dict[str, Any]) -> str:
+    """What the person added, for an entry of the checked list: the URL or the local path."""
+    return str(entry.get("url") or entry["path"])
 
 
 def owner_process_gone(owner: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 
 from storyteller_core.batch import Batch, Item, new_id
 from storyteller_core.board import Status, batch_rows, row_of
@@ -65,7 +66,8 @@ def test_an_engine_finishes_the_intake_a_killed_one_left(make_engine, emulator, 
     checked = inspect_path(videos[0], engine.settings).to_dict()
     rows = [Item(id=new_id(), batch_id=batch.id, display_name=p.name, source_path=str(p),
                  intake=checked if i == 0 else unchecked(p).to_dict()) for i, p in enumerate(videos[:3])]
-    engine.store.start_batch(batch, rows)
+    engine.store.set_pending([row.intake for row in rows])  # the checked list Start took them from
+    assert engine.store.start_batch(batch, rows) == rows and engine.store.pending() == []
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     assert engine.store.claim(f"intake:{batch.id}", f"{socket.gethostname()}:{dead.stdout.strip()}:x", ttl=600)
 
@@ -75,3 +77,33 @@ def test_an_engine_finishes_the_intake_a_killed_one_left(make_engine, emulator, 
     assert [row.status for row in batch_rows(engine.store, batch.id)] == [Status.DONE] * 3
     assert engine.store.get(Batch, batch.id).intake is None
     assert sum(emulator.stats.uploads_finished.values()) == 3
+
+
+def test_two_tabs_pressing_start_at_once_make_one_batch_and_a_file_added_meanwhile_stays_listed(make_engine, tmp_path):
+    engine = make_engine(start=False)
+    engine.commands.add_pending([unchecked(tmp_path / f"v{i}.mp4") for i in range(300)])
+    gate, started = threading.Barrier(2), []
+
+    def press() -> None:
+        gate.wait()
+        started.append(engine.commands.start_pending(ask(engine, "P")))
+
+    tabs = [threading.Thread(target=press) for _ in range(2)]
+    for tab in tabs:
+        tab.start()
+    for tab in tabs:
+        tab.join()
+    batches = [b for b in started if b]
+    assert len(batches) == 1 and len(engine.store.items(batches[0].id)) == 300
+
+    engine.commands.add_pending([unchecked(tmp_path / "first.mp4")])
+    start_batch = engine.store.start_batch
+
+    def another_tab_adds_a_file_meanwhile(batch, items):  # type: ignore[no-untyped-def]
+        engine.commands.add_pending([unchecked(tmp_path / "late.mp4")])
+        return start_batch(batch, items)
+
+    engine.store.start_batch = another_tab_adds_a_file_meanwhile  # type: ignore[method-assign]
+    batch = engine.commands.start_pending(ask(engine, "P"))
+    assert [item.display_name for item in engine.store.items(batch.id)] == ["first.mp4"]
+    assert [entry["display_name"] for entry in engine.store.pending()] == ["late.mp4"]

@@ -16,9 +16,12 @@ import time
 import pytest
 
 from storyteller_core.analysis import Analysis, AnalysisState
+from storyteller_core.batch import Item
 from storyteller_core.board import Status
 from storyteller_core.config import EXPECTED_OUTPUT_TOKENS, cost_usd, estimate_cost, estimate_tokens
 from storyteller_core.errors import Code
+from storyteller_core.intake import inspect_path
+from storyteller_core.video import Video, VideoState
 
 from .helpers import (
     ROOT,
@@ -312,3 +315,39 @@ def test_an_analyst_picks_the_batch_tier_on_the_page_and_sees_half_the_estimate(
     rows = batch_rows(store)
     assert {r.status for r in rows} == {Status.DONE}
     assert all(r.analysis and r.analysis.tier == "batch" for r in rows) and jobs_created(emulator) == 1
+
+
+def test_a_question_cancelled_then_asked_again_at_once_stays_wanted(make_engine, videos, emulator):
+    emulator.config.batch_running_s = 3.0
+    engine = make_engine(**FAST_LOOKS)
+    question = ask(engine, tier="batch")
+    items = engine.commands.submit_paths(videos[:1], question)
+    wait_until(lambda: in_a_job(engine, items), timeout=30, what="the batch job")
+    # What Cancel leaves when another engine (or a look at the job) holds the task: a request, acted on later.
+    engine.store.update(Item, items[0].id, cancelled=True)
+    engine.store.update(Analysis, items[0].analysis_id, cancel_requested=True)
+
+    again = engine.commands.submit([inspect_path(videos[0], engine.settings)], question)  # asked again at once
+
+    [row] = engine.wait([i.id for i in again], timeout=40)
+    assert row.status is Status.DONE and jobs_created(emulator) == 1
+
+
+def test_asking_again_on_the_standard_tier_after_a_job_member_failed_uploads_and_answers(make_engine, videos, emulator):
+    emulator.config.batch_running_s = 60.0
+    first = make_engine(**FAST_LOOKS)
+    items = first.commands.submit_paths(videos[:1], ask(first, tier="batch"))
+    wait_until(lambda: in_a_job(first, items), timeout=30, what="the batch job")
+    first.shutdown(timeout=5)
+    analysis_id, video_id = items[0].analysis_id, items[0].video_id
+    # The member failed with its video while it waited on its job (its job's name stays on it), and the file expired.
+    first.store.transition(Video, video_id, VideoState.FAILED, error_code="not_found", error_message="gone")
+    first.store.transition(Analysis, analysis_id, AnalysisState.FAILED, error_code="not_found", error_message="gone")
+    emulator.files.clear()
+    second = make_engine(**FAST_LOOKS)
+
+    again = second.commands.submit([inspect_path(videos[0], second.settings)], ask(second, tier="standard"))
+
+    [row] = second.wait([i.id for i in again], timeout=60)
+    assert row.status is Status.DONE and row.analysis.tier == "standard" and row.analysis.batch_job is None
+    assert emulator.uploads_of(videos[0].name) == 2  # uploaded again for the standard call

@@ -83,9 +83,9 @@ def left_batch_job(ctx: StepContext, analysis_id: str) -> None:
     if analysis is None or not (analysis.batch_job or analysis.batch_token):
         return
     ctx.store.update(Analysis, analysis_id, batch_job=None, batch_token=None)
-    name = analysis.batch_job
-    if not name or any(a.batch_job == name for a in ctx.store.unfinished()):
-        return
+    name, token = analysis.batch_job, analysis.batch_token
+    if not name or any(a.batch_job == name or (token and a.batch_token == token) for a in ctx.store.unfinished()):
+        return  # others wait for it (members still being given the job's name carry its token)
     try:
         ctx.call(lambda: ctx.gateway.cancel_batch(name), CANCEL_BUDGET_S, lambda: False)
         log.info("batch job cancelled: nobody waits for it any more", extra={"batch_job": name})

@@ -25,7 +25,7 @@ import redis
 from ..analysis import Analysis
 from ..batch import Batch, Item
 from ..records import Record
-from ..store import NotFound, Store, _assign, _decode, owner_process_gone
+from ..store import NotFound, Store, _assign, _decode, owner_process_gone, pending_source
 from ..video import VIDEO_PROGRESS, Video
 from .shared import SharedPaths
 
@@ -236,17 +236,28 @@ class RedisStore(Store):
             pipe.execute()
         return item
 
-    def start_batch(self, batch: Batch, items: list[Item]) -> None:
+    def start_batch(self, batch: Batch, items: list[Item]) -> list[Item]:
+        key = self.key("pending")
         first = int(self.r.incrby(self.key("seq"), max(1, len(items)))) - len(items) + 1
-        with self.r.pipeline(transaction=True) as pipe:
+
+        def txn(pipe: Any) -> list[Item]:
+            entries = json.loads(pipe.get(key) or "[]")
+            listed = {pending_source(entry) for entry in entries}
+            kept = [item for item in items if item.source_path in listed]
+            pipe.multi()
+            if not kept:
+                return []
             pipe.set(self._rkey(Batch, batch.id), self._dump(batch))
             pipe.sadd(self.key("idx", "batches"), batch.id)
-            for seq, item in enumerate(items, start=first):
+            for seq, item in enumerate(kept, start=first):
                 pipe.set(self._rkey(Item, item.id), self._dump(item))
                 pipe.zadd(self.key("idx", "items"), {item.id: seq}, nx=True)
                 pipe.zadd(self.key("idx", "batch", batch.id), {item.id: seq}, nx=True)
-            pipe.set(self.key("pending"), "[]")
-            pipe.execute()
+            started = {item.source_path for item in kept}
+            pipe.set(key, json.dumps([e for e in entries if pending_source(e) not in started], ensure_ascii=False))
+            return kept
+
+        return self.r.transaction(txn, key, value_from_callable=True)
 
     def delete_item(self, item_id: str) -> Item | None:
         key = self._rkey(Item, item_id)
