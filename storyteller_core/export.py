@@ -6,6 +6,8 @@ file name or a story can come from anyone.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .board import Row
-from .sanitize import neutralize_frame, scrub
+from .sanitize import neutralize_frame, scrub, spreadsheet_cell
 from .story import Story, webvtt
 
 if TYPE_CHECKING:
@@ -26,10 +28,9 @@ COLUMNS = [
 ]
 
 
-def rows_frame(rows: Iterable[Row]) -> pd.DataFrame:
-    import pandas as pd
-
-    records = []
+def row_records(rows: Iterable[Row]) -> list[dict[str, object]]:
+    """One dict per row with the export's columns (text as stored: neutralize before a spreadsheet sees it)."""
+    records: list[dict[str, object]] = []
     for row in rows:
         analysis, video, story = row.analysis, row.video, story_of(row)
         records.append({
@@ -53,15 +54,29 @@ def rows_frame(rows: Iterable[Row]) -> pd.DataFrame:
             "created_at": _time(row.item.created_at),
             "completed_at": _time(row.finished_at),
         })
-    frame = pd.DataFrame(records, columns=COLUMNS)
+    return records
+
+
+def rows_frame(rows: Iterable[Row]) -> pd.DataFrame:
+    """The rows as a DataFrame for the Results page, text cells neutralized."""
+    import pandas as pd
+
+    frame = pd.DataFrame(row_records(rows), columns=COLUMNS)
     for column in ("prompt_tokens", "output_tokens", "total_tokens"):
         frame[column] = frame[column].astype("Int64")
     return neutralize_frame(frame)
 
 
 def to_csv_bytes(rows: Iterable[Row]) -> bytes:
-    """UTF-8 with a BOM, so Excel reads accents and emoji correctly."""
-    return rows_frame(rows).to_csv(index=False).encode("utf-8-sig")
+    """UTF-8 with a BOM, so Excel reads accents and emoji correctly; every text cell neutralized.
+
+    Written with the csv module (what pandas writes, without importing pandas: `export` starts in a moment)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in row_records(rows):
+        writer.writerow({k: spreadsheet_cell(v) if isinstance(v, str) else v for k, v in record.items()})
+    return out.getvalue().encode("utf-8-sig")
 
 
 def write_csv(rows: Iterable[Row], path: Path) -> Path:

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100  # files.list's largest page
 CAP_FACTOR = 1.5  # a file is looked at least every poll_initial_s x this (1.5 s by default)
 BULK_SHARE = 0.5  # bulk listing uses at most this share of the status-call rate
-SECONDS_PER_PAGE = 1.0  # and at most one page a second on average: the SDK takes ~12 ms to read a page of 100 files
+SECONDS_PER_PAGE = 1.5  # and at most one page per 1.5 s when there are many: the SDK takes ~12 ms to read a page
+# of 100 files, so 1,000 files processing cost 1.3 % of a core, each looked at every 15 s (the analysis workers are far
+# behind such a queue anyway: the look-ahead keeps files ready for them)
 SETTLED = ("ACTIVE", "FAILED")
 ERROR_BACKOFF_S = 1.0
 
