@@ -48,6 +48,15 @@ def emulator(data_dir: Path) -> Emulator:
         return _emulator
 
 
+def stop() -> None:
+    """Stop the process's demo emulator and delete what it was sent (the server stopping; atexit does it otherwise)."""
+    global _emulator
+    with _lock:
+        if _emulator is not None:
+            _emulator.stop()
+            _emulator = None
+
+
 def _sweep(root: Path) -> None:
     for folder in root.iterdir():
         pid = folder.name.partition("-")[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from storyteller_core import Engine, Settings
+from storyteller_core import Engine, Settings, demo
 from storyteller_core.config import api_key_from_env, default_data_dir
 from storyteller_core.engine import open_engine
 from storyteller_core.errors import DataDirError
@@ -45,6 +45,7 @@ def stop_engines() -> None:
         _engines.clear()
     for engine in engines:
         engine.shutdown()
+    demo.stop()  # what demo mode's emulator was sent is deleted with the server (a SIGTERM skips atexit)
 
 
 def data_dir_problem(exc: OSError | DataDirError) -> str:
