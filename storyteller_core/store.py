@@ -117,22 +117,8 @@ class Store:
 
     def transition(self, cls: type[R], record_id: str, new: Any, **fields: Any) -> R:
         """The one place a video or an analysis changes state; raises TransitionError if not allowed."""
-
-        def change(record: Any) -> None:
-            record.check_transition(new)
-            at = time.time()
-            record.state = new
-            record.state_entered_at[new.value] = at
-            if isinstance(record, Video) and new in VIDEO_PROGRESS:
-                record.progress = VIDEO_PROGRESS[new]
-            if isinstance(record, Analysis):
-                record.completed_at = at if new.terminal else None
-                if new.terminal:
-                    record.cancel_requested = False
-            _assign(record, fields)
-
         with self.cache.transact():
-            record = self.mutate(cls, record_id, change)
+            record = self.mutate(cls, record_id, lambda r: apply_transition(r, new, fields))
             if isinstance(record, Analysis):
                 (self._index_remove if new.terminal else self._index_add)(_UNFINISHED, record_id)
         return record
@@ -409,6 +395,22 @@ def _assign(record: Record, fields: dict[str, Any]) -> None:
 
 def make_owner_id(tag: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{tag}"
+
+
+def apply_transition(record: Any, new: Any, fields: dict[str, Any]) -> None:
+    """A state change on a record read in the store's transaction (both stores): checked against the record's
+    table, stamped, with what goes with it (a video's progress; an analysis's end time), then ``fields``."""
+    record.check_transition(new)
+    at = time.time()
+    record.state = new
+    record.state_entered_at[new.value] = at
+    if isinstance(record, Video) and new in VIDEO_PROGRESS:
+        record.progress = VIDEO_PROGRESS[new]
+    if isinstance(record, Analysis):
+        record.completed_at = at if new.terminal else None
+        if new.terminal:
+            record.cancel_requested = False
+    _assign(record, fields)
 
 
 def pending_source(entry: dict[str, Any]) -> str:

@@ -25,8 +25,8 @@ import redis
 from ..analysis import Analysis
 from ..batch import Batch, Item
 from ..records import Record
-from ..store import NotFound, Store, _assign, _decode, owner_process_gone, pending_source
-from ..video import VIDEO_PROGRESS, Video
+from ..store import NotFound, Store, _decode, apply_transition, owner_process_gone, pending_source
+from ..video import Video
 from .shared import SharedPaths
 
 R = TypeVar("R", bound=Record)
@@ -140,17 +140,7 @@ class RedisStore(Store):
         """The one place a video or an analysis changes state; raises TransitionError if not allowed."""
 
         def change(record: Any) -> None:
-            record.check_transition(new)  # against the value this transaction replaces
-            at = time.time()
-            record.state = new
-            record.state_entered_at[new.value] = at
-            if isinstance(record, Video) and new in VIDEO_PROGRESS:
-                record.progress = VIDEO_PROGRESS[new]
-            if isinstance(record, Analysis):
-                record.completed_at = at if new.terminal else None
-                if new.terminal:
-                    record.cancel_requested = False
-            _assign(record, fields)
+            apply_transition(record, new, fields)  # checked against the value this transaction replaces
 
         def index(pipe: Any, record: Any) -> None:
             if isinstance(record, Analysis):
