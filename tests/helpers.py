@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
+from storyteller_core.analysis import Analysis, AnalysisState, analysis_key
 from storyteller_core.batch import Item
 from storyteller_core.board import Row, Status
 from storyteller_core.commands import Ask
@@ -123,3 +123,17 @@ def wait_for_state(engine: Any, item_id: str, state: VideoState | AnalysisState 
 def as_shown(markdown: str) -> str:
     """Markdown text as the page shows it: the backslash escapes removed."""
     return re.sub(r"\\(.)", r"\1", markdown)
+
+
+# -- records for unit tests ------------------------------------------------------------------------
+def make_video(**kw: Any) -> Video:
+    values = dict(id="ab" * 32, sha256="ab" * 32, display_name="café.mp4", sources=["/x/café.mp4"], size_bytes=1)
+    values.update(kw)
+    return Video(**values)
+
+
+def make_analysis(video_id: str = "ab" * 32, prompt: str = "p", **kw: Any) -> Analysis:
+    values = dict(id=analysis_key(video_id, "gemini-2.5-flash", prompt, {}, "b"), video_id=video_id,
+                  model="gemini-2.5-flash", prompt=prompt, backend="b")
+    values.update(kw)
+    return Analysis(**values)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState, analysis_key
+from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.batch import Batch, Item
 from storyteller_core.board import rows_of
 from storyteller_core.records import TransitionError
@@ -26,6 +26,7 @@ from storyteller_core.store import Store
 from storyteller_core.video import Video, VideoState
 
 from . import team_fixtures
+from .helpers import make_analysis, make_video
 from .team_fixtures import REDIS_SERVER, RedisServer, needs_redis
 
 redis_server = team_fixtures.redis_server
@@ -33,19 +34,6 @@ redis_client = team_fixtures.redis_client
 team_prefix = team_fixtures.team_prefix
 
 pytestmark = needs_redis
-
-
-def make_video(**kw) -> Video:
-    values = dict(id="ab" * 32, sha256="ab" * 32, display_name="café.mp4", sources=["/x/café.mp4"], size_bytes=1)
-    values.update(kw)
-    return Video(**values)
-
-
-def make_analysis(video_id: str = "ab" * 32, prompt: str = "p", **kw) -> Analysis:
-    values = dict(id=analysis_key(video_id, "gemini-2.5-flash", prompt, {}, "b"), video_id=video_id,
-                  model="gemini-2.5-flash", prompt=prompt, backend="b")
-    values.update(kw)
-    return Analysis(**values)
 
 
 @pytest.fixture(params=["diskcache", "redis"])

@@ -24,18 +24,7 @@ from storyteller_core.scheduler import Scheduler
 from storyteller_core.store import Store
 from storyteller_core.video import Video, VideoState
 
-
-def make_video(**kw) -> Video:
-    values = dict(id="ab" * 32, sha256="ab" * 32, display_name="café.mp4", sources=["/x/café.mp4"], size_bytes=1)
-    values.update(kw)
-    return Video(**values)
-
-
-def make_analysis(video_id: str = "ab" * 32, prompt: str = "p", **kw) -> Analysis:
-    values = dict(id=analysis_key(video_id, "gemini-2.5-flash", prompt, {}, "b"), video_id=video_id,
-                  model="gemini-2.5-flash", prompt=prompt, backend="b")
-    values.update(kw)
-    return Analysis(**values)
+from .helpers import make_analysis, make_video
 
 
 def test_video_transitions_allow_its_life_and_refuse_skips(tmp_path):
