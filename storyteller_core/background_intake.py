@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
 
 from .batch import Batch, Item
 from .leases import Leases
@@ -73,7 +72,7 @@ class BackgroundIntake:
                 batch_id = self._queue[0]
             try:
                 self._finish_batch(batch_id)
-            except Exception:  # e.g. the disk is full: the next engine start takes it up again
+            except Exception:  # e.g. the disk is full: the next sweep (every ttl/2) takes it up again
                 log.exception("could not finish checking the files of a batch", extra={"batch_id": batch_id})
             finally:
                 self.leases.release(f"intake:{batch_id}")
@@ -99,17 +98,17 @@ class BackgroundIntake:
             except Exception as exc:  # this row only: the others go on
                 log.exception("could not check a file of a batch", extra={"batch_id": batch_id, "item_id": item_id})
                 _fail_row(self.store, item_id, exc)
-        _mark(self.store, batch_id, intake=None)
+        _intake_done(self.store, batch_id)
         log.info("checked the files of a batch", extra={"batch_id": batch_id, "files": len(todo)})
 
 
 def _fail_row(store: Store, item_id: str, exc: Exception) -> None:
-    with suppress(Exception):  # the store itself may be what failed: the next engine start tries the row again
+    with suppress(Exception):  # the store itself may be what failed: the next sweep tries the row again
         store.update(Item, item_id, intake=None, error_code="intake_failed",
                      error_message=f"This file could not be checked ({type(exc).__name__}). Remove it and add it again; "
                                    "if it happens again, the log in the data folder says more.")
 
 
-def _mark(store: Store, batch_id: str, **fields: Any) -> None:
+def _intake_done(store: Store, batch_id: str) -> None:
     with suppress(NotFound):  # every row was removed, and the batch with them
-        store.update(Batch, batch_id, **fields)
+        store.update(Batch, batch_id, intake=None)
