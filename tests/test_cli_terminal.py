@@ -39,6 +39,10 @@ def _events(stdout: str) -> dict[str, list[Status]]:
 
 @pytest.mark.slow
 def test_piped_process_prints_one_plain_line_per_status_change(tmp_path, videos, emulator):
+    # Each stage outlasts the CLI's 0.25 s look by far, so a busy machine still shows every video in >= 3 statuses
+    # (with the fixture's 0.3 s processing and 0.05 s answer, a late look saw "processing" then "Done" only).
+    emulator.config.processing_delay_s = 1.0
+    emulator.config.analysis_delay_s = 0.8
     env = cli_env(tmp_path / "data", emulator.base_url)
 
     result = run_cli(["process", *map(str, videos[:6])], env)
@@ -114,9 +118,11 @@ def test_status_and_export_import_only_what_they_need(tmp_path):
 
 def test_an_unexpected_error_is_one_sentence_not_a_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("STORYTELLER_DATA_DIR", str(tmp_path / "data"))
+    # As in a fresh process: no handler another test added (an AppTest engine logs to stderr at INFO), and main()
+    # decides afresh whether the terminal gets log lines; what main() adds goes away after.
     package_log = logging.getLogger("storyteller_core")
-    monkeypatch.setattr(package_log, "handlers", list(package_log.handlers))  # the handlers main() adds go away after
-    monkeypatch.setattr(logs, "_configured", set(logs._configured))
+    monkeypatch.setattr(package_log, "handlers", [])
+    monkeypatch.setattr(logs, "_configured", set(logs._configured) - {"stderr"})
 
     def broken(*_: object) -> int:
         raise RuntimeError("a bug")
