@@ -112,17 +112,13 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(BENCH))
-    from common import load_line, spread
+    from common import load_line, previous_code, spread
 
     loads = [os.getloadavg()]
     table = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        before = tmp / "before"
-        before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "storyteller_core"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        before = previous_code(args.before, tmp / "before")
         for count in map(int, args.rows.split(",")):
             directory = tmp / f"store-{count}"
             fill(directory, count)

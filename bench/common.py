@@ -26,6 +26,15 @@ sys.path.insert(0, str(ROOT))
 from storyteller_core.samples import make_video  # noqa: E402
 
 
+def previous_code(revision: str, folder: Path) -> Path:
+    """``storyteller_core`` as it was at ``revision``, unpacked into ``folder`` (put it first on sys.path)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "storyteller_core"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def padded_video(path: Path, size_bytes: int) -> Path:
     """A real MP4 followed by an MP4 'free' box, so the file is a valid video of the given size."""
     make_video(path, seconds=2, size=(160, 120))

@@ -139,18 +139,14 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(BENCH))
-    from common import external_emulator, load_line, spread
+    from common import external_emulator, load_line, previous_code, spread
 
     variants = args.variants.split(",")
     results: dict[str, list[dict]] = {v: [] for v in variants}
     loads = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        before = tmp / "before"
-        before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "storyteller_core"],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        before = previous_code(args.before, tmp / "before")
         (tmp / "videos").mkdir()
         make_videos(tmp / "videos", args.jobs)
         for run in range(args.runs):
