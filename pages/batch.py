@@ -13,8 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from storyteller_core.batch import Batch
-from storyteller_core.board import Status, Totals, batch_rows, totals
+from storyteller_core.board import Status, Totals, batch_labels, batch_rows, totals
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
@@ -160,7 +159,7 @@ linked = st.query_params.get("batch")  # a link from the webhook message opens i
 if linked in batches and "batch_id" not in state:
     state.batch_id = linked
     state.picked_batch = True
-names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in batches}
+names = batch_labels(engine.store, batches)
 st.subheader(":material/view_list: Batches")
 # A tab follows the newest batch (started here, in another tab or the CLI) until the person picks one. The picker's
 # key names the batch list, so a new batch makes a new picker that starts at `shown` (a widget keeps its own value

@@ -7,8 +7,7 @@ from collections import Counter
 
 import streamlit as st
 
-from storyteller_core.batch import Batch
-from storyteller_core.board import LIFE_ORDER, Status, batch_rows
+from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows
 from storyteller_core.reports import recent_failures, time_per_status
 from storyteller_core.spool import size_bytes
 from storyteller_ui import notify
@@ -43,7 +42,7 @@ def live() -> None:
     if not snap["healthy"]:
         st.error("A background worker stopped. Restart the app; the log in the data folder says why.")
     if in_flight:
-        names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in {r.item.batch_id for r in in_flight}}
+        names = batch_labels(engine.store, sorted({r.item.batch_id for r in in_flight}))
         st.dataframe([{"File": r.name, "Batch": names[r.item.batch_id], "Status": r.label,
                        "In this step for": duration(time.time() - r.since)} for r in in_flight],
                      hide_index=True, width="stretch")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from storyteller_core.batch import Batch
-from storyteller_core.board import Status, batch_rows, totals
+from storyteller_core.board import Status, batch_labels, batch_rows, totals
 from storyteller_core.export import chapters_vtt, rows_frame, stories_markdown, to_csv_bytes, to_json_bytes
 from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
@@ -25,7 +24,7 @@ if not engine.store.item_ids():
     st.stop()
 
 batch_ids = engine.store.batch_ids()
-names = {b: (engine.store.get(Batch, b) or Batch(id=b, name=b)).name for b in batch_ids}
+names = batch_labels(engine.store, batch_ids)
 left, mid, right = st.columns(3)
 batches = left.multiselect("Batch", batch_ids, format_func=lambda b: names[b], placeholder="All batches",
                           key="results-batches")

@@ -8,12 +8,13 @@ the words and the figures are the same everywhere.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from .analysis import Analysis, AnalysisState
-from .batch import Item
+from .batch import Batch, Item
 from .store import Store
 from .video import UPLOAD_PROGRESS_SPAN, Video, VideoState
 
@@ -133,6 +134,14 @@ def rows_of(store: Store, items: Iterable[Item]) -> list[Row]:
 
 def batch_rows(store: Store, batch_id: str | None = None) -> list[Row]:
     return rows_of(store, store.items(batch_id))
+
+
+def batch_labels(store: Store, batch_ids: list[str]) -> dict[str, str]:
+    """{batch id: name} for a picker, each label unique: two batches started in the same minute from the same first
+    file share their default name, and a picker that told its options apart by label would show the wrong one."""
+    names = {b: (found.name if (found := store.get(Batch, b)) else b) for b in batch_ids}
+    shared = {name for name, count in Counter(names.values()).items() if count > 1}
+    return {b: f"{name} ({b})" if name in shared else name for b, name in names.items()}
 
 
 @dataclass(frozen=True)

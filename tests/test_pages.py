@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from storyteller_core.batch import Batch, Item
 from storyteller_core.board import Status, batch_rows
 from storyteller_core.store import Store
 from storyteller_ui.view import plain
@@ -161,6 +162,28 @@ def test_demo_banner_when_no_key(data_dir, monkeypatch):
     assert any("Demo mode: no API key; stories are emulator output." in i.value for i in at.info)
     at.switch_page("pages/settings.py").run()
     assert "not set: demo mode" in text_of(at)
+
+
+def test_two_batches_with_the_same_name_stay_apart_in_the_picker(data_dir):
+    # Started in the same minute from the same first file, two batches share their default name. The picker told its
+    # options apart by label, so every rerun after the first jumped to the older one (another tab's new batch too).
+    store = Store(data_dir / "jobs")
+    older, newer = "20261128-093614-1357", "20261128-093647-21fc"
+    for batch_id, files in ((older, 1), (newer, 2)):
+        store.add_batch(Batch(id=batch_id, name="2026-11-28 09:36 · clip-000.mp4"))
+        for i in range(files):
+            store.add_item(Item(id=f"{batch_id}-{i}", batch_id=batch_id, display_name=f"clip-{i:03d}.mp4",
+                                source_path=f"/videos/clip-{i:03d}.mp4", error_code="not_video", error_message="Not a video."))
+
+    at = app().run()
+    at.run()  # a rerun, as the board's timer makes
+
+    picker = at.selectbox(key=f"board-batch-{newer}-2")
+    assert picker.value == newer and "0 / 2" in text_of(at)
+    assert picker.options == [f"2026-11-28 09:36 · clip-000.mp4 ({newer})", f"2026-11-28 09:36 · clip-000.mp4 ({older})"]
+    picker.set_value(older).run()
+    at.run()
+    assert at.selectbox(key=f"board-batch-{newer}-2").value == older and "0 / 1" in text_of(at)
 
 
 def test_a_row_renders_every_status_in_plain_words():
