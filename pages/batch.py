@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from storyteller_core.board import Status, Totals, batch_labels, batch_rows, totals
+from storyteller_core.board import Status, Totals, batch_labels, batch_rows, totals, with_videos
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
@@ -171,7 +171,7 @@ batch_id = st.selectbox("Batch", batches, index=batches.index(shown), key=f"boar
 if batch_id != shown:
     state.picked_batch = True
 state.batch_id = batch_id
-opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id))
+opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id, videos_of_done=False))
 
 
 def versus_estimate(t: Totals) -> str | None:
@@ -183,7 +183,7 @@ def versus_estimate(t: Totals) -> str | None:
 
 @st.fragment(run_every=1.5 if opened_in_flight else 5)
 def board() -> None:
-    rows = batch_rows(engine.store, batch_id)
+    rows = batch_rows(engine.store, batch_id, videos_of_done=False)  # the rows shown get their videos below
     t = totals(rows)
     if (t.in_flight > 0) != opened_in_flight or engine.store.batch_ids() != batches:
         st.rerun()  # work started or ended, or a batch came or went (here, in another tab or the CLI)
@@ -221,7 +221,7 @@ def board() -> None:
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="board-page") if pages > 1 else 1
     if not picked:
         st.caption("No rows match." if rows else "This batch is empty.")
-    for row in picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+    for row in with_videos(engine.store, picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]):
         row_view(engine, row, compact=compact, removed=row.item.id in ghosts)
 
     again, _ = st.columns([1, 2])

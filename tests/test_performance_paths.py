@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 
 from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Item
-from storyteller_core.board import Status
+from storyteller_core.batch import Batch, Item
+from storyteller_core.board import Status, batch_rows, with_videos
 from storyteller_core.gemini import Gateway
 from storyteller_core.limits import PollLimits
 from storyteller_core.scheduler import Scheduler
+from storyteller_core.store import Store
 from storyteller_core.video import Video, VideoState
 
-from .helpers import TEST_KEY, ask, run_all, wait_until
+from .helpers import TEST_KEY, ask, make_analysis, make_video, run_all, wait_until
 
 
 def processing_everywhere(engine, items) -> bool:
@@ -270,6 +271,32 @@ def test_board_rows_are_the_same_read_in_bulk(make_engine, emulator, videos):
 
     assert [(r.item.id, r.status, r.analysis.id, r.video.id) for r in again] == \
            [(r.item.id, r.status, r.analysis.id, r.video.id) for r in rows]
+
+
+def test_the_board_reads_videos_only_for_rows_whose_status_needs_them(tmp_path):
+    store = Store(tmp_path / "jobs")
+    store.add_batch(Batch(id="b", name="b"))
+    cases = {  # name: (video state and its error, analysis state)
+        "done": (VideoState.FILE_ACTIVE, None, AnalysisState.COMPLETED),
+        "processing": (VideoState.FILE_PROCESSING, None, AnalysisState.WAITING),
+        "failed": (VideoState.FAILED, "Gemini could not process the file.", AnalysisState.FAILED),
+    }
+    for n, (name, (video_state, error, analysis_state)) in enumerate(cases.items()):
+        video = make_video(id=f"{n}" * 64, sha256=f"{n}" * 64, display_name=f"{name}.mp4", state=video_state,
+                           error_message=error, progress=50)
+        analysis = make_analysis(video.id, state=analysis_state, story="A story." if name == "done" else None)
+        store.put(video)
+        store.put(analysis)
+        store.add_item(Item(id=name, batch_id="b", display_name=video.display_name, source_path=video.sources[0],
+                            video_id=video.id, analysis_id=analysis.id))
+
+    full = batch_rows(store, "b")
+    light = batch_rows(store, "b", videos_of_done=False)
+
+    assert [r.video is None for r in light] == [True, False, False]  # only the finished story's video is skipped
+    assert [(r.status, r.label, r.progress, r.error) for r in light] == [(r.status, r.label, r.progress, r.error) for r in full]
+    assert light[2].error == "Gemini could not process the file."  # a failed row still says why, from its video
+    assert with_videos(store, light) == full
 
 
 def test_the_status_watch_thread_stops_with_the_engine(make_engine):
