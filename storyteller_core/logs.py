@@ -45,6 +45,12 @@ _OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0) | getat
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. ``tracebacks=False`` (the terminal's lines) leaves them to the log file."""
+
+    def __init__(self, *, tracebacks: bool = True) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -53,8 +59,10 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")})
-        if record.exc_info:
+        if record.exc_info and self.tracebacks:
             entry["traceback"] = self.formatException(record.exc_info)
+        elif record.exc_info:
+            entry["traceback"] = f"in the log file (logs/{LOG_NAME} in the data folder)"
         line = json.dumps(entry, default=str, ensure_ascii=False)
         return scrub(_TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line))
 
@@ -170,7 +178,7 @@ def setup_logging(data_dir: Path, stderr_level: int = logging.INFO) -> Path:
             _configured.add(str(log_file))
         if stderr_level <= logging.CRITICAL and "stderr" not in _configured:
             console = QuietStderrHandler(stderr_level)
-            console.setFormatter(JsonFormatter())
+            console.setFormatter(JsonFormatter(tracebacks=False))
             root.addHandler(console)
             _configured.add("stderr")
     for noisy in ("httpx", "httpx2", "httpcore", "google_genai", "google.genai"):

@@ -6,6 +6,7 @@ never builds a second one; where no lifespan ran (streamlit.testing AppTest), th
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def start_engine() -> Engine:
         engine = _engines.get(data_dir)
         if engine is None:
             settings = Settings.from_env(data_dir=data_dir, api_key=_secret_key() or api_key_from_env())
-            engine = _engines[data_dir] = open_engine(settings).start()
+            # The server's terminal shows warnings; the log file in the data dir has everything.
+            engine = _engines[data_dir] = open_engine(settings, stderr_log_level=logging.WARNING).start()
         return engine
 
 

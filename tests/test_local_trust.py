@@ -394,6 +394,22 @@ def test_stderr_handler_only_when_asked(tmp_path: Path, fresh_logging: logging.L
     assert "shown \\u009b2J" in err and "\x9b" not in err
 
 
+def test_a_traceback_goes_to_the_log_file_and_never_to_the_terminal(
+        tmp_path: Path, fresh_logging: logging.Logger, capfd: pytest.CaptureFixture[str]) -> None:
+    log_file = logs.setup_logging(tmp_path / "data", logging.WARNING)  # as the app's server
+    try:
+        raise RuntimeError("deep inside")
+    except RuntimeError:
+        logging.getLogger("storyteller_core.test").exception("the step failed")
+    logging.getLogger("storyteller_core.test").info("routine")
+
+    err = capfd.readouterr().err
+    assert "the step failed" in err and "in the log file" in err
+    assert "Traceback" not in err and "deep inside" not in err and "routine" not in err
+    written = log_file.read_text()
+    assert "Traceback" in written and "deep inside" in written and "routine" in written
+
+
 def test_log_lines_scrub_secrets(tmp_path: Path, fresh_logging: logging.Logger) -> None:
     log_file = logs.setup_logging(tmp_path / "data", logging.CRITICAL + 1)
     logs.register_secret("AIza-secret-for-the-log")
