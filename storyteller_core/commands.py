@@ -233,10 +233,14 @@ class Commands:
             video.thumbnail_path = str(thumb) if thumb else None
         return video
 
-    def _ask(self, video: Video, ask: Ask) -> Analysis:
-        """The analysis for this question of this video on the current backend: found, reopened or new."""
+    def _ask(self, video: Video, ask: Ask, *, wanted: bool = True) -> Analysis:
+        """The analysis for this question of this video on the current backend: found, reopened or new.
+
+        ``wanted=False`` (a row cancelled before its file was checked) only finds or makes it: nothing another
+        batch's row shows is reopened or changed, and the caller cancels a new one; Retry asks for real.
+        """
         settings = self.settings
-        if video.state is VideoState.FAILED:  # asked again: give the video another chance too
+        if video.state is VideoState.FAILED and wanted:  # asked again: give the video another chance too
             self._reopen_video(video.id)
         backend = settings.backend
         options = ask.key_options
@@ -247,6 +251,8 @@ class Commands:
                                                                         ask.tier),
         )
         stored, created = self.store.add_analysis(analysis)
+        if not wanted:
+            return stored
         if not created and stored.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
             stored = self._reopen(stored.id)  # asked again: try again, at the tier asked now
             if stored.tier != ask.tier:
@@ -286,8 +292,9 @@ class Commands:
             candidate = inspect_path(candidate.path, self.settings)
         video = self._video_of(candidate) if candidate.ok else None  # hashing and the thumbnail: outside the lock
         with self._finishing:
-            if self.store.get(Item, item.id) is not None:
-                self._ask_for_row(batch, item, candidate, video)
+            current = self.store.get(Item, item.id)  # read now: it may have been removed or cancelled meanwhile
+            if current is not None:
+                self._ask_for_row(batch, current, candidate, video)
 
     def _ask_for_row(self, batch: Batch, item: Item, candidate: Candidate, made: Video | None) -> None:
         if not candidate.ok or made is None:
@@ -295,7 +302,7 @@ class Commands:
                               intake=None)
             return
         video = self.store.add_video(made)
-        analysis = self._ask(video, Ask.from_dict(batch.intake or {}))
+        analysis = self._ask(video, Ask.from_dict(batch.intake or {}), wanted=not item.cancelled)
         try:
             self.store.move_item(item.id, analysis.id)
             item = self.store.update(Item, item.id, video_id=video.id, intake=None,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 
+from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.batch import Batch, Item, new_id
 from storyteller_core.board import Status, batch_rows, row_of
 from storyteller_core.intake import inspect_path, unchecked
@@ -55,6 +56,33 @@ def test_a_row_still_being_checked_reads_checking_and_can_be_cancelled(make_engi
     statuses = {row.item.id: row.status for row in batch_rows(engine.store, batch.id)}
     assert statuses == {first.id: Status.CANCELLED, second.id: Status.DONE}
     assert emulator.stats.uploads_finished[videos[0].name] == 0
+
+
+def test_a_row_cancelled_before_its_check_leaves_an_earlier_failed_row_alone_and_retry_asks(make_engine, emulator, videos):
+    engine = make_engine(start=False)
+    engine.commands.add_pending([unchecked(videos[0])])
+    earlier = engine.commands.start_pending(ask(engine, "P"))
+    wait_until(lambda: engine.store.get(Batch, earlier.id).intake is None, what="the first batch to be checked")
+    (failed,) = engine.store.items(earlier.id)
+    engine.store.transition(Analysis, failed.analysis_id, AnalysisState.FAILED, error_message="Gemini refused it.")
+
+    engine.commands.add_pending([unchecked(videos[0])])  # the same question of the same video, in a new batch
+    with engine.commands._finishing:  # the intake cannot ask for the row before the cancel lands
+        batch = engine.commands.start_pending(ask(engine, "P"))
+        (row,) = engine.store.items(batch.id)
+        engine.commands.cancel(row.id)
+    wait_until(lambda: engine.store.get(Batch, batch.id).intake is None, what="the new batch to be checked")
+    engine.start()
+
+    assert [r.status for r in batch_rows(engine.store, batch.id)] == [Status.CANCELLED]
+    assert [(r.status, r.error) for r in batch_rows(engine.store, earlier.id)] == [(Status.FAILED, "Gemini refused it.")]
+    assert engine.store.get(Analysis, failed.analysis_id).state is AnalysisState.FAILED  # not reopened, not re-run
+    assert sum(emulator.stats.uploads_finished.values()) == 0 and sum(emulator.stats.generates.values()) == 0
+
+    engine.commands.retry(row.id)  # asked for real now: both rows share the answer
+
+    wait_until(lambda: all(r.status is Status.DONE for r in batch_rows(engine.store)), what="the retried question")
+    assert sum(emulator.stats.generates.values()) == 1
 
 
 def test_an_engine_finishes_the_intake_a_killed_one_left(make_engine, emulator, videos):
