@@ -39,12 +39,13 @@ class BackgroundIntake:
         self._queue: deque[str] = deque()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.idle = threading.Event()
         self.idle.set()
 
     def start(self, batch_id: str) -> None:
         """Finish the rows of this batch in the background (unless another engine does)."""
-        if not self.leases.claim(f"intake:{batch_id}"):
+        if self._stopping.is_set() or not self.leases.claim(f"intake:{batch_id}"):
             return
         with self._lock:
             if batch_id in self._queue:
@@ -54,6 +55,15 @@ class BackgroundIntake:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="storyteller-intake", daemon=True)
                 self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop after the row being checked (the engine stops): the batch's lease is released and the rest of its
+        rows are left for the next engine, which resumes them."""
+        self._stopping.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
 
     def resume(self) -> None:
         """Finish the intake of every batch a stopped or crashed engine left unfinished (at start, and with every
@@ -65,7 +75,10 @@ class BackgroundIntake:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._queue:
+                if not self._queue or self._stopping.is_set():
+                    for left in self._queue:  # stopping: whoever starts next checks them
+                        self.leases.release(f"intake:{left}")
+                    self._queue.clear()
                     self._thread = None
                     self.idle.set()
                     return
@@ -87,6 +100,8 @@ class BackgroundIntake:
         log.info("checking the files of a batch", extra={"batch_id": batch_id, "files": len(todo)})
         task, renewed = f"intake:{batch_id}", time.monotonic()
         for item_id in todo:
+            if self._stopping.is_set():
+                return  # the batch keeps its intake: whoever starts next finishes it
             if time.monotonic() - renewed > self.leases.ttl_s / 4:  # a team client has no lease keeper: keep this one
                 self.store.renew([task], self.leases.owner, self.leases.ttl_s)  # (only this one: the keeper's are its)
                 renewed = time.monotonic()

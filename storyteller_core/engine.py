@@ -80,6 +80,7 @@ class Engine:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop taking work, interrupt uploads at their next chunk, release every lease."""
+        self.commands.intake.stop(timeout)  # first: a row it checks next would queue work for the stopped runner
         self.runner.stop(timeout)
         self.watch.stop()
         log.info("engine stopped", extra={"owner": self.owner})

@@ -85,6 +85,27 @@ def test_a_row_cancelled_before_its_check_leaves_an_earlier_failed_row_alone_and
     assert sum(emulator.stats.generates.values()) == 1
 
 
+def test_shutdown_stops_the_intake_after_its_row_and_the_next_engine_checks_the_rest(make_engine, emulator, videos):
+    engine = make_engine()
+    engine.commands.add_pending([unchecked(p) for p in videos[:3]])
+    with engine.commands._finishing:  # the intake holds at its first row
+        batch = engine.commands.start_pending(ask(engine, "P"))
+        stopping = threading.Thread(target=engine.shutdown, kwargs={"timeout": 10})
+        stopping.start()
+        wait_until(engine.commands.intake._stopping.is_set, what="the shutdown to reach the intake")
+    stopping.join(15)
+
+    assert not stopping.is_alive() and engine.commands.intake.idle.is_set()  # the intake thread ended with the engine
+    rows = batch_rows(engine.store, batch.id)
+    assert [row.label for row in rows[1:]] == ["Checking the file"] * 2  # left for the next engine
+    assert engine.store.get(Batch, batch.id).intake is not None
+
+    make_engine()  # the next start on this data dir
+
+    wait_until(lambda: all(row.status is Status.DONE for row in batch_rows(engine.store, batch.id)), what="the batch")
+    assert sum(emulator.stats.uploads_finished.values()) == 3
+
+
 def test_an_engine_finishes_the_intake_a_killed_one_left(make_engine, emulator, videos):
     engine = make_engine(start=False)
     # What a SIGKILL during intake leaves: the batch, one row already checked and queued-to-be, the rest unchecked,

@@ -40,6 +40,7 @@ class TeamEngine(Engine):
         return self
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        self.commands.intake.stop(timeout)
         self.team.close()
 
     @property
