@@ -145,8 +145,8 @@ def main() -> None:
                     results[f"{variant} cpu"].append(result["cpu_ms"])
                     loads.append(os.getloadavg())
             table.append((count, results))
-    print(f"the board's read of one batch (batch_rows, then with_videos for a page), median of {args.reads} reads per process, {args.runs} processes "
-          "per variant: min / median / max ms")
+    print(f"the board's read of one batch (batch_rows, then with_videos for a page), median of {args.reads} reads "
+          f"per process, {args.runs} processes per variant: min / median / max ms")
     print(f"{'rows':>6} | {'before ms':<20} | {'now ms':<20} | {'speed-up':>8} | {'before CPU ms':<20} | {'now CPU ms':<20}")
     for count, results in table:
         speed = statistics.median(results["before"]) / statistics.median(results["now"])
