@@ -229,12 +229,14 @@ def board() -> None:
         ask_again(engine, [r.item.id for r in rows if r.item.video_id], key=f"again-batch-{batch_id}")
     done = [r for r in rows if r.story]
     if done:
-        with st.expander(f"All {len(done)} stories (copy all)"):
-            text_all = stories_markdown(done)
-            with st.container(key=f"story-all-{batch_id}"):
-                st.code(text_all, language=None, wrap_lines=True)
-            st.download_button("Download all stories (Markdown)", text_all, file_name=f"stories-{batch_id}.md",
-                               mime="text/markdown")
+        # Built and sent only while open: a thousand stories are about a megabyte on every rerun of the board.
+        everything = st.expander(f"All {len(done)} stories (copy all)", key=f"all-stories-{batch_id}", on_change="rerun")
+        if everything.open:
+            with everything:
+                with st.container(key=f"story-all-{batch_id}"):
+                    st.code(stories_markdown(done), language=None, wrap_lines=True)
+                st.download_button("Download all stories (Markdown)", lambda: stories_markdown(done),
+                                   file_name=f"stories-{batch_id}.md", mime="text/markdown")
 
 
 board()

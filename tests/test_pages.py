@@ -331,6 +331,25 @@ def test_compact_view_and_a_finished_batch_title(data_dir, videos, tmp_path):
 
 
 @pytest.mark.slow
+def test_all_stories_are_built_only_while_their_expander_is_open(data_dir, videos, tmp_path):
+    at = app().run()
+    add_from_folder(at, videos[:2], tmp_path / "pick")
+    start(at)
+    rows = wait_ended(data_dir, 2)
+    at.run()
+    names = [r.name for r in rows]
+
+    def all_in_one() -> list:
+        return [c for c in at.code if all(f"# {name}" in c.value for name in names)]
+
+    assert [e.label for e in at.expander if e.label.startswith("All ")] == ["All 2 stories (copy all)"]
+    assert all_in_one() == []  # closed: not built, not sent
+    at.session_state[f"all-stories-{rows[0].item.batch_id}"] = True  # opened
+    at.run()
+    assert len(all_in_one()) == 1
+
+
+@pytest.mark.slow
 def test_results_count_rows_by_status_in_words(data_dir, videos, tmp_path):
     at = app().run()
     add_from_folder(at, videos[:2], tmp_path / "pick")
