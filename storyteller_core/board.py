@@ -156,7 +156,8 @@ def batch_rows(store: Store, batch_id: str | None = None, *, videos_of_done: boo
 def batch_labels(store: Store, batch_ids: list[str]) -> dict[str, str]:
     """{batch id: name} for a picker, each label unique: two batches started in the same minute from the same first
     file share their default name, and a picker that told its options apart by label would show the wrong one."""
-    names = {b: (found.name if (found := store.get(Batch, b)) else b) for b in batch_ids}
+    found = store.by_id(Batch, batch_ids)  # one query, not one per batch: the pages ask on every rerun
+    names = {b: found[b].name if b in found else b for b in batch_ids}
     shared = {name for name, count in Counter(names.values()).items() if count > 1}
     return {b: f"{name} ({b})" if name in shared else name for b, name in names.items()}
 
