@@ -63,6 +63,15 @@ def start(at: AppTest) -> None:
     next(b for b in at.button if b.label.startswith("Start batch")).click().run()
 
 
+def finished_batch(data_dir: Path, paths: list[Path], folder: Path) -> tuple[AppTest, list]:
+    """The app after a batch of these videos, started from the page, has ended; (the app, its rows)."""
+    at = app().run()
+    add_from_folder(at, paths, folder)
+    start(at)
+    rows = wait_ended(data_dir, len(paths))
+    return at.run(), rows
+
+
 @pytest.mark.slow
 def test_upload_start_and_board_shows_every_outcome(data_dir, videos, one_video):
     at = app().run()
@@ -298,11 +307,7 @@ def test_the_same_file_dropped_twice_becomes_one_row(data_dir, videos):
 
 @pytest.mark.slow
 def test_removing_a_row_keeps_its_place_until_the_batch_changes(data_dir, videos, tmp_path):
-    at = app().run()
-    add_from_folder(at, videos[:3], tmp_path / "pick")
-    start(at)
-    rows = wait_ended(data_dir, 3)
-    at.run()
+    at, rows = finished_batch(data_dir, videos[:3], tmp_path / "pick")
     middle = rows[1].item.id
 
     at.button(key=f"remove-{middle}").click().run()
@@ -317,11 +322,7 @@ def test_removing_a_row_keeps_its_place_until_the_batch_changes(data_dir, videos
 
 @pytest.mark.slow
 def test_compact_view_and_a_finished_batch_title(data_dir, videos, tmp_path):
-    at = app().run()
-    add_from_folder(at, videos[:2], tmp_path / "pick")
-    start(at)
-    wait_ended(data_dir, 2)
-    at.run()
+    at, _ = finished_batch(data_dir, videos[:2], tmp_path / "pick")
 
     at.toggle(key="board-compact").set_value(True).run()
 
@@ -332,11 +333,7 @@ def test_compact_view_and_a_finished_batch_title(data_dir, videos, tmp_path):
 
 @pytest.mark.slow
 def test_all_stories_are_built_only_while_their_expander_is_open(data_dir, videos, tmp_path):
-    at = app().run()
-    add_from_folder(at, videos[:2], tmp_path / "pick")
-    start(at)
-    rows = wait_ended(data_dir, 2)
-    at.run()
+    at, rows = finished_batch(data_dir, videos[:2], tmp_path / "pick")
     names = [r.name for r in rows]
 
     def all_in_one() -> list:
@@ -398,11 +395,7 @@ def test_progress_titles_in_words():
 
 
 def test_the_board_compares_the_cost_with_its_estimate(data_dir, videos, tmp_path):
-    at = app().run()
-    add_from_folder(at, videos[:2], tmp_path / "pick")
-    start(at)
-    rows = wait_ended(data_dir, 2)
-    at.run()
+    at, rows = finished_batch(data_dir, videos[:2], tmp_path / "pick")
     actual = sum(row.analysis.cost_usd for row in rows)
     estimate = sum(row.analysis.estimated_cost_usd for row in rows)
     cost = next(m for m in at.metric if m.label == "Cost")
