@@ -233,6 +233,30 @@ def test_a_job_whose_name_was_never_stored_is_found_by_its_token_not_created_aga
     assert {r.analysis.batch_job for r in rows if r.analysis} == {job.name}
 
 
+def test_a_submission_resumed_after_its_files_expired_sends_no_expired_file(make_engine, videos, emulator):
+    """A kill between writing the token and creating the job, then a stop longer than a file's life: no job exists,
+    and one member's file has expired. It is uploaded again and asked in a later job, never sent expired."""
+    emulator.config.batch_running_s = 1.0
+    first = make_engine(**FAST_LOOKS)
+    items = first.commands.submit_paths(videos[:3], ask(first, tier="batch"))
+    wait_until(lambda: in_a_job(first, items), timeout=30, what="the batch job")
+    first.shutdown(timeout=5)
+    emulator.batches.clear()  # as if the job was never created
+    for analysis in first.store.many(Analysis, {i.analysis_id for i in items}):
+        first.store.update(Analysis, analysis.id, batch_job=None)
+    expired = first.store.require(Video, items[0].video_id)
+    first.store.update(Video, expired.id, gemini_expires_at=time.time() - 10)
+    emulator.expire(expired.display_name)
+
+    second = make_engine(**FAST_LOOKS)
+    rows = second.wait([i.id for i in items], timeout=90)
+
+    assert [r.status for r in rows] == [Status.DONE] * 3, [r.error for r in rows]
+    assert emulator.uploads_of(expired.display_name) == 2
+    sent = [item for job in emulator.batches.values() for item in job.items]
+    assert len(sent) == 3 and not [item for item in sent if "error" in item]  # no request for a file that is gone
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_same_job(tmp_path, videos, emulator):

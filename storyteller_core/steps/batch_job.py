@@ -7,7 +7,9 @@ files are still on their way, or that are still being added), writes a token on 
 inlined requests whose display name carries the token, and writes the job's
 name on each before anything waits. Creation is not idempotent, so a retried
 or resumed submission first looks the token up among Gemini's jobs: a SIGKILL
-anywhere resumes by polling the same job, never by submitting again.
+anywhere resumes by polling the same job, never by submitting again. When no
+job was created, members whose file expired during the stop are left out (they
+are uploaded again and join a later job) instead of being sent expired.
 
 Each member's task then looks at the job, every age/10 seconds (at least
 ``batch_poll_initial_s``, at most ``batch_poll_max_s``); an engine asks once per
@@ -178,6 +180,17 @@ def _submit(ctx: StepContext, analysis: Analysis, token: str, members: list[Anal
     """Create the job of ``members`` (or find the one an earlier try created) and store its name on each."""
     store, settings = ctx.store, ctx.settings
     members = [m for m in (_still_asking(ctx, m) for m in members) if m is not None]
+    if not members:  # every member ended meanwhile
+        return Outcome.now()
+    if look_first:  # an earlier submission may have reached Gemini: a second job would be a second bill
+        try:
+            found = ctx.call(lambda: _found_again(ctx, token), settings.analysis_budget_s, should_stop)
+        except GeminiError as exc:
+            _not_submitted(ctx, analysis, members, exc)
+            raise
+        if found is not None:
+            return _stored(ctx, analysis, token, members, found, len(members))
+        members = _with_usable_files(ctx, analysis, members)  # after a long stop, some files may have expired
     videos = store.by_id(Video, {m.video_id for m in members})
     requests = [
         BatchRequest(key=m.id, video=video_part(m, videos[m.video_id]), prompt=m.prompt,
@@ -186,16 +199,15 @@ def _submit(ctx: StepContext, analysis: Analysis, token: str, members: list[Anal
         for m in members if m.video_id in videos
     ]
     count = len(requests)
-    if not count:  # every member ended meanwhile
+    if not count:
         return Outcome.now()
     display_name = f"Video Storyteller {token}: {count} {'question' if count == 1 else 'questions'} ({analysis.model})"
-    tried = [look_first]
+    tried = [False]
 
     def find_or_create() -> BatchJob:
-        if tried[0]:  # an earlier try may have reached Gemini: a second job would be a second bill
-            found = ctx.gateway.find_batch(token)
+        if tried[0]:  # the try that failed may have created it
+            found = _found_again(ctx, token)
             if found is not None:
-                log.info("batch job found again by its token", extra={"batch_job": found.name, "token": token})
                 return found
         tried[0] = True
         return ctx.gateway.create_batch(model=analysis.model, requests=requests, display_name=display_name)
@@ -205,13 +217,41 @@ def _submit(ctx: StepContext, analysis: Analysis, token: str, members: list[Anal
     except GeminiError as exc:
         _not_submitted(ctx, analysis, members, exc)
         raise
+    return _stored(ctx, analysis, token, members, job, count)
+
+
+def _found_again(ctx: StepContext, token: str) -> BatchJob | None:
+    found = ctx.gateway.find_batch(token)
+    if found is not None:
+        log.info("batch job found again by its token", extra={"batch_job": found.name, "token": token})
+    return found
+
+
+def _with_usable_files(ctx: StepContext, analysis: Analysis, members: list[Analysis]) -> list[Analysis]:
+    """The members whose Gemini file can still be read; the others leave the token and wait for their file to be
+    uploaded again (they join a later job). ``analysis`` itself was checked by the runner a moment ago."""
+    videos = ctx.store.by_id(Video, {m.video_id for m in members})
+    kept = []
+    for member in members:
+        video = videos.get(member.video_id)
+        if member.id == analysis.id or (video is not None and video.file_usable(ctx.settings.backend)):
+            kept.append(member)
+        else:
+            log.info("left out of a batch job: its file expired", extra={"analysis_id": member.id})
+            _release(ctx, member.id, back_to_waiting=True)
+    return kept
+
+
+def _stored(ctx: StepContext, analysis: Analysis, token: str, members: list[Analysis], job: BatchJob,
+            count: int) -> Outcome:
+    """The job's name, stored on each member before anything waits on it."""
     kept = 0
     for member in members:
-        stored = store.mutate(Analysis, member.id, lambda a: _set_job(a, token, job.name))
+        stored = ctx.store.mutate(Analysis, member.id, lambda a: _set_job(a, token, job.name))
         kept += stored.batch_job == job.name
     log.info("batch job created", extra={"batch_job": job.name, "model": analysis.model, "requests": count,
                                          "members": kept})
-    return Outcome.later(_delay(settings, 0.0))
+    return Outcome.later(_delay(ctx.settings, 0.0))
 
 
 def _set_job(analysis: Analysis, token: str, name: str) -> None:
