@@ -578,8 +578,11 @@ def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_w
     """12 files processing at once: files.list pages instead of files.get per file; the watching worker is killed."""
     from storyteller_core.board import Status
 
-    emulator.config.processing_delay_s = 4.0
-    team = team_factory(emulator)
+    emulator.config.processing_delay_s = 6.0
+    # A file processing alone is looked at by files.get (a listing would cost the same call), as often as the poll
+    # interval says: at the tests' usual 0.1 s that was up to 24 gets for the last file when load spread the uploads.
+    # At 1 s (looked at every 1.5 s) the lone tail costs a few, and the count below measures the listing.
+    team = team_factory(emulator, settings={"poll_initial_s": 1.0, "poll_max_s": 2.0})
     items = team.submit(videos[:12], "Tell the story")
     team.start(2)
     lock = f"{team.config.prefix}:watch:lock"
@@ -604,7 +607,7 @@ def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_w
     assert sum(emulator.stats.polls.values()) < 12
     assert team.client.client.hlen(f"{team.config.prefix}:watch:files") == 0
     assert team.lines_left() == []
-    print(f"\n12 files processing 4 s: {emulator.stats.lists} files.list pages, "
+    print(f"\n12 files processing 6 s: {emulator.stats.lists} files.list pages, "
           f"{sum(emulator.stats.polls.values())} files.get; watcher pid {killed[0]} killed")
 
 
