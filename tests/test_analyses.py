@@ -17,7 +17,7 @@ from storyteller_core.gemini import file_name_for
 from storyteller_core.intake import inspect_stream
 from storyteller_core.video import Video, VideoState
 
-from .helpers import ROOT, ask, cli_env, read_csv, run_all, run_cli
+from .helpers import ROOT, ask, cli_env, read_csv, run_all, run_cli, wait_until
 
 
 @pytest.mark.slow
@@ -143,7 +143,8 @@ def test_the_spool_is_emptied_after_completion_remove_and_clear(make_engine, emu
     batch = engine.commands.start_pending(ask(engine, "P"))
     rows = engine.wait(engine.store.item_ids(batch.id), timeout=60)
     assert [r.status for r in rows] == [Status.DONE] * 2
-    assert list(spool.iterdir()) == []  # completed: nothing needs the copies any more
+    # completed: nothing needs the copies any more (the worker deletes them just after it stores the answer)
+    wait_until(lambda: list(spool.iterdir()) == [], timeout=10, what="the spool to be emptied after completion")
 
     emulator.config.processing_delay_s = 30
     engine.commands.add_pending([drop(videos[2])])
