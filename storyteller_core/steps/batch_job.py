@@ -249,8 +249,8 @@ def _stored(ctx: StepContext, analysis: Analysis, token: str, members: list[Anal
     for member in members:
         stored = ctx.store.mutate(Analysis, member.id, lambda a: _set_job(a, token, job.name))
         kept += stored.batch_job == job.name
-    log.info("batch job created", extra={"batch_job": job.name, "model": analysis.model, "requests": count,
-                                         "members": kept})
+    log.info("batch job stored on its members", extra={"batch_job": job.name, "model": analysis.model,
+                                                       "requests": count, "members": kept})
     return Outcome.later(_delay(ctx.settings, 0.0))
 
 
