@@ -44,11 +44,11 @@ def fill(directory: Path, count: int) -> None:
 
     from storyteller_core.analysis import Analysis, AnalysisState
     from storyteller_core.batch import Batch, Item
-    from storyteller_core.store import Store
+    from storyteller_core.store import DiskStore
     from storyteller_core.video import Video, VideoState
 
     rng = random.Random(1)
-    store = Store(directory)
+    store = DiskStore(directory)
     store.add_batch(Batch(id=BATCH, name="bench"))
     with store.cache.transact():
         for i in range(count):
@@ -73,9 +73,9 @@ def fill(directory: Path, count: int) -> None:
 def child(tree: Path, directory: Path, reads: int) -> None:
     sys.path.insert(0, str(tree))
     from storyteller_core import board
-    from storyteller_core.store import Store
+    from storyteller_core import store as store_module
 
-    store = Store(directory)
+    store = getattr(store_module, "DiskStore", getattr(store_module, "Store", None))(directory)
 
     def board_read() -> int:
         """What the Batch page reads on each rerun of its board: every row, then the videos of the rows shown."""

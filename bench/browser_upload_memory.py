@@ -36,7 +36,7 @@ import psutil
 from common import ROOT, free_port, padded_video
 
 from storyteller_core.samples import make_video
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore
 
 MB = 1024**2
 HEADER = {"X-Storyteller-Upload": "1"}
@@ -185,7 +185,7 @@ def run_once(size_mb: int, piece_mb: int, drop: bool, tmp: Path) -> dict[str, fl
     finally:
         server.terminate()
         server.wait(30)
-    store = Store(data_dir / "jobs")  # the checked list before Start, as the Batch page reads it
+    store = DiskStore(data_dir / "jobs")  # the checked list before Start, as the Batch page reads it
     listed = any(entry.get("sha256") == local_sha for entry in store.pending())
     store.close()
     return {"idle": idle / MB, "peak": peak[0] / MB, "after": after / MB, "seconds": seconds, "drops": drops,

@@ -22,7 +22,7 @@ from common import load_line
 
 from storyteller_core.board import batch_rows
 from storyteller_core.export import rows_frame
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore, Store
 from storyteller_core.video import Video
 
 SECONDS = 5.0
@@ -55,7 +55,7 @@ def writes_under_load(store: Store) -> tuple[float, float, int]:
 
 
 def listing(directory: Path) -> tuple[float, float, float]:
-    store = Store(directory)
+    store = DiskStore(directory)
     started = time.perf_counter()
     batch_rows(store, BATCH)
     cold_ms = (time.perf_counter() - started) * 1000
@@ -73,7 +73,7 @@ def main() -> None:
     loads = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         fill(Path(tmp) / "load", 100)
-        store = Store(Path(tmp) / "load")
+        store = DiskStore(Path(tmp) / "load")
         writes, reads, total = writes_under_load(store)
         store.close()
         print(f"10 writer threads + 1 reader of 100 rows for {SECONDS:g} s: {writes:,.0f} record writes/s "

@@ -272,7 +272,7 @@ def board_read(redis_url: str, jobs: int, runs: int) -> tuple[list[float], list[
     """Median ms (of 10 reads) to read a batch of ``jobs`` rows (items, analyses, videos), per run: Redis, diskcache."""
     from storyteller_core.analysis import analysis_key
     from storyteller_core.batch import Batch
-    from storyteller_core.store import Store
+    from storyteller_core.store import DiskStore, Store
     from storyteller_core.team.store import RedisStore, connect
 
     def fill(store: Store) -> float:
@@ -301,7 +301,7 @@ def board_read(redis_url: str, jobs: int, runs: int) -> tuple[list[float], list[
             client.delete(key)
         client.close()
         with tempfile.TemporaryDirectory() as folder:
-            disk = Store(Path(folder))
+            disk = DiskStore(Path(folder))
             disk_ms.append(fill(disk))
             disk.close()
     return redis_ms, disk_ms

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from storyteller_core.board import Status, Totals, batch_labels, batch_rows, totals, with_videos
+from storyteller_core.board import FILTERS, LIFE_ORDER, Row, Totals, batch_labels, batch_rows, kept_totals, page_rows, with_videos
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_tokens
 from storyteller_core.export import stories_markdown
@@ -37,10 +37,6 @@ from storyteller_ui.view import (
 PAGE_SIZE = 25
 CHECK_AT_ONCE = 20  # a larger selection is checked after Start, so the page never waits on hashing it
 LIST_AT_ONCE = 50  # a longer checked list is shown as a table, not one row of widgets per file
-FILTERS = {
-    "All": lambda r: True, "In flight": lambda r: not r.ended, "Done": lambda r: r.status is Status.DONE,
-    "Failed": lambda r: r.status is Status.FAILED, "Cancelled": lambda r: r.status is Status.CANCELLED,
-}
 engine = get_engine()
 commands = engine.commands
 state = st.session_state
@@ -171,7 +167,7 @@ batch_id = st.selectbox("Batch", batches, index=batches.index(shown), key=f"boar
 if batch_id != shown:
     state.picked_batch = True
 state.batch_id = batch_id
-opened_in_flight = any(not row.ended for row in batch_rows(engine.store, batch_id, videos_of_done=False))
+opened_in_flight = kept_totals(engine.store, batch_id).in_flight > 0
 
 
 def versus_estimate(t: Totals) -> str | None:
@@ -183,11 +179,10 @@ def versus_estimate(t: Totals) -> str | None:
 
 @st.fragment(run_every=1.5 if opened_in_flight else 5)
 def board() -> None:
-    rows = batch_rows(engine.store, batch_id, videos_of_done=False)  # the rows shown get their videos below
-    t = totals(rows)
+    t = kept_totals(engine.store, batch_id)  # kept counts and sums: no row is read for them
     if (t.in_flight > 0) != opened_in_flight or engine.store.batch_ids() != batches:
         st.rerun()  # work started or ended, or a batch came or went (here, in another tab or the CLI)
-    notify.watch(engine, batch_id, names[batch_id], rows, t)
+    notify.watch(engine, batch_id, names[batch_id], [], t)
     cols = st.columns(6)
     cols[0].metric("Done", f"{t.done} / {t.rows}")
     cols[1].metric("Failed", t.failed)
@@ -201,7 +196,7 @@ def board() -> None:
 
     search, shown_col, order_col, compact_col = st.columns([2.5, 5, 2, 2], vertical_alignment="bottom")
     text = search.text_input("Search", placeholder="file name or story", key="board-search").lower()
-    shown = shown_col.segmented_control("Show", list(FILTERS), default="All", key="board-filter")
+    shown = shown_col.segmented_control("Show", list(FILTERS), default="All", key="board-filter") or "All"
     order = order_col.selectbox("Sort by", ["Added", "Name", "Status"], key="board-sort")
     # The choice outlives the widget (Streamlit forgets a widget's state on another page).
     compact = compact_col.toggle("Compact", value=state.get("compact-stories", False), key="board-compact",
@@ -210,33 +205,51 @@ def board() -> None:
 
     # Rows this tab removed stay in place, faded, until the batch changes: nothing slides under the pointer.
     ghosts = removed_rows(batch_id)
-    shown_rows = sorted([*rows, *ghosts.values()], key=lambda r: r.item.created_at) if ghosts else rows
-    keep = FILTERS.get(shown or "All", FILTERS["All"])
-    picked = [r for r in shown_rows if keep(r) and (not text or text in f"{r.name}\n{r.story or ''}".lower())]
-    if order == "Name":
-        picked.sort(key=lambda r: r.name.lower())
-    elif order == "Status":
-        picked.sort(key=lambda r: list(Status).index(r.status))
-    pages = max(1, -(-len(picked) // PAGE_SIZE))
+    if text or ghosts:  # a search reads every row's name and story; so does a batch with removed rows in place
+        picked = searched_rows(batch_id, text, shown, order, ghosts)
+        matching = len(picked)
+    else:
+        counts = engine.store.status_counts(batch_id)
+        statuses = FILTERS[shown]
+        matching = sum(counts.values()) if statuses is None else sum(counts[s] for s in statuses)
+    pages = max(1, -(-matching // PAGE_SIZE))
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="board-page") if pages > 1 else 1
-    if not picked:
-        st.caption("No rows match." if rows else "This batch is empty.")
-    for row in with_videos(engine.store, picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]):
+    if text or ghosts:
+        shown_rows = with_videos(engine.store, picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE])
+    else:
+        shown_rows, _ = page_rows(engine.store, batch_id, shown, order, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    if not shown_rows:
+        st.caption("No rows match." if t.rows else "This batch is empty.")
+    for row in shown_rows:
         row_view(engine, row, compact=compact, removed=row.item.id in ghosts)
 
     again, _ = st.columns([1, 2])
     with again.popover("Analyze the whole batch again", icon=":material/forum:"):
-        ask_again(engine, [r.item.id for r in rows if r.item.video_id], key=f"again-batch-{batch_id}")
-    done = [r for r in rows if r.story]
-    if done:
+        ask_again(engine, engine.store.item_ids(batch_id), key=f"again-batch-{batch_id}")
+    if t.done:
         # Built and sent only while open: a thousand stories are about a megabyte on every rerun of the board.
-        everything = st.expander(f"All {len(done)} stories (copy all)", key=f"all-stories-{batch_id}", on_change="rerun")
+        everything = st.expander(f"All {t.done} stories (copy all)", key=f"all-stories-{batch_id}", on_change="rerun")
         if everything.open:
             with everything:
+                done = [r for r in batch_rows(engine.store, batch_id) if r.story]
                 with st.container(key=f"story-all-{batch_id}"):
                     st.code(stories_markdown(done), language=None, wrap_lines=True)
                 st.download_button("Download all stories (Markdown)", lambda: stories_markdown(done),
                                    file_name=f"stories-{batch_id}.md", mime="text/markdown")
+
+
+def searched_rows(batch_id: str, text: str, shown: str, order: str, ghosts: dict[str, Row]) -> list[Row]:
+    """Every row of the batch that matches the search and the filter, sorted as asked (reads all of them)."""
+    rows = batch_rows(engine.store, batch_id, videos_of_done=False)
+    all_rows = sorted([*rows, *ghosts.values()], key=lambda r: r.item.created_at) if ghosts else rows
+    statuses = FILTERS[shown]
+    picked = [r for r in all_rows if (statuses is None or r.status in statuses)
+              and (not text or text in f"{r.name}\n{r.story or ''}".lower())]
+    if order == "Name":
+        picked.sort(key=lambda r: r.name.lower())
+    elif order == "Status":
+        picked.sort(key=lambda r: LIFE_ORDER.index(r.status))
+    return picked
 
 
 board()

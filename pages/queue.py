@@ -7,7 +7,7 @@ from collections import Counter
 
 import streamlit as st
 
-from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows
+from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows, set_aside_note
 from storyteller_core.reports import recent_failures, time_per_status
 from storyteller_core.spool import size_bytes
 from storyteller_ui import notify
@@ -27,6 +27,9 @@ TABLE_NAMES = {"count": "Videos", "median": "Typical (s)", "p90": "9 in 10 take 
 @st.fragment(run_every=2)
 def live() -> None:
     snap = engine.snapshot()
+    aside = set_aside_note(engine.store)
+    if aside:
+        st.warning(plain(aside), icon=":material/inventory_2:")
     rows = batch_rows(engine.store)
     notify.running_title(rows)
     in_flight = sorted((r for r in rows if not r.ended), key=lambda r: (LIFE_ORDER.index(r.status), r.since))

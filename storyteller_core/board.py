@@ -11,117 +11,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 from .analysis import Analysis, AnalysisState
 from .batch import Batch, Item
+from .rows import LIFE_ORDER, Row, Status, row_of
 from .store import Store
-from .video import UPLOAD_PROGRESS_SPAN, Video, VideoState
+from .video import Video
 
-
-class Status(StrEnum):
-    WAITING = "Waiting"
-    UPLOADING = "Uploading"
-    PROCESSING = "Gemini is processing"
-    READY = "Ready to analyze"
-    WRITING = "Writing story"
-    DONE = "Done"
-    FAILED = "Failed"
-    CANCELLED = "Cancelled"
-
-    @property
-    def ended(self) -> bool:
-        return self in (Status.DONE, Status.FAILED, Status.CANCELLED)
-
-
-# The order of a video's life, for charts and sorting.
-LIFE_ORDER = list(Status)
-_BY_VIDEO_STATE = {
-    VideoState.CREATED: Status.WAITING, VideoState.UPLOADING: Status.UPLOADING, VideoState.UPLOADED: Status.PROCESSING,
-    VideoState.FILE_PROCESSING: Status.PROCESSING, VideoState.FILE_ACTIVE: Status.READY, VideoState.FAILED: Status.FAILED,
-}
-
-
-@dataclass(frozen=True)
-class Row:
-    item: Item
-    analysis: Analysis | None
-    video: Video | None
-    status: Status
-    progress: int  # 0..100 across the video's states and the analysis's
-
-    @property
-    def ended(self) -> bool:
-        return self.status.ended
-
-    @property
-    def label(self) -> str:
-        """The status as a person reads it, e.g. "Uploading 43 %"."""
-        if self.status is Status.UPLOADING and self.video:
-            low, high = UPLOAD_PROGRESS_SPAN
-            return f"Uploading {max(0, min(100, (self.video.progress - low) * 100 // (high - low)))} %"
-        if self.status is Status.WAITING and self.item.intake is not None:
-            return "Checking the file"
-        if self.status is Status.WRITING and self.analysis and self.analysis.batch_job:
-            return "In a Gemini batch job"  # the Batch tier: hours, not seconds
-        return self.status.value
-
-    @property
-    def name(self) -> str:
-        return self.item.display_name
-
-    @property
-    def story(self) -> str | None:
-        return self.analysis.story if self.analysis and self.status is Status.DONE else None
-
-    @property
-    def error(self) -> str | None:
-        if self.status is not Status.FAILED:
-            return None
-        if self.analysis is None:
-            return self.item.error_message
-        if self.analysis.error_message:
-            return self.analysis.error_message
-        return self.video.error_message if self.video else None
-
-    @property
-    def cost_usd(self) -> float | None:
-        """What this row cost: nothing when it reused an earlier answer."""
-        if self.analysis is None or self.analysis.cost_usd is None:
-            return None
-        return 0.0 if self.item.reused else self.analysis.cost_usd
-
-    @property
-    def since(self) -> float:
-        """When the current status began (for "time in stage" of work in flight)."""
-        video_stage = self.status in (Status.WAITING, Status.UPLOADING, Status.PROCESSING, Status.READY)
-        record: Video | Analysis | None = self.video if video_stage and self.video else self.analysis
-        if record is None:
-            return self.item.created_at
-        return record.state_entered_at.get(record.state.value, self.item.created_at)
-
-    @property
-    def finished_at(self) -> float | None:
-        return self.analysis.completed_at if self.analysis and self.ended else (self.item.created_at if self.ended else None)
-
-
-def row_of(item: Item, analysis: Analysis | None, video: Video | None) -> Row:
-    if item.intake is not None:  # started, its file not checked yet
-        return Row(item, None, None, Status.CANCELLED if item.cancelled else Status.WAITING, 0)
-    if analysis is None:
-        return Row(item, None, video, Status.FAILED, 0)
-    state = analysis.state
-    if state is AnalysisState.COMPLETED:
-        return Row(item, analysis, video, Status.DONE, 100)
-    if item.cancelled or state is AnalysisState.CANCELLED:
-        return Row(item, analysis, video, Status.CANCELLED, video.progress if video else 0)
-    if state is AnalysisState.FAILED:
-        return Row(item, analysis, video, Status.FAILED, video.progress if video else 0)
-    if state is AnalysisState.ANALYZING:
-        return Row(item, analysis, video, Status.WRITING, 85)
-    if video is None:
-        return Row(item, analysis, None, Status.WAITING, 0)
-    return Row(item, analysis, video, _BY_VIDEO_STATE[video.state], video.progress)
+__all__ = ["LIFE_ORDER", "Row", "Status", "Totals", "batch_labels", "batch_rows", "kept_totals", "page_rows", "row_of",
+           "rows_of", "set_aside_note", "totals", "with_videos"]
 
 
 def rows_of(store: Store, items: Iterable[Item], *, videos_of_done: bool = True) -> list[Row]:
@@ -174,6 +72,7 @@ class Totals:
     estimated_cost_usd: float | None
     estimated_done_usd: float | None  # the estimate of just the analyses that have a cost: compare with cost_usd
     elapsed_s: float
+    last_finished: float | None = None  # when the last row that ended did (names a completion of the batch)
 
 
 def totals(rows: list[Row]) -> Totals:
@@ -200,4 +99,57 @@ def totals(rows: list[Row]) -> Totals:
         estimated_cost_usd=sum(estimates) if estimates else None,
         estimated_done_usd=sum(done_estimates) if done_estimates else None,
         elapsed_s=max(0.0, ended - started),
+        last_finished=max((row.finished_at or row.item.created_at for row in rows if row.ended), default=None),
     )
+
+
+# The board's filters: which statuses each shows.
+FILTERS: dict[str, tuple[Status, ...] | None] = {
+    "All": None, "In flight": tuple(s for s in LIFE_ORDER if not s.ended), "Done": (Status.DONE,),
+    "Failed": (Status.FAILED,), "Cancelled": (Status.CANCELLED,),
+}
+
+
+def page_rows(store: Store, batch_id: str, shown: str = "All", order: str = "Added", *, offset: int = 0,
+              limit: int = 25) -> tuple[list[Row], int]:
+    """(one page of a batch's rows with their videos, how many rows match): reads the page's records only, from
+    the store's kept indexes, for the orders "Added" and "Status"; "Name" reads the matching rows' items."""
+    statuses = FILTERS.get(shown)
+    counts = store.status_counts(batch_id)
+    matching = sum(counts.values()) if statuses is None else sum(counts[s] for s in statuses)
+    if order == "Name":
+        items = store.many(Item, store.item_page(batch_id, statuses))
+        items.sort(key=lambda item: item.display_name.lower())
+        page = items[offset:offset + limit]
+    else:
+        page = store.many(Item, store.item_page(batch_id, statuses, by_status=order == "Status", offset=offset,
+                                                limit=limit))
+    return with_videos(store, rows_of(store, page, videos_of_done=False)), matching
+
+
+def kept_totals(store: Store, batch_id: str) -> Totals:
+    """A batch's figures from the store's kept counts and sums: the same as ``totals(batch_rows(...))``, no row read."""
+    counts = store.status_counts(batch_id)
+    sums = store.batch_sums(batch_id)
+    in_flight = sum(n for status, n in counts.items() if not status.ended)
+    started = sums["first_added"] if sums["first_added"] is not None else time.time()
+    ended = time.time() if in_flight else (sums["last_finished"] or started)
+    return Totals(
+        rows=sum(counts.values()), done=counts[Status.DONE], failed=counts[Status.FAILED],
+        cancelled=counts[Status.CANCELLED], in_flight=in_flight, tokens=int(sums["tokens"]),
+        cost_usd=sums["cost_usd"] if sums["costed"] else None,
+        estimated_cost_usd=sums["estimated_cost_usd"] if sums["estimated"] else None,
+        estimated_done_usd=sums["estimated_done_usd"] if sums["estimated_done"] else None,
+        elapsed_s=max(0.0, ended - started), last_finished=sums["last_finished"],
+    )
+
+
+def set_aside_note(store: Store) -> str | None:
+    """One sentence naming the records that could not be read and were set aside, or None (for Queue and status)."""
+    count, shown = store.set_aside(limit=5)
+    if not count:
+        return None
+    keys = ", ".join(s["key"] for s in shown) + (", ..." if count > len(shown) else "")
+    return (f"{count} record{'s' if count > 1 else ''} could not be read and {'were' if count > 1 else 'was'} set aside "
+            f"(kept in the job store under aside:<key>; every other row works): {keys}. "
+            "The log names the reason of each; Retry on an affected row asks again.")

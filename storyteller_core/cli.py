@@ -194,7 +194,7 @@ def _summary(rows: list[Row]) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from .batch import Batch
-    from .board import Status, totals
+    from .board import Status, set_aside_note, totals
 
     store = _open_store(settings)
     try:
@@ -203,8 +203,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             return _no_such_batch(store, args.batch, settings)
         names = {batch_id: (store.get(Batch, batch_id) or Batch(id=batch_id, name=batch_id)).name
                  for batch_id in {row.item.batch_id for row in rows}}
+        set_aside = set_aside_note(store)
     finally:
         store.close()
+    if set_aside:
+        print(terminal_text(set_aside), file=sys.stderr)
     if not rows:
         print(f"No videos in {settings.data_dir}. Add some with: python -m storyteller_core process <folder or files>"
               if not args.batch else f"No videos in batch {terminal_text(args.batch)}.")
@@ -312,7 +315,7 @@ def _clip(text: str) -> tuple[float | None, float | None]:
 def _open_store(settings: Settings) -> Store:
     """This machine's store, or in team mode (STORYTELLER_BROKER_URL) the team's store in Redis."""
     from .datadir import ensure_data_dir
-    from .store import Store
+    from .store import DiskStore
     from .team import broker_url, key_prefix
 
     url = broker_url()
@@ -323,7 +326,7 @@ def _open_store(settings: Settings) -> Store:
         return RedisStore(connect(url), key_prefix(), SharedPaths.from_env())
 
     ensure_data_dir(settings.data_dir)
-    return Store(settings.data_dir / "jobs")
+    return DiskStore(settings.data_dir / "jobs")
 
 
 def _writable(path: Path) -> bool:

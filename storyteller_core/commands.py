@@ -23,7 +23,7 @@ from .media import thumbnail
 from .options import VideoOptions
 from .runner import Runner
 from .spool import discard, release_spool
-from .store import NotFound, Store, pending_source
+from .store import NotFound, Store
 from .video import Video, VideoState
 
 log = logging.getLogger(__name__)
@@ -175,27 +175,16 @@ class Commands:
         return [Candidate.from_dict(entry) for entry in self.store.pending()]
 
     def add_pending(self, candidates: Iterable[Candidate]) -> None:
-        fresh = [c.to_dict() for c in candidates]  # checked before the list is locked: hashing takes time
-
-        def add(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            known = {pending_source(entry) for entry in entries}
-            for entry in fresh:
-                if entry.get("error_code") is None and pending_source(entry) in known:
-                    continue
-                entries.append(entry)
-                known.add(pending_source(entry))
-            return entries
-
-        self.store.edit_pending(add)
+        self.store.add_pending([c.to_dict() for c in candidates])  # checked before the list is locked: hashing takes time
 
     def remove_pending(self, source: str) -> None:
         """Drop one file (or link) from the checked list, by what the person added."""
-        self.store.edit_pending(lambda entries: [e for e in entries if pending_source(e) != source])
+        self.store.remove_pending(source)
         if "://" not in source:
             discard(self.store, [Path(source)], self.settings.spool_dir)
 
     def clear_pending(self) -> None:
-        entries = self.store.edit_pending(lambda entries: [])
+        entries = self.store.clear_pending()
         discard(self.store, [Path(e["path"]) for e in entries if not e.get("url")], self.settings.spool_dir)
 
     def start_pending(self, ask: Ask, *, batch_name: str | None = None) -> Batch | None:

@@ -33,7 +33,7 @@ from .scheduler import LOOK_AHEAD_PER_WORKER, Scheduler
 from .spool import sweep as sweep_spool
 from .status_watch import StatusWatch
 from .steps.context import StepContext
-from .store import Store, make_owner_id
+from .store import DiskStore, Store, make_owner_id
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Engine:
     def __init__(self, settings: Settings, *, stderr_log_level: int = logging.INFO) -> None:
         ensure_data_dir(settings.data_dir)  # owner-only, or refused with how to fix it
         self.log_file = setup_logging(settings.data_dir, stderr_log_level)
-        self.store = Store(settings.data_dir / "jobs")
+        self.store: Store = DiskStore(settings.data_dir / "jobs")
         self.owner = make_owner_id(uuid.uuid4().hex[:8])
         self.gate = Gate(Cooldown(pause_after_s=settings.quota_pause_after_s))
         self.ctx = StepContext(self.store, gateway_for(settings), settings,

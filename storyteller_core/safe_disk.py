@@ -9,6 +9,7 @@ containers, so a planted ``cache.db`` cannot run code on open.
 
 from __future__ import annotations
 
+import errno
 import io
 import pickle
 import shutil
@@ -48,19 +49,48 @@ class SafeDisk(diskcache.Disk):
         return plain_loads(bytes(value))
 
 
+NEEDED_FREE_BYTES = 64 * 2**20  # room for the store's WAL and a batch's records
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's or the OS's way of saying there is no space left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+
+
+def disk_full_error(directory: Path) -> DataDirError:
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = 0
+    return DataDirError(
+        f"The disk that holds the job store ({directory}) is full: {_size(free)} free. Free at least "
+        f"{_size(NEEDED_FREE_BYTES)} on it (or set STORYTELLER_DATA_DIR to a folder on another disk) and start again. "
+        "The job store is not damaged and nothing was changed.")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
+
+
 def check_not_damaged(db: Path) -> None:
-    """Raise DataDirError, with a copy kept aside, when ``db`` exists but is not a healthy store."""
+    """Raise DataDirError, with a copy kept aside, when ``db`` exists but is not a healthy store; a full disk is
+    said to be full (the store is left as it is, and no copy is attempted)."""
     if not db.exists():
         return
     reason = _damage(db)
     if reason is None:
         return
+    if reason == _FULL or shutil.disk_usage(db.parent).free < NEEDED_FREE_BYTES // 8:
+        raise disk_full_error(db.parent)
     copy = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     kept = ""
     try:
         shutil.copy2(db, copy)
         kept = f" A copy of it was kept at {copy}."
     except OSError as exc:
+        copy.unlink(missing_ok=True)  # a partial copy is no copy
         kept = f" (A copy could not be kept: {exc.strerror or exc}.)"
     raise DataDirError(
         f"The job store {db} is damaged ({reason}). Nothing was changed.{kept} "
@@ -68,6 +98,9 @@ def check_not_damaged(db: Path) -> None:
         "to a new folder) and start again; your video files are not affected. "
         "Stories in the damaged copy can often be rescued with `sqlite3 <copy> .recover`."
     )
+
+
+_FULL = "the disk is full"
 
 
 def _damage(db: Path, settle_s: float = 3.0) -> str | None:
@@ -97,6 +130,8 @@ def _check_once(db: Path) -> tuple[str | None, bool]:
     except FileNotFoundError:
         return None, False
     except sqlite3.OperationalError as exc:
+        if is_disk_full(exc):
+            return _FULL, False
         if "locked" in str(exc) or "busy" in str(exc):
             return f"SQLite says: {exc}", True
         return f"SQLite says: {exc}", False

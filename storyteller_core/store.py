@@ -1,17 +1,35 @@
 """Durable state on diskcache: videos, analyses, batches and items, their indexes, transitions and leases.
 
-Every value is JSON text; nothing is ever unpickled from the data dir (see
-safe_disk.py). Every read-modify-write runs inside ``cache.transact()``, which
-is atomic across threads and processes, and ``transition`` is the one place
+Every value is JSON text kept inside SQLite's own rows (never a file beside it: see ``open_cache``), so a
+transaction that rolls back, or a process killed mid-way, leaves every record and index as it was before or
+as it is after. Nothing is ever unpickled from the data dir (see safe_disk.py). Every read-modify-write runs
+inside ``cache.transact()``, which is atomic across threads and processes, and ``transition`` is the one place
 a record changes state.
+
+Layout (SCHEMA 3):
+
+    <kind>:<id>                 a record's JSON (video, analysis, batch, item)
+    ix:/im:/in:<index>...       indexes, one small record per member (disk_index.py): batches, items,
+                                batch:<id>, unfinished, video-analyses:<id>, analysis-items:<id>,
+                                pending, and bst:<batch>:<STATUS> (a batch's rows by their status)
+    rs:<item id>                the status the row is indexed under ("<batch>|<STATUS>")
+    bt:<batch>|<analysis>       what one analysis adds to its batch's tokens and costs (counted once)
+    btot:<batch>                the batch's kept totals: tokens, costs, first added, last finished
+    pend:<id>                   one entry of the checked list before Start
+    aside:<key>                 a record that could not be read, kept as it was (``set_aside``)
+    lease:<task>, alive:<owner> leases and their owners' heartbeats
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
+import pickle
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -21,37 +39,59 @@ import diskcache
 import psutil
 from diskcache.core import MODE_RAW
 
+from . import disk_index as ix
 from .analysis import Analysis, AnalysisState
 from .batch import Batch, Item
 from .records import Record
-from .safe_disk import SafeDisk, check_not_damaged
+from .rows import LIFE_ORDER, Row, Status, row_of
+from .safe_disk import SafeDisk, check_not_damaged, disk_full_error, is_disk_full
+from .store_protocol import Store as Store  # re-exported: the contract both stores keep
 from .video import VIDEO_PROGRESS, Video
 
+log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Record)
-SCHEMA = 2
-_BATCHES = "index:batches"
-_ITEMS = "index:items"
-_UNFINISHED = "index:unfinished"  # analyses not COMPLETED, FAILED or CANCELLED
-_PENDING = "pending"  # the checked list before Start, as JSON
+SCHEMA = 3
+_BATCHES = "batches"
+_ITEMS = "items"
+_UNFINISHED = "unfinished"  # analyses not COMPLETED, FAILED or CANCELLED
+_PENDING = "pending"  # the checked list before Start, one entry each
+_ASIDE = "aside"  # records that could not be read
+# diskcache keeps a value of this many bytes or more in a file of its own, and deletes the old file of a
+# value overwritten inside a nested transaction before the outer one commits: a rollback then loses it.
+# No value of ours comes near this, so every value lives in SQLite, inside its transactions.
+NEVER_A_FILE = 2**40
 
 
 class NotFound(KeyError):
     pass
 
 
-class Store:
+def open_cache(directory: Path) -> diskcache.Cache:
+    return diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62, timeout=60, disk=SafeDisk,
+                           disk_min_file_size=NEVER_A_FILE)
+
+
+class DiskStore:
+    """The job store on diskcache (one machine); see store_protocol.Store for the contract."""
+
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory = directory
         check_not_damaged(directory / "cache.db")
-        self.cache = diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62, timeout=60, disk=SafeDisk)
-        self._decoded: dict[str, tuple[tuple[int, int], Record]] = {}  # key -> (len and hash of its text, record)
-        for db_file in directory.glob("cache.db*"):  # the database, its WAL and shared memory
-            db_file.chmod(0o600)
-        if self.cache.get("meta:schema") != SCHEMA:
-            from .migrate import migrate
+        try:
+            self.cache = open_cache(directory)
+            for db_file in directory.glob("cache.db*"):  # the database, its WAL and shared memory
+                db_file.chmod(0o600)
+            self._decoded: dict[str, tuple[tuple[int, int], Record]] = {}  # key -> (len and hash of its text, record)
+            inline_large_values(self.cache)
+            if self.cache.get("meta:schema") != SCHEMA:
+                from .migrate import migrate
 
-            migrate(self)
+                migrate(self)
+        except (sqlite3.OperationalError, OSError) as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(directory) from exc
+            raise
 
     def close(self) -> None:
         self.cache.close()
@@ -60,8 +100,9 @@ class Store:
     def get(self, cls: type[R], record_id: str | None) -> R | None:
         if not record_id:
             return None
-        text = self.cache.get(_key(cls, record_id))
-        return _decode(cls, text) if text else None
+        key = _key(cls, record_id)
+        text = self.cache.get(key)
+        return self._load(cls, key, text) if text else None
 
     def require(self, cls: type[R], record_id: str) -> R:
         record = self.get(cls, record_id)
@@ -92,24 +133,49 @@ class Store:
             stamp = (len(text), hash(text))
             held = decoded.get(key)
             if held is not None and held[0] == stamp and type(held[1]) is cls:
-                record = held[1]
+                record: R | None = held[1]
             else:
-                record = _decode(cls, text)
+                record = self._load(cls, key, text)
+                if record is None:
+                    continue
                 decoded[key] = (stamp, record)
-            out[key[prefix:]] = record
+            out[key[prefix:]] = record  # type: ignore[assignment]
         return out
 
+    def _load(self, cls: type[R], key: str, text: str | bytes) -> R | None:
+        """The record in ``text``, or None when it cannot be read: then it is set aside, never fatal."""
+        try:
+            return _decode(cls, text)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self._set_aside(key, text, exc)
+            return None
+
+    def _set_aside(self, key: str, text: str | bytes, exc: Exception) -> None:
+        with self.cache.transact():
+            if self.cache.get(key) != text:
+                return  # changed meanwhile: whatever is there now is read on its own merits
+            set_aside_key(self.cache, key, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def set_aside(self, limit: int = 20) -> tuple[int, list[dict[str, str]]]:
+        """(how many records were set aside, the first ``limit`` of them as {key, reason}): kept, never deleted."""
+        keys = ix.members(self.cache, _ASIDE, 0, limit)
+        found = self._texts(["asidewhy:" + key for key in keys])
+        return ix.count(self.cache, _ASIDE), [json.loads(text) for text in found.values()]
+
     def put(self, record: Record) -> None:
+        """Write a record as it is, indexes untouched: for the store's own methods, which keep them."""
         self.cache.set(_key(type(record), record.id), record.to_json())
 
     def mutate(self, cls: type[R], record_id: str, change: Callable[[R], None]) -> R:
-        """Apply ``change`` to the stored record atomically and write it back."""
+        """Apply ``change`` to the stored record atomically and write it back (with the rows it shows in)."""
         with self.cache.transact():
             record = self.require(cls, record_id)
+            before = record.analysis_id if isinstance(record, Item) else None
             change(record)
             if hasattr(record, "updated_at"):
                 record.updated_at = time.time()
             self.put(record)
+            self._reindex(record, before)
         return record
 
     def update(self, cls: type[R], record_id: str, **fields: Any) -> R:
@@ -120,7 +186,7 @@ class Store:
         with self.cache.transact():
             record = self.mutate(cls, record_id, lambda r: apply_transition(r, new, fields))
             if isinstance(record, Analysis):
-                (self._index_remove if new.terminal else self._index_add)(_UNFINISHED, record_id)
+                (ix.remove if new.terminal else ix.add)(self.cache, _UNFINISHED, record_id)
         return record
 
     # -- creating ------------------------------------------------------------------------
@@ -131,6 +197,7 @@ class Store:
             if stored is None:
                 video.state_entered_at.setdefault(video.state.value, video.created_at)
                 self.put(video)
+                self._reindex(video)
                 return video
             new_sources = [s for s in video.sources if s not in stored.sources]
             if new_sources:
@@ -146,45 +213,47 @@ class Store:
                 return stored, False
             analysis.state_entered_at.setdefault(analysis.state.value, analysis.created_at)
             self.put(analysis)
-            self._index_add(f"index:video-analyses:{analysis.video_id}", analysis.id)
+            ix.add(self.cache, f"video-analyses:{analysis.video_id}", analysis.id)
             if not analysis.state.terminal:
-                self._index_add(_UNFINISHED, analysis.id)
+                ix.add(self.cache, _UNFINISHED, analysis.id)
+            self._reindex(analysis)
             return analysis, True
 
     def add_batch(self, batch: Batch) -> Batch:
         with self.cache.transact():
             if self.get(Batch, batch.id) is None:
                 self.put(batch)
-                self._index_add(_BATCHES, batch.id)
+                ix.add(self.cache, _BATCHES, batch.id)
         return batch
 
     def add_item(self, item: Item) -> Item:
         with self.cache.transact():
-            self.put(item)
-            self._index_add(_ITEMS, item.id)
-            self._index_add(f"index:batch:{item.batch_id}", item.id)
-            if item.analysis_id:
-                self._index_add(f"index:analysis-items:{item.analysis_id}", item.id)
+            self._store_item(item)
         return item
+
+    def _store_item(self, item: Item) -> None:
+        before = self.get(Item, item.id)
+        self.put(item)
+        ix.add(self.cache, _ITEMS, item.id)
+        ix.add(self.cache, f"batch:{item.batch_id}", item.id)
+        if item.analysis_id:
+            ix.add(self.cache, f"analysis-items:{item.analysis_id}", item.id)
+        self._reindex(item, before.analysis_id if before else None)
 
     def start_batch(self, batch: Batch, items: list[Item]) -> list[Item]:
         """Store a new batch with the rows whose source is still on the checked list, and take those off it,
         in one transaction (two tabs pressing Start at once make one batch; a file added meanwhile stays listed).
         The rows stored; none (and no batch) if another Start took them all."""
         with self.cache.transact():
-            entries = self.pending()
-            listed = {pending_source(entry) for entry in entries}
-            items = [item for item in items if item.source_path in listed]
+            items = [item for item in items if ix.position(self.cache, _PENDING, _pending_id(item.source_path)) is not None]
             if not items:
                 return []
             self.put(batch)
-            self._index_add(_BATCHES, batch.id)
+            ix.add(self.cache, _BATCHES, batch.id)
             for item in items:
-                self.put(item)
-            self._index_extend(_ITEMS, [item.id for item in items])
-            self._index_extend(f"index:batch:{batch.id}", [item.id for item in items])
-            started = {item.source_path for item in items}
-            self.set_pending([entry for entry in entries if pending_source(entry) not in started])
+                self._store_item(item)
+            for source in dict.fromkeys(item.source_path for item in items):
+                self._pending_remove(source)
         return items
 
     def delete_item(self, item_id: str) -> Item | None:
@@ -193,13 +262,16 @@ class Store:
             if item is None:
                 return None
             self.cache.delete(_key(Item, item_id))
-            self._index_remove(_ITEMS, item_id)
-            self._index_remove(f"index:batch:{item.batch_id}", item_id)
+            ix.remove(self.cache, _ITEMS, item_id)
+            ix.remove(self.cache, f"batch:{item.batch_id}", item_id)
             if item.analysis_id:
-                self._index_remove(f"index:analysis-items:{item.analysis_id}", item_id)
-            if not self._ids(f"index:batch:{item.batch_id}"):
+                ix.remove(self.cache, f"analysis-items:{item.analysis_id}", item_id)
+            self._restatus([item_id])
+            self._recount(item.batch_id, item.analysis_id)
+            if not ix.count(self.cache, f"batch:{item.batch_id}"):
                 self.cache.delete(_key(Batch, item.batch_id))
-                self._index_remove(_BATCHES, item.batch_id)
+                self.cache.delete(f"btot:{item.batch_id}")
+                ix.remove(self.cache, _BATCHES, item.batch_id)
         return item
 
     def delete_analysis(self, analysis_id: str) -> None:
@@ -208,60 +280,194 @@ class Store:
             if analysis is None:
                 return
             self.cache.delete(_key(Analysis, analysis_id))
-            self._index_remove(_UNFINISHED, analysis_id)
-            self._index_remove(f"index:video-analyses:{analysis.video_id}", analysis_id)
+            ix.remove(self.cache, _UNFINISHED, analysis_id)
+            ix.remove(self.cache, f"video-analyses:{analysis.video_id}", analysis_id)
+            self._reindex(analysis)
 
     def move_item(self, item_id: str, analysis_id: str) -> Item:
         """Point an item at another analysis (retry under the current backend)."""
         with self.cache.transact():
             item = self.require(Item, item_id)
+            before = item.analysis_id
             if item.analysis_id:
-                self._index_remove(f"index:analysis-items:{item.analysis_id}", item_id)
+                ix.remove(self.cache, f"analysis-items:{item.analysis_id}", item_id)
             item.analysis_id = analysis_id
             self.put(item)
-            self._index_add(f"index:analysis-items:{analysis_id}", item_id)
+            ix.add(self.cache, f"analysis-items:{analysis_id}", item_id)
+            self._reindex(item, before)
         return item
 
     # -- look-ups ----------------------------------------------------------------------------
     def batch_ids(self) -> list[str]:
         """Batch ids, newest first (ids start with their creation time)."""
-        return sorted(self._ids(_BATCHES), reverse=True)
+        return sorted(ix.members(self.cache, _BATCHES), reverse=True)
 
     def item_ids(self, batch_id: str | None = None) -> list[str]:
-        return self._ids(f"index:batch:{batch_id}" if batch_id else _ITEMS)
+        return ix.members(self.cache, f"batch:{batch_id}" if batch_id else _ITEMS)
 
     def items(self, batch_id: str | None = None) -> list[Item]:
         return self.many(Item, self.item_ids(batch_id))
 
     def items_of(self, analysis_id: str) -> list[Item]:
-        return self.many(Item, self._ids(f"index:analysis-items:{analysis_id}"))
+        return self.many(Item, ix.members(self.cache, f"analysis-items:{analysis_id}"))
 
     def analyses_of(self, video_id: str) -> list[Analysis]:
-        return self.many(Analysis, self._ids(f"index:video-analyses:{video_id}"))
+        return self.many(Analysis, ix.members(self.cache, f"video-analyses:{video_id}"))
 
     def unfinished(self) -> list[Analysis]:
-        return [a for a in self.many(Analysis, self._ids(_UNFINISHED)) if not a.state.terminal]
+        return [a for a in self.many(Analysis, ix.members(self.cache, _UNFINISHED)) if not a.state.terminal]
 
     def unfinished_ids(self) -> set[str]:
-        return set(self._ids(_UNFINISHED))
+        return set(ix.members(self.cache, _UNFINISHED))
 
     def needs_video(self, video_id: str) -> bool:
         """Some unfinished analysis still needs this video's file."""
         return any(a.state in (AnalysisState.WAITING, AnalysisState.ANALYZING) for a in self.analyses_of(video_id))
 
-    # -- the checked list before Start -------------------------------------------------------
-    def pending(self) -> list[dict[str, Any]]:
-        return json.loads(self.cache.get(_PENDING) or "[]")
+    # -- a batch's rows a page at a time, and its kept figures --------------------------------------
+    def row_count(self, batch_id: str) -> int:
+        return ix.count(self.cache, f"batch:{batch_id}")
 
-    def set_pending(self, entries: list[dict[str, Any]]) -> None:
-        self.cache.set(_PENDING, json.dumps(entries, ensure_ascii=False))
+    def status_counts(self, batch_id: str) -> dict[Status, int]:
+        """{status: rows} of a batch, from the kept counts (no row is read)."""
+        return {status: ix.count(self.cache, f"bst:{batch_id}:{status.name}") for status in LIFE_ORDER}
 
-    def edit_pending(self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Replace the checked list with ``change(list)`` atomically (two tabs adding at once lose nothing); the old list."""
+    def item_page(self, batch_id: str, statuses: Iterable[Status] | None = None, *, by_status: bool = False,
+                  offset: int = 0, limit: int | None = None) -> list[str]:
+        """Item ids of a batch in the order added, only those of ``statuses`` if given, a page of them; with
+        ``by_status`` in the order of a video's life first. Reads the page's index entries only."""
+        if statuses is None and not by_status:
+            return ix.members(self.cache, f"batch:{batch_id}", offset, limit)
+        wanted = [s for s in LIFE_ORDER if statuses is None or s in set(statuses)]
+        if not by_status:
+            return ix.merged(self.cache, [f"bst:{batch_id}:{s.name}" for s in wanted], offset, limit)
+        out: list[str] = []
+        for status in wanted:  # one index after another, skipping whole indexes by their kept counts
+            name = f"bst:{batch_id}:{status.name}"
+            size = ix.count(self.cache, name)
+            if offset >= size:
+                offset -= size
+                continue
+            out += ix.members(self.cache, name, offset, None if limit is None else limit - len(out))
+            offset = 0
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def batch_sums(self, batch_id: str) -> dict[str, Any]:
+        """A batch's kept sums: tokens, cost, estimates (each with how many analyses have one), first added and
+        last finished; an analysis shared by several rows counted once, a reused one not at all."""
+        text = self.cache.get(f"btot:{batch_id}")
+        return {**_EMPTY_SUMS, **(json.loads(text) if text else {})}
+
+    # -- keeping the row indexes and sums in step, inside the writer's transaction ---------------------
+    def _reindex(self, record: Record, analysis_before: str | None = None) -> None:
+        """After ``record`` was written: move the rows it shows in to their new status and recount their sums."""
+        if isinstance(record, Item):
+            self._restatus([record.id])
+            self._recount(record.batch_id, analysis_before)
+            self._recount(record.batch_id, record.analysis_id)
+            return
+        analysis_ids = [record.id] if isinstance(record, Analysis) else \
+            ix.members(self.cache, f"video-analyses:{record.id}") if isinstance(record, Video) else []
+        for analysis_id in analysis_ids:
+            item_ids = ix.members(self.cache, f"analysis-items:{analysis_id}")
+            self._restatus(item_ids)
+            for batch_id in {item.batch_id for item in self.many(Item, item_ids)}:
+                self._recount(batch_id, analysis_id)
+
+    def _restatus(self, item_ids: Iterable[str]) -> None:
+        for item_id in item_ids:
+            item = self.get(Item, item_id)
+            old = self.cache.get(f"rs:{item_id}")
+            row = row_of(item, self.get(Analysis, item.analysis_id), self.get(Video, item.video_id)) if item else None
+            new = f"{item.batch_id}|{row.status.name}" if item and row else None
+            if item and row and row.ended:
+                self._stretch(item.batch_id, item.created_at, row.finished_at)
+            elif item:
+                self._stretch(item.batch_id, item.created_at, None)
+            if old == new:
+                continue
+            if old:
+                batch_id, _, status = str(old).partition("|")
+                ix.remove(self.cache, f"bst:{batch_id}:{status}", item_id)
+            if item and row and new:
+                seq = ix.position(self.cache, f"batch:{item.batch_id}", item_id)
+                ix.add(self.cache, f"bst:{item.batch_id}:{row.status.name}", item_id, seq)
+                self.cache.set(f"rs:{item_id}", new)
+            else:
+                self.cache.delete(f"rs:{item_id}")
+
+    def _stretch(self, batch_id: str, added_at: float, finished_at: float | None) -> None:
+        sums = self.batch_sums(batch_id)
+        first = added_at if sums["first_added"] is None else min(sums["first_added"], added_at)
+        last = sums["last_finished"] if finished_at is None else max(sums["last_finished"] or 0.0, finished_at)
+        if (first, last) != (sums["first_added"], sums["last_finished"]):
+            self._write_sums(batch_id, {**sums, "first_added": first, "last_finished": last})
+
+    def _recount(self, batch_id: str, analysis_id: str | None) -> None:
+        """Keep what ``analysis_id`` adds to ``batch_id``'s sums in step with the analysis and the batch's rows."""
+        if not analysis_id:
+            return
+        key = f"bt:{batch_id}|{analysis_id}"
+        analysis = self.get(Analysis, analysis_id)
+        counted = analysis is not None and any(
+            item.batch_id == batch_id and not item.reused for item in self.items_of(analysis_id))
+        new = _contribution(analysis) if analysis is not None and counted else {}
+        text = self.cache.get(key)
+        old = json.loads(text) if text else {}
+        if new == old:
+            return
+        sums = self.batch_sums(batch_id)
+        for name in _SUMMED:
+            sums[name] = sums[name] + new.get(name, 0) - old.get(name, 0)
+        self._write_sums(batch_id, sums)
+        if new:
+            self.cache.set(key, json.dumps(new))
+        else:
+            self.cache.delete(key)
+
+    def _write_sums(self, batch_id: str, sums: dict[str, Any]) -> None:
+        self.cache.set(f"btot:{batch_id}", json.dumps(sums))
+
+    # -- the checked list before Start: one entry per source ------------------------------------------
+    def pending(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """The checked list in the order added, a page of it where asked."""
+        ids = ix.members(self.cache, _PENDING, offset, limit)
+        found = self._texts([f"pend:{i}" for i in ids])
+        return [json.loads(text) for text in found.values()]
+
+    def pending_count(self) -> int:
+        return ix.count(self.cache, _PENDING)
+
+    def add_pending(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Add entries to the checked list; a source already listed keeps its entry unless the new one is a refusal
+        (the latest news of that file). Atomic: two tabs adding at once lose nothing."""
+        entries = list(entries)
+        with self.cache.transact():
+            for entry in entries:
+                entry_id = _pending_id(pending_source(entry))
+                if ix.position(self.cache, _PENDING, entry_id) is not None and entry.get("error_code") is None:
+                    continue
+                self.cache.set(f"pend:{entry_id}", json.dumps(entry, ensure_ascii=False))
+                ix.add(self.cache, _PENDING, entry_id)
+
+    def remove_pending(self, source: str) -> None:
+        with self.cache.transact():
+            self._pending_remove(source)
+
+    def clear_pending(self) -> list[dict[str, Any]]:
+        """Empty the checked list; the entries it held."""
         with self.cache.transact():
             entries = self.pending()
-            self.set_pending(change(list(entries)))
+            for entry in entries:
+                self._pending_remove(pending_source(entry))
         return entries
+
+    def _pending_remove(self, source: str) -> None:
+        entry_id = _pending_id(source)
+        self.cache.delete(f"pend:{entry_id}")
+        ix.remove(self.cache, _PENDING, entry_id)
 
     # -- leases: one engine works a video or an analysis at a time --------------------------------
     # A lease names its owner; the owner keeps all its leases alive with one heartbeat, so waiting on a
@@ -332,35 +538,10 @@ class Store:
                 else:
                     try:
                         text = disk.fetch(mode, filename, value, False)
-                    except OSError:  # a large value's file was deleted after the query: gone, as get() says
+                    except OSError:  # an older release's value file deleted after the query: gone, as get() says
                         continue
                 if text:
                     yield key, text
-
-    # -- indexes: JSON lists of ids -----------------------------------------------------------------
-    def _ids(self, key: str) -> list[str]:
-        text = self.cache.get(key)
-        return json.loads(text) if text else []
-
-    def _index_add(self, key: str, record_id: str) -> None:
-        ids = self._ids(key)
-        if record_id not in ids:
-            ids.append(record_id)
-            self.cache.set(key, json.dumps(ids))
-
-    def _index_extend(self, key: str, record_ids: list[str]) -> None:
-        ids = self._ids(key)
-        known = set(ids)
-        self.cache.set(key, json.dumps([*ids, *(i for i in record_ids if i not in known)]))
-
-    def _index_remove(self, key: str, record_id: str) -> None:
-        ids = self._ids(key)
-        if record_id in ids:
-            ids.remove(record_id)
-            if ids:
-                self.cache.set(key, json.dumps(ids))
-            else:
-                self.cache.delete(key)
 
 
 def _key(cls: type[Record], record_id: str) -> str:
@@ -426,3 +607,70 @@ def owner_process_gone(owner: str) -> bool:
         return False
     # psutil, not os.kill(pid, 0): on Windows that call terminates the process it names.
     return not psutil.pid_exists(int(pid))
+
+
+_SUMMED = ("tokens", "cost_usd", "costed", "estimated_cost_usd", "estimated", "estimated_done_usd", "estimated_done")
+_EMPTY_SUMS: dict[str, Any] = {**dict.fromkeys(_SUMMED, 0), "first_added": None, "last_finished": None}
+
+
+def _contribution(analysis: Analysis) -> dict[str, float]:
+    """What one analysis adds to its batch's sums (see Store.batch_sums); only the non-zero parts."""
+    parts: dict[str, float] = {"tokens": analysis.total_tokens or 0}
+    if analysis.cost_usd is not None:
+        parts.update(cost_usd=analysis.cost_usd, costed=1)
+    if analysis.estimated_cost_usd is not None:
+        parts.update(estimated_cost_usd=analysis.estimated_cost_usd, estimated=1)
+        if analysis.cost_usd is not None:
+            parts.update(estimated_done_usd=analysis.estimated_cost_usd, estimated_done=1)
+    return {k: v for k, v in parts.items() if v}
+
+
+def sums_of(rows: Iterable[Row]) -> dict[str, Any]:
+    """``Store.batch_sums`` worked out from a batch's rows (what the kept sums must always equal)."""
+    rows = list(rows)
+    sums = dict(_EMPTY_SUMS)
+    counted = {row.analysis.id: row.analysis for row in rows if row.analysis and not row.item.reused}
+    for analysis in counted.values():
+        for name, value in _contribution(analysis).items():
+            sums[name] += value
+    if rows:
+        sums["first_added"] = min(row.item.created_at for row in rows)
+        finished = [row.finished_at for row in rows if row.ended and row.finished_at is not None]
+        sums["last_finished"] = max(finished) if finished else None
+    return sums
+
+
+def _pending_id(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def set_aside_key(cache: diskcache.Cache, key: str, reason: str) -> None:
+    """Move the value of ``key`` aside as it is stored (renamed to ``aside:<key>``, its bytes untouched, never
+    decoded) and note why; run inside the caller's transaction."""
+    cache.delete("aside:" + key)  # set aside before: the newer value is the one worth keeping
+    cache._sql("UPDATE Cache SET key = ? WHERE key = ? AND raw = 1", ("aside:" + key, key))
+    cache.set("asidewhy:" + key, json.dumps({"key": key, "reason": reason}, ensure_ascii=False))
+    ix.add(cache, _ASIDE, key)
+    log.warning("a record could not be read and was set aside", extra={"key": key, "reason": reason})
+
+
+def inline_large_values(cache: diskcache.Cache) -> int:
+    """Move every value that an older release let diskcache keep in a file into SQLite, one commit each; how many.
+
+    Each is rewritten outside any outer transaction, so diskcache deletes the old file only after the new value
+    is committed (a kill in between leaves an orphan file, never a missing value)."""
+    rows = cache._sql("SELECT key, expire_time FROM Cache WHERE filename IS NOT NULL AND raw = 1").fetchall()
+    moved = 0
+    for key, expire_time in rows:
+        try:
+            value = cache.get(key)
+        except pickle.UnpicklingError:
+            continue  # not plain data: left as it is, for the migration to set aside
+        if value is None:
+            continue  # its file is already gone: nothing left to keep
+        expire = None if expire_time is None else max(1.0, expire_time - time.time())
+        cache.set(key, value, expire=expire)
+        moved += 1
+    if moved:
+        log.info("moved values kept in files into the database", extra={"values": moved})
+    return moved

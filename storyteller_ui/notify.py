@@ -122,7 +122,8 @@ def finished_at(rows: list[Row]) -> float:
 
 def completion_id(batch_id: str, rows: list[Row], totals: Totals) -> str:
     """Names one completion of a batch: a retry that ends later is another completion."""
-    return f"{batch_id}-{int(finished_at(rows))}-{totals.done}-{totals.failed}-{totals.cancelled}"
+    last = totals.last_finished if totals.last_finished is not None else finished_at(rows)
+    return f"{batch_id}-{int(last)}-{totals.done}-{totals.failed}-{totals.cancelled}"
 
 
 def app_link(batch_id: str) -> str | None:
@@ -157,7 +158,8 @@ def watch(engine: Engine, batch_id: str, name: str, rows: list[Row], totals: Tot
             st.toast(f"Batch finished: {summary(report)}.", icon=":material/task_alt:", duration="long")
             pending[batch_id] = ({"id": completion, "title": f"{APP_NAME}: batch finished",
                                   "body": f"{name}: {summary(report)}."}, time.monotonic() + NOTE_FOR_S)
-        fire_once(engine.settings.data_dir, report, completion, finished_at=finished_at(rows))
+        last = totals.last_finished if totals.last_finished is not None else finished_at(rows)
+        fire_once(engine.settings.data_dir, report, completion, finished_at=last)
     note, until = pending.get(batch_id, (None, 0.0))
     if note is not None and time.monotonic() > until:
         pending.pop(batch_id, None)

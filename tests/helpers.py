@@ -19,7 +19,7 @@ from storyteller_core.analysis import Analysis, AnalysisState, analysis_key
 from storyteller_core.batch import Item
 from storyteller_core.board import Row, Status
 from storyteller_core.commands import Ask
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore, Store
 from storyteller_core.video import Video, VideoState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def store_when_ready(directory: Path, proc: subprocess.Popen | None = None, time
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return Store(directory)
+            return DiskStore(directory)
         except Exception:
             assert time.monotonic() < deadline
             time.sleep(0.1)

@@ -115,7 +115,7 @@ def test_an_engine_finishes_the_intake_a_killed_one_left(make_engine, emulator, 
     checked = inspect_path(videos[0], engine.settings).to_dict()
     rows = [Item(id=new_id(), batch_id=batch.id, display_name=p.name, source_path=str(p),
                  intake=checked if i == 0 else unchecked(p).to_dict()) for i, p in enumerate(videos[:3])]
-    engine.store.set_pending([row.intake for row in rows])  # the checked list Start took them from
+    engine.store.add_pending([row.intake for row in rows])  # the checked list Start took them from
     assert engine.store.start_batch(batch, rows) == rows and engine.store.pending() == []
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     assert engine.store.claim(f"intake:{batch.id}", f"{socket.gethostname()}:{dead.stdout.strip()}:x", ttl=600)

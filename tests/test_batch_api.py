@@ -306,7 +306,7 @@ def test_an_analyst_picks_the_batch_tier_on_the_page_and_sees_half_the_estimate(
     from streamlit.testing.v1 import AppTest
 
     from storyteller_core.board import batch_rows
-    from storyteller_core.store import Store
+    from storyteller_core.store import DiskStore
 
     from .helpers import TEST_KEY
 
@@ -333,7 +333,7 @@ def test_an_analyst_picks_the_batch_tier_on_the_page_and_sees_half_the_estimate(
     assert estimate() == pytest.approx(standard / 2, abs=1e-4)
     next(b for b in at.button if b.label.startswith("Start batch")).click().run()
 
-    store = Store(tmp_path / "data" / "jobs")
+    store = DiskStore(tmp_path / "data" / "jobs")
     wait_until(lambda: len(batch_rows(store)) == 3 and all(r.ended for r in batch_rows(store)), timeout=120,
                what="the batch-tier rows to end")
     rows = batch_rows(store)

@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import expect
 
 from storyteller_core.samples import make_video
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore
 
 from .conftest import CHROMIUM, _free_port
 
@@ -155,7 +155,7 @@ def test_the_protocol_over_http(app_url: str, spool: Path, tmp_path: Path) -> No
     assert status == 200 and finished["ok"] and finished["sha256"] == sha and "path" not in finished
     assert sha256_of(spool / f"{sha}.mp4") == sha
     assert call(app_url, "POST", f"/{upload_id}/finish", None, HEADER)[1] == finished  # asked again: same answer
-    store = Store(spool.parent / "jobs")  # the checked list before Start, which the Batch page shows
+    store = DiskStore(spool.parent / "jobs")  # the checked list before Start, which the Batch page shows
     try:
         assert [(e["display_name"], e["sha256"]) for e in store.pending()] == [("clip.mp4", sha)]
     finally:

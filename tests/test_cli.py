@@ -14,7 +14,7 @@ import pytest
 
 from storyteller_core.batch import Batch, Item
 from storyteller_core.datadir import ensure_data_dir
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore
 from storyteller_core.video import VideoState
 
 from .helpers import ROOT, cli_env, read_csv, run_cli, start_cli, store_when_ready, videos_in, wait_until
@@ -138,7 +138,7 @@ def test_another_preset_reuses_the_uploaded_files(tmp_path, videos, emulator):
 def test_status_into_a_closed_pipe_exits_cleanly(tmp_path):
     data_dir = tmp_path / "data"
     ensure_data_dir(data_dir)
-    store = Store(data_dir / "jobs")
+    store = DiskStore(data_dir / "jobs")
     try:  # ~300 KB of status lines: far more than a pipe holds, so `head` leaves while status still writes
         store.add_batch(Batch(id="20260101-000000-aaaa", name="many"))
         for i in range(100):

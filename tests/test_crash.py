@@ -16,7 +16,7 @@ import pytest
 
 from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.board import Status, batch_rows
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore, Store
 from storyteller_core.video import Video, VideoState
 
 from .helpers import analyses_in, cli_env, read_csv, run_cli, start_cli, store_when_ready, videos_in, wait_until
@@ -75,7 +75,7 @@ def test_sigkill_at_each_stage_then_restart(stage, tmp_path, videos, emulator):
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert "4 of 4 video(s) done." in second.stdout
-    reopened = Store(data_dir / "jobs")  # the store opens cleanly after the kill
+    reopened = DiskStore(data_dir / "jobs")  # the store opens cleanly after the kill
     rows = batch_rows(reopened)
     assert sorted(row.item.id for row in rows) == rows_before  # none lost, none duplicated
     assert {row.status for row in rows} == {Status.DONE}
@@ -105,5 +105,5 @@ def test_a_data_dir_copied_mid_run_still_opens_and_finishes(tmp_path, videos, em
     resumed = run_cli(["process", *map(str, videos[:6])], copy_env, timeout=90)
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    rows = batch_rows(Store(snapshot / "jobs"))
+    rows = batch_rows(DiskStore(snapshot / "jobs"))
     assert len(rows) == 6 and {row.status for row in rows} == {Status.DONE}

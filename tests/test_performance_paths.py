@@ -14,7 +14,7 @@ from storyteller_core.board import Status, batch_rows, with_videos
 from storyteller_core.gemini import Gateway
 from storyteller_core.limits import PollLimits
 from storyteller_core.scheduler import Scheduler
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore
 from storyteller_core.video import Video, VideoState
 
 from .helpers import TEST_KEY, ask, make_analysis, make_video, run_all, wait_until
@@ -274,7 +274,7 @@ def test_board_rows_are_the_same_read_in_bulk(make_engine, emulator, videos):
 
 
 def test_the_board_reads_videos_only_for_rows_whose_status_needs_them(tmp_path):
-    store = Store(tmp_path / "jobs")
+    store = DiskStore(tmp_path / "jobs")
     store.add_batch(Batch(id="b", name="b"))
     cases = {  # name: (video state and its error, analysis state)
         "done": (VideoState.FILE_ACTIVE, None, AnalysisState.COMPLETED),

@@ -22,7 +22,7 @@ from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.batch import Batch, Item
 from storyteller_core.board import rows_of
 from storyteller_core.records import TransitionError
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore, Store
 from storyteller_core.video import Video, VideoState
 
 from . import team_fixtures
@@ -39,7 +39,7 @@ pytestmark = needs_redis
 @pytest.fixture(params=["diskcache", "redis"])
 def store(request, tmp_path) -> Iterator[Store]:
     if request.param == "diskcache":
-        s = Store(tmp_path / "jobs")
+        s = DiskStore(tmp_path / "jobs")
     else:
         from storyteller_core.team.store import RedisStore
 
@@ -135,7 +135,7 @@ def test_batches_items_and_their_indexes_keep_order(store):
 
 def test_the_checked_list_round_trips(store):
     assert store.pending() == []
-    store.set_pending([{"path": "/x/é.mp4", "sha256": "ab"}])
+    store.add_pending([{"path": "/x/é.mp4", "sha256": "ab"}])
     assert store.pending() == [{"path": "/x/é.mp4", "sha256": "ab"}]
 
 

@@ -21,14 +21,14 @@ from storyteller_core.leases import Leases
 from storyteller_core.records import TransitionError
 from storyteller_core.retry import poll_delay
 from storyteller_core.scheduler import Scheduler
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore
 from storyteller_core.video import Video, VideoState
 
 from .helpers import make_analysis, make_video
 
 
 def test_video_transitions_allow_its_life_and_refuse_skips(tmp_path):
-    store = Store(tmp_path)
+    store = DiskStore(tmp_path)
     video = store.add_video(make_video())
     store.transition(Video, video.id, VideoState.UPLOADING)
     store.transition(Video, video.id, VideoState.UPLOADING)  # resumed after a crash
@@ -42,7 +42,7 @@ def test_video_transitions_allow_its_life_and_refuse_skips(tmp_path):
 
 
 def test_analysis_transitions_and_the_unfinished_index(tmp_path):
-    store = Store(tmp_path)
+    store = DiskStore(tmp_path)
     analysis, created = store.add_analysis(make_analysis())
     twin, again = store.add_analysis(make_analysis())
     assert created and not again and twin.id == analysis.id  # one record per key
@@ -70,7 +70,7 @@ def test_the_analysis_key_names_everything_that_makes_the_answer():
 
 
 def test_store_values_are_json_text_and_sources_merge(tmp_path):
-    store = Store(tmp_path)
+    store = DiskStore(tmp_path)
     store.add_video(make_video())
     merged = store.add_video(make_video(sources=["/y/copy.mp4"]))
     assert merged.sources == ["/y/copy.mp4", "/x/café.mp4"]
@@ -130,7 +130,7 @@ def test_scheduler_takes_priority_then_fifo_and_respects_the_upload_cap():
 
 
 def test_a_lease_of_a_dead_process_is_taken_over_at_once(tmp_path):
-    store = Store(tmp_path)
+    store = DiskStore(tmp_path)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_owner = f"{socket.gethostname()}:{dead.stdout.strip()}:x"
     assert store.claim("analysis:a1", dead_owner, ttl=600)
@@ -139,7 +139,7 @@ def test_a_lease_of_a_dead_process_is_taken_over_at_once(tmp_path):
 
 
 def test_one_heartbeat_keeps_all_leases_of_a_holder_and_a_late_one_learns_what_it_lost(tmp_path):
-    store = Store(tmp_path)
+    store = DiskStore(tmp_path)
     holder = Leases(store, "far-host:1:a", ttl_s=1.0)
     assert all(holder.claim(f"video:v{i}") for i in range(3))
     writes = []
@@ -187,16 +187,16 @@ def test_totals_count_a_shared_analysis_once_and_a_reused_one_not_at_all():
 def test_a_damaged_store_is_kept_aside_and_never_overwritten(tmp_path):
     (tmp_path / "cache.db").write_bytes(b"")
     with pytest.raises(DataDirError, match="is damaged \\(the file is empty"):
-        Store(tmp_path)
+        DiskStore(tmp_path)
     assert (tmp_path / "cache.db").read_bytes() == b""  # untouched
     assert len(list(tmp_path.glob("cache.db.damaged-*"))) == 1
 
     good = tmp_path / "good"
-    Store(good).add_video(make_video())
+    DiskStore(good).add_video(make_video())
     db = (good / "cache.db").read_bytes()
     (good / "cache.db").write_bytes(db[: len(db) // 2])
     with pytest.raises(DataDirError, match="damaged"):
-        Store(good)
+        DiskStore(good)
     assert (good / "cache.db").stat().st_size == len(db) // 2
 
 

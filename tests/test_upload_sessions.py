@@ -12,7 +12,7 @@ from storyteller_core import Settings
 from storyteller_core.media import PARTIAL_PREFIX
 from storyteller_core.samples import make_video
 from storyteller_core.spool import sweep
-from storyteller_core.store import Store
+from storyteller_core.store import DiskStore
 from storyteller_core.upload_sessions import UploadError, UploadSessions
 
 
@@ -182,7 +182,7 @@ def test_partials_are_cleaned(sessions: UploadSessions, settings: Settings, cloc
     # a crash leaves a partial behind: the spool sweep at engine start removes it once it is old enough
     left = sessions.start("c.mp4", len(video))["id"]
     send(sessions, left, video, 0, 2000)
-    store = Store(settings.data_dir / "jobs")
+    store = DiskStore(settings.data_dir / "jobs")
     try:
         sweep(store, settings.spool_dir)
         assert len(partials(settings)) == 1  # fresh: may be an upload under way

@@ -1,7 +1,7 @@
-"""The job store on Redis: the same public methods and meaning as store.Store, for many processes on many machines.
+"""The job store on Redis: store_protocol.Store's contract, for many processes on many machines.
 
 Records are JSON text under ``<prefix>:<kind>:<id>``. Indexes are sorted sets
-(scored by a Redis counter, so they keep insertion order like Store's lists):
+(scored by a Redis counter, so they keep insertion order):
 items by batch, analyses by video, items by analysis, every item, and the
 unfinished analyses (scored by creation time). Every read-modify-write is a
 WATCH/MULTI transaction retried on conflict, so ``transition`` checks the
@@ -9,29 +9,35 @@ record's transition table against the value it replaces, atomically with
 its index changes. Leases are keys with an owner token and a TTL on Redis's
 clock (``SET PX``), compared and set in Lua.
 
-It subclasses Store only so that the steps, Commands and board (typed for
-Store) take it unchanged; it never touches diskcache.
+A record that cannot be read is renamed to ``<prefix>:aside:<key>`` (kept as
+it was) and named by ``set_aside``. A batch's page and figures are worked out
+from its rows here (O(rows) per board read); the disk store keeps them.
+The checked list is a hash of entries in a sorted set's order.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import redis
 
-from ..analysis import Analysis
+from ..analysis import Analysis, AnalysisState
 from ..batch import Batch, Item
 from ..records import Record
-from ..store import NotFound, Store, _decode, apply_transition, owner_process_gone, pending_source
+from ..rows import LIFE_ORDER, Row, Status
+from ..store import NotFound, _assign, _decode, _pending_id, apply_transition, owner_process_gone, pending_source, sums_of
 from ..video import Video
 from .shared import SharedPaths
 
+log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Record)
 MGET_CHUNK = 500
-DECODED_MAX = 60_000  # records kept decoded per store, as Store does
+DECODED_MAX = 60_000  # records kept decoded per store, as DiskStore does
 
 _CLAIM = """
 local cur = redis.call('GET', KEYS[1])
@@ -63,9 +69,10 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
-class RedisStore(Store):
+class RedisStore:
+    """The job store on Redis (a team); a sibling of store.DiskStore under store_protocol.Store's contract."""
+
     def __init__(self, client: redis.Redis, prefix: str = "storyteller", shared: SharedPaths | None = None) -> None:
-        # Store.__init__ opens diskcache: not called on purpose
         self.r: Any = client  # redis-py types replies as bytes | str; this client decodes them to str
         self.prefix = prefix
         self.shared = shared or SharedPaths(None)
@@ -85,7 +92,14 @@ class RedisStore(Store):
     def get(self, cls: type[R], record_id: str | None) -> R | None:
         if not record_id:
             return None
-        return self._load(cls, self.r.get(self._rkey(cls, record_id)))
+        key = self._rkey(cls, record_id)
+        return self._load(cls, self.r.get(key), key)
+
+    def require(self, cls: type[R], record_id: str) -> R:
+        record = self.get(cls, record_id)
+        if record is None:
+            raise NotFound(f"{cls.KIND} {record_id}")
+        return record
 
     def many(self, cls: type[R], ids: Iterable[str]) -> list[R]:
         """The records of these ids that exist, in the order asked (MGET, 500 keys a call)."""
@@ -116,7 +130,7 @@ class RedisStore(Store):
                 if held is not None and held[0] == stamp and type(held[1]) is cls:
                     out[record_id] = held[1]
                     continue
-                record = self._load(cls, text)
+                record = self._load(cls, text, key)
                 if record is not None:
                     decoded[key] = (stamp, record)
                     out[record_id] = record
@@ -135,6 +149,9 @@ class RedisStore(Store):
 
     def mutate(self, cls: type[R], record_id: str, change: Callable[[R], None]) -> R:
         return self._mutate(cls, record_id, change, None)
+
+    def update(self, cls: type[R], record_id: str, **fields: Any) -> R:
+        return self.mutate(cls, record_id, lambda record: _assign(record, fields))
 
     def transition(self, cls: type[R], record_id: str, new: Any, **fields: Any) -> R:
         """The one place a video or an analysis changes state; raises TransitionError if not allowed."""
@@ -227,13 +244,11 @@ class RedisStore(Store):
         return item
 
     def start_batch(self, batch: Batch, items: list[Item]) -> list[Item]:
-        key = self.key("pending")
+        order = self.key("pending", "order")
         first = int(self.r.incrby(self.key("seq"), max(1, len(items)))) - len(items) + 1
 
         def txn(pipe: Any) -> list[Item]:
-            entries = json.loads(pipe.get(key) or "[]")
-            listed = {pending_source(entry) for entry in entries}
-            kept = [item for item in items if item.source_path in listed]
+            kept = [item for item in items if pipe.zscore(order, _pending_id(item.source_path)) is not None]
             pipe.multi()
             if not kept:
                 return []
@@ -243,11 +258,12 @@ class RedisStore(Store):
                 pipe.set(self._rkey(Item, item.id), self._dump(item))
                 pipe.zadd(self.key("idx", "items"), {item.id: seq}, nx=True)
                 pipe.zadd(self.key("idx", "batch", batch.id), {item.id: seq}, nx=True)
-            started = {item.source_path for item in kept}
-            pipe.set(key, json.dumps([e for e in entries if pending_source(e) not in started], ensure_ascii=False))
+            for source in dict.fromkeys(item.source_path for item in kept):
+                pipe.zrem(order, _pending_id(source))
+                pipe.hdel(self.key("pending", "entries"), _pending_id(source))
             return kept
 
-        return self.r.transaction(txn, key, value_from_callable=True)
+        return self.r.transaction(txn, order, value_from_callable=True)
 
     def delete_item(self, item_id: str) -> Item | None:
         key = self._rkey(Item, item_id)
@@ -316,6 +332,12 @@ class RedisStore(Store):
     def item_ids(self, batch_id: str | None = None) -> list[str]:
         return list(self.r.zrange(self.key("idx", "batch", batch_id) if batch_id else self.key("idx", "items"), 0, -1))
 
+    def items(self, batch_id: str | None = None) -> list[Item]:
+        return self.many(Item, self.item_ids(batch_id))
+
+    def needs_video(self, video_id: str) -> bool:
+        return any(a.state in (AnalysisState.WAITING, AnalysisState.ANALYZING) for a in self.analyses_of(video_id))
+
     def items_of(self, analysis_id: str) -> list[Item]:
         return self.many(Item, self.r.zrange(self.key("idx", "analysis-items", analysis_id), 0, -1))
 
@@ -332,23 +354,79 @@ class RedisStore(Store):
         """Unfinished analysis ids, oldest first."""
         return list(self.r.zrange(self.key("idx", "unfinished"), 0, -1))
 
-    # -- the checked list before Start -------------------------------------------------------
-    def pending(self) -> list[dict[str, Any]]:
-        return json.loads(self.r.get(self.key("pending")) or "[]")
+    # -- a batch's rows a page at a time, and its figures: computed from the batch's rows here -------------
+    def row_count(self, batch_id: str) -> int:
+        return int(self.r.zcard(self.key("idx", "batch", batch_id)))
 
-    def set_pending(self, entries: list[dict[str, Any]]) -> None:
-        self.r.set(self.key("pending"), json.dumps(entries, ensure_ascii=False))
+    def status_counts(self, batch_id: str) -> dict[Status, int]:
+        found = Counter(row.status for row in self._rows(batch_id))
+        return {status: found[status] for status in LIFE_ORDER}
 
-    def edit_pending(self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        key = self.key("pending")
+    def item_page(self, batch_id: str, statuses: Iterable[Status] | None = None, *, by_status: bool = False,
+                  offset: int = 0, limit: int | None = None) -> list[str]:
+        if statuses is None and not by_status:
+            return list(self.r.zrange(self.key("idx", "batch", batch_id), offset, -1 if limit is None else offset + limit - 1))
+        wanted = set(LIFE_ORDER if statuses is None else statuses)
+        rows = [row for row in self._rows(batch_id) if row.status in wanted]
+        if by_status:
+            rows.sort(key=lambda row: LIFE_ORDER.index(row.status))
+        return [row.item.id for row in rows[offset:None if limit is None else offset + limit]]
 
-        def txn(pipe: Any) -> list[dict[str, Any]]:
-            entries = json.loads(pipe.get(key) or "[]")
-            pipe.multi()
-            pipe.set(key, json.dumps(change(list(entries)), ensure_ascii=False))
-            return entries
+    def batch_sums(self, batch_id: str) -> dict[str, Any]:
+        return sums_of(self._rows(batch_id))
 
-        return self.r.transaction(txn, key, value_from_callable=True)
+    def _rows(self, batch_id: str) -> list[Row]:
+        from ..board import rows_of  # the board reads stores; only this fallback reads the board
+
+        return rows_of(self, self.items(batch_id))
+
+    # -- records that cannot be read: renamed aside, kept as they are -----------------------------
+    def set_aside(self, limit: int = 20) -> tuple[int, list[dict[str, str]]]:
+        keys = self.r.zrange(self.key("aside"), 0, limit - 1)
+        reasons = self.r.hmget(self.key("aside", "why"), keys) if keys else []
+        return int(self.r.zcard(self.key("aside"))), [{"key": k, "reason": why or ""} for k, why in zip(keys, reasons, strict=True)]
+
+    def _set_aside(self, key: str, exc: Exception) -> None:
+        short = key.removeprefix(self.prefix + ":")
+        try:
+            self.r.rename(key, self.key("aside", short))
+        except redis.ResponseError:
+            return  # gone meanwhile
+        self.r.hset(self.key("aside", "why"), short, f"{type(exc).__name__}: {str(exc)[:200]}")
+        self.r.zadd(self.key("aside"), {short: time.time()})
+        log.warning("a record could not be read and was set aside", extra={"key": short, "reason": str(exc)[:200]})
+
+    # -- the checked list before Start: one hash field per source, in a sorted set's order -----------------
+    def pending(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        ids = self.r.zrange(self.key("pending", "order"), offset, -1 if limit is None else offset + limit - 1)
+        texts = self.r.hmget(self.key("pending", "entries"), ids) if ids else []
+        return [json.loads(text) for text in texts if text]
+
+    def pending_count(self) -> int:
+        return int(self.r.zcard(self.key("pending", "order")))
+
+    def add_pending(self, entries: Iterable[dict[str, Any]]) -> None:
+        for entry in entries:
+            entry_id, text = _pending_id(pending_source(entry)), json.dumps(entry, ensure_ascii=False)
+            with self.r.pipeline(transaction=True) as pipe:
+                if entry.get("error_code") is None:
+                    pipe.hsetnx(self.key("pending", "entries"), entry_id, text)
+                else:
+                    pipe.hset(self.key("pending", "entries"), entry_id, text)
+                pipe.zadd(self.key("pending", "order"), {entry_id: self._seq()}, nx=True)
+                pipe.execute()
+
+    def remove_pending(self, source: str) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.key("pending", "order"), _pending_id(source))
+            pipe.hdel(self.key("pending", "entries"), _pending_id(source))
+            pipe.execute()
+
+    def clear_pending(self) -> list[dict[str, Any]]:
+        entries = self.pending()
+        for entry in entries:
+            self.remove_pending(pending_source(entry))
+        return entries
 
     # -- leases: TTL on Redis's clock; a dead process on this host loses its lease at once ----------
     def claim(self, task: str, owner: str, ttl: float) -> bool:
@@ -395,10 +473,15 @@ class RedisStore(Store):
             return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         return record.to_json()
 
-    def _load(self, cls: type[R], text: str | bytes | None) -> R | None:
+    def _load(self, cls: type[R], text: str | bytes | None, key: str | None = None) -> R | None:
         if not text:
             return None
-        record = _decode(cls, text)
+        try:
+            record = _decode(cls, text)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            if key is not None:
+                self._set_aside(key, exc)
+            return None
         if isinstance(record, Video) and self.shared.root is not None:
             record.sources = [s for s in (self.shared.decode(s) for s in record.sources) if s]
             record.thumbnail_path = self.shared.decode(record.thumbnail_path)
