@@ -198,6 +198,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     store = _open_store(settings)
     try:
+        batch_ids = store.batch_ids()
+        if not args.batch and sum(store.row_count(b) for b in batch_ids) > STATUS_ROWS_AT_MOST:
+            return _batch_summaries(store, batch_ids)
         rows = _rows_named(store, args.batch)
         if rows is None:
             return _no_such_batch(store, args.batch, settings)
@@ -220,6 +223,27 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     waiting = sum(row.status is Status.WAITING for row in rows)
     print(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight - waiting} in flight, "
           f"{waiting} waiting.")
+    return 0
+
+
+STATUS_ROWS_AT_MOST = 500  # `status` without --batch lists rows up to this many, else one line per batch
+
+
+def _batch_summaries(store: Store, batch_ids: list[str]) -> int:
+    """`status` of a large data dir: one line per batch from the store's kept counts (no row is read)."""
+    from .batch import Batch
+    from .board import kept_totals, set_aside_note
+
+    note = set_aside_note(store)
+    if note:
+        print(terminal_text(note), file=sys.stderr)
+    batches = store.by_id(Batch, batch_ids)
+    print(f"{'BATCH ID':<22}  {'NAME':<40}  {'ROWS':>7}  {'DONE':>7}  {'FAILED':>7}  {'CANCELLED':>9}  {'IN FLIGHT':>9}")
+    for batch_id in batch_ids:
+        t = kept_totals(store, batch_id)
+        name = terminal_text(batches[batch_id].name if batch_id in batches else batch_id)
+        print(f"{batch_id:<22}  {name[:40]:<40}  {t.rows:>7,}  {t.done:>7,}  {t.failed:>7,}  {t.cancelled:>9,}  {t.in_flight:>9,}")
+    print(f"{len(batch_ids)} batch(es). List one batch's rows with: python -m storyteller_core status --batch ID")
     return 0
 
 
@@ -265,6 +289,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     store = _open_store(settings)
     try:
+        batch_ids = store.batch_ids()
+        if not args.batch and sum(store.row_count(b) for b in batch_ids) > STATUS_ROWS_AT_MOST:
+            return _batch_summaries(store, batch_ids)
         rows = _rows_named(store, args.batch)
         if rows is None:
             return _no_such_batch(store, args.batch, settings)
