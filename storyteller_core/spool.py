@@ -24,6 +24,8 @@ GRACE_S = 300.0  # a file this fresh may belong to an intake still running in an
 def release_spool(store: Store, video_id: str, spool_dir: Path) -> list[Path]:
     """Delete the video's spooled copies when nothing needs them any more; the paths deleted."""
     video = store.get(Video, video_id)
+    if video is not None and not video.spooled_sources(spool_dir):
+        return []  # a local file read in place (a folder of 50,000): nothing to delete, nothing else to read
     # The checked list and rows still being checked first: the intake makes a row's analysis before it clears
     # the row, so read in this order nothing in between is missed.
     if video is None or video.sha256 in pending_shas(store) or store.needs_video(video_id):
