@@ -16,9 +16,9 @@ import streamlit as st
 from storyteller_core import Engine
 from storyteller_core.board import Row, Status
 from storyteller_core.commands import Ask
-from storyteller_core.config import MODELS, PROMPT_PRESETS, TIERS
+from storyteller_core.config import PROMPT_PRESETS, TIERS, model_info
 from storyteller_core.export import copy_text, story_of
-from storyteller_core.options import RESOLUTIONS, VideoOptions
+from storyteller_core.options import PROCESSING_MODES, RESOLUTIONS, VideoOptions
 from storyteller_core.story import Story
 from storyteller_core.timecode import seconds_of, timestamp
 
@@ -88,6 +88,22 @@ def page_style() -> None:
     st.html(STYLE)
 
 
+def own_thumbnail(engine: Engine, stored: str | None) -> Path | None:
+    """The thumbnail file to draw, or None: only a file under the data dir's thumbs folder, never a URL.
+
+    st.image fetches a URL in the browser, with the access cookie; a record in a team's Redis may say
+    anything, so a path that is a URL, or resolves (symlinks followed) outside our folder, is not drawn.
+    """
+    if not stored or "://" in stored or stored.startswith(("//", "data:")):
+        return None
+    folder = (engine.settings.data_dir / "thumbs").resolve()
+    try:
+        path = Path(stored).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return path if path.is_relative_to(folder) and path.is_file() else None
+
+
 def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool = False) -> None:
     """One row: thumbnail, name and status, progress, actions; the story with its copy button when done.
 
@@ -101,8 +117,9 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
             body, actions = st.columns([7, 5], vertical_alignment="center")
         else:
             thumb, body, actions = st.columns([1, 6, 5], vertical_alignment="center")
-            if row.video and row.video.thumbnail_path:
-                thumb.image(row.video.thumbnail_path, width=64)
+            shown = own_thumbnail(engine, row.video.thumbnail_path if row.video else None)
+            if shown is not None:
+                thumb.image(str(shown), width=64)
         facts = [f"{STATUS_ICON[row.status]} {'Removed' if removed else row.label}"]
         if not row.ended and not removed:
             facts.append(f"{duration(time.time() - row.since)} so far")  # time in stage: work in flight only
@@ -171,8 +188,7 @@ def _playable(row: Row) -> str | None:
 
 
 def model_label(name: str) -> str:
-    info = MODELS.get(name)
-    return info.label if info else f"{name} (price unknown)"
+    return model_info(name).label  # a model not in prices.json: "NAME (price estimated from FAMILY)"
 
 
 TIER_LABELS = {"standard": "standard", "flex": "Flex: half price, answers take minutes",
@@ -189,6 +205,9 @@ def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
                                  key=f"{key}-fps", help="Below 1 for talks, higher for fast action")
         resolution = far.selectbox("Resolution", ["default", *RESOLUTIONS], key=f"{key}-resolution",
                                    help="low costs about a third")
+        processing = st.selectbox("Video processing (Gemini 3)", ["default", *PROCESSING_MODES], key=f"{key}-processing",
+                                  index=1 if st.session_state.get("default-processing") == "agentic" else 0,
+                                  help="agentic (preview): far fewer tokens on long videos; a different analysis")
         tier = st.radio("Price", TIERS, horizontal=True, key=f"{key}-tier", format_func=TIER_LABELS.get,
                         help="Flex and Batch cost about half. Batch sends the videos in one Gemini batch job: stories "
                              "arrive within hours (up to 24 h), and a job Gemini cannot run in 48 h fails.")
@@ -198,7 +217,8 @@ def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
         if (start.strip() and start_s is None) or (end.strip() and end_s is None):
             raise ValueError("clip times are MM:SS or H:MM:SS")
         options = VideoOptions(start_s=start_s, end_s=end_s, fps=None if fps == 1.0 else float(fps),
-                               resolution=None if resolution == "default" else resolution)
+                               resolution=None if resolution == "default" else resolution,
+                               processing=None if processing == "default" else processing)
     except ValueError as exc:
         return VideoOptions(), tier, f"Part of the video: {exc}."
     return options, tier, None

@@ -8,19 +8,61 @@ are other processes. The pages and the CLI call ``client.commands`` and read
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from ..commands import Commands
+from ..batch import Batch, Item
+from ..commands import Ask, Commands
 from ..config import Settings
+from ..errors import Code
 from ..gemini import Gateway
+from ..intake import Candidate
 from ..steps.context import StepContext
 from ..store import make_owner_id
 from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker
 from .limits import RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
-from .shared import SharedPaths
+from .shared import OutsideSharedRoot, SharedPaths
 from .store import RedisStore, connect
+from .trust import require_credentials
+
+
+class TeamCommands(Commands):
+    """The command API with team mode's intake rule: a file outside the shared folder is refused with the reason.
+
+    No worker on another machine could read it, and a worker must never be sent to read a file
+    only this machine's user chose (the worker checks again right before it opens the file).
+    """
+
+    def __init__(self, store: RedisStore, runner: TeamRunner, settings: Any) -> None:
+        super().__init__(store, runner, settings)
+        self.shared = store.shared
+
+    def _refused_outside(self, candidate: Candidate) -> Candidate:
+        if candidate.url or not candidate.ok:
+            return candidate
+        try:
+            self.shared.check(candidate.path)
+        except OutsideSharedRoot as exc:
+            return dataclasses.replace(candidate, error_code=Code.UNREADABLE.value, error_message=str(exc))
+        return candidate
+
+    def submit(self, candidates: Iterable[Candidate], ask: Ask, **kwargs: Any) -> list[Item]:
+        return super().submit([self._refused_outside(c) for c in candidates], ask, **kwargs)
+
+    def add_pending(self, candidates: Iterable[Candidate]) -> None:
+        super().add_pending([self._refused_outside(c) for c in candidates])
+
+    def _finish_row(self, batch: Batch, item: Item) -> None:
+        candidate = Candidate.from_dict(item.intake or {})
+        refused = self._refused_outside(candidate)
+        if not refused.ok and candidate.ok:
+            self.store.update(Item, item.id, error_code=refused.error_code, error_message=refused.error_message,
+                              intake=None)
+            return
+        super()._finish_row(batch, item)
 
 
 def _no_step(task: str, fence: str, parent: str) -> None:
@@ -31,6 +73,7 @@ class TeamClient:
     def __init__(self, settings: Settings, config: TeamConfig, *, log_file: Path | None = None,
                  gateway: Gateway | None = None, shared: SharedPaths | None = None) -> None:
         self.config = config
+        require_credentials(config.url)
         self.client: Any = connect(config.url)
         self.store = RedisStore(self.client, config.prefix, shared or SharedPaths.from_env())
         self.cooldown = RedisCooldown(self.client, config.prefix, pause_after_s=settings.quota_pause_after_s)
@@ -46,7 +89,7 @@ class TeamClient:
         self.dispatcher = Dispatcher(self.store, config, actors)
         self.owner = make_owner_id("c" + uuid.uuid4().hex[:8])
         self.runner = TeamRunner(self.ctx, self.gate, self.dispatcher, log_file or settings.data_dir / "logs", self.owner)
-        self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
+        self.commands = TeamCommands(self.store, self.runner, lambda: self.ctx.settings)
 
     @property
     def settings(self) -> Settings:

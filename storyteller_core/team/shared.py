@@ -10,12 +10,14 @@ another machine could read it).
 ('shared:in/a.mp4', '/mnt/team/in/a.mp4')
 >>> m.encode("/home/me/b.mp4")  # outside: kept as it is (intake refuses it with check())
 '/home/me/b.mp4'
+>>> m.decode("shared:../../etc/shadow"), m.decode("shared:/etc/shadow")
+(None, None)
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import SHARED_ROOT_ENV
 
@@ -46,10 +48,18 @@ class SharedPaths:
         return MARK + relative.as_posix()
 
     def decode(self, stored: str | None) -> str | None:
-        """A stored path as this machine sees it."""
+        """A stored path as this machine sees it; None for ``shared:`` text that would leave the shared folder.
+
+        A record in Redis may have been written by anyone who can reach it: ``shared:/etc/shadow`` (pathlib
+        drops the root for an absolute part) and ``shared:../../x`` are refused here, and the worker checks
+        the resolved file (symlinks followed) again right before it opens it (``check``).
+        """
         if not stored or not stored.startswith(MARK) or self.root is None:
             return stored
-        return str(self.root / stored[len(MARK):])
+        relative = PurePosixPath(stored[len(MARK):])
+        if not relative.parts or relative.is_absolute() or ".." in relative.parts or "\\" in stored:
+            return None
+        return str(self.root / relative)
 
     def check(self, path: Path) -> Path:
         """``path`` resolved, or OutsideSharedRoot with a sentence for a person."""

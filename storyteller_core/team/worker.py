@@ -34,7 +34,7 @@ from ..analysis import Analysis
 from ..config import Settings
 from ..datadir import ensure_data_dir
 from ..demo import gateway_for
-from ..errors import Cancelled, QuotaPaused
+from ..errors import Cancelled, Code, QuotaPaused, StepFailed
 from ..gemini import Gateway, file_name_for
 from ..logs import setup_logging
 from ..records import TransitionError
@@ -46,8 +46,9 @@ from ..store import make_owner_id, owner_process_gone
 from ..video import Video, VideoState
 from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
 from .limits import CallRate, RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
-from .shared import SharedPaths
+from .shared import OutsideSharedRoot, SharedPaths
 from .store import RedisStore, connect
+from .trust import InsecureBroker, record_problem, require_credentials
 from .watch import TeamStatusWatch
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ class _SlotGateway:
         return getattr(self.inner, name)
 
     def upload(self, path: Path, *, name: str, display_name: str, mime_type: str, on_progress: Any) -> Any:
+        try:  # right before the file is opened: symlinks resolved, whatever the record in Redis said
+            path = self.runtime.store.shared.check(path)
+        except OutsideSharedRoot as exc:
+            raise StepFailed(Code.UNREADABLE, f"{display_name} was not uploaded: {exc}") from None
         uploads = self.runtime.uploads
         stopping = self.runtime.runner.stopping
         task, token = getattr(self.runtime.local, "slot", None) or ("video:?", None)
@@ -135,6 +140,7 @@ class WorkerRuntime:
     def __init__(self, settings: Settings, config: TeamConfig, log_file: Path) -> None:
         self.settings = settings
         self.config = config
+        require_credentials(config.url)
         self.client: Any = connect(config.url)
         self.store = RedisStore(self.client, config.prefix, SharedPaths.from_env())
         cooldown = RedisCooldown(self.client, config.prefix, pause_after_s=settings.quota_pause_after_s)
@@ -202,6 +208,11 @@ class WorkerRuntime:
         if self.runner.stopping.is_set():
             return Outcome.stop()
         kind, record_id = task.split(":", 1)
+        problem = self._malformed(kind, record_id)
+        if problem:
+            log.error("refused a malformed record: not acting on it", extra={"task": task[:200], "problem": problem})
+            self.stats["malformed"] += 1
+            return Outcome.stop()
         token = None
         generate_ok = False
         if kind == "video":
@@ -234,6 +245,20 @@ class WorkerRuntime:
                 self.uploads.release(token)
             if kind == "video":
                 self._release_unless_uploaded(record_id)
+
+    def _malformed(self, kind: str, record_id: str) -> str | None:
+        """Why the records this task acts on are not well-formed (anyone who reaches Redis can write them), or None."""
+        cls: type[Video] | type[Analysis] | None = {"video": Video, "analysis": Analysis}.get(kind)
+        if cls is None:
+            return f"unknown task kind {kind[:40]!r}"
+        problem = record_problem(cls, record_id, self.client.get(self.store.key(cls.KIND, record_id)), self.store.shared)
+        if problem or cls is not Analysis:
+            return problem
+        analysis = self.store.get(Analysis, record_id)
+        if analysis is None or not analysis.video_id:
+            return None
+        return record_problem(Video, analysis.video_id, self.client.get(self.store.key(Video.KIND, analysis.video_id)),
+                              self.store.shared)
 
     def _release_unless_uploaded(self, video_id: str) -> None:
         """A video left with no file (failed, cancelled, nobody needs it any more, content changed) holds no bytes.
@@ -426,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from_env()
     config = TeamConfig.from_env()
+    try:
+        require_credentials(config.url)
+    except InsecureBroker as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
     if args.resume:
         from .client import TeamClient
 
