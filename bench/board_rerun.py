@@ -59,7 +59,7 @@ def fill(directory: Path, count: int) -> None:
                           gemini_uri=f"https://example/v1beta/files/vs-{i}", gemini_expires_at=time.time() + 3600,
                           state_entered_at={"CREATED": time.time(), "FILE_ACTIVE": time.time()})
             store.put(video)
-            analysis = Analysis(id=f"{i:032x}", video_id=video.id, model="gemini-2.5-flash", prompt="Tell the story",
+            analysis = Analysis(id=f"{i:032x}", video_id=video.id, model="gemini-3.8-flash", prompt="Tell the story",
                                 backend="https://example", state=state,
                                 story="A story. " * 60 if state is AnalysisState.COMPLETED else None,
                                 total_tokens=18_000, cost_usd=0.006, estimated_cost_usd=0.006,

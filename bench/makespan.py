@@ -104,7 +104,7 @@ def sequential_makespan(emu: Emulator, videos: list[Path]) -> float:
         while remote.state != "ACTIVE":
             time.sleep(1.0)
             remote = gateway.get_file(remote.name) or remote
-        gateway.generate(model="gemini-2.5-flash", file_uri=remote.uri, mime_type="video/mp4",
+        gateway.generate(model="gemini-3.8-flash", file_uri=remote.uri, mime_type="video/mp4",
                          prompt="Tell the story", timeout_s=60)
     return time.monotonic() - started
 

@@ -8,7 +8,7 @@ import streamlit as st
 import tenacity
 
 from storyteller_core import webhook
-from storyteller_core.config import MODELS
+from storyteller_core.config import MODELS, PRICES_CHECKED
 from storyteller_core.errors import GeminiError, Kind
 from storyteller_ui import notify
 from storyteller_ui.engine import get_engine, key_source, masked
@@ -87,11 +87,21 @@ st.caption("The message carries the batch's name, its counts and a link back to 
            "URL is kept in the data folder, readable by you alone.")
 
 st.subheader("Models and prices (USD per million tokens)")
+retired = engine.catalog.warning(engine.settings.model) if engine.settings.model_pinned else None
+if retired:
+    st.warning(plain(retired))
 st.dataframe(
-    [{"model": m.name, "label": m.label, "input": m.usd_per_m_input, "output": m.usd_per_m_output} for m in MODELS.values()],
+    [{"model": m.name, "label": m.label, "input": m.usd_per_m_input, "cached input": m.usd_per_m_cached,
+      "output": m.usd_per_m_output} for m in MODELS.values()],
     hide_index=True, width="stretch",
 )
-st.caption("Video costs about 300 tokens per second. Prices live in storyteller_core/config.py.")
+st.caption(f"Prices checked {PRICES_CHECKED} (storyteller_core/prices.json, from ai.google.dev/gemini-api/docs/pricing); "
+           "Flex and Batch half price. A model not listed is priced from its family and labelled an estimate. "
+           f"Gemini API version: {engine.settings.api_version} (STORYTELLER_API_VERSION).")
+st.selectbox("Video processing for new questions (Gemini 3 models)", ["default", "agentic"], key="settings-processing",
+             index=1 if st.session_state.get("default-processing") == "agentic" else 0,
+             on_change=lambda: st.session_state.update({"default-processing": st.session_state["settings-processing"]}),
+             help="agentic (preview) uses far fewer tokens on long videos; the Batch page's options start from this")
 
 st.subheader("Limits")
 s = engine.settings

@@ -13,9 +13,10 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from .config import MODELS, Settings
+from .config import MODELS, RETIRED, Settings, retired_sentence
 from .errors import GeminiError, Kind
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,20 @@ class Catalog:
         return [default, *[n for n in names if n != default]]
 
     def warning(self, model: str) -> str | None:
+        """One sentence when ``model`` will not answer: retired (known without asking) or not offered to the key."""
         offered = self.offered
-        if offered is None or model in offered:
+        if offered is not None and model in offered:
+            return None
+        if model in RETIRED:
+            return retired_sentence(model, self._instead(model, offered))
+        if offered is None:
             return None
         return (f"The model {model} is not offered to this key any more (models.list). Pick another model; "
                 f"{self.default} is the current default.")
+
+    def _instead(self, model: str, offered: list[str] | None) -> str:
+        """Google's named replacement when the key is offered it (or nothing is known), else the key's default."""
+        named = RETIRED[model]
+        if offered is None or named in offered:
+            return named
+        return choose_default(offered, replace(self._settings(), model_pinned=False))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .config import PRIORITIES, PROMPT_PRESETS, TIERS, VIDEO_EXTENSIONS, Settings
 from .errors import DataDirError
-from .options import RESOLUTIONS, VideoOptions, parse_clip
+from .options import PROCESSING_MODES, RESOLUTIONS, VideoOptions, parse_clip
 from .sanitize import terminal_text
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--clip", type=_clip, metavar="START-END", help="only this part of each video, e.g. 00:30-02:00")
     process.add_argument("--fps", type=float, help="frames per second Gemini looks at (above 0, at most 24; default 1)")
     process.add_argument("--resolution", choices=RESOLUTIONS, help="media resolution (low costs about a third)")
+    process.add_argument("--processing", choices=PROCESSING_MODES,
+                         help="Gemini 3 video processing mode: agentic (preview) uses far fewer tokens on long videos")
     process.add_argument("--tier", choices=TIERS, default="standard",
                          help="flex: half price, but each answer can take minutes (Gemini's Flex tier, preview); "
                               "batch: about half price, results within hours (one Gemini batch job; stopped or killed, "
@@ -118,7 +120,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         options = VideoOptions(start_s=args.clip[0] if args.clip else None, end_s=args.clip[1] if args.clip else None,
-                               fps=args.fps, resolution=args.resolution)
+                               fps=args.fps, resolution=args.resolution, processing=args.processing)
     except ValueError as exc:
         _error(f"{exc}.")
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,20 +18,75 @@ class ModelInfo:
     usd_per_m_input: float
     usd_per_m_output: float
     batch_discount: float = 0.5
+    usd_per_m_cached: float | None = None  # cached input tokens (explicit context caching), about a tenth of input
+    usd_per_m_hour_storage: float = 1.0  # a cache's storage, per million tokens per hour
+    min_cache_tokens: int = 4096  # below this Gemini refuses to create a cache
+    estimated: bool = False  # priced from its family (not in prices.json): shown as an estimate
+
+
+def _info(name: str, label: str, m: dict[str, object], *, estimated: bool = False) -> ModelInfo:
+    def num(key: str, default: float) -> float:
+        value = m.get(key, default)
+        return float(value) if isinstance(value, (int, float, str)) else default
+
+    return ModelInfo(name, label, num("input", 0), num("output", 0), num("batch_discount", 0.5),
+                     num("cached", num("input", 0) / 10), num("storage", 1.0), int(num("min_cache_tokens", 4096)), estimated)
+
+
+_PRICES = json.loads((Path(__file__).with_name("prices.json")).read_text(encoding="utf-8"))
 
 
 def _load_prices() -> tuple[dict[str, ModelInfo], str]:
     """The dated price table shipped with the package: data, not code."""
-    data = json.loads((Path(__file__).with_name("prices.json")).read_text(encoding="utf-8"))
-    models = {name: ModelInfo(name, m["label"], float(m["input"]), float(m["output"]), float(m.get("batch_discount", 0.5)))
-              for name, m in data["models"].items()}
-    return models, str(data["checked"])
+    models = {name: _info(name, m["label"], m) for name, m in _PRICES["models"].items()}
+    return models, str(_PRICES["checked"])
 
 
-# Model names change fast (gemini-3-pro-preview was shut down in 2026-03): the key's models.list decides
-# what is offered (catalog.py); this table only prices the ones we know.
+# Model names change fast: the key's models.list decides what is offered (catalog.py); this table prices the
+# ones we know, and a model it lacks is priced from its family (model_info) and labelled an estimate.
 MODELS, PRICES_CHECKED = _load_prices()
-DEFAULT_MODEL = "gemini-2.5-flash"  # only until models.list answers; STORYTELLER_MODEL pins a model
+FAMILIES: dict[str, dict[str, object]] = dict(_PRICES.get("families", {}))
+# Retired models (Google's deprecations page) and the model Google names instead.
+RETIRED: dict[str, str] = dict(_PRICES.get("retired", {}))
+DEFAULT_MODEL = "gemini-3.8-flash"  # only until models.list answers; STORYTELLER_MODEL pins a model
+# The Gemini API surface the gateway talks to (and the emulator answers): v1beta, because Google's published v1
+# messages (google-ai-generativelanguage 0.12.1) lack the Files API, fileData, cachedContents, responseJsonSchema,
+# mediaResolution and serviceTier, all of which we send. google-genai 3.x would default to v1.
+API_VERSION = "v1beta"
+
+
+def family_of(model: str) -> str:
+    """flash-lite, flash or pro from a model's name; flash when the name says none of them."""
+    name = model.removeprefix("models/")
+    if "flash-lite" in name:
+        return "flash-lite"
+    return "pro" if "-pro" in name else "flash"
+
+
+def model_info(model: str) -> ModelInfo:
+    """The model's prices: from the table, else its family's (estimated=True); never missing."""
+    info = MODELS.get(model)
+    if info is not None:
+        return info
+    family = family_of(model)
+    return _info(model, f"{model} (price estimated from {family})", FAMILIES.get(family, {"input": 0.75, "output": 4.5}),
+                 estimated=True)
+
+
+def replacement_in(message: str) -> str | None:
+    """The model Gemini's 404 names instead ("... Please update your code to use gemini-3.5-flash-lite.")."""
+    match = re.search(r"update your code to use (?:models/)?(gemini-[\w.-]*\w)", message or "")
+    return match.group(1) if match else None
+
+
+def retired_sentence(model: str, instead: str | None = None) -> str:
+    """One sentence naming the retired model and the one to use instead."""
+    use = instead or RETIRED.get(model)
+    if use:
+        return (f"The model {model} is retired by Google and no longer answers; use {use} instead "
+                f"(pick it on the Batch page or set STORYTELLER_MODEL={use}).")
+    return f"The model {model} is not available to this key; pick another model on the Batch page or set STORYTELLER_MODEL."
+
 
 # Where a Gemini file and an answer live: demo answers never stand in for real ones.
 DEMO_BACKEND = "demo"
@@ -107,6 +163,8 @@ class Settings:
     file_ttl_s: float = 48 * 3600
     lease_ttl_s: float = 20.0
     quota_pause_after_s: float = 120.0  # quota exhausted this long: pause instead of failing videos
+    api_version: str = API_VERSION  # STORYTELLER_API_VERSION: the Gemini API surface (see API_VERSION)
+    cache_ttl_s: float = 3600.0  # an explicit context cache lives this long unless deleted first (Gemini's default 1 h)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -117,6 +175,7 @@ class Settings:
             model_pinned=bool(os.environ.get("STORYTELLER_MODEL")),
             max_jobs=_env_int("STORYTELLER_MAX_JOBS", 3),
             max_uploads=_env_int("STORYTELLER_MAX_UPLOADS", 2),
+            api_version=os.environ.get("STORYTELLER_API_VERSION") or API_VERSION,
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -145,13 +204,21 @@ TIERS = ("standard", "flex", "batch")
 DISCOUNTED_TIERS = frozenset({"flex", "batch"})  # priced at the model's batch_discount (prices.json)
 
 
-def cost_usd(model: str, input_tokens: int, output_tokens: int, tier: str = "standard") -> float | None:
-    """USD for these tokens at this tier; None when the model is not in our price table ("price unknown")."""
-    info = MODELS.get(model)
-    if info is None:
-        return None
-    full = (input_tokens * info.usd_per_m_input + output_tokens * info.usd_per_m_output) / 1e6
+def cost_usd(model: str, input_tokens: int, output_tokens: int, tier: str = "standard", cached_tokens: int = 0) -> float | None:
+    """USD for these tokens at this tier; ``cached_tokens`` (part of ``input_tokens``) at the cached price.
+
+    A model missing from the table is priced from its family (model_info(model).estimated says so).
+    """
+    info = model_info(model)
+    cached = min(max(cached_tokens, 0), input_tokens)
+    cached_price = info.usd_per_m_cached if info.usd_per_m_cached is not None else info.usd_per_m_input / 10
+    full = ((input_tokens - cached) * info.usd_per_m_input + cached * cached_price + output_tokens * info.usd_per_m_output) / 1e6
     return full * (1 - info.batch_discount) if tier in DISCOUNTED_TIERS else full
+
+
+def cache_storage_usd(model: str, tokens: int, seconds: float) -> float:
+    """What keeping ``tokens`` in an explicit cache for ``seconds`` costs."""
+    return tokens / 1e6 * model_info(model).usd_per_m_hour_storage * seconds / 3600
 
 
 def estimate_cost(model: str, duration_s: float | None, prompt: str, options: VideoOptions | None = None,

@@ -69,5 +69,5 @@ def gateway_for(settings: Settings) -> Gateway:
 
     if settings.api_key:
         register_secret(settings.api_key)
-        return Gateway(settings.api_key, settings.base_url, settings.request_timeout_s)
-    return Gateway(DEMO_KEY, emulator(settings.data_dir).base_url, settings.request_timeout_s)
+        return Gateway(settings.api_key, settings.base_url, settings.request_timeout_s, api_version=settings.api_version)
+    return Gateway(DEMO_KEY, emulator(settings.data_dir).base_url, settings.request_timeout_s, api_version=settings.api_version)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+from .config import RETIRED, replacement_in, retired_sentence
 from .errors import KEY_REJECTED_MESSAGE, Code, StepFailed, quota_paused_message
 from .quota import Cooldown
 
@@ -35,8 +36,11 @@ class Gate:
         self.key_rejected = True
 
     def model_missing(self, model: str, gemini_says: str) -> str:
-        message = (f"The model {model} is not offered by Gemini for this key ({gemini_says[:200]}). "
-                   "Pick another model on the Batch page (or set STORYTELLER_MODEL), then retry.")
+        if "no longer available" in gemini_says or model in RETIRED:  # retired: one sentence naming the model to use
+            message = retired_sentence(model, replacement_in(gemini_says))
+        else:
+            message = (f"The model {model} is not offered by Gemini for this key ({gemini_says[:200]}). "
+                       "Pick another model on the Batch page (or set STORYTELLER_MODEL), then retry.")
         with self._lock:
             self._missing_models[model] = message
         return message

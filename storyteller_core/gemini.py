@@ -25,6 +25,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from .config import API_VERSION
 from .errors import GeminiError, Kind
 
 try:  # google-genai 3.x talks through httpx2; older releases through httpx
@@ -63,6 +64,17 @@ class Answer:
     output_tokens: int | None
     total_tokens: int | None
     model_version: str | None
+    cached_tokens: int | None = None  # usageMetadata.cachedContentTokenCount: the part of prompt_tokens read from a cache
+
+
+@dataclass(frozen=True)
+class CachedVideo:
+    """An explicit context cache (cachedContents/ID) holding one video part: asked through, billed at the cached price."""
+
+    name: str
+    model: str
+    expires_at: float | None
+    tokens: int | None  # usageMetadata.totalTokenCount of the cache
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class VideoPart:
     start_s: float | None = None
     end_s: float | None = None
     fps: float | None = None
+    processing: str | None = None  # "agentic": Gemini 3's agentic video processing (preview); None: Gemini's default
 
 
 @dataclass(frozen=True)
@@ -118,8 +131,9 @@ def file_name_for(sha256: str) -> str:
 
 
 class Gateway:
-    def __init__(self, api_key: str, base_url: str | None, request_timeout_s: float) -> None:
-        options = types.HttpOptions(timeout=int(request_timeout_s * 1000), base_url=base_url)
+    def __init__(self, api_key: str, base_url: str | None, request_timeout_s: float, *, api_version: str = API_VERSION) -> None:
+        # api_version pinned (config.API_VERSION says why): google-genai 3.x would send Gemini API calls to /v1/
+        options = types.HttpOptions(timeout=int(request_timeout_s * 1000), base_url=base_url, api_version=api_version)
         self._client = genai.Client(api_key=api_key, http_options=options)
 
     def upload(
@@ -161,21 +175,53 @@ class Gateway:
     def generate(
         self, *, model: str, video: VideoPart, prompt: str, timeout_s: float, json_schema: dict[str, Any] | None = None,
         resolution: str | None = None, on_text: Callable[[str], None] | None = None, flex: bool = False,
+        cache: str | None = None,
     ) -> Answer:
-        """Ask ``prompt`` of ``video``, streamed: ``on_text`` sees the text so far; a cut stream raises (retry it whole)."""
-        config = _answer_config(json_schema, resolution)
+        """Ask ``prompt`` of ``video``, streamed: ``on_text`` sees the text so far; a cut stream raises (retry it whole).
+
+        With ``cache`` (a cachedContents name holding the video) only the prompt is sent: the video is read from the cache.
+        """
+        config = _answer_config(json_schema, None if cache else resolution, model)
         config.http_options = types.HttpOptions(timeout=int(timeout_s * 1000))
         if flex:  # half price, minutes of latency (preview)
             config.service_tier = types.ServiceTier.FLEX
-        contents: list[Any] = [_video_part(video), prompt]
+        contents: list[Any] = [prompt] if cache else _contents(video, prompt, model, resolution)
+        if cache:
+            config.cached_content = cache
         return _call(lambda: _collect(self._client.models.generate_content_stream(model=model, contents=contents,
                                                                                    config=config), on_text))
+
+    # -- explicit context caching: one video, many questions, cached input at about a tenth of the price ----------
+    def create_cache(self, *, model: str, video: VideoPart, ttl_s: float, display_name: str,
+                     resolution: str | None = None) -> CachedVideo:
+        """A cache of the video part, living ``ttl_s`` unless deleted first. Not idempotent: store its name at once."""
+        content = types.Content(role="user", parts=[_video_part(video, model, resolution)])
+        config = types.CreateCachedContentConfig(contents=[content], ttl=f"{max(1, int(ttl_s))}s", display_name=display_name[:128])
+        return _cached(_call(self._client.caches.create, model=model, config=config), model)
+
+    def get_cache(self, name: str) -> CachedVideo | None:
+        """The cache, or None when it expired or was deleted (Gemini answers 403/404)."""
+        try:
+            return _cached(_call(self._client.caches.get, name=name), "")
+        except GeminiError as exc:
+            if exc.code in (403, 404):
+                return None
+            raise
+
+    def delete_cache(self, name: str) -> None:
+        """Delete the cache now (storage is billed per hour); one already gone is fine."""
+        try:
+            _call(self._client.caches.delete, name=name)
+        except GeminiError as exc:
+            if exc.code not in (403, 404):
+                raise
 
     # -- the Batch API: about half price, results within hours ---------------------------------
     def create_batch(self, *, model: str, requests: list[BatchRequest], display_name: str) -> BatchJob:
         """One batch job of inlined requests. Not idempotent: a second call makes a second job (and a second bill)."""
-        src = [types.InlinedRequest(contents=_contents(r.video, r.prompt), config=_answer_config(r.json_schema, r.resolution),
-                                    metadata={"key": r.key}) for r in requests]
+        src = [types.InlinedRequest(contents=_contents(r.video, r.prompt, model, r.resolution),
+                                    config=_answer_config(r.json_schema, r.resolution, model), metadata={"key": r.key})
+               for r in requests]
         job = _call(self._client.batches.create, model=model, src=src,
                     config=types.CreateBatchJobConfig(display_name=display_name))
         return _batch_job(job)
@@ -228,19 +274,37 @@ _RESOLUTION = {"low": types.MediaResolution.MEDIA_RESOLUTION_LOW, "medium": type
                "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH}
 
 
-def _contents(video: VideoPart, prompt: str) -> list[Any]:
-    return [_video_part(video), prompt]
+_PART_RESOLUTION = {"low": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_LOW,
+                    "medium": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_MEDIUM,
+                    "high": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_HIGH}
 
 
-def _answer_config(json_schema: dict[str, Any] | None, resolution: str | None) -> types.GenerateContentConfig:
-    """What shapes the answer: the structured story's schema, the media resolution."""
+def per_part_options(model: str) -> bool:
+    """Gemini 3 and later take media resolution on the part (Part.media_resolution) and the agentic processing mode."""
+    match = re.match(r"(?:models/)?gemini-(\d+)", model)
+    return bool(match and int(match.group(1)) >= 3)
+
+
+def _contents(video: VideoPart, prompt: str, model: str = "", resolution: str | None = None) -> list[Any]:
+    return [_video_part(video, model, resolution), prompt]
+
+
+def _answer_config(json_schema: dict[str, Any] | None, resolution: str | None, model: str = "") -> types.GenerateContentConfig:
+    """What shapes the answer: the structured story's schema, the media resolution (for models before Gemini 3)."""
     config = types.GenerateContentConfig()
     if json_schema is not None:
         config.response_mime_type = "application/json"
         config.response_json_schema = json_schema
-    if resolution:
+    if resolution and not per_part_options(model):
         config.media_resolution = _RESOLUTION[resolution]
     return config
+
+
+def _cached(cache: types.CachedContent, model: str) -> CachedVideo:
+    usage = cache.usage_metadata
+    return CachedVideo(name=cache.name or "", model=(cache.model or model).removeprefix("models/"),
+                       expires_at=cache.expire_time.timestamp() if cache.expire_time else None,
+                       tokens=usage.total_token_count if usage else None)
 
 
 def _batch_job(job: types.BatchJob) -> BatchJob:
@@ -257,14 +321,25 @@ def _batch_job(job: types.BatchJob) -> BatchJob:
                     created_at=job.create_time.timestamp() if job.create_time else None, results=tuple(results))
 
 
-def _video_part(video: VideoPart) -> types.Part:
+def duration_text(seconds: float) -> str:
+    """Google's Duration JSON: "0.5s", "90s", "12.25s" (a fraction travels; at most nanosecond digits)."""
+    return f"{round(seconds, 9):.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def _video_part(video: VideoPart, model: str = "", resolution: str | None = None) -> types.Part:
     metadata = None
     if video.start_s is not None or video.end_s is not None or video.fps is not None:
         metadata = types.VideoMetadata(
-            start_offset=f"{video.start_s:g}s" if video.start_s is not None else None,
-            end_offset=f"{video.end_s:g}s" if video.end_s is not None else None, fps=video.fps,
+            start_offset=duration_text(video.start_s) if video.start_s is not None else None,
+            end_offset=duration_text(video.end_s) if video.end_s is not None else None, fps=video.fps,
         )
-    return types.Part(file_data=types.FileData(file_uri=video.uri, mime_type=video.mime_type), video_metadata=metadata)
+    part = types.Part(file_data=types.FileData(file_uri=video.uri, mime_type=video.mime_type), video_metadata=metadata)
+    if per_part_options(model):
+        if resolution:
+            part.media_resolution = types.PartMediaResolution(level=_PART_RESOLUTION[resolution])
+        if video.processing == "agentic":
+            part.media_processing = types.MediaProcessing.AGENTIC
+    return part
 
 
 def _collect(stream: Any, on_text: Callable[[str], None] | None) -> Answer:
@@ -290,6 +365,7 @@ def _collect(stream: Any, on_text: Callable[[str], None] | None) -> Answer:
         output_tokens=usage.candidates_token_count if usage else None,
         total_tokens=usage.total_token_count if usage else None,
         model_version=last.model_version if last else None,
+        cached_tokens=usage.cached_content_token_count if usage else None,
     )
 
 
@@ -396,7 +472,10 @@ def _describe_body(exc: Exception) -> str:
 # version v1beta, or is not supported for generateContent. Call ListModels ..."; for a file that
 # expired or never existed: 403 PERMISSION_DENIED "You do not have permission to access the File
 # files/NAME or it may not exist."
-_MODEL_MISSING = re.compile(r"\bmodels/\S+ is not found|\bmodel\b[^.]*\bnot found", re.IGNORECASE)
+# A retired model (gemini-2.5-flash since 2026-12-01): 404 "... is no longer available to new users. Please update
+# your code to use ...".
+_MODEL_MISSING = re.compile(r"\bmodels/\S+ is not found|\bmodel\b[^.]*\bnot found|no longer available to new users",
+                            re.IGNORECASE)
 _ABOUT_FILE = re.compile(r"\bfiles?\b", re.IGNORECASE)
 
 

@@ -14,6 +14,10 @@ from typing import Any
 from .timecode import seconds_of, timestamp
 
 RESOLUTIONS = ("low", "medium", "high")
+PROCESSING_MODES = ("agentic",)  # Gemini 3's agentic video processing (preview, Part.media_processing); None: default
+# Google says agentic processing uses far fewer tokens on long videos but publishes no ratio: this share of the
+# default count is an estimate, replaced by the real usage once an answer is back.
+AGENTIC_TOKEN_SHARE = 0.3
 MAX_FPS = 24.0
 # Gemini's published token counts (ai.google.dev/gemini-api/docs/tokens and .../video-understanding):
 # 258 tokens per frame at default media resolution, 66 at low, frames sampled at 1 per second by default,
@@ -29,12 +33,15 @@ class VideoOptions:
     fps: float | None = None
     resolution: str | None = None  # low | medium | high; None: Gemini's default
     structured: bool = False  # ask for the JSON story (title, prose, key moments, people, places, tags)
+    processing: str | None = None  # "agentic" (Gemini 3 models); None: Gemini's default processing
 
     def __post_init__(self) -> None:
         if self.fps is not None and not 0 < self.fps <= MAX_FPS:
             raise ValueError(f"frames per second must be above 0 and at most {MAX_FPS:g} (got {self.fps:g})")
         if self.resolution is not None and self.resolution not in RESOLUTIONS:
             raise ValueError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
+        if self.processing is not None and self.processing not in PROCESSING_MODES:
+            raise ValueError(f"processing must be one of {', '.join(PROCESSING_MODES)} (or left at Gemini's default)")
         if self.start_s is not None and self.start_s < 0:
             raise ValueError("the clip cannot start before 0:00")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
@@ -43,12 +50,12 @@ class VideoOptions:
     def to_key(self) -> dict[str, Any]:
         """The options as stored with the analysis and hashed into its key: defaults left out."""
         values = {"start_s": self.start_s, "end_s": self.end_s, "fps": self.fps, "resolution": self.resolution,
-                  "structured": self.structured or None}
+                  "structured": self.structured or None, "processing": self.processing}
         return {k: v for k, v in values.items() if v is not None}
 
     @classmethod
     def from_key(cls, data: dict[str, Any]) -> VideoOptions:
-        return cls(**{k: v for k, v in data.items() if k in {"start_s", "end_s", "fps", "resolution", "structured"}})
+        return cls(**{k: v for k, v in data.items() if k in {"start_s", "end_s", "fps", "resolution", "structured", "processing"}})
 
     @property
     def clipped(self) -> bool:
@@ -61,7 +68,8 @@ class VideoOptions:
 
     def video_tokens(self, duration_s: float | None) -> int:
         per_second = (self.fps or 1.0) * TOKENS_PER_FRAME[self.resolution] + AUDIO_TOKENS_PER_SECOND
-        return int(self.seconds(duration_s) * per_second)
+        share = AGENTIC_TOKEN_SHARE if self.processing == "agentic" else 1.0
+        return int(self.seconds(duration_s) * per_second * share)
 
     def describe(self) -> str:
         parts = []
@@ -71,11 +79,13 @@ class VideoOptions:
             parts.append(f"{self.fps:g} fps")
         if self.resolution:
             parts.append(f"{self.resolution} resolution")
+        if self.processing:
+            parts.append(f"{self.processing} processing")
         return ", ".join(parts)
 
 
 def parse_clip(text: str) -> tuple[float | None, float | None]:
-    """ "00:30-02:00" -> (30.0, 120.0); either side may be empty ("-02:00", "00:30-")."""
+    """ "00:30-02:00" -> (30.0, 120.0); "00:00.5-00:02" -> (0.5, 2.0); either side may be empty ("-02:00", "00:30-")."""
     start_text, sep, end_text = text.partition("-")
     if not sep:
         raise ValueError(f"a clip is START-END, e.g. 00:30-02:00 (got {text!r})")

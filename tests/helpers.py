@@ -133,7 +133,7 @@ def make_video(**kw: Any) -> Video:
 
 
 def make_analysis(video_id: str = "ab" * 32, prompt: str = "p", **kw: Any) -> Analysis:
-    values = dict(id=analysis_key(video_id, "gemini-2.5-flash", prompt, {}, "b"), video_id=video_id,
-                  model="gemini-2.5-flash", prompt=prompt, backend="b")
+    values = dict(id=analysis_key(video_id, "gemini-3.8-flash", prompt, {}, "b"), video_id=video_id,
+                  model="gemini-3.8-flash", prompt=prompt, backend="b")
     values.update(kw)
     return Analysis(**values)

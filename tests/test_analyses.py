@@ -223,7 +223,7 @@ def test_cli_process_again_adds_no_rows_and_a_new_preset_asks_without_uploading(
 
 def _old_job(job_id: str, batch: str, name: str, sha: str, state: str, **extra: object) -> dict[str, object]:
     job = {"id": job_id, "display_name": name, "source_path": f"/videos/{name}", "size_bytes": 1000, "sha256": sha,
-           "mime_type": "video/mp4", "model": "gemini-2.5-flash", "prompt": "Tell the story", "batch_id": batch,
+           "mime_type": "video/mp4", "model": "gemini-3.8-flash", "prompt": "Tell the story", "batch_id": batch,
            "priority": "normal", "state": state, "progress": 100 if state == "COMPLETED" else 0, "duration_s": 3.0,
            "demo": False, "created_at": time.time() - 100, "updated_at": time.time(), "state_entered_at": {}}
     job.update(extra)

@@ -80,7 +80,7 @@ def test_batch_tier_sends_one_job_for_several_videos_and_stores_stories_at_the_b
 
 
 def test_the_estimate_before_start_is_halved_on_the_batch_tier():
-    for model in ("gemini-2.5-flash", "gemini-2.5-pro"):
+    for model in ("gemini-3.8-flash", "gemini-3.1-pro-preview"):
         standard = estimate_cost(model, 60.0, "Tell the story")
         assert standard and estimate_cost(model, 60.0, "Tell the story", tier="batch") == pytest.approx(standard / 2)
     assert estimate_cost("gemini-99-unknown", 60.0, "x", tier="batch") is None  # price unknown stays unknown

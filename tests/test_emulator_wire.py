@@ -22,6 +22,7 @@ from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel, Field, ValidationError
 
+from storyteller_core.config import API_VERSION
 from storyteller_core.emulator import Emulator
 from storyteller_core.emulator.config import EMBEDDING_MODEL
 from storyteller_core.emulator.story import LABEL
@@ -29,7 +30,7 @@ from storyteller_core.samples import make_video
 
 from .helpers import TEST_KEY
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.8-flash"
 PROMPT = "Tell the story of this video"
 YOUTUBE = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
 # what a stream dropped half-way raises: the HTTP client's protocol error (httpx or httpx2), or the SDK's
@@ -63,7 +64,7 @@ def seconds_of(stamp: str) -> int:
 def client(emulator: Emulator) -> genai.Client:
     emulator.config.processing_delay_s = 0.0
     emulator.config.analysis_delay_s = 0.0
-    return genai.Client(api_key=TEST_KEY, http_options=types.HttpOptions(base_url=emulator.base_url))
+    return genai.Client(api_key=TEST_KEY, http_options=types.HttpOptions(base_url=emulator.base_url, api_version=API_VERSION))
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def test_queue_and_settings_pages_render_and_never_show_the_key(data_dir):
     assert not at.exception
     shown = text_of(at) + "\n".join(str(df.value) for df in at.dataframe)
     assert "••••••••6789" in shown and TEST_KEY not in shown
-    assert "gemini-2.5-flash" in shown
+    assert "gemini-3.8-flash" in shown
 
 
 def test_demo_banner_when_no_key(data_dir, monkeypatch):

@@ -97,7 +97,7 @@ def test_youtube_links_are_recognised_and_other_links_refused():
 def structured_row(name: str = "harbour.mp4"):
     story = parse_answer(json.dumps(ANSWER), end_s=90.0)
     video = Video(id="v" * 64, sha256="v" * 64, display_name=name, duration_s=90.0)
-    analysis = Analysis(id="a1", video_id=video.id, model="gemini-2.5-flash", prompt="Tell", preset="Story", backend="b",
+    analysis = Analysis(id="a1", video_id=video.id, model="gemini-3.8-flash", prompt="Tell", preset="Story", backend="b",
                         state=AnalysisState.COMPLETED, story=story.text, structured=story.to_dict(), total_tokens=10)
     item = Item(id="i1", batch_id="b1", display_name=name, source_path="/x", video_id=video.id, analysis_id="a1")
     return row_of(item, analysis, video)
@@ -234,14 +234,14 @@ def test_a_stream_cut_half_way_is_retried_whole(make_engine, emulator, one_video
 
 
 def test_models_list_drives_the_default_and_a_missing_model_is_warned(make_engine, emulator):
-    emulator.config.models = {"gemini-2.5-pro", "gemini-9-flash"}
+    emulator.config.models = {"gemini-3.1-pro-preview", "gemini-9-flash"}
     engine = make_engine()
 
     engine.catalog.refresh()
 
     assert engine.catalog.default == "gemini-9-flash"  # offered, newest flash; our table has no price for it
-    assert engine.catalog.warning("gemini-2.5-flash") and "not offered" in engine.catalog.warning("gemini-2.5-flash")
-    assert engine.catalog.warning("gemini-2.5-pro") is None
+    assert engine.catalog.warning("gemini-3.8-flash") and "not offered" in engine.catalog.warning("gemini-3.8-flash")
+    assert engine.catalog.warning("gemini-3.1-pro-preview") is None
 
 
 @pytest.mark.slow

@@ -48,6 +48,9 @@ class WireCall:
     response_mime_type: str | None
     file_uri: str
     prompt_tokens: int
+    media_processing: str | None = None  # the video part's mediaProcessing ("AGENTIC"), None when not sent
+    cached_content: str | None = None  # the cachedContents name asked through, None when not
+    cached_tokens: int = 0  # of prompt_tokens, read from the cache
 
 
 def model_entries(emu: Emulator) -> list[dict[str, Any]]:
@@ -75,6 +78,10 @@ def model_entry(emu: Emulator, model: str) -> dict[str, Any] | None:
 def check_model(emu: Emulator, model: str, method: str) -> None:
     entry = model_entry(emu, model)
     verb = "generateContent" if method == "streamGenerateContent" else method  # models.list names no stream method
+    short = model.removeprefix("models/")
+    if entry is None and short in emu.config.retired:  # what Gemini answers for a retired model (2.5 since 2026-12)
+        raise ApiError(404, "NOT_FOUND", f"This model models/{short} is no longer available to new users. "
+                       f"Please update your code to use {emu.config.retired[short]}.")
     if entry is None or verb not in entry.get("supportedGenerationMethods", []):
         raise ApiError(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not supported for "
                        f"{verb}. Call ListModels to see the list of available models and their supported methods.")
@@ -127,13 +134,16 @@ def prompt_usage(target: Target, request: GenerateRequest) -> dict[str, Any]:
     return {"promptTokenCount": video + audio + text, "promptTokensDetails": details}
 
 
-def record(emu: Emulator, method: str, model: str, target: Target, request: GenerateRequest, body: dict[str, Any]) -> None:
+def record(emu: Emulator, method: str, model: str, target: Target, request: GenerateRequest, body: dict[str, Any],
+           cached_tokens: int = 0) -> None:
     usage = prompt_usage(target, request)
     call = WireCall(
         method=method, model=model, display_name=target.display_name,
         video_metadata=dict(request.video.metadata) if request.video else {}, media_resolution=request.media_resolution,
         service_tier=request.service_tier, schema_field=request.schema_field, response_mime_type=request.response_mime_type,
         file_uri=request.video.file_uri if request.video else "", prompt_tokens=usage["promptTokenCount"],
+        media_processing=request.video.processing if request.video else None,
+        cached_content=str(body.get("cachedContent")) if body.get("cachedContent") else None, cached_tokens=cached_tokens,
     )
     stats = emu.stats
     with emu.lock:
@@ -199,6 +209,8 @@ def stream_events(response: dict[str, Any], count: int) -> list[dict[str, Any]]:
                        "totalTokenCount": usage["promptTokenCount"] + out}
         if last:
             event_usage["promptTokensDetails"] = usage["promptTokensDetails"]
+        if "cachedContentTokenCount" in usage:
+            event_usage["cachedContentTokenCount"] = usage["cachedContentTokenCount"]
         events.append({"candidates": [candidate], "usageMetadata": event_usage, "modelVersion": response["modelVersion"],
                        "responseId": response["responseId"]})
     return events

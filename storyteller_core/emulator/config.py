@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import MODELS
+from ..config import API_VERSION, MODELS, RETIRED
 
 # An extra model as models.list shows it: one that cannot generateContent, so a client filtering by
 # supportedGenerationMethods can be tested (EmulatorConfig(extra_models=[EMBEDDING_MODEL])).
@@ -30,6 +30,9 @@ class EmulatorConfig:
     # upload_final takes bad bodies only (the file is stored, its answer is garbled)
     fault_on: set[str] = field(default_factory=lambda: {"upload_start", "poll", "generate"})
     models: set[str] = field(default_factory=lambda: set(MODELS))  # what models.list offers; others answer 404
+    # retired models (Google's deprecations page) and their replacement: 404 "... is no longer available to new users"
+    retired: dict[str, str] = field(default_factory=lambda: dict(RETIRED))
+    api_version: str = API_VERSION  # the only API version answered (the gateway pins the same): drift is a 404
     # more models.list entries, as on the wire: {"name", "displayName", "supportedGenerationMethods"};
     # one without "generateContent" answers 404 to generateContent
     extra_models: list[dict[str, Any]] = field(default_factory=list)

@@ -13,6 +13,7 @@ server's own view. Uploaded bytes live in a temp dir that stop() deletes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import random
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import answers
+from . import answers, caches
 from .answers import WireCall
 from .batches import Batch
 from .config import EmulatorConfig
@@ -90,6 +91,9 @@ class Stats:
     token_counts: Counter = field(default_factory=Counter)  # countTokens, by display name
     batches_created: Counter = field(default_factory=Counter)  # batchGenerateContent, by batch display name
     batch_polls: Counter = field(default_factory=Counter)  # batches.get, by batch name
+    caches_created: Counter = field(default_factory=Counter)  # cachedContents.create, by the cached video's display name
+    caches_deleted: int = 0
+    cached_generates: Counter = field(default_factory=Counter)  # generate/stream through a cache, by cache name
 
     @property
     def status_calls(self) -> int:
@@ -116,6 +120,7 @@ class Emulator:
         self.vanished: set[str] = set()  # display names whose file was deleted before analysis once
         self.cut_once: set[str] = set()  # display names whose first stream was cut (cut_marker)
         self.batches: dict[str, Batch] = {}
+        self.caches: dict[str, caches.Cache] = {}
         self.random = random.Random(self.config.seed)
         self.stopping = threading.Event()
         self.storage = Path(tempfile.mkdtemp(prefix=storage_prefix, dir=storage_root))
@@ -146,6 +151,18 @@ class Emulator:
         self.httpd.daemon_threads = True
         self.httpd.emulator = self  # type: ignore[attr-defined]
         self.start()
+
+    def live_caches(self) -> list[str]:
+        """Names of the caches not deleted and not expired (what would still be billed for storage)."""
+        now = time.time()
+        with self.lock:
+            return sorted(n for n, c in self.caches.items() if c.expires > now)
+
+    def expire_cache(self, name: str) -> None:
+        """Let the cache's TTL end now."""
+        with self.lock:
+            if name in self.caches:
+                self.caches[name].expires = time.time() - 1
 
     def stop(self) -> None:
         """Stop answering and delete every uploaded byte. Safe to call twice."""
@@ -302,8 +319,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(raw)
 
     # -- routing ---------------------------------------------------------------
+    def _wrong_version(self) -> bool:
+        """Answer only config.api_version, as the gateway pins it: a call to another surface is a 404 (drift caught)."""
+        match = re.match(r"^(?:/upload)?/(v\d+\w*)/", self.path)
+        wanted = self.emu.config.api_version
+        if match is None or match.group(1) == wanted:
+            return False
+        self._drain(int(self.headers.get("Content-Length") or 0))
+        self._error(404, "NOT_FOUND", f"This emulator answers only API version {wanted} (got {match.group(1)}).")
+        return True
+
     def do_GET(self) -> None:
         self.emu.count_request()
+        if self._wrong_version():
+            return
         path = self.path.split("?", 1)[0]
         if m := re.fullmatch(_API + r"/(files/[a-z0-9-]+)", path):
             self._get_file(m.group(1))
@@ -311,6 +340,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._list_files()
         elif re.fullmatch(_API + r"/models", path):
             self._list_models()
+        elif m := re.fullmatch(_API + r"/(cachedContents/[a-z0-9]+)", path):
+            self._get_cache(m.group(1))
         elif m := re.fullmatch(_API + r"/models/([^/:]+)", path):
             self._get_model(m.group(1))
         elif re.fullmatch(_API + r"/batches", path):
@@ -322,11 +353,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.emu.count_request()
+        if self._wrong_version():
+            return
         path = self.path.split("?", 1)[0]
         if re.fullmatch(r"/upload" + _API + r"/files", path):
             self._upload_start()
         elif m := re.fullmatch(r"/upload-session/([0-9a-f]+)", path):
             self._upload_chunk(m.group(1))
+        elif re.fullmatch(_API + r"/cachedContents", path):
+            self._create_cache()
         elif m := re.fullmatch(_API + r"/models/([^/:]+):generateContent", path):
             self._generate(m.group(1))
         elif m := re.fullmatch(_API + r"/models/([^/:]+):streamGenerateContent", path):
@@ -343,7 +378,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.emu.count_request()
+        if self._wrong_version():
+            return
         path = self.path.split("?", 1)[0]
+        if cache := re.fullmatch(_API + r"/(cachedContents/[a-z0-9]+)", path):
+            self._delete_cache(cache.group(1))
+            return
         if batch := re.fullmatch(_API + r"/(batches/[A-Za-z0-9_-]+)", path):
             self._delete_batch(batch.group(1))
             return
@@ -527,15 +567,28 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized() or self._fault("generate"):
             return
         emu, cfg = self.emu, self.emu.config
+        cached: caches.Cache | None = None
         try:
             body = _json(raw)
             answers.check_model(emu, model, "streamGenerateContent" if stream else "generateContent")
+            for content in pick(body, "contents") or []:
+                for p, part in enumerate(pick(content, "parts") or [] if isinstance(content, dict) else []):
+                    caches.check_part(part, f"contents.parts[{p}]")
             request = parse_generate(body)
+            if body.get("cachedContent"):
+                with emu.lock:
+                    cached = caches.live(emu.caches, str(body["cachedContent"]), model)
+                request = dataclasses.replace(request, video=cached.request.video,
+                                              media_resolution=request.media_resolution or cached.request.media_resolution)
             target = answers.find_target(emu, request, analysis=True)
         except ApiError as exc:
             self._api_error(exc)
             return
-        answers.record(emu, "stream" if stream else "generate", model, target, request, body)
+        answers.record(emu, "stream" if stream else "generate", model, target, request, body,
+                       cached_tokens=cached.tokens if cached else 0)
+        if cached:
+            with emu.lock:
+                emu.stats.cached_generates[cached.name] += 1
         if cfg.hang_generate_s and emu.stopping.wait(cfg.hang_generate_s):
             return
         delay = cfg.analysis_delay_s + (cfg.flex_delay_s if request.service_tier == "flex" else 0.0)
@@ -546,6 +599,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as exc:
             self._api_error(exc)
             return
+        if cached and "usageMetadata" in response:
+            response["usageMetadata"]["cachedContentTokenCount"] = cached.tokens
         if stream:
             self._stream(answers.stream_events(response, cfg.stream_events), target.display_name)
         else:
@@ -585,6 +640,53 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    # -- cachedContents --------------------------------------------------------------------------
+    def _create_cache(self) -> None:
+        """cachedContents.create: the contents (a video part) counted like a prompt; under the minimum is refused."""
+        raw = self._body()
+        if not self._authorized() or self._fault("cache"):
+            return
+        emu = self.emu
+        try:
+            cache = caches.new_cache(_json(raw), time.time())
+            answers.check_model(emu, cache.model, "createCachedContent")
+            target = answers.find_target(emu, cache.request, analysis=False)
+            cache.tokens = answers.prompt_usage(target, cache.request)["promptTokenCount"]
+            if cache.tokens < caches.MIN_CACHE_TOKENS:
+                raise invalid(f"Cached content is too small. total_token_count={cache.tokens}, "
+                              f"min_total_token_count={caches.MIN_CACHE_TOKENS}")
+        except ApiError as exc:
+            self._api_error(exc)
+            return
+        with emu.lock:
+            emu.caches[cache.name] = cache
+            emu.stats.caches_created[target.display_name] += 1
+        self._send(200, cache.json())
+
+    def _get_cache(self, name: str) -> None:
+        if not self._authorized() or self._fault("cache"):
+            return
+        try:
+            with self.emu.lock:
+                cache = caches.live(self.emu.caches, name)
+        except ApiError as exc:
+            self._api_error(exc)
+            return
+        self._send(200, cache.json())
+
+    def _delete_cache(self, name: str) -> None:
+        if not self._authorized() or self._fault("cache"):
+            return
+        try:
+            with self.emu.lock:
+                caches.live(self.emu.caches, name)
+                del self.emu.caches[name]
+                self.emu.stats.caches_deleted += 1
+        except ApiError as exc:
+            self._api_error(exc)
+            return
+        self._send(200, {})
 
     # -- countTokens ---------------------------------------------------------------------------
     def _count_tokens(self, model: str) -> None:

@@ -78,6 +78,8 @@ class VideoPart:
     end_s: float | None = None
     fps: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)  # videoMetadata as received, keys in snake_case
+    processing: str | None = None  # the part's mediaProcessing as sent ("AGENTIC"), None when absent
+    part_resolution: str | None = None  # the part's own mediaResolution level, None when absent
 
     @property
     def youtube_id(self) -> str | None:
@@ -134,6 +136,8 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
                 start_s=seconds(pick(meta, "startOffset"), where + ".start_offset"),
                 end_s=seconds(pick(meta, "endOffset"), where + ".end_offset"),
                 fps=_fps(pick(meta, "fps"), where + ".fps"), metadata=received,
+                processing=str(pick(part, "mediaProcessing")).upper() if pick(part, "mediaProcessing") else None,
+                part_resolution=part_resolution,
             )
             if video.start_s is not None and video.end_s is not None and video.end_s <= video.start_s:
                 raise invalid(f"{where}.end_offset ({video.end_s:g}s) must be after start_offset ({video.start_s:g}s).")

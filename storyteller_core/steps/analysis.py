@@ -61,7 +61,7 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
 def video_part(analysis: Analysis, video: Video) -> VideoPart:
     options = analysis.video_options
     return VideoPart(uri=video.gemini_uri or "", mime_type=video.mime_type, start_s=options.start_s, end_s=options.end_s,
-                     fps=options.fps)
+                     fps=options.fps, processing=options.processing)
 
 
 def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: Answer, **fields: Any) -> None:
