@@ -105,6 +105,7 @@ def child_bulk_old(directory: Path, rows: int) -> None:
         cache.set(f"index:batch:{BATCH}", json.dumps(ids))
         cache.set("meta:schema", 2)
     cache.close()
+    print("RESULT " + json.dumps({"rows": rows}))
 
 
 def child_read(tree: Path, directory: Path, reads: int) -> None:
