@@ -88,7 +88,7 @@ def page_style() -> None:
     st.html(STYLE)
 
 
-def own_thumbnail(engine: Engine, stored: str | None) -> Path | None:
+def own_thumbnail(data_dir: Path, stored: str | None) -> Path | None:
     """The thumbnail file to draw, or None: only a file under the data dir's thumbs folder, never a URL.
 
     st.image fetches a URL in the browser, with the access cookie; a record in a team's Redis may say
@@ -96,7 +96,7 @@ def own_thumbnail(engine: Engine, stored: str | None) -> Path | None:
     """
     if not stored or "://" in stored or stored.startswith(("//", "data:")):
         return None
-    folder = (engine.settings.data_dir / "thumbs").resolve()
+    folder = (data_dir / "thumbs").resolve()
     try:
         path = Path(stored).resolve()
     except (OSError, RuntimeError, ValueError):
@@ -117,7 +117,7 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
             body, actions = st.columns([7, 5], vertical_alignment="center")
         else:
             thumb, body, actions = st.columns([1, 6, 5], vertical_alignment="center")
-            shown = own_thumbnail(engine, row.video.thumbnail_path if row.video else None)
+            shown = own_thumbnail(engine.settings.data_dir, row.video.thumbnail_path if row.video else None)
             if shown is not None:
                 thumb.image(str(shown), width=64)
         facts = [f"{STATUS_ICON[row.status]} {'Removed' if removed else row.label}"]

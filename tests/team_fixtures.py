@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+PASSWORD = "team-test-password"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[1]
 needs_redis = pytest.mark.skipif(
@@ -42,22 +43,25 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"  # team mode refuses a broker with no password
 
 
 def start_redis(directory: Path) -> RedisServer:
     port = free_port()
     proc = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"],
+         "--dir", str(directory), "--protected-mode", "yes", "--requirepass", PASSWORD, "--daemonize", "no", "--loglevel", "warning"],
         stdout=(directory / "redis.log").open("w"), stderr=subprocess.STDOUT, cwd=directory,
     )
     deadline = time.monotonic() + 20
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
+                s.sendall(f"AUTH {PASSWORD}\r\nPING\r\n".encode())
+                seen = b""
+                while b"+PONG" not in seen and b"-" not in seen and (chunk := s.recv(64)):
+                    seen += chunk
+                if b"+PONG" in seen:
                     return RedisServer(port, proc)
         except OSError:
             pass

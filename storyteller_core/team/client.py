@@ -41,7 +41,7 @@ class TeamCommands(Commands):
         self.shared = store.shared
 
     def _refused_outside(self, candidate: Candidate) -> Candidate:
-        if candidate.url or not candidate.ok:
+        if candidate.url or not candidate.ok or self.shared.root is None:  # no shared root: one machine, one set of files
             return candidate
         try:
             self.shared.check(candidate.path)

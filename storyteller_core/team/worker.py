@@ -89,8 +89,9 @@ class _SlotGateway:
         return getattr(self.inner, name)
 
     def upload(self, path: Path, *, name: str, display_name: str, mime_type: str, on_progress: Any) -> Any:
+        shared = self.runtime.store.shared
         try:  # right before the file is opened: symlinks resolved, whatever the record in Redis said
-            path = self.runtime.store.shared.check(path)
+            path = shared.check(path) if shared.root is not None else path
         except OutsideSharedRoot as exc:
             raise StepFailed(Code.UNREADABLE, f"{display_name} was not uploaded: {exc}") from None
         uploads = self.runtime.uploads
