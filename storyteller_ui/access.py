@@ -199,10 +199,21 @@ class TokenGate:
         else:
             await _refuse(scope, receive, send, _locked())
 
-    def _enter(self, conn: HTTPConnection, scope: Scope) -> RedirectResponse:
-        """Start a session for this browser and drop the token from the address bar (to a path of ours only)."""
+    def _enter(self, conn: HTTPConnection, scope: Scope) -> RedirectResponse | HTMLResponse:
+        """Start a session for this browser and drop the token from the address bar (to a path of ours only).
+
+        Arriving from another site (the 0600 link file is a file:// page), a redirect would keep the navigation
+        cross-site and the browser would not send the SameSite=Strict cookie on it: a page of ours moves on instead.
+        """
         rest = conn.url.remove_query_params(QUERY_KEY)
-        response = RedirectResponse(own_path(rest.path) + (f"?{rest.query}" if rest.query else ""), status_code=303)
+        target = own_path(rest.path) + (f"?{rest.query}" if rest.query else "")
+        response: RedirectResponse | HTMLResponse
+        if conn.headers.get("sec-fetch-site") == "cross-site":
+            quoted = html.escape(target, quote=True)
+            response = HTMLResponse(f'<!doctype html><meta http-equiv="refresh" content="0;url={quoted}">'
+                                    f'<title>Video Storyteller</title><a href="{quoted}">Open Video Storyteller</a>')
+        else:
+            response = RedirectResponse(target, status_code=303)
         response.set_cookie(cookie_name(scope), self.sessions.new(), max_age=int(self.sessions.lifetime_s), httponly=True,
                             samesite="strict", path="/")
         response.headers["Cache-Control"] = "no-store"

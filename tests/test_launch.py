@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -221,7 +222,7 @@ def test_token_none_opt_out_and_port_from_the_environment(tmp_path, browser):
 @pytest.mark.timeout(120)
 @pytest.mark.slow
 def test_plain_streamlit_run_prints_and_opens_its_link_and_takes_the_token_from_the_environment(tmp_path):
-    """The Windows/macOS way, on a desktop: a stand-in xdg-open records the link it is asked to open."""
+    """The Windows/macOS way, on a desktop: a stand-in xdg-open records what it is asked to open (a 0600 link file)."""
     port, token = free_port(), "a-token-chosen-by-the-user"
     bin_dir, opened = tmp_path / "bin", tmp_path / "opened.txt"
     bin_dir.mkdir()
@@ -236,7 +237,11 @@ def test_plain_streamlit_run_prints_and_opens_its_link_and_takes_the_token_from_
         deadline = time.monotonic() + 10
         while not opened.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert opened.read_text().split() == [link]
+        [opened_arg] = opened.read_text().split()
+        assert token not in opened_arg  # xdg-open's arguments are on the process list for every user to read
+        link_file = Path(urllib.request.url2pathname(urllib.parse.urlsplit(opened_arg).path))
+        assert opened_arg.startswith("file://") and link_file.stat().st_mode & 0o777 == 0o600
+        assert link in link_file.read_text()  # a page that redirects to the link, as Jupyter does
         status, headers, _ = _get(f"{server.base}/results?token={token}&keep=1")
         assert status == 303 and headers["location"] == "/results?keep=1"
         cookie = headers["set-cookie"]
