@@ -7,7 +7,7 @@ from collections import Counter
 
 import streamlit as st
 
-from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows, set_aside_note
+from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows, live_rows, set_aside_note
 from storyteller_core.reports import recent_failures, time_per_status
 from storyteller_core.spool import size_bytes
 from storyteller_ui import notify
@@ -30,8 +30,9 @@ def live() -> None:
     aside = set_aside_note(engine.store)
     if aside:
         st.warning(plain(aside), icon=":material/inventory_2:")
-    rows = batch_rows(engine.store)
-    notify.running_title(rows)
+    rows, running = live_rows(engine.store)  # from the kept indexes: in flight and the latest failures only
+    if running.in_flight:
+        notify.set_title(notify.progress_title(running))
     in_flight = sorted((r for r in rows if not r.ended), key=lambda r: (LIFE_ORDER.index(r.status), r.since))
     count = Counter(r.status for r in in_flight)
     cols = st.columns(5)  # in the order of a video's life

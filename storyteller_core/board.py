@@ -18,7 +18,7 @@ from .rows import LIFE_ORDER, Row, Status, row_of
 from .store import Store
 from .video import Video
 
-__all__ = ["LIFE_ORDER", "Row", "Status", "Totals", "batch_labels", "batch_rows", "kept_totals", "page_rows", "row_of",
+__all__ = ["LIFE_ORDER", "Row", "Status", "Totals", "batch_labels", "batch_rows", "kept_totals", "live_rows", "page_rows", "row_of",
            "rows_of", "set_aside_note", "totals", "with_videos"]
 
 
@@ -153,3 +153,25 @@ def set_aside_note(store: Store) -> str | None:
     return (f"{count} record{'s' if count > 1 else ''} could not be read and {'were' if count > 1 else 'was'} set aside "
             f"(kept in the job store under aside:<key>; every other row works): {keys}. "
             "The log names the reason of each; Retry on an affected row asks again.")
+
+
+def live_rows(store: Store, failures: int = 10) -> tuple[list[Row], Totals]:
+    """For Queue: the rows in flight and each batch's latest ``failures`` failed rows, read from the kept indexes
+    (not every row of every batch), and the totals of the batches with work in flight."""
+    moving = FILTERS["In flight"]
+    item_ids: list[str] = []
+    running: list[Totals] = []
+    for batch_id in store.batch_ids():
+        counts = store.status_counts(batch_id)
+        if any(counts[s] for s in moving or ()):
+            item_ids += store.item_page(batch_id, moving)
+            running.append(kept_totals(store, batch_id))
+        if counts[Status.FAILED]:
+            item_ids += store.item_page(batch_id, [Status.FAILED], offset=max(0, counts[Status.FAILED] - failures))
+    rows = rows_of(store, store.many(Item, item_ids))
+    combined = Totals(
+        rows=sum(t.rows for t in running), done=sum(t.done for t in running), failed=sum(t.failed for t in running),
+        cancelled=sum(t.cancelled for t in running), in_flight=sum(t.in_flight for t in running),
+        tokens=sum(t.tokens for t in running), cost_usd=None, estimated_cost_usd=None, estimated_done_usd=None,
+        elapsed_s=max((t.elapsed_s for t in running), default=0.0))
+    return rows, combined
