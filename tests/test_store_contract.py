@@ -13,7 +13,7 @@ import pytest
 
 from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.batch import Batch, Item
-from storyteller_core.board import LIFE_ORDER, Status, batch_rows, kept_totals, page_rows, rows_of, totals
+from storyteller_core.board import LIFE_ORDER, Status, batch_rows, kept_totals, live_rows, page_rows, rows_of, totals
 from storyteller_core.store import DiskStore, sums_of
 from storyteller_core.video import Video, VideoState
 
@@ -150,3 +150,11 @@ def test_the_engine_keeps_the_disk_stores_figures_equal_to_its_rows(make_engine,
     assert kept.last_finished == worked_out.last_finished
     page, matching = page_rows(engine.store, batch_id, "Done")
     assert matching == worked_out.done and {row.item.id for row in page} == {r.item.id for r in rows if r.status is Status.DONE}
+
+
+def test_queue_reads_the_rows_in_flight_and_the_latest_failures_only(store):
+    a_batch_in_every_state(store)
+    rows, running = live_rows(store)
+    every = rows_of(store, store.items(BATCH))
+    assert {row.item.id for row in rows} == {row.item.id for row in every if not row.ended or row.status is Status.FAILED}
+    assert running.rows == 12 and running.in_flight == sum(not row.ended for row in every)
