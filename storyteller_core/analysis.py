@@ -79,6 +79,8 @@ class Analysis(Record):
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
+    cached_tokens: int | None = None  # of prompt_tokens, read from an explicit context cache (billed at the cached price)
+    cache_name: str | None = None  # the cachedContents this question was asked through, if any
     estimated_cost_usd: float | None = None
     cost_usd: float | None = None
     error_code: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .records import Record, now
 
@@ -77,6 +77,9 @@ class Video(Record):
     created_at: float = field(default_factory=now)
     updated_at: float = field(default_factory=now)
     state_entered_at: dict[str, float] = field(default_factory=dict)
+    # explicit context caches of this video's part, by steps.caching.part_key: {"name", "expires_at", "tokens",
+    # "created_at"}; stored the moment one is created, so a restart reuses it and the last question deletes it
+    caches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def file_usable(self, backend: str, at: float | None = None) -> bool:
         """The Gemini file is ACTIVE on ``backend`` and not about to expire (a web video always is)."""

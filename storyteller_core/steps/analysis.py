@@ -18,7 +18,7 @@ from ..errors import Cancelled, Code, GeminiError, Kind, StepFailed
 from ..gemini import Answer, VideoPart
 from ..story_answer import STORY_SCHEMA, parse_answer
 from ..video import Video, VideoState
-from . import Outcome
+from . import Outcome, caching
 from .context import StepContext
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,21 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
     part = video_part(analysis, video)
     flex = analysis.tier == "flex"
     budget = settings.flex_budget_s if flex else settings.analysis_budget_s
+    cache = caching.cache_for(ctx, analysis, video, part, should_stop) if not video.url else None
     try:
         answer = ctx.call(
             lambda: ctx.gateway.generate(
                 model=analysis.model, video=part, prompt=analysis.prompt, timeout_s=budget,
                 json_schema=STORY_SCHEMA if options.structured else None, resolution=options.resolution,
-                on_text=_partial_writer(ctx, analysis.id, should_stop), flex=flex,
+                on_text=_partial_writer(ctx, analysis.id, should_stop), flex=flex, cache=cache,
             ),
             budget, should_stop,
         )
     except GeminiError as exc:
+        if cache and "CachedContent" in exc.message:  # expired or deleted under us: forget it, ask again
+            log.info("context cache gone; asking again", extra={"analysis_id": analysis.id, "cache": cache})
+            caching.forget(ctx, video.id, cache)
+            return Outcome.now()
         if exc.kind not in (Kind.GONE, Kind.NOT_READY) or video.url:
             raise
         log.warning("gemini file not usable for analysis; uploading again", extra={"analysis_id": analysis.id,
@@ -54,7 +59,12 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
             store.transition(Video, video.id, VideoState.CREATED)
         store.transition(Analysis, analysis.id, AnalysisState.WAITING, partial_story=None)
         return Outcome.now()  # the analysis's next step asks for the video again
-    record_answer(ctx, analysis, video, answer)
+    record_answer(ctx, analysis, video, answer, cache_name=cache)
+    if cache:  # the last question of the part deletes its cache (after its own answer is stored: see caching.release)
+        storage_usd = caching.release(ctx, analysis)
+        done = store.require(Analysis, analysis.id)
+        if storage_usd and done.cost_usd is not None:
+            store.update(Analysis, analysis.id, cost_usd=done.cost_usd + storage_usd)
     return Outcome.done()
 
 
@@ -64,7 +74,8 @@ def video_part(analysis: Analysis, video: Video) -> VideoPart:
                      fps=options.fps, processing=options.processing)
 
 
-def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: Answer, **fields: Any) -> None:
+def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: Answer, extra_usd: float = 0.0,
+                  **fields: Any) -> None:
     """Check Gemini's answer (a structured one against the video) and store it with its usage and cost at the tier."""
     store, options = ctx.store, analysis.video_options
     if not answer.text:
@@ -81,11 +92,16 @@ def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: An
     store.transition(
         Analysis, analysis.id, AnalysisState.COMPLETED, story=story_text, structured=structured, partial_story=None,
         finish_reason=answer.finish_reason, model_version=answer.model_version, prompt_tokens=answer.prompt_tokens,
-        output_tokens=answer.output_tokens, total_tokens=answer.total_tokens,
-        cost_usd=None if analysis.demo else cost_usd(analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0,
-                                                     analysis.tier),
+        output_tokens=answer.output_tokens, total_tokens=answer.total_tokens, cached_tokens=answer.cached_tokens,
+        cost_usd=None if analysis.demo else _cost(analysis, answer) + extra_usd,
         **fields,
     )
+
+
+def _cost(analysis: Analysis, answer: Answer) -> float:
+    """The answer's cost at the tier, cached tokens at the cached price."""
+    return cost_usd(analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0, analysis.tier,
+                    cached_tokens=answer.cached_tokens or 0) or 0.0
 
 
 def _end_of(clip_end: float | None, duration_s: float | None) -> float | None:
