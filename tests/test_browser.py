@@ -71,6 +71,8 @@ def test_the_key_appears_in_no_page_export_file_or_log(with_key, app_server, pag
     for name in ("Results", "Queue", "Settings"):
         page.get_by_role("link", name=name).click()
         page.get_by_role("heading", name=name).wait_for(timeout=30_000)
+        if name == "Settings":  # the heading is drawn before the key line: wait for what is asserted below
+            page.get_by_text("••••••••0042").first.wait_for(timeout=30_000)
         html.append(page.content())
         if name == "Results":
             with page.expect_download() as download:
