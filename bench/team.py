@@ -65,12 +65,13 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                             "--requirepass", "bench-password", "--dir", str(directory)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"redis://127.0.0.1:{port}/0"
+            return proc, f"redis://:bench-password@127.0.0.1:{port}/0"  # team mode refuses a broker with no password
         except OSError:
             if time.monotonic() > deadline:
                 raise
