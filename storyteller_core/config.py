@@ -165,6 +165,7 @@ class Settings:
     quota_pause_after_s: float = 120.0  # quota exhausted this long: pause instead of failing videos
     api_version: str = API_VERSION  # STORYTELLER_API_VERSION: the Gemini API surface (see API_VERSION)
     cache_ttl_s: float = 3600.0  # an explicit context cache lives this long unless deleted first (Gemini's default 1 h)
+    context_cache: bool = True  # STORYTELLER_CONTEXT_CACHE=0: never make one (steps/caching.py has the rule)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -176,6 +177,7 @@ class Settings:
             max_jobs=_env_int("STORYTELLER_MAX_JOBS", 3),
             max_uploads=_env_int("STORYTELLER_MAX_UPLOADS", 2),
             api_version=os.environ.get("STORYTELLER_API_VERSION") or API_VERSION,
+            context_cache=os.environ.get("STORYTELLER_CONTEXT_CACHE", "1").strip() not in ("0", "false", "no"),
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -225,3 +227,16 @@ def estimate_cost(model: str, duration_s: float | None, prompt: str, options: Vi
                   tier: str = "standard") -> float | None:
     tokens = estimate_tokens(duration_s, prompt, options)
     return cost_usd(model, tokens - EXPECTED_OUTPUT_TOKENS, EXPECTED_OUTPUT_TOKENS, tier)
+
+
+def estimate_questions_cost(model: str, duration_s: float | None, prompts: list[str], options: VideoOptions | None = None,
+                            tier: str = "standard", *, cached: bool, held_s: float = 600.0) -> float:
+    """USD for asking ``prompts`` of one video: each with the video at full price, or (``cached``) the video read
+    from one explicit cache at the cached price plus its storage for ``held_s`` seconds (an estimate of how
+    long the questions take; the cache is deleted after the last)."""
+    options = options or VideoOptions()
+    video = options.video_tokens(duration_s)
+    if not cached or len(prompts) < 2 or video < model_info(model).min_cache_tokens:
+        return sum(estimate_cost(model, duration_s, p, options, tier) or 0.0 for p in prompts)
+    calls = sum(cost_usd(model, video + len(p) // 4, EXPECTED_OUTPUT_TOKENS, tier, cached_tokens=video) or 0.0 for p in prompts)
+    return calls + cache_storage_usd(model, video, held_s)

@@ -55,7 +55,7 @@ def cache_for(ctx: StepContext, analysis: Analysis, video: Video, part: VideoPar
     Questions of one part asked at once wait for each other here, so one of them creates the cache and the
     others use it (across processes the store decides: a second cache is deleted at once, see _create).
     """
-    if analysis.tier == "batch":
+    if analysis.tier == "batch" or not ctx.settings.context_cache:
         return None
     key = part_key(analysis)
     with _locks_lock:
