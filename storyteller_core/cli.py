@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export rows to CSV and/or JSON")
     export.add_argument("--csv", type=Path)
     export.add_argument("--json", type=Path, help="one object per row with the full structured story")
+    export.add_argument("--docx", type=Path, help="a Word report: title page, then each story with its key moments' frames")
+    export.add_argument("--pdf", type=Path, help="the same report as a PDF")
+    export.add_argument("--srt", type=Path, metavar="DIR", help="key moments as one SRT file per video in DIR")
+    export.add_argument("--vtt", type=Path, metavar="DIR", help="key moments as one WebVTT file per video in DIR")
     export.add_argument("--batch", help="only this batch (its id or its name)")
     export.set_defaults(run=cmd_export)
 
@@ -284,10 +288,10 @@ def _no_such_batch(store: Store, wanted: str, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .export import write_csv, write_json
 
-    if not args.csv and not args.json:
-        _error("say where to write: --csv FILE and/or --json FILE.")
+    if not any((args.csv, args.json, args.docx, args.pdf, args.srt, args.vtt)):
+        _error("say where to write: --csv FILE, --json FILE, --docx FILE, --pdf FILE, --srt DIR and/or --vtt DIR.")
         return 2
-    if any(out and not _writable(out) for out in (args.csv, args.json)):
+    if any(out and not _writable(out) for out in (args.csv, args.json, args.docx, args.pdf)):
         return 2
     store = _open_store(settings)
     try:
@@ -303,7 +307,23 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         if out:
             write(rows, out)
             print(f"Wrote {len(rows)} row(s) to {out}")
-    return 0
+    from .deliverables.cli_export import write_deliverables
+
+    return write_deliverables(args, rows, _batch_name(settings, args.batch))
+
+
+def _batch_name(settings: Settings, wanted: str | None) -> str | None:
+    """The name a report's title page shows: the batch's when --batch named one."""
+    from .batch import Batch
+
+    if not wanted:
+        return None
+    store = _open_store(settings)
+    try:
+        found = store.many(Batch, _batches_named(store, wanted))
+    finally:
+        store.close()
+    return found[0].name if found else wanted
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

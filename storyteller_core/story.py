@@ -61,14 +61,11 @@ class Story:
 
 
 def webvtt(moments: list[Moment], end_s: float | None) -> str:
-    """WebVTT chapters: one cue per key moment, running to the next one (or the end)."""
-    lines = ["WEBVTT", ""]
-    for n, moment in enumerate(moments):
-        until = moments[n + 1].seconds if n + 1 < len(moments) else max(end_s or 0.0, moment.seconds + 1)
-        lines += [str(n + 1), f"{_vtt_time(moment.seconds)} --> {_vtt_time(until)}", moment.description.replace("-->", "→"), ""]
-    return "\n".join(lines)
+    """WebVTT chapters: one cue per key moment, running to the next one (or the end).
 
+    Written by webvtt-py (deliverables/subtitles.py), each moment folded onto one line:
+    a newline in a key moment from the model used to end the cue and start one of its own.
+    """
+    from .deliverables.subtitles import to_vtt
 
-def _vtt_time(seconds: float) -> str:
-    millis = int(round(seconds * 1000))
-    return f"{millis // 3_600_000:02d}:{millis // 60_000 % 60:02d}:{millis // 1000 % 60:02d}.{millis % 1000:03d}"
+    return to_vtt(moments, end_s)
