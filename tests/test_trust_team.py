@@ -54,6 +54,14 @@ def test_a_worker_will_not_start_on_a_broker_without_a_password(tmp_path):
     assert "no password" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_the_cli_on_a_broker_without_a_password_says_why_and_how(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "STORYTELLER_BROKER_INSECURE"}
+    env |= {"STORYTELLER_BROKER_URL": "redis://127.0.0.1:1/0", "STORYTELLER_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "storyteller_core", "status"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "no password" in done.stderr and "STORYTELLER_BROKER_INSECURE=1" in done.stderr, done
+
+
 # -- records are checked before a worker acts on them --------------------------------------------------
 def _video_json(**fields: object) -> str:
     data = json.loads(Video(id="ab" * 32, sha256="ab" * 32, sources=["shared:in/a.mp4"]).to_json())

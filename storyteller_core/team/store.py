@@ -33,6 +33,7 @@ from ..rows import LIFE_ORDER, Row, Status
 from ..store import NotFound, _assign, _decode, _pending_id, apply_transition, owner_process_gone, pending_source, sums_of
 from ..video import Video
 from .shared import SharedPaths
+from .trust import require_credentials
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Record)
@@ -65,7 +66,8 @@ return 0
 
 
 def connect(url: str) -> redis.Redis:
-    """A client that answers text (records are JSON text)."""
+    """A client that answers text (records are JSON text); a URL without a password is refused (trust.py)."""
+    require_credentials(url)
     return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
 
 
