@@ -160,6 +160,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         return 130
     finally:
         engine.shutdown()
+    _mail(settings, rows, demo=engine.demo)
     if args.csv:
         write_csv(rows, args.csv)
         print(f"Wrote {len(rows)} row(s) to {args.csv}")
@@ -167,6 +168,30 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         write_json(rows, args.json)
         print(f"Wrote {len(rows)} row(s) to {args.json}")
     return _summary(rows)
+
+
+def _mail(settings: Settings, rows: list[Row], *, demo: bool) -> None:
+    """The batch-done e-mail, as the app sends it (one per completion whoever sees it first); never fails the run."""
+    from .batch import Batch
+    from .board import batch_rows, totals
+    from .deliverables import mail
+    from .webhook import BatchReport
+
+    for batch_id in sorted({row.item.batch_id for row in rows}):
+        store = _open_store(settings)
+        try:
+            found = store.many(Batch, [batch_id])
+            own = batch_rows(store, batch_id)  # the whole batch: a resumed run may have named only some of its files
+        finally:
+            store.close()
+        if not own or not all(row.ended for row in own):
+            continue
+        t = totals(own)
+        report = BatchReport(batch_id, found[0].name if found else batch_id, t.rows, t.done, t.failed, t.cancelled)
+        if mail.mail_once(settings.data_dir, report, own, mail.completion_of(batch_id, own), demo=demo, background=False):
+            outcome = mail.last_outcome(settings.data_dir)
+            if outcome and not outcome.ok:
+                print(f"Warning: {terminal_text(outcome.message)}. The batch is not affected.")
 
 
 def _follow(engine: Engine, item_ids: list[str], out: TextIO, poll_s: float = 0.25) -> list[Row]:

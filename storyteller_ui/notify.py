@@ -1,4 +1,4 @@
-"""Tell me when it's done: the tab title, a toast, a desktop notification and the webhook.
+"""Tell me when it's done: the tab title, a toast, a desktop notification, the webhook and the e-mail.
 
 The tab title follows the batch on screen ("3/10 · Video Storyteller", then
 "Done 10/10 · ..."). When a batch this browser tab watched in flight ends,
@@ -7,7 +7,8 @@ the tab shows a toast and, if the person allowed it, a desktop notification
 running in the page; several tabs showing the same completion collapse into
 one notification by its tag and a note in localStorage). The webhook is
 sent by whichever tab sees the completion first (storyteller_core.webhook
-claims each completion once, across tabs and processes).
+claims each completion once, across tabs and processes); the e-mail beside it
+(storyteller_core.deliverables.mail, its own claim, the same completion id).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import streamlit as st
 
 from storyteller_core import Engine
 from storyteller_core.board import Row, Totals, totals
+from storyteller_core.deliverables.mail import mail_once
 from storyteller_core.webhook import BatchReport, fire_once, summary
 
 APP_NAME = "Video Storyteller"
@@ -160,6 +162,7 @@ def watch(engine: Engine, batch_id: str, name: str, rows: list[Row], totals: Tot
                                   "body": f"{name}: {summary(report)}."}, time.monotonic() + NOTE_FOR_S)
         last = totals.last_finished if totals.last_finished is not None else finished_at(rows)
         fire_once(engine.settings.data_dir, report, completion, finished_at=last)
+        mail_once(engine.settings.data_dir, report, rows, completion, demo=engine.demo, finished_at=last)
     note, until = pending.get(batch_id, (None, 0.0))
     if note is not None and time.monotonic() > until:
         pending.pop(batch_id, None)
