@@ -141,3 +141,18 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+@pytest.fixture(params=["diskcache", "redis"])
+def either_store(request, tmp_path):  # type: ignore[no-untyped-def]
+    """The same test against both stores of the contract: DiskStore, then RedisStore on the test redis."""
+    if request.param == "diskcache":
+        from storyteller_core.store import DiskStore
+
+        store = DiskStore(tmp_path / "jobs")
+        yield store
+        store.close()
+    else:
+        from storyteller_core.team.store import RedisStore
+
+        yield RedisStore(request.getfixturevalue("redis_client"), prefix=request.getfixturevalue("team_prefix"))

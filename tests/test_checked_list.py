@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
-from storyteller_core.store import DiskStore
-
 from . import team_fixtures
 
 redis_server = team_fixtures.redis_server
@@ -15,16 +11,7 @@ redis_client = team_fixtures.redis_client
 team_prefix = team_fixtures.team_prefix
 
 
-@pytest.fixture(params=["diskcache", "redis"])
-def store(request, tmp_path):  # type: ignore[no-untyped-def]
-    if request.param == "diskcache":
-        s = DiskStore(tmp_path / "jobs")
-        yield s
-        s.close()
-    else:
-        from storyteller_core.team.store import RedisStore
-
-        yield RedisStore(request.getfixturevalue("redis_client"), prefix=request.getfixturevalue("team_prefix"))
+store = team_fixtures.either_store
 
 
 def test_edits_of_the_checked_list_from_many_threads_at_once_lose_nothing(store):

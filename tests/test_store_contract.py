@@ -27,16 +27,7 @@ team_prefix = team_fixtures.team_prefix
 BATCH = "20261202-000000-ctrt"
 
 
-@pytest.fixture(params=["diskcache", "redis"])
-def store(request, tmp_path):  # type: ignore[no-untyped-def]
-    if request.param == "diskcache":
-        s = DiskStore(tmp_path / "jobs")
-        yield s
-        s.close()
-    else:
-        from storyteller_core.team.store import RedisStore
-
-        yield RedisStore(request.getfixturevalue("redis_client"), prefix=request.getfixturevalue("team_prefix"))
+store = team_fixtures.either_store
 
 
 def a_batch_in_every_state(store) -> list[Item]:  # type: ignore[no-untyped-def]
