@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, BinaryIO
 from .config import VIDEO_EXTENSIONS, Settings
 from .errors import Code, MediaError
 from .media import Probe, check_size, hash_file, probe, safe_display_name, spool_stream
+from .sanitize import terminal_text
 
 
 @dataclass
@@ -61,31 +63,75 @@ class Skipped:
 
 
 def expand(paths: list[Path]) -> tuple[list[Path], list[Skipped]]:
-    """Files as given, and folders expanded to the videos in them (recursively, sorted)."""
+    """Files as given, and folders expanded to the videos in them (recursively, sorted).
+
+    Inside a folder, links are not followed out of it: a link to a file or folder elsewhere (say a root-only
+    file) is skipped with a reason, never read or hashed. A link to a folder is not descended into.
+    """
     files: list[Path] = []
     skipped: list[Skipped] = []
     for path in paths:
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if child.name.startswith("."):
-                    continue
-                if child.suffix.lower() in VIDEO_EXTENSIONS:
-                    files.append(child)
-                else:
-                    skipped.append(Skipped(child, f"{child.name} was skipped: not a video file extension"))
+            found, left_out = _folder_videos(path)
+            files += found
+            skipped += left_out
         else:
             files.append(path)
     return files, skipped
 
 
+def _folder_videos(folder: Path) -> tuple[list[Path], list[Skipped]]:
+    root = folder.resolve()
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    for child in sorted(_walk(folder)):
+        if child.name.startswith("."):
+            continue
+        if child.is_symlink():
+            target = child.resolve()
+            if not target.is_relative_to(root):
+                skipped.append(Skipped(child, f"{_shown(child)} was skipped: it is a link to outside the folder"))
+                continue
+            if target.is_dir():
+                skipped.append(Skipped(child, f"{_shown(child)} was skipped: it is a link to a folder (not followed)"))
+                continue
+        if not child.is_file():
+            continue
+        if child.suffix.lower() in VIDEO_EXTENSIONS:
+            files.append(child)
+        else:
+            skipped.append(Skipped(child, f"{_shown(child)} was skipped: not a video file extension"))
+    return files, skipped
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every entry under ``folder``, linked folders listed but not descended into (followlinks=False)."""
+    entries: list[Path] = []
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        base = Path(top)
+        entries += [base / d for d in dirs if (base / d).is_symlink()]
+        entries += [base / n for n in names]
+    return entries
+
+
+def _shown(path: Path) -> str:
+    return terminal_text(safe_display_name(path.name))
+
+
+# Linear time: each part is delimited (no nested or overlapping quantifiers), and the text is capped first.
+MAX_URL_CHARS = 2048
 _YOUTUBE = re.compile(
-    r"^(?:https?://)?(?:www\.|m\.)?(?:youtube\.com/(?:watch\?(?:.*&)?v=|shorts/|live/|embed/)|youtu\.be/)([A-Za-z0-9_-]{11})(?:[&?#/].*)?$"
+    r"(?:https?://)?(?:www\.|m\.)?(?:youtube\.com/(?:watch\?(?:[^&#\s]*&)*?v=|shorts/|live/|embed/)|youtu\.be/)"
+    r"([A-Za-z0-9_-]{11})(?:[&?#/]\S*)?"
 )
 
 
 def youtube_url(text: str) -> str | None:
-    """The canonical watch URL when ``text`` is a YouTube link, else None."""
-    match = _YOUTUBE.match(text.strip())
+    """The canonical watch URL when ``text`` is a YouTube link, else None (also for anything over 2048 characters)."""
+    text = text.strip()
+    if len(text) > MAX_URL_CHARS:
+        return None
+    match = _YOUTUBE.fullmatch(text)
     return f"https://www.youtube.com/watch?v={match.group(1)}" if match else None
 
 
@@ -109,6 +155,7 @@ def inspect_path(path: Path, settings: Settings) -> Candidate:
             raise MediaError(Code.NOT_FOUND, f"{name} does not exist at {path}. Check the path and try again.")
         if not path.is_file():
             raise MediaError(Code.NOT_A_FILE, f"{path} is not a file. Give a video file or a folder of videos.")
+        check_extension(name)
         check_size(name, path.stat().st_size, settings.max_file_bytes)
         candidate.sha256, candidate.size_bytes = hash_file(path)
     except MediaError as exc:
@@ -134,6 +181,10 @@ def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate
     """Spool an uploaded stream into the data dir (hashing on the way), then probe it."""
     display = safe_display_name(name)
     try:
+        check_extension(display)
+    except MediaError as exc:
+        return _refuse(Candidate(display_name=display, path=settings.data_dir / "spool"), exc)
+    try:
         path, sha, size = spool_stream(stream, settings.data_dir / "spool", display)
     except OSError as exc:
         candidate = Candidate(display_name=display, path=settings.data_dir / "spool")
@@ -153,6 +204,14 @@ def probe_candidate(candidate: Candidate, settings: Settings) -> Candidate:
     except MediaError as exc:
         return _refuse(candidate, exc)
     return candidate
+
+
+def check_extension(display_name: str) -> None:
+    """Refuse a name without a video extension before a byte is read: a .m3u8 or .txt is no video we upload."""
+    suffix = Path(display_name).suffix.lower()
+    if suffix not in VIDEO_EXTENSIONS:
+        raise MediaError(Code.NOT_VIDEO, f"{display_name} is not a video file ({suffix or 'no extension'}); only "
+                         f"{', '.join(sorted(VIDEO_EXTENSIONS))} files are accepted. Convert it to MP4, then add it again.")
 
 
 def _refuse(candidate: Candidate, exc: MediaError) -> Candidate:

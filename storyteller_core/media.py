@@ -6,6 +6,7 @@ import hashlib
 import mimetypes
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +17,13 @@ from .errors import Code, MediaError
 
 CHUNK = 1024 * 1024
 PARTIAL_PREFIX = ".incoming-"  # a spool copy still being written
+
+# Only these demuxers may open a file: a playlist (hls, concat), an image sequence or a device is never a video we
+# upload, and some of them wait forever (a live .m3u8 reloads until new segments appear).
+ALLOWED_FORMATS = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpeg", "flv", "asf")
+PROBE_TIMEOUT_S = 20.0  # probing or a thumbnail that takes longer is refused / skipped
+MAX_FRAME_SIDE = 8192  # pixels; read from the stream header before any frame is decoded
+MAX_FRAME_PIXELS = 8192 * 4320  # 8K UHD
 
 _MIME_BY_FORMAT = {
     "mov,mp4,m4a,3gp,3g2,mj2": "video/mp4",
@@ -84,18 +92,29 @@ def hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float) -> Probe:
-    """Check that ``path`` is a whole, readable video within limits, or raise MediaError."""
+def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float, *,
+          timeout_s: float = PROBE_TIMEOUT_S, formats: tuple[str, ...] = ALLOWED_FORMATS) -> Probe:
+    """Check that ``path`` is a whole, readable video within limits, or raise MediaError.
+
+    Only the demuxers in ``formats`` may open it, every read is interrupted after ``timeout_s`` and the
+    whole probe is refused past it, and the frame size is checked from the header before a frame is decoded:
+    a crafted file must not hang or swell the server (each of those did, see docs/RELIABILITY.md).
+    """
     check_size(display_name, path.stat().st_size, max_bytes)
+    deadline = time.monotonic() + timeout_s
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_video(path, timeout_s, formats) as container:
+            _check_format(display_name, container, formats)
             video = next(iter(container.streams.video), None)
             if video is None:
                 raise MediaError(Code.NOT_VIDEO, f"{display_name} is not a video file (no video stream found).")
+            check_frame_size(display_name, video.codec_context.width, video.codec_context.height)
             audio = next(iter(container.streams.audio), None)
             duration = _duration(container, video)
             check_duration(display_name, duration, max_duration_s)
+            _single_threaded(video)
             _decode_first_and_last(container, video, duration)
+            _check_deadline(display_name, deadline, timeout_s)
             fmt = container.format.name
             return Probe(
                 duration_s=duration,
@@ -108,10 +127,60 @@ def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float) 
             )
     except MediaError:
         raise
+    except av.ExitError as exc:  # the interrupt callback fired: a read took longer than the limit
+        raise _too_slow(display_name, timeout_s) from exc
+    except av.ArgumentError as exc:  # no allowed demuxer recognised the file
+        raise _not_a_container(display_name) from exc
     except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
         raise MediaError(Code.UNREADABLE,
             f"{display_name} is not a video file we can read, or it is truncated or damaged ({_short(exc)}).",
         ) from exc
+
+
+def open_video(path: Path, timeout_s: float = PROBE_TIMEOUT_S,
+               formats: tuple[str, ...] = ALLOWED_FORMATS) -> av.container.InputContainer:
+    """Open a local file with only the allowed demuxers and the file protocol, each read limited in time."""
+    options = {"format_whitelist": ",".join(formats), "protocol_whitelist": "file"}
+    return av.open(str(path), metadata_errors="ignore", options=options, timeout=(timeout_s, timeout_s))
+
+
+def check_frame_size(display_name: str, width: int, height: int) -> None:
+    """Refuse frames too large to decode safely (a 16000x16000 frame took 4.7 GB for one thumbnail)."""
+    if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
+        raise MediaError(Code.TOO_LARGE,
+            f"{display_name} has frames of {width}x{height} pixels, over the limit of {MAX_FRAME_SIDE} pixels a side "
+            f"and {MAX_FRAME_PIXELS / 1e6:.1f} megapixels a frame. Export it at 4K or less, then add it again.",
+        )
+
+
+def _check_format(display_name: str, container: av.container.InputContainer, formats: tuple[str, ...]) -> None:
+    if container.format.name not in formats:
+        raise _not_a_container(display_name)
+
+
+def _not_a_container(display_name: str) -> MediaError:
+    return MediaError(Code.NOT_VIDEO,
+        f"{display_name} is not in a video container we accept (MP4/MOV, MKV/WebM, AVI, MPEG, FLV, WMV); "
+        "playlists such as .m3u8 and other formats are refused. Convert it to MP4, then add it again.",
+    )
+
+
+def _too_slow(display_name: str, timeout_s: float) -> MediaError:
+    return MediaError(Code.UNREADABLE,
+        f"{display_name} could not be checked within {timeout_s:.0f} s (it kept the reader waiting), so it was "
+        "refused. A live stream or a damaged file does this; save the video as an MP4 file and add that.",
+    )
+
+
+def _check_deadline(display_name: str, deadline: float, timeout_s: float) -> None:
+    if time.monotonic() > deadline:
+        raise _too_slow(display_name, timeout_s)
+
+
+def _single_threaded(video: av.VideoStream) -> None:
+    """One decoding thread: frame threads each hold a whole frame, multiplying memory by the core count."""
+    video.codec_context.thread_count = 1
+    video.codec_context.thread_type = "SLICE"
 
 
 def check_size(display_name: str, size: int, max_bytes: int) -> None:
@@ -132,22 +201,32 @@ def check_duration(display_name: str, duration_s: float, max_duration_s: float) 
         )
 
 
-def thumbnail(path: Path, out: Path, width: int = 160) -> Path | None:
-    """Save a JPEG of the first decodable frame; None when there is none."""
+def thumbnail(path: Path, out: Path, width: int = 160, *, timeout_s: float = PROBE_TIMEOUT_S) -> Path | None:
+    """Save a JPEG of the first decodable frame; None when there is none, or it is too large or too slow to get.
+
+    The frame is scaled down by swscale before it becomes an image (no full-size RGB copy), on one thread.
+    """
     if out.exists():
         return out
+    deadline = time.monotonic() + timeout_s
     try:
-        with av.open(str(path)) as container:
+        with open_video(path, timeout_s) as container:
+            _check_format(path.name, container, ALLOWED_FORMATS)
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            check_frame_size(path.name, stream.codec_context.width, stream.codec_context.height)
+            _single_threaded(stream)
             for frame in container.decode(stream):
-                image = frame.to_image()
-                image.thumbnail((width, width * 3))
+                if time.monotonic() > deadline:
+                    return None
+                small = frame.reformat(width=min(width, frame.width),
+                                       height=max(1, round(frame.height * min(width, frame.width) / max(1, frame.width))),
+                                       format="rgb24")
+                image = small.to_image()
                 out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 image.save(out, "JPEG", quality=80)
                 out.chmod(0o600)
                 return out
-    except (av.FFmpegError, IndexError, OSError):
+    except (av.FFmpegError, IndexError, OSError, MediaError):
         return None
     return None
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import Code, MediaError
-from .intake import Candidate, probe_candidate
+from .intake import Candidate, check_extension, probe_candidate
 from .media import PARTIAL_PREFIX, check_size, safe_display_name
 
 IDLE_S = 30 * 60  # an unfinished session nobody touched for this long is dropped, its partial file deleted
@@ -179,6 +179,7 @@ class UploadSessions:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise UploadError(400, "bad_size", f"{display}: the file's size is missing or not a whole number of bytes.")
         try:
+            check_extension(display)
             check_size(display, size, self.settings.max_file_bytes)
         except MediaError as exc:
             raise UploadError(413 if exc.code == Code.TOO_LARGE else 400, exc.code, exc.message) from None

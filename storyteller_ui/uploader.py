@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -53,12 +54,15 @@ if TYPE_CHECKING:
 HEADER = "X-Storyteller-Upload"
 PIECE_BYTES = 8 * 1024 * 1024  # what the browser sends per PUT; the server writes CHUNK (1 MiB) at a time
 MAX_JSON_BYTES = 16 * 1024
-_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_RANGE = re.compile(r"bytes (\d{1,18})-(\d{1,18})/(\d{1,18})")  # 18 digits: int() never sees thousands of them
 _STATIC = Path(__file__).with_name("uploader_static")
 log = logging.getLogger(__name__)
 
 _sessions: dict[Path, UploadSessions] = {}  # one per data dir, for the server's life
 _sessions_lock = threading.Lock()
+# Probing a finished file runs on its own two threads, never on the default pool the other routes share: six
+# slow probes there (crafted files) once left no thread for any /upload/* request. Each probe is time-limited.
+_checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="upload-check")
 _pending_lock = threading.Lock()  # finishes arriving together must not overwrite each other's checked-list entries
 
 
@@ -199,7 +203,7 @@ async def _finish(request: Request) -> Response:
             engine.commands.add_pending([candidate])
 
     try:
-        candidate = await asyncio.to_thread(sessions.finish, upload_id, accept)
+        candidate = await asyncio.get_running_loop().run_in_executor(_checks, sessions.finish, upload_id, accept)
     except UploadError as exc:
         return _answer(exc.to_dict(), exc.status)
     except Exception as exc:  # the checked list could not be written: the client asks again
