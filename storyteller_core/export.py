@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .board import Row
-from .sanitize import neutralize_frame, scrub, spreadsheet_cell
+from .sanitize import neutralize_frame, plain_data, plain_text, scrub, spreadsheet_cell
 from .story import Story, webvtt
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def story_of(row: Row) -> Story | None:
 def copy_text(row: Row) -> str:
     """What the copy button gives: clean Markdown with the timestamps."""
     story = story_of(row)
-    return story.markdown(row.name) if story else ""
+    return plain_text(story.markdown(row.name)) if story else ""
 
 
 def stories_markdown(rows: Iterable[Row]) -> str:
@@ -112,7 +112,7 @@ def stories_markdown(rows: Iterable[Row]) -> str:
             story = story_of(row)
             assert story is not None and row.analysis is not None
             parts.append(f"*{row.analysis.prompt_label[:80]}*\n\n" + story.markdown(story.title))
-    return "\n".join(parts)
+    return plain_text("\n".join(parts))
 
 
 def to_json_bytes(rows: Iterable[Row]) -> bytes:
@@ -131,7 +131,7 @@ def to_json_bytes(rows: Iterable[Row]) -> bytes:
             "video_sha256": video.sha256 if video else None, "duration_s": video.duration_s if video else None,
             "created_at": _time(row.item.created_at), "completed_at": _time(row.finished_at),
         })
-    return json.dumps(out, ensure_ascii=False, indent=2).encode("utf-8")
+    return json.dumps(plain_data(out), ensure_ascii=False, indent=2).encode("utf-8")
 
 
 def write_json(rows: Iterable[Row], path: Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,6 +24,7 @@ def spreadsheet_cell(text: str) -> str:
     A CR becomes LF as well: Python's csv writer (3.11) leaves a cell with a lone CR unquoted, and the
     spreadsheet then starts a new row there, whose first cell could be a formula. A cell with LF is quoted.
     """
+    text = plain_text(text)
     if not text:
         return text
     formula = text[0] in _FORMULA_START or text.lstrip()[:1] in _FORMULA_START
@@ -58,7 +59,9 @@ _ESCAPE_SEQUENCE = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 # C0 except TAB and LF (handled below), DEL, C1, and the bidi embeddings/overrides/isolates that reorder what is shown.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# U+202E shows "exe.txt" as "txt.exe"; the marks (LRM, RLM, ALM) reorder neighbouring text too.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
 _LINE_BREAK = re.compile("\r\n|\r|\u2028|\u2029")
 
 
@@ -70,6 +73,25 @@ def terminal_text(text: str, *, one_line: bool = True) -> str:
     if one_line:
         text = text.replace("\n", " ").replace("\t", " ")
     return text
+
+
+def plain_text(text: str) -> str:
+    """``text`` for a file or a page: escape sequences, control and bidi characters removed; lines and tabs kept.
+
+    Exports (CSV, JSON, Markdown) and the copy text call this: what leaves us must show what it says.
+    """
+    return terminal_text(text, one_line=False)
+
+
+def plain_data(value: Any) -> Any:
+    """Every string inside ``value`` (dicts, lists) through :func:`plain_text`, for a JSON export."""
+    if isinstance(value, str):
+        return plain_text(value)
+    if isinstance(value, dict):
+        return {plain_data(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    return value
 
 
 _secrets: set[str] = set()

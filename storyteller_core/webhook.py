@@ -32,7 +32,7 @@ from typing import Any
 
 import tenacity
 
-from .sanitize import scrub
+from .sanitize import plain_text, scrub
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +162,17 @@ def _record(data_dir: Path, outcome: Outcome) -> None:
 
 
 # -- the message ------------------------------------------------------------------------------------
+_MARKDOWN = re.compile(r"([\\`*_~\[\]()|])")
+
+
 def _slack_text(text: str) -> str:
-    """Untrusted text (a batch or file name) as Slack shows it literally: no <!channel>, no links."""
-    return scrub(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Untrusted text (a batch or file name) as Slack and Teams show it literally: no <!channel>, no links.
+
+    Slack's <url|text> is broken by escaping <>&; Teams' Markdown [text](url) and emphasis by backslashes;
+    a bare address is not linked once its "://" is split.
+    """
+    text = plain_text(scrub(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN.sub(r"\\\1", text).replace("://", ":\u200b//")
 
 
 def clean_link(link: str | None) -> str | None:
@@ -204,6 +212,17 @@ def payload(report: BatchReport) -> dict[str, Any]:
 
 
 # -- sending ------------------------------------------------------------------------------------------
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the failure it is: a 302 once sent our POST on as a GET to another host."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
 def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> int:
     """One POST; the status on 2xx, WebhookError otherwise."""
     request = urllib.request.Request(
@@ -212,9 +231,12 @@ def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> int:
     )
     host = urllib.parse.urlsplit(url).hostname
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http/https only: check_url)
+        with _opener.open(request, timeout=timeout) as answer:  # http/https only (check_url); redirects refused
             return int(answer.status)
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:
+            raise WebhookError(f"{host} answered HTTP {exc.code} (a redirect, not followed: save the webhook's final "
+                               "URL in Settings)", transient=False) from None
         raise WebhookError(f"{host} answered HTTP {exc.code}", transient=exc.code in RETRY_STATUSES) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
