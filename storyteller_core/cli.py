@@ -111,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     samples.add_argument("folder", type=Path)
     samples.add_argument("--count", type=int, default=5)
     samples.set_defaults(run=cmd_samples)
+
+    from .collection import ask_cli, search_cli, table_cli
+
+    for command in (ask_cli, table_cli, search_cli):
+        command.add_parser(sub)
     return parser
 
 
