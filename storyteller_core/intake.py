@@ -207,10 +207,13 @@ def probe_candidate(candidate: Candidate, settings: Settings) -> Candidate:
 
 
 def check_extension(display_name: str) -> None:
-    """Refuse a name without a video extension before a byte is read: a .m3u8 or .txt is no video we upload."""
+    """Refuse a name with another extension before a byte is read: a .m3u8 or .txt is no video we upload.
+
+    A name with no extension at all (a browser may send one) is left to the probe, whose demuxer whitelist decides.
+    """
     suffix = Path(display_name).suffix.lower()
-    if suffix not in VIDEO_EXTENSIONS:
-        raise MediaError(Code.NOT_VIDEO, f"{display_name} is not a video file ({suffix or 'no extension'}); only "
+    if suffix and suffix not in VIDEO_EXTENSIONS:
+        raise MediaError(Code.NOT_VIDEO, f"{display_name} is not a video file ({suffix}); only "
                          f"{', '.join(sorted(VIDEO_EXTENSIONS))} files are accepted. Convert it to MP4, then add it again.")
 
 

@@ -17,6 +17,7 @@ from .errors import Code, MediaError
 
 CHUNK = 1024 * 1024
 PARTIAL_PREFIX = ".incoming-"  # a spool copy still being written
+MAX_NAME_CHARS = 200
 
 # Only these demuxers may open a file: a playlist (hls, concat), an image sequence or a device is never a video we
 # upload, and some of them wait forever (a live .m3u8 reloads until new segments appear).
@@ -52,7 +53,10 @@ def safe_display_name(name: str) -> str:
     cleaned = "".join(ch for ch in base if ch.isprintable()).strip()
     if cleaned in {"", ".", ".."}:
         cleaned = "video"
-    return cleaned[:200]
+    if len(cleaned) <= MAX_NAME_CHARS:
+        return cleaned
+    suffix = Path(cleaned).suffix[:10]  # a long name keeps its extension: it says what the file is
+    return cleaned[:MAX_NAME_CHARS - len(suffix)].rstrip() + suffix
 
 
 def spool_stream(stream: BinaryIO, spool_dir: Path, display_name: str) -> tuple[Path, str, int]:

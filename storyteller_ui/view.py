@@ -19,6 +19,7 @@ from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, TIERS, model_info
 from storyteller_core.export import copy_text, story_of
 from storyteller_core.options import PROCESSING_MODES, RESOLUTIONS, VideoOptions
+from storyteller_core.sanitize import plain_text
 from storyteller_core.story import Story
 from storyteller_core.timecode import seconds_of, timestamp
 
@@ -142,7 +143,7 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
         story = story_of(row)
         if story:
             with st.container(key=f"story-{item.id}"):  # copy gives clean Markdown with the timestamps
-                st.code(copy_text(row) if story.moments or story.title else story.text, language=None, wrap_lines=True,
+                st.code(copy_text(row) if story.moments or story.title else plain_text(story.text), language=None, wrap_lines=True,
                         height=90 if compact else "content")
             if story.moments and not compact and not removed:
                 moments_view(row, story)
@@ -153,7 +154,7 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
             if row.analysis.video_options.structured:
                 st.caption(f"Gemini is writing: {len(partial):,} characters so far")
             else:
-                st.text(partial[-2000:])  # the story as it is written, shown as text
+                st.text(plain_text(partial[-2000:]))  # the story as it is written, shown as text
 
 
 def moments_view(row: Row, story: Story) -> None:

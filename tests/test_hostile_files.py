@@ -22,8 +22,8 @@ from starlette.routing import Route
 
 from storyteller_core.config import Settings
 from storyteller_core.errors import Code, MediaError
-from storyteller_core.intake import expand, inspect_path, youtube_url
-from storyteller_core.media import ALLOWED_FORMATS, probe, thumbnail
+from storyteller_core.intake import check_extension, expand, inspect_path, youtube_url
+from storyteller_core.media import ALLOWED_FORMATS, probe, safe_display_name, thumbnail
 from storyteller_core.sanitize import plain_data, spreadsheet_cell, terminal_text
 from storyteller_core.upload_sessions import UploadError, UploadSessions
 from storyteller_core.webhook import BatchReport, payload, send_report
@@ -98,6 +98,19 @@ def test_other_extensions_are_refused_on_upload(tmp_path: Path) -> None:
         sessions.start("live.m3u8", 100)
     assert refused.value.status == 400 and ".m3u8" in refused.value.message
     assert sessions.start("fine.mp4", 100)["id"]
+
+
+@pytest.mark.parametrize("name", ["ñandú ☃ " * 40 + ".mp4", "x" * 500 + ".webm"])
+def test_a_long_name_is_cut_before_its_extension_so_it_is_still_accepted(name: str) -> None:
+    shown = safe_display_name(name)
+    assert len(shown) <= 200 and shown.endswith(name.rsplit(".", 1)[1])
+    check_extension(shown)  # accepted: cutting the name once dropped ".mp4" and refused the video
+
+
+def test_only_a_name_with_another_extension_is_refused_before_the_probe() -> None:
+    check_extension("video")  # no extension (".." becomes "video"): the probe's demuxer whitelist decides
+    with pytest.raises(MediaError, match=r"\.txt"):
+        check_extension("notes.txt")
 
 
 def test_a_huge_frame_is_refused_from_the_header_with_the_limit(tmp_path: Path) -> None:
