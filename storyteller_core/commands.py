@@ -17,7 +17,8 @@ from typing import Any
 from .analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
 from .background_intake import BackgroundIntake
 from .batch import Batch, Item, default_batch_name, new_batch_id, new_id
-from .config import PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS, Settings, estimate_cost
+from .config import PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS, Settings
+from .estimates import Estimate, question_estimate, questions_estimate
 from .intake import Candidate, inspect_path
 from .media import thumbnail
 from .options import VideoOptions
@@ -118,6 +119,11 @@ class Commands:
             if key not in rows:
                 rows[key] = self._row_for(batch, source.display_name, key[0], video, analysis, resume=False)
         return list(rows.values())
+
+    def again_estimate(self, item_ids: Iterable[str], ask: Ask) -> Estimate:
+        """What ``analyze_again`` of these rows would cost: each video once, through its context cache where one is used."""
+        video_ids = dict.fromkeys(item.video_id for item in self.store.many(Item, item_ids) if item.video_id)
+        return questions_estimate(self.store, self.settings, self.store.many(Video, video_ids), ask)
 
     # -- acting on a row --------------------------------------------------------------------
     def retry(self, item_id: str) -> Item:
@@ -236,8 +242,7 @@ class Commands:
         analysis = Analysis(
             id=analysis_key(video.id, ask.model, ask.prompt, options, backend), video_id=video.id, model=ask.model,
             prompt=ask.prompt, preset=ask.preset, options=options, backend=backend, priority=ask.priority, tier=ask.tier,
-            estimated_cost_usd=None if settings.demo else estimate_cost(ask.model, video.duration_s, ask.prompt, ask.options,
-                                                                        ask.tier),
+            estimated_cost_usd=None if settings.demo else question_estimate(self.store, settings, video, ask).usd,
         )
         stored, created = self.store.add_analysis(analysis)
         if not wanted:

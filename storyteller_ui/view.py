@@ -17,6 +17,7 @@ from storyteller_core import Engine
 from storyteller_core.board import Row, Status
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, TIERS, model_info
+from storyteller_core.estimates import Estimate, cache_saving_usd
 from storyteller_core.export import copy_text, story_of
 from storyteller_core.options import PROCESSING_MODES, RESOLUTIONS, VideoOptions
 from storyteller_core.sanitize import plain_text
@@ -130,6 +131,9 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
             facts.append(plain(row.analysis.prompt_label[:60]))
         if item.reused:
             facts.append("earlier answer reused")
+        saved = cache_saving_usd(row.analysis) if row.analysis and row.status is Status.DONE else 0.0
+        if saved >= 0.0005 and not engine.demo:
+            facts.append(f"context cache saved {money(saved)}")
         body.markdown(f"**{plain(row.name)}** · " + " · ".join(facts))
         if not row.ended:
             body.progress(row.progress / 100)
@@ -254,6 +258,17 @@ def removed_rows(batch_id: str) -> dict[str, Row]:
     return {k: r for k, r in st.session_state.get("removed-rows", {}).items() if r.item.batch_id == batch_id}
 
 
+def again_caption(estimate: Estimate, *, demo: bool) -> str:
+    """ "3 videos · about $0.41 (the context cache saves $0.90)" """
+    videos = f"{estimate.videos:,} video{'s' if estimate.videos != 1 else ''}"
+    if demo:
+        return f"{videos} · demo mode: nothing is charged"
+    if estimate.usd is None:
+        return f"{videos} · price unknown for this model"
+    saving = f" (the context cache saves {money(estimate.saving_usd)})" if estimate.saving_usd >= 0.0005 else ""
+    return f"{videos} · about {money(estimate.usd)}{saving}"
+
+
 def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
     """Another question of the same videos: their Gemini files are reused while ACTIVE (no upload, no wait)."""
     preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"], key=f"{key}-preset")
@@ -262,9 +277,12 @@ def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
     options, tier, problem = video_options_form(key)
     if problem:
         st.error(plain(problem), icon=":material/error:")
-    if st.button("Analyze again", key=f"{key}-go", type="primary", disabled=not prompt.strip() or bool(problem)):
-        named = preset if PROMPT_PRESETS.get(preset) == prompt else None
-        items = engine.commands.analyze_again(item_ids, Ask(prompt, model, named, options=options, tier=tier))
+    named = preset if PROMPT_PRESETS.get(preset) == prompt else None
+    ask = Ask(prompt, model, named, options=options, tier=tier) if prompt.strip() and not problem else None
+    if ask:
+        st.caption(again_caption(engine.commands.again_estimate(item_ids, ask), demo=engine.demo))
+    if st.button("Analyze again", key=f"{key}-go", type="primary", disabled=ask is None):
+        items = engine.commands.analyze_again(item_ids, ask) if ask else []
         if items:
             st.session_state.batch_id = items[0].batch_id
             st.session_state.picked_batch = False  # the Batch page shows the newest batch: this one

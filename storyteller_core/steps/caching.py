@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from ..analysis import Analysis, AnalysisState
 from ..config import cache_storage_usd, model_info
 from ..errors import GeminiError
+from ..options import VideoOptions
 from ..video import Video
 
 if TYPE_CHECKING:
@@ -38,8 +39,11 @@ _OPEN = (AnalysisState.WAITING, AnalysisState.ANALYZING)
 
 def part_key(analysis: Analysis) -> str:
     """What makes the cached part: the model and the options that shape the video part (not the prompt)."""
-    o = analysis.video_options
-    return json.dumps([analysis.model, o.start_s, o.end_s, o.fps, o.resolution, o.processing])
+    return part_key_of(analysis.model, analysis.video_options)
+
+
+def part_key_of(model: str, o: VideoOptions) -> str:
+    return json.dumps([model, o.start_s, o.end_s, o.fps, o.resolution, o.processing])
 
 
 def _others_open(ctx: StepContext, analysis: Analysis) -> list[Analysis]:
