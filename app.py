@@ -4,8 +4,9 @@ The engine starts with the server (unfinished jobs resume with no browser open) 
 every request, the websocket included, must carry this run's access token and come from this server's
 own address (storyteller_ui.access). The browser is opened on a 0600 file that redirects to the link, so the
 token is never on a command line.
-The uploader's routes (storyteller_ui.uploader: browser uploads streamed straight to disk) sit behind the
-same gate.
+The uploader's routes (storyteller_ui.uploader: browser uploads streamed straight to disk) and the job API for
+programs (storyteller_ui.api: tus uploads, batches and jobs, SSE events under /api/v1, Bearer token only; and the
+open GET /health) sit behind the same gate.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.middleware import Middleware
 
 from storyteller_core.config import default_data_dir
 from storyteller_core.errors import DataDirError
-from storyteller_ui import access, uploader
+from storyteller_ui import access, api, uploader
 from storyteller_ui.engine import data_dir_problem, start_engine, stop_engines
 
 
@@ -43,5 +44,5 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
         await asyncio.to_thread(stop_engines)
 
 
-app = st.App("ui.py", lifespan=lifespan, routes=uploader.routes(),
+app = st.App("ui.py", lifespan=lifespan, routes=[*uploader.routes(), *api.routes()],
              middleware=[Middleware(access.TokenGate, token=access.access_token())])

@@ -7,6 +7,11 @@ to the same path without the token. Every other request (pages, the websocket,
 uploads, media, custom routes) needs that session. STORYTELLER_TOKEN sets the
 token; STORYTELLER_TOKEN=none turns the token off (single-user machines).
 
+The job API under ``/api/v1`` (storyteller_ui.api) is for programs, not browsers: it takes no cookie and no
+``?token=``, only ``Authorization: Bearer <token>``, and answers 401 JSON without it. A page elsewhere cannot
+add that header to a request without a CORS preflight, which nothing here answers (CORS is off). ``/health``
+is open: it says whether the engine and Gemini answer, and nothing else.
+
 In every mode, the Host header must name this machine (localhost, 127.0.0.1,
 [::1], or a name in STORYTELLER_ALLOWED_HOSTS) and any Origin header must be
 this server's own scheme, host and port: browsers send localhost cookies to
@@ -30,13 +35,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 TOKEN_ENV = "STORYTELLER_TOKEN"
 TOKEN_OFF = "none"
 QUERY_KEY = "token"
 OPEN_PATHS = ("/_stcore/health",)  # says "ok" and nothing else: launchers and tests wait on it
+API_PREFIX = "/api/v1"  # programs: Bearer token only (storyteller_ui.api)
+HEALTH_PATH = "/health"  # open: whether the engine and Gemini answer
+NEEDS_BEARER = ("This API needs the app's access token: send the header \"Authorization: Bearer <token>\" (the token is in "
+                "the link printed where Video Storyteller was started, or set STORYTELLER_TOKEN).")
 HOW_TO_GET_IN = (
     "Open the link printed in the terminal where you started Video Storyteller, or set STORYTELLER_TOKEN."
 )
@@ -153,6 +162,25 @@ class Sessions:
             self._until.clear()
 
 
+def base_path() -> str:
+    """server.baseUrlPath as a path prefix ("" or "/base"); "" outside a Streamlit server."""
+    with contextlib.suppress(Exception):
+        from streamlit import config
+
+        base = (config.get_option("server.baseUrlPath") or "").strip("/")
+        return f"/{base}" if base else ""
+    return ""
+
+
+def bearer(scope: Scope) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
+            return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+    return None
+
+
 def own_path(path: str) -> str:
     """A path of this server: ``//evil.example/`` or ``/\\evil`` would be another site's address to a browser."""
     return "/" + path.lstrip("/\\")
@@ -170,6 +198,7 @@ class TokenGate:
         self.token = token
         self.hosts = hosts
         self.sessions = Sessions(session_hours() * 3600)
+        self.base: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -181,9 +210,19 @@ class TokenGate:
         if wrong is not None:
             await _refuse(scope, receive, send, PlainTextResponse(wrong, status_code=403 if wrong == WRONG_ORIGIN else 400))
             return
+        if self.base is None:
+            self.base = base_path()
         token = self.token
-        if token is None or scope["path"].endswith(OPEN_PATHS):
+        path = scope["path"]
+        if token is None or path.endswith(OPEN_PATHS) or path == self.base + HEALTH_PATH:
             await self.app(scope, receive, send)
+            return
+        if path == self.base + API_PREFIX or path.startswith(self.base + API_PREFIX + "/"):
+            offered_bearer = bearer(scope)
+            if offered_bearer is not None and _same(offered_bearer, token):
+                await self.app(scope, receive, send)
+            else:
+                await _refuse(scope, receive, send, _api_locked())
             return
         conn = HTTPConnection(scope)
         offered = conn.query_params.get(QUERY_KEY)
@@ -221,12 +260,18 @@ class TokenGate:
         return response
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, response: HTMLResponse | PlainTextResponse) -> None:
+async def _refuse(scope: Scope, receive: Receive, send: Send,
+                  response: HTMLResponse | PlainTextResponse | JSONResponse) -> None:
     if scope["type"] == "websocket":
         await receive()  # websocket.connect; a close before accept is answered with HTTP 403
         await send({"type": "websocket.close", "code": 1008})
     else:
         await response(scope, receive, send)
+
+
+def _api_locked() -> JSONResponse:
+    return JSONResponse({"error": {"code": "unauthorized", "message": NEEDS_BEARER}}, status_code=401,
+                        headers={"Cache-Control": "no-store", "WWW-Authenticate": 'Bearer realm="video-storyteller"'})
 
 
 def _signed_out(scope: Scope) -> HTMLResponse:

@@ -1,0 +1,58 @@
+"""GET /health, open to all: whether the engine and Gemini (or demo mode's emulator) answer. Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from storyteller_core.errors import GeminiError
+from storyteller_ui.access import HEALTH_PATH, base_path
+
+from .common import ApiError, answer, engine
+from .models import ErrorInfo, Health
+
+GEMINI_TIMEOUT_S = 10.0
+CACHE_S = 15.0  # one models.list per this long at most, however often /health is asked
+_last: tuple[float, ErrorInfo | None] | None = None
+_lock = threading.Lock()
+
+
+def routes() -> list[Route]:
+    return [Route(base_path() + HEALTH_PATH, _health, methods=["GET"])]
+
+
+def _ask_gemini(eng: object) -> ErrorInfo | None:
+    global _last
+    with _lock:
+        if _last is not None and time.monotonic() - _last[0] < CACHE_S:
+            return _last[1]
+    try:
+        eng.available_models()  # type: ignore[attr-defined]
+        problem = None
+    except GeminiError as exc:
+        problem = ErrorInfo(code="gemini", message=exc.message if hasattr(exc, "message") else str(exc))
+    except Exception as exc:
+        problem = ErrorInfo(code="gemini", message=f"Gemini did not answer ({type(exc).__name__}).")
+    with _lock:
+        _last = (time.monotonic(), problem)
+    return problem
+
+
+async def _health(request: Request) -> Response:
+    try:
+        eng = await engine()
+    except ApiError as exc:
+        return answer(Health(ok=False, engine=ErrorInfo(code=exc.code, message=exc.message)), 503)
+    engine_problem = None if eng.healthy else ErrorInfo(
+        code="engine", message="The engine's workers stopped; restart Video Storyteller (the log in the data folder says why).")
+    try:
+        gemini = await asyncio.wait_for(asyncio.to_thread(_ask_gemini, eng), GEMINI_TIMEOUT_S)
+    except TimeoutError:
+        gemini = ErrorInfo(code="gemini_timeout", message=f"Gemini did not answer within {GEMINI_TIMEOUT_S:g} s.")
+    ok = engine_problem is None and gemini is None
+    return answer(Health(ok=ok, engine=engine_problem, gemini=gemini, demo=eng.demo), 200 if ok else 503)
