@@ -191,6 +191,31 @@ class Gateway:
         return _call(lambda: _collect(self._client.models.generate_content_stream(model=model, contents=contents,
                                                                                    config=config), on_text))
 
+    def ask_text(self, *, model: str, prompt: str, json_schema: dict[str, Any], timeout_s: float) -> Answer:
+        """A text-only question with a structured answer (no video part): one generateContent call, not streamed.
+
+        On the wire: ``contents[0].parts[0].text`` and ``generationConfig.responseMimeType`` /
+        ``responseJsonSchema``, fields the analyses already send (v1beta GenerateContentRequest).
+        """
+        config = _answer_config(json_schema, None, model)
+        config.http_options = types.HttpOptions(timeout=int(timeout_s * 1000))
+        contents: list[Any] = [prompt]
+        return _call(lambda: _collect([self._client.models.generate_content(model=model, contents=contents, config=config)],
+                                      None))
+
+    def ask_clip(self, *, model: str, video: VideoPart, prompt: str, json_schema: dict[str, Any], timeout_s: float,
+                 resolution: str | None = None) -> Answer:
+        """A question about one clip of an uploaded file (``video.start_s``/``end_s`` become videoMetadata
+        start_offset/end_offset), answered in the schema: one generateContent call, not streamed. A file that
+        expired answers GeminiError(Kind.GONE): upload it again, then ask again."""
+        if video.start_s is None or video.end_s is None:
+            raise ValueError("a clip check needs both ends of the clip")
+        config = _answer_config(json_schema, resolution, model)
+        config.http_options = types.HttpOptions(timeout=int(timeout_s * 1000))
+        contents = _contents(video, prompt, model, resolution)
+        return _call(lambda: _collect([self._client.models.generate_content(model=model, contents=contents, config=config)],
+                                      None), about_file=True)
+
     # -- explicit context caching: one video, many questions, cached input at about a tenth of the price ----------
     def create_cache(self, *, model: str, video: VideoPart, ttl_s: float, display_name: str,
                      resolution: str | None = None) -> CachedVideo:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import MODELS
+from . import collection
 from .schema import Facts
 from .story import answer_text, file_facts, text_only_facts, token_split, youtube_facts
 from .wire import ApiError, GenerateRequest, invalid
@@ -168,8 +169,10 @@ def answer(emu: Emulator, model: str, target: Target, request: GenerateRequest, 
         return {"promptFeedback": {"blockReason": "SAFETY"}, "modelVersion": f"{model}-emulator"}
     if cfg.echo_key_marker in name:  # a server that echoes the key and a link back
         raise invalid(f"Request with key {key} refused: see [details](http://phish.example/x).")
-    text = "" if cfg.empty_marker in name else answer_text(
-        target.facts, request, late_moment=cfg.late_moment_marker in name, break_schema=cfg.bad_json_marker in name)
+    text = "" if cfg.empty_marker in name else collection.reply(target.facts, request)
+    if text is None:
+        text = answer_text(target.facts, request, late_moment=cfg.late_moment_marker in name,
+                           break_schema=cfg.bad_json_marker in name)
     usage = prompt_usage(target, request)
     out_tokens = len(text) // 4
     return {
