@@ -19,6 +19,7 @@ from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_toke
 from storyteller_core.export import stories_markdown
 from storyteller_core.intake import Candidate, expand, inspect_path, inspect_stream, inspect_url, unchecked
 from storyteller_ui import notify
+from storyteller_ui.deliverables_view import deliverables
 from storyteller_ui.engine import get_engine
 from storyteller_ui.uploader import render_uploader
 from storyteller_ui.view import (
@@ -167,7 +168,21 @@ batch_id = st.selectbox("Batch", batches, index=batches.index(shown), key=f"boar
 if batch_id != shown:
     state.picked_batch = True
 state.batch_id = batch_id
-opened_in_flight = kept_totals(engine.store, batch_id).in_flight > 0
+opened = kept_totals(engine.store, batch_id)
+opened_in_flight = opened.in_flight > 0
+
+# The batch's actions sit at the top, out of the timed board: what they read is read on a full rerun only.
+actions = st.container(horizontal=True, key="batch-actions")
+again = actions.popover(f"Analyze the whole batch again ({opened.rows:,} video(s))", icon=":material/forum:",
+                        key=f"again-batch-open-{batch_id}", on_change="rerun")
+if again.open:
+    with again:
+        ask_again(engine, engine.store.item_ids(batch_id), key=f"again-batch-{batch_id}")
+reports = actions.popover("Reports and subtitles", icon=":material/description:", key=f"reports-open-{batch_id}",
+                          on_change="rerun")
+if reports.open:
+    with reports:
+        deliverables(lambda: batch_rows(engine.store, batch_id), key=f"board-{batch_id}", batch_name=names[batch_id])
 
 
 def versus_estimate(t: Totals) -> str | None:
@@ -223,12 +238,10 @@ def board() -> None:
     for row in shown_rows:
         row_view(engine, row, compact=compact, removed=row.item.id in ghosts)
 
-    again, _ = st.columns([1, 2])
-    with again.popover("Analyze the whole batch again", icon=":material/forum:"):
-        ask_again(engine, engine.store.item_ids(batch_id), key=f"again-batch-{batch_id}")
     if t.done:
         # Built and sent only while open: a thousand stories are about a megabyte on every rerun of the board.
-        everything = st.expander(f"All {t.done} stories (copy all)", key=f"all-stories-{batch_id}", on_change="rerun")
+        label = f"All {t.done} stories (copy all)" if t.done > 1 else "The story (copy)"
+        everything = st.expander(label, key=f"all-stories-{batch_id}", on_change="rerun")
         if everything.open:
             with everything:
                 done = [r for r in batch_rows(engine.store, batch_id) if r.story]

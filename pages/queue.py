@@ -8,6 +8,7 @@ from collections import Counter
 import streamlit as st
 
 from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows, live_rows, set_aside_note
+from storyteller_core.deliverables import mail
 from storyteller_core.reports import recent_failures, time_per_status
 from storyteller_core.spool import size_bytes
 from storyteller_ui import notify
@@ -55,7 +56,11 @@ def live() -> None:
 
     st.subheader("Recent problems")
     failures = recent_failures(rows)
-    if not failures:
+    mailed = mail.last_outcome(engine.settings.data_dir)
+    if mailed and not mailed.ok:  # a send that failed never fails the batch: it is said here and on Settings
+        st.warning(f"E-mail for {plain(mailed.batch or 'a batch')} not sent: {plain(mailed.message)}. Check the "
+                   "SMTP settings on the Settings page.", icon=":material/mail:")
+    if not failures and not (mailed and not mailed.ok):
         st.caption("None.")
     for row in failures:
         st.error(f"**{plain(row.name)}**: {plain(row.error)}", icon=":material/error:")

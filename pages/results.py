@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from storyteller_core.board import Status, batch_labels, batch_rows, totals
+from storyteller_core.board import Row, Status, batch_labels, batch_rows, totals
+from storyteller_core.deliverables.subtitles import safe_stem
 from storyteller_core.export import chapters_vtt, rows_frame, stories_markdown, to_csv_bytes, to_json_bytes
 from storyteller_ui import notify
+from storyteller_ui.deliverables_view import deliverables
 from storyteller_ui.engine import get_engine
 from storyteller_ui.view import plain
 
@@ -39,18 +41,22 @@ LABELS = {
 }
 
 
+def pick(rows: list[Row]) -> list[Row]:
+    return [
+        r for r in rows
+        if (not batches or r.item.batch_id in batches) and (not statuses or r.status.value in statuses)
+        and (not text or text in f"{r.name}\n{r.story or ''}\n{r.error or ''}\n"
+                                 f"{r.analysis.prompt_label if r.analysis else ''}".lower())
+    ]
+
+
 @st.fragment(run_every=2)
 def table() -> None:
     if engine.store.batch_ids() != batch_ids:
         st.rerun()  # a batch came or went: refresh the Batch filter's choices
     rows = batch_rows(engine.store)
     notify.running_title(rows)  # the tab's title shows the running batches' progress here too
-    picked = [
-        r for r in rows
-        if (not batches or r.item.batch_id in batches) and (not statuses or r.status.value in statuses)
-        and (not text or text in f"{r.name}\n{r.story or ''}\n{r.error or ''}\n"
-                                 f"{r.analysis.prompt_label if r.analysis else ''}".lower())
-    ]
+    picked = pick(rows)
     t = totals(picked)
     st.caption(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight} in flight.")
     frame = rows_frame(picked)
@@ -78,11 +84,20 @@ def table() -> None:
         found = [(row, vtt) for row, vtt in chapters if vtt]
         if not found:
             st.caption("No story with key moments in this selection.")
-        for n, (row, vtt) in enumerate(found):
-            st.download_button(plain(row.name[:80]), vtt or "", file_name=f"{row.video.sha256[:12] if row.video else n}.vtt",
+        taken: set[str] = set()
+        for row, vtt in found:
+            st.download_button(plain(row.name[:80]), vtt or "", file_name=f"{safe_stem(row.name, taken)}.vtt",
                                mime="text/vtt", key=f"vtt-{row.item.id}", icon=":material/download:")
     st.caption("The CSV is UTF-8 with a byte order mark, so Excel shows accents correctly; cells that could run "
                "as a formula start with an apostrophe.")
 
 
 table()
+
+# Outside the timed table: a report is built on a click, from the rows the filters pick at that moment.
+st.subheader("Reports and subtitles", divider="gray")
+only = names[batches[0]] if len(batches) == 1 else None
+deliverables(lambda: pick(batch_rows(engine.store)), key="results", selection=repr((batches, statuses, text)),
+             batch_name=only)
+st.caption("Word and PDF reports hold each finished story with its key moments' frames, people, places and tags; "
+           "the zip holds one SRT and one WebVTT file per video, named after it.")

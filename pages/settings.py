@@ -9,6 +9,7 @@ import tenacity
 
 from storyteller_core import webhook
 from storyteller_core.config import MODELS, PRICES_CHECKED
+from storyteller_core.deliverables import mail
 from storyteller_core.errors import GeminiError, Kind
 from storyteller_ui import notify
 from storyteller_ui.engine import get_engine, key_source, masked
@@ -85,6 +86,46 @@ if last:
         st.error(line, icon=":material/error:")
 st.caption("The message carries the batch's name, its counts and a link back to this app; never the API key. The "
            "URL is kept in the data folder, readable by you alone.")
+
+st.markdown("**E-mail when a batch is done**")
+mail_target = mail.target(data_dir)
+if mail_target:
+    origin = " (from STORYTELLER_SMTP_URL and STORYTELLER_NOTIFY_EMAIL)" if mail.from_environment() else ""
+    st.write(f"E-mail: **{plain(mail_target.masked())}**{origin}"
+             + (", stories included" if mail_target.include_stories else ""))
+else:
+    st.write("E-mail: **not set up**")
+if not mail.from_environment():
+    with st.form("email-form", clear_on_submit=True):
+        smtp_url = st.text_input("SMTP server", type="password", placeholder="smtps://me:password@smtp.example.com:465",
+                                 help="smtp:// (STARTTLS when offered) or smtps://, with the user and password your "
+                                      "mail provider gives for apps")
+        recipient = st.text_input("Send to", placeholder="analyst@example.com")
+        with_stories = st.checkbox("Include the stories in the e-mail", value=False)
+        if st.form_submit_button("Save e-mail") and smtp_url.strip():
+            try:
+                mail.save(data_dir, smtp_url, recipient, with_stories)
+            except ValueError as exc:
+                st.error(plain(str(exc)), icon=":material/error:")
+            else:
+                st.rerun()
+if mail_target:
+    test_col, forget_col = st.columns([1, 1])
+    if test_col.button("Send a test e-mail", icon=":material/forward_to_inbox:"):
+        with st.spinner("Sending..."):
+            outcome = mail.send_test(data_dir)
+        (st.success if outcome.ok else st.error)(plain(outcome.message))
+    if not mail.from_environment() and forget_col.button("Remove the e-mail settings", icon=":material/delete:"):
+        mail.save(data_dir, None, None)
+        st.rerun()
+mailed = mail.last_outcome(data_dir)
+if mailed:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(mailed.at))
+    line = f"Last e-mail, {when} ({plain(mailed.batch or '')}): {plain(mailed.message)}"
+    (st.success if mailed.ok else st.error)(line, icon=":material/check:" if mailed.ok else ":material/error:")
+st.caption("One e-mail per finished batch, with its counts, cost, failures and a link; never the API key. Nothing is "
+           "sent in demo mode except the test. The SMTP address is kept in the data folder, readable by you alone; "
+           "set STORYTELLER_SMTP_URL and STORYTELLER_NOTIFY_EMAIL to give it for the app and the CLI alike.")
 
 st.subheader("Models and prices (USD per million tokens)")
 retired = engine.catalog.warning(engine.settings.model) if engine.settings.model_pinned else None

@@ -20,7 +20,7 @@ from typing import Any
 import streamlit as st
 
 from storyteller_core import Engine
-from storyteller_core.board import Row, Totals, totals
+from storyteller_core.board import Row, Totals, batch_rows, totals
 from storyteller_core.deliverables.mail import mail_once
 from storyteller_core.webhook import BatchReport, fire_once, summary
 
@@ -162,7 +162,8 @@ def watch(engine: Engine, batch_id: str, name: str, rows: list[Row], totals: Tot
                                   "body": f"{name}: {summary(report)}."}, time.monotonic() + NOTE_FOR_S)
         last = totals.last_finished if totals.last_finished is not None else finished_at(rows)
         fire_once(engine.settings.data_dir, report, completion, finished_at=last)
-        mail_once(engine.settings.data_dir, report, rows, completion, demo=engine.demo, finished_at=last)
+        mail_once(engine.settings.data_dir, report, rows or (lambda: batch_rows(engine.store, batch_id)), completion,
+                  demo=engine.demo, finished_at=last)  # the board passes no rows: they are read for the one e-mail
     note, until = pending.get(batch_id, (None, 0.0))
     if note is not None and time.monotonic() > until:
         pending.pop(batch_id, None)

@@ -237,8 +237,10 @@ def _actions(engine: Engine, row: Row, line) -> None:  # type: ignore[no-untyped
         line.button("Cancel", key=f"cancel-{item.id}", on_click=commands.cancel, args=(item.id,),
                     icon=":material/stop_circle:")
     if item.video_id:
-        with line.popover("Ask again", icon=":material/forum:"):
-            ask_again(engine, [item.id], key=f"again-{item.id}")
+        asking = line.popover("Ask again", icon=":material/forum:", key=f"again-open-{item.id}", on_change="rerun")
+        if asking.open:  # drawn (and priced) only while open: a page of rows would price every row on each rerun
+            with asking:
+                ask_again(engine, [item.id], key=f"again-{item.id}")
     with line.popover("Remove", icon=":material/delete:"):
         if row.ended:
             st.caption("Remove this row? Its story stays available for reuse if the same question is asked again.")

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -251,12 +252,12 @@ def since(data_dir: Path) -> float:
     return float(values.get(key) or 0.0)
 
 
-def mail_once(data_dir: Path, report: BatchReport, rows: list[Row], completion: str, *, demo: bool,
+def mail_once(data_dir: Path, report: BatchReport, rows: list[Row] | Callable[[], list[Row]], completion: str, *, demo: bool,
               finished_at: float | None = None, background: bool = True) -> bool:
     """Send this batch's e-mail unless sent already, or set up, or in demo mode; True if this call sends it.
 
-    The claim is per batch and completion, like the webhook's: a batch retried and
-    finished again is another completion. In the app it runs on a thread so a slow
+    ``rows`` is the batch's rows or a function that reads them. The claim is per batch and completion, like
+    the webhook's: a batch retried and finished again is another completion. In the app it runs on a thread so a slow
     server never holds up the page; the CLI waits for it (``background=False``).
     """
     t = target(data_dir)
@@ -264,7 +265,11 @@ def mail_once(data_dir: Path, report: BatchReport, rows: list[Row], completion: 
         return False
     if not claim(data_dir, report.batch_id, completion):
         return False
-    job = lambda: send(data_dir, t, report, rows, cost_usd=totals(rows).cost_usd)  # noqa: E731
+
+    def job() -> None:  # ``rows`` may be a reader: the batch's rows are read once, for the one call that sends
+        listed = rows() if callable(rows) else rows
+        send(data_dir, t, report, listed, cost_usd=totals(listed).cost_usd)
+
     if background:
         threading.Thread(target=job, name="email", daemon=True).start()
     else:
