@@ -242,3 +242,44 @@ def test_the_result_json_keeps_the_issue_fields() -> None:
     result = AskResult(key="k", question="q", scope="s", model="m", answer="a", claims=[], citations=[], cost_usd=0.0,
                        total_cost_usd=0.0, reused=True, videos=0)
     assert list(result.to_json())[:5] == ["question", "answer", "citations", "cost_usd", "reused"]
+
+
+# -- the Ask page ------------------------------------------------------------------------------------
+def test_the_ask_page_answers_shows_each_status_and_plays_a_citation(
+        analyzed: tuple[Engine, str], emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from storyteller_ui.engine import stop_engines
+
+    from .helpers import TEST_KEY
+
+    engine, batch_id = analyzed
+    monkeypatch.setenv("STORYTELLER_DATA_DIR", str(engine.settings.data_dir))
+    monkeypatch.setenv("GEMINI_API_KEY", TEST_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    monkeypatch.chdir(ROOT)
+    try:
+        at = AppTest.from_file(str(ROOT / "pages" / "ask.py"), default_timeout=60).run()
+        assert not at.exception
+        at.text_area(key="ask-question").input("Which videos open on a picture?").run()
+        assert any("citation check" in c.value for c in at.caption)  # the estimate, before asking
+        before = len(emulator.stats.wire)
+        at.button(key="ask-go").click().run()
+        assert not at.exception and len(emulator.stats.wire) > before
+        shown = "\n".join(m.value for m in at.markdown)
+        for words in ("Confirmed by the footage", "corrected", "Not supported by the footage"):
+            assert words in shown.replace("\\", "")
+        plays = [b for b in at.button if b.label == "Play from here"]
+        assert plays and not at.get("video")
+        plays[0].click().run()
+        [video] = at.get("video")  # the player, seeking to the citation's second
+        result = asker_of(engine).stored("Which videos open on a picture?", Scope(None), engine.settings.model)
+        assert result is not None
+        first = next(c for c in result.citations if c.status in ("confirmed", "corrected"))
+        at_s = first.outcome.corrected_start_s if first.status == "corrected" else first.citation.start_s
+        assert video.proto.start_time == int(at_s)
+        calls = len(emulator.stats.wire)
+        at.run()  # a rerun shows the stored answer: nothing asked again
+        assert len(emulator.stats.wire) == calls and at.get("video")
+    finally:
+        stop_engines()
