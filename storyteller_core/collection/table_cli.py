@@ -5,5 +5,5 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add this command to the CLI's subcommands (imports nothing heavy: `status` must answer at once)."""
