@@ -45,4 +45,4 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
 
 
 app = st.App("ui.py", lifespan=lifespan, routes=[*uploader.routes(), *api.routes()],
-             middleware=[Middleware(access.TokenGate, token=access.access_token())])
+             middleware=[Middleware(access.TokenGate, token=access.access_token(), api_tokens=api.tokens.check)])

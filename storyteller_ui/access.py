@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,6 +44,7 @@ TOKEN_OFF = "none"
 QUERY_KEY = "token"
 OPEN_PATHS = ("/_stcore/health",)  # says "ok" and nothing else: launchers and tests wait on it
 API_PREFIX = "/api/v1"  # programs: Bearer token only (storyteller_ui.api)
+API_PRINCIPAL = "storyteller.principal"  # scope["state"][...]: "app" (this token) or the id of an API token
 HEALTH_PATH = "/health"  # open: whether the engine and Gemini answer
 NEEDS_BEARER = ("This API needs the app's access token: send the header \"Authorization: Bearer <token>\" (the token is in "
                 "the link printed where Video Storyteller was started, or set STORYTELLER_TOKEN).")
@@ -193,9 +195,12 @@ def _same(offered: str, expected: str) -> bool:
 class TokenGate:
     """ASGI middleware in front of everything Streamlit serves, websocket included."""
 
-    def __init__(self, app: ASGIApp, token: str | None, hosts: frozenset[str] | None = None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, hosts: frozenset[str] | None = None,
+                 api_tokens: Callable[[str], str | None] | None = None) -> None:
+        """``api_tokens(offered)``: the id of the API token ``offered`` is (storyteller_ui.api.tokens), or None."""
         self.app = app
         self.token = token
+        self.api_tokens = api_tokens
         self.hosts = hosts
         self.sessions = Sessions(session_hours() * 3600)
         self.base: str | None = None
@@ -219,7 +224,12 @@ class TokenGate:
             return
         if path == self.base + API_PREFIX or path.startswith(self.base + API_PREFIX + "/"):
             offered_bearer = bearer(scope)
-            if offered_bearer is not None and _same(offered_bearer, token):
+            principal = None
+            if offered_bearer is not None:
+                principal = "app" if _same(offered_bearer, token) else (
+                    self.api_tokens(offered_bearer) if self.api_tokens is not None else None)
+            if principal is not None:
+                scope.setdefault("state", {})[API_PRINCIPAL] = principal
                 await self.app(scope, receive, send)
             else:
                 await _refuse(scope, receive, send, _api_locked())

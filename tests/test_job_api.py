@@ -131,6 +131,27 @@ def test_every_api_route_needs_the_bearer_token_and_health_does_not(server: AppS
     assert health.json() == {"ok": True, "engine": None, "gemini": None, "demo": False}
 
 
+def test_api_tokens_are_made_with_the_app_token_stored_hashed_and_revocable(server: AppServer) -> None:
+    made = httpx.post(server.api + "/tokens", json={"name": "nightly script"}, headers=AUTH)
+    assert made.status_code == 201, made.text
+    secret, token_id = made.json()["token"], made.json()["id"]
+    assert secret.startswith("vst_") and len(secret) > 40
+    mine = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(server.api + "/presets", headers=mine).status_code == 200
+    assert httpx.post(server.api + "/tokens", json={"name": "another"}, headers=mine).status_code == 403
+    assert httpx.get(server.api + "/tokens", headers=mine).status_code == 403
+    listed = httpx.get(server.api + "/tokens", headers=AUTH).json()["tokens"]
+    assert [t["name"] for t in listed] == ["nightly script"] and set(listed[0]) == {"id", "name", "created_at",
+                                                                                     "last_used_at"}
+    stored = server.data_dir / "api-tokens.json"
+    assert secret not in stored.read_text() and stored.stat().st_mode & 0o077 == 0
+    assert httpx.get(server.url + "/?token=" + secret).status_code == 401  # an API token opens no page
+    assert httpx.delete(f"{server.api}/tokens/{token_id}", headers=AUTH).status_code == 204
+    assert httpx.get(server.api + "/presets", headers=mine).status_code == 401
+    assert httpx.delete(f"{server.api}/tokens/{token_id}", headers=AUTH).status_code == 404
+    assert httpx.post(server.api + "/tokens", json={}, headers=AUTH).status_code == 400
+
+
 def test_the_openapi_document_validates(server: AppServer) -> None:
     document = httpx.get(server.api + "/openapi.json", headers=AUTH).json()
     validate(document)

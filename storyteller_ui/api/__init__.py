@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from . import health, jobs, openapi, sse, tus
+from . import health, jobs, openapi, sse, tokens, tus
 
 
 def routes() -> list[Route]:
-    return [*health.routes(), *tus.routes(), *sse.routes(), *jobs.routes(), *openapi.routes()]
+    return [*health.routes(), *tus.routes(), *sse.routes(), *jobs.routes(), *tokens.routes(), *openapi.routes()]

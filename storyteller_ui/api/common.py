@@ -58,12 +58,10 @@ async def read_model(request: Request, model: type[M]) -> M:
         raw += piece
         if len(raw) > MAX_JSON_BYTES:
             raise ApiError(413, "too_large", f"The request body is over {MAX_JSON_BYTES // 1024} KB.")
-    if not raw:
-        return model()
-    if kind != "application/json":
+    if raw and kind != "application/json":
         raise ApiError(415, "bad_request", "Send the body as JSON (Content-Type: application/json).")
     try:
-        return model.model_validate(json.loads(raw))
+        return model.model_validate(json.loads(raw) if raw else {})
     except ValueError as exc:
         if isinstance(exc, ValidationError):
             where = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])

@@ -12,10 +12,11 @@ from starlette.routing import Route
 
 from . import models
 from .common import answer, prefix
+from .tokens import TokenCreate
 
 TITLE = "Video Storyteller job API"
 VERSION = "1.0.0"
-MODELS: list[type[BaseModel]] = [models.ErrorAnswer, models.Job, models.Batch, models.BatchCreate, models.BatchCreated,
+MODELS: list[type[BaseModel]] = [TokenCreate, models.ErrorAnswer, models.Job, models.Batch, models.BatchCreate, models.BatchCreated,
                                  models.Ask, models.JobEvent, models.EndEvent, models.Upload, models.Health]
 
 
@@ -107,6 +108,16 @@ def document(server_prefix: str = "/api/v1") -> dict[str, Any]:
             "delete": _op("tus termination", {"204": empty}, params=[*upload, tus_version], tag="tus"),
             "get": _op("The upload as JSON (sha256 once complete)", {"200": _json(models.Upload, "The upload.")},
                        params=upload, tag="tus")},
+        "/tokens": {
+            "get": _op("API tokens (the app's token only)", {"200": {"description": "{tokens: [{id, name, created_at, "
+                                                                     "last_used_at}]}", "content": {"application/json": {
+                                                                         "schema": {"type": "object"}}}}}, tag="access"),
+            "post": _op("Make an API token (shown once; stored hashed)", {"201": {
+                "description": "{id, name, token, created_at}", "content": {"application/json": {"schema": {
+                    "type": "object"}}}}, "403": _json(models.ErrorAnswer, "Not the app's token.")}, TokenCreate,
+                tag="access")},
+        "/tokens/{token_id}": {"delete": _op("Revoke an API token", {"204": {"description": "Revoked."}},
+                                             params=[_path_param("token_id")], tag="access")},
         "/presets": {"get": _op("The prompt presets", {"200": {"description": "{presets: [{name, prompt}]}",
                                                               "content": {"application/json": {"schema": {"type": "object"}}}}})},
     }
