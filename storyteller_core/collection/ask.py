@@ -270,7 +270,7 @@ class Asker:
         clip_s = TYPICAL_SPAN_S + 2 * 3.0
         per_second = TOKENS_PER_FRAME[None] + AUDIO_TOKENS_PER_SECOND
         check_usd = cost_usd(model, int(clip_s * per_second) + CHECK_PROMPT_TOKENS, CHECK_OUTPUT_TOKENS)
-        checks = len(stored["citations"]) if stored else min(MAX_CITATIONS, 2 * len(sources))
+        checks = len(stored["citations"]) if stored else min(MAX_CITATIONS, max(2, len(sources)))  # a guess: one per video
         done = bool(stored and stored.get("done"))
         return Estimate(videos=len(sources), material_tokens=material, calls=calls, groups=len(groups),
                         answer_usd=answer_usd, checks=checks, check_usd_each=check_usd, reused=done)
