@@ -13,7 +13,7 @@ import streamlit as st
 from storyteller_core.board import batch_labels
 from storyteller_core.collection.ask import Asker, AskError, AskResult, CitationResult, Scope
 from storyteller_core.collection.material import ScopeError
-from storyteller_core.errors import GeminiError
+from storyteller_core.errors import GeminiError, QuotaPaused
 from storyteller_core.timecode import timestamp
 from storyteller_core.video import Video
 from storyteller_ui.engine import get_engine
@@ -89,6 +89,10 @@ def result_view(result: AskResult) -> None:
     cost = "no cost: answered before" if result.reused else f"cost ${result.cost_usd:.4f}"
     st.caption(f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
                f"{counts['unsupported']} unsupported · {cost}")
+    uncited = sum(1 for claim in result.claims if not claim.get("citations"))
+    if uncited:
+        st.warning(f"{uncited} claim(s) of the answer came with no citation: they are not checked facts.",
+                   icon=":material/report:")
     for problem in result.problems:
         st.warning(plain(problem), icon=":material/warning:")
     player(result)
@@ -114,6 +118,9 @@ except ScopeError as exc:
     st.info(plain(str(exc)), icon=":material/info:")
 except AskError as exc:
     st.error(plain(exc.message), icon=":material/error:")
+except QuotaPaused as exc:
+    st.warning(plain(f"The Gemini quota is exhausted for now ({exc}). What was answered and checked is kept: ask again "
+                     "later to finish."), icon=":material/hourglass_top:")
 except GeminiError as exc:
     st.error(plain(f"Gemini could not answer ({exc.label}: {exc.message[:200]}). Nothing was stored; ask again later."),
              icon=":material/error:")

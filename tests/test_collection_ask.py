@@ -66,6 +66,9 @@ def test_a_question_over_six_videos_cites_them_and_checks_each_citation_on_its_c
     assert result.complete and not result.problems and not result.reused
     assert len({c.citation.video_sha256 for c in result.citations}) >= 2
     assert text_calls(emulator) == 1  # one Gemini call for the answer: the material fits
+    wire = list(emulator.stats.wire)[before:]
+    assert all(c.schema_field == "responseJsonSchema" and c.response_mime_type == "application/json" for c in wire)
+    assert [c.display_name for c in wire].count("(no video)") == 1 and wire[0].display_name == "(no video)"
     calls = clip_calls(emulator)
     asked = [c for c in result.citations if c.outcome and c.outcome.asked]
     assert len(calls) == len(asked) == len(emulator.stats.wire) - before - 1

@@ -32,10 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import logging
+    from datetime import datetime
 
     from ..cli import _batches_named, _error, _open_store, _writable
     from ..config import retired_sentence
-    from ..errors import GeminiError, Kind
+    from ..errors import GeminiError, Kind, QuotaPaused
     from ..logs import setup_logging
     from ..sanitize import terminal_text
     from .ask import AskError, Scope, open_asker
@@ -66,6 +67,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (ScopeError, AskError) as exc:
         _error(str(exc) if isinstance(exc, ScopeError) else exc.message)
         return 2
+    except QuotaPaused as exc:
+        _error(f"the Gemini quota is exhausted until about {datetime.fromtimestamp(exc.resume_at):%H:%M}; ask the same "
+               "question again then (what was answered and checked so far is kept).")
+        return 2
     except GeminiError as exc:
         if exc.kind is Kind.MODEL:
             _error(retired_sentence(args.model or settings.model))
@@ -95,6 +100,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     cost = "no cost (answered before)" if result.reused else f"${result.cost_usd:.4f}"
     print(f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
           f"{counts['unsupported']} unsupported (not shown as fact). Cost: {cost}.")
+    uncited = sum(1 for claim in result.claims if not claim.get("citations"))
+    if uncited:
+        print(f"{uncited} claim(s) of the answer came with no citation: they are not checked facts.")
     for problem in result.problems:
         print(f"Warning: {terminal_text(problem)}")
     if args.json:
