@@ -73,6 +73,7 @@ class Analysis(Record):
     state: AnalysisState = AnalysisState.WAITING
     story: str | None = None  # the prose: what a person copies
     structured: dict[str, Any] | None = None  # the checked structured answer (story.Story.to_dict), when asked for
+    answer: dict[str, Any] | None = None  # the JSON answer to a custom schema (options' answer_schema), when asked for
     partial_story: str | None = None  # the text so far while Gemini writes (streamed)
     finish_reason: str | None = None
     model_version: str | None = None

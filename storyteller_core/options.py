@@ -14,6 +14,7 @@ from typing import Any
 from .timecode import seconds_of, timestamp
 
 RESOLUTIONS = ("low", "medium", "high")
+_FIELDS = frozenset({"start_s", "end_s", "fps", "resolution", "structured", "processing", "answer_schema"})
 PROCESSING_MODES = ("agentic",)  # Gemini 3's agentic video processing (preview, Part.media_processing); None: default
 # Google says agentic processing uses far fewer tokens on long videos but publishes no ratio: this share of the
 # default count is an estimate, replaced by the real usage once an answer is back.
@@ -34,6 +35,9 @@ class VideoOptions:
     resolution: str | None = None  # low | medium | high; None: Gemini's default
     structured: bool = False  # ask for the JSON story (title, prose, key moments, people, places, tags)
     processing: str | None = None  # "agentic" (Gemini 3 models); None: Gemini's default processing
+    # a custom answer's JSON schema, as JSON text (collection/table.py builds it from the analyst's fields): the
+    # answer is asked for in that shape and stored in Analysis.answer; part of the key (other fields, other question)
+    answer_schema: str | None = None
 
     def __post_init__(self) -> None:
         if self.fps is not None and not 0 < self.fps <= MAX_FPS:
@@ -46,16 +50,18 @@ class VideoOptions:
             raise ValueError("the clip cannot start before 0:00")
         if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
             raise ValueError("the clip must end after it starts")
+        if self.structured and self.answer_schema:
+            raise ValueError("an answer is either the structured story or a custom schema, not both")
 
     def to_key(self) -> dict[str, Any]:
         """The options as stored with the analysis and hashed into its key: defaults left out."""
         values = {"start_s": self.start_s, "end_s": self.end_s, "fps": self.fps, "resolution": self.resolution,
-                  "structured": self.structured or None, "processing": self.processing}
+                  "structured": self.structured or None, "processing": self.processing, "answer_schema": self.answer_schema}
         return {k: v for k, v in values.items() if v is not None}
 
     @classmethod
     def from_key(cls, data: dict[str, Any]) -> VideoOptions:
-        return cls(**{k: v for k, v in data.items() if k in {"start_s", "end_s", "fps", "resolution", "structured", "processing"}})
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
     @property
     def clipped(self) -> bool:

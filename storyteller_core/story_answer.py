@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from .options import VideoOptions
 from .story import Moment, Story
 from .timecode import seconds_of
 
@@ -34,6 +35,28 @@ class StoryAnswer(BaseModel):
 
 
 STORY_SCHEMA: dict[str, Any] = StoryAnswer.model_json_schema()
+
+
+def schema_for(options: VideoOptions) -> dict[str, Any] | None:
+    """The JSON schema an analysis asks Gemini to answer in: the story's, a custom one (a table's), or None (prose)."""
+    if options.structured:
+        return STORY_SCHEMA
+    return json.loads(options.answer_schema) if options.answer_schema else None
+
+
+def parse_custom_answer(raw: str, schema: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(the JSON object, None), or (None, why not) when the answer is not an object with the schema's required keys.
+    The values themselves are checked by whoever asked (collection/table.py knows each field's type)."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return None, "Gemini's answer was not JSON; its raw text is kept."
+    if not isinstance(value, dict):
+        return None, "Gemini's answer was not a JSON object; its raw text is kept."
+    missing = [key for key in schema.get("required") or [] if key not in value]
+    if missing:
+        return value, f"Gemini's answer left out {len(missing)} field(s): {', '.join(missing)[:200]}."
+    return value, None
 
 
 def parse_answer(raw: str, *, start_s: float = 0.0, end_s: float | None = None) -> Story:

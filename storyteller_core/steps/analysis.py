@@ -7,6 +7,7 @@ structured answer is checked (story.py) before it is stored.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from ..analysis import Analysis, AnalysisState
 from ..config import cost_usd
 from ..errors import Cancelled, Code, GeminiError, Kind, StepFailed
 from ..gemini import Answer, VideoPart
-from ..story_answer import STORY_SCHEMA, parse_answer
+from ..story_answer import parse_answer, parse_custom_answer, schema_for
 from ..video import Video, VideoState
 from . import Outcome, caching
 from .context import StepContext
@@ -41,7 +42,7 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
         answer = ctx.call(
             lambda: ctx.gateway.generate(
                 model=analysis.model, video=part, prompt=analysis.prompt, timeout_s=budget,
-                json_schema=STORY_SCHEMA if options.structured else None, resolution=options.resolution,
+                json_schema=schema_for(options), resolution=options.resolution,
                 on_text=_partial_writer(ctx, analysis.id, should_stop), flex=flex, cache=cache,
             ),
             budget, should_stop,
@@ -82,7 +83,14 @@ def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: An
         reason = answer.block_reason or answer.finish_reason or "no reason given"
         raise StepFailed(Code.EMPTY_ANSWER, f"Gemini returned no story for {video.display_name} ({reason}). "
                          "Try another prompt or model, then retry.")
-    story_text, structured = answer.text, None
+    story_text, structured, custom = answer.text, None, None
+    schema = schema_for(options)
+    if options.answer_schema and schema is not None:
+        custom, note = parse_custom_answer(answer.text, schema)
+        if custom is not None:
+            story_text = "\n".join(f"{key}: {json.dumps(value, ensure_ascii=False)}" for key, value in custom.items())
+        if note:
+            log.info("custom answer checked", extra={"analysis_id": analysis.id, "note": note})
     if options.structured:
         story = parse_answer(answer.text, start_s=options.start_s or 0.0, end_s=_end_of(options.end_s, video.duration_s))
         story_text, structured = story.text, story.to_dict()
@@ -90,7 +98,8 @@ def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: An
             log.info("structured answer checked", extra={"analysis_id": analysis.id, "dropped": story.dropped_moments,
                                                          "note": story.note})
     store.transition(
-        Analysis, analysis.id, AnalysisState.COMPLETED, story=story_text, structured=structured, partial_story=None,
+        Analysis, analysis.id, AnalysisState.COMPLETED, story=story_text, structured=structured, answer=custom,
+        partial_story=None,
         finish_reason=answer.finish_reason, model_version=answer.model_version, prompt_tokens=answer.prompt_tokens,
         output_tokens=answer.output_tokens, total_tokens=answer.total_tokens, cached_tokens=answer.cached_tokens,
         cost_usd=None if analysis.demo else _cost(analysis, answer) + extra_usd,
