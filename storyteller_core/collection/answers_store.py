@@ -63,6 +63,16 @@ class AnswerStore:
             self._db.execute("INSERT INTO answers (key, record, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
                              "SET record = excluded.record, updated_at = excluded.updated_at", (key, text, time.time()))
 
+    def put_first(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Store ``record`` unless an answer to this key is stored already; the stored one. Two processes asking the
+        same question at once keep one answer, so the checks (by citation index) always refer to its citations."""
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO answers (key, record, updated_at) VALUES (?, ?, ?)",
+                             (key, text, time.time()))
+            row = self._db.execute("SELECT record FROM answers WHERE key = ?", (key,)).fetchone()
+        return _load(row[0]) or record
+
     def all(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every stored answer (key, record), newest first: for search and for a list of earlier questions."""
         with self._lock:

@@ -301,7 +301,8 @@ class Asker:
         if record is None:
             say(f"Asking Gemini about {len(sources)} video(s) ({estimate.calls} call(s))...")
             record, spent = self._answer(question, scope, model, sources, stop)
-            self.answers.put(key, record)  # stored before the first check: a crash from here on never asks again
+            # stored before the first check: a crash from here on never asks again (a concurrent first answer wins)
+            record = self.answers.put_first(key, record)
         citations = [Citation.from_dict(c) for c in record["citations"]]
         done = self.answers.checks(key)
         todo = [i for i in range(len(citations)) if i not in done]
