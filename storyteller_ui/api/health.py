@@ -47,7 +47,7 @@ async def _health(request: Request) -> Response:
     try:
         eng = await engine()
     except ApiError as exc:
-        return answer(Health(ok=False, engine=ErrorInfo(code=exc.code, message=exc.message)), 503)
+        return answer(Health(ok=False, engine=ErrorInfo(code=exc.code, message=exc.message), gemini=None), 503)
     engine_problem = None if eng.healthy else ErrorInfo(
         code="engine", message="The engine's workers stopped; restart Video Storyteller (the log in the data folder says why).")
     try:
