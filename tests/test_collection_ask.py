@@ -308,3 +308,5 @@ def test_two_answers_to_one_key_keep_the_first(tmp_path: Path) -> None:
         two.put_check("k", 0, {"status": "confirmed"})
         one.put_check("k", 0, {"status": "unsupported"})  # a check already stored is never replaced
         assert one.checks("k") == {0: {"status": "confirmed"}}
+    assert {f.stat().st_mode & 0o777 for f in (tmp_path / "collection").glob("answers.db*")} == {0o600}
+    assert (tmp_path / "collection").stat().st_mode & 0o777 == 0o700

@@ -31,7 +31,6 @@ class AnswerStore:
         self.path = folder / "answers.db"
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.path.chmod(0o600)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -40,6 +39,8 @@ class AnswerStore:
             self._db.execute("CREATE TABLE IF NOT EXISTS checks (key TEXT NOT NULL, idx INTEGER NOT NULL, "
                              "outcome TEXT NOT NULL, PRIMARY KEY (key, idx))")
             self._db.execute(f"PRAGMA user_version={SCHEMA}")
+        for db_file in folder.glob("answers.db*"):  # the database, its WAL and shared memory: owner only
+            db_file.chmod(0o600)
 
     def close(self) -> None:
         with self._lock:
