@@ -122,8 +122,8 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     from .commands import Ask
     from .engine import open_engine
-    from .export import write_csv, write_json
-    from .intake import expand, inspect_path, inspect_url
+    from .export import batch_names, not_added_records
+    from .intake import expand, inspect_path, inspect_url, split_refused
 
     if any(out and not _writable(out) for out in (args.csv, args.json)):
         return 2
@@ -141,6 +141,20 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         _error("no video files found in the paths given. Give video files or folders that hold videos "
                f"({', '.join(sorted(VIDEO_EXTENSIONS))}), or public YouTube links.")
         return 1
+    print(f"Checking {len(files) + len(links)} file(s)...", flush=True)
+    try:  # checked before the engine starts: a refused input never becomes a row (nor a Failed one on a re-run)
+        candidates, refused = split_refused([inspect_path(p, settings) for p in files] + [inspect_url(link) for link in links])
+    except KeyboardInterrupt:
+        print("Interrupted before anything was added.")
+        return 130
+    for entry in refused:
+        print(f"Not added {terminal_text(entry.display_name)}: {terminal_text(entry.reason)}", file=sys.stderr)
+    not_added = not_added_records(refused, (args.batch_name or "").strip())
+    if not candidates:
+        _write_outputs(args, [], {}, not_added)
+        _error(f"nothing to process: the {len(refused)} input(s) given were not added (reasons above). Fix the paths "
+               "or files and run the same command again.")
+        return 1
     engine = open_engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
     if engine.demo:
         print("Demo mode (no GEMINI_API_KEY): stories come from the local emulator, not Gemini.")
@@ -150,29 +164,41 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     if not args.model and not settings.model_pinned:
         engine.catalog.refresh()  # the default comes from the models this key is offered
     preset = args.preset or (None if args.prompt else "Story")
-    ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or engine.catalog.default,
-              preset=preset, priority=args.priority, options=options, tier=args.tier)
-    warning = engine.catalog.warning(ask.model)
-    if warning:
-        print(f"Warning: {terminal_text(warning)}")
     try:
-        print(f"Checking {len(files) + len(links)} file(s)...", flush=True)
-        candidates = [inspect_path(p, settings) for p in files] + [inspect_url(link) for link in links]
+        ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or engine.catalog.default,
+                  preset=preset, priority=args.priority, options=options, tier=args.tier)
+        warning = engine.catalog.warning(ask.model)
+        if warning:
+            print(f"Warning: {terminal_text(warning)}")
         items = engine.commands.submit(candidates, ask, batch_name=args.batch_name, resume=True)
         rows = _follow(engine, list(dict.fromkeys(item.id for item in items)), sys.stdout)
+        names = batch_names(engine.store, rows)
     except KeyboardInterrupt:
         print("Interrupted. Unfinished videos are kept: run the same command again to resume.")
         return 130
     finally:
         engine.shutdown()
     _mail(settings, rows, demo=engine.demo)
+    _left_for_others(rows, engine.settings)
+    _write_outputs(args, rows, names, not_added)
+    code = _summary(rows, engine.settings)
+    if refused:
+        print(f"{len(refused)} input(s) not added (reasons on stderr).")
+    return 1 if refused else code
+
+
+def _write_outputs(args: argparse.Namespace, rows: list[Row], names: dict[str, str],
+                   not_added: list[dict[str, object]]) -> None:
+    """--csv (the rows, then one per input not added) and --json (the rows)."""
+    from .export import write_csv, write_json
+
     if args.csv:
-        write_csv(rows, args.csv)
-        print(f"Wrote {len(rows)} row(s) to {args.csv}")
+        write_csv(rows, args.csv, names, not_added)
+        print(f"Wrote {len(rows) + len(not_added)} row(s) to {args.csv}"
+              + (f" ({len(not_added)} not added)" if not_added else ""))
     if args.json:
         write_json(rows, args.json)
         print(f"Wrote {len(rows)} row(s) to {args.json}")
-    return _summary(rows)
 
 
 def _mail(settings: Settings, rows: list[Row], *, demo: bool) -> None:
@@ -200,23 +226,48 @@ def _mail(settings: Settings, rows: list[Row], *, demo: bool) -> None:
 
 
 def _follow(engine: Engine, item_ids: list[str], out: TextIO, poll_s: float = 0.25) -> list[Row]:
-    """Show the rows until every one has ended: live on a terminal, one line per status change otherwise."""
+    """Show the rows until every one has ended or waits for another Gemini: live on a terminal, one line per
+    status change otherwise. A row asked of another backend (demo mode, another key's server) is never this
+    engine's to do (runner.py): waiting for it would never end, so it is reported (``_left_for_others``)."""
     from .batch import Item
     from .progress import display_for
+    from .rows import waiting_for
 
     display = display_for(out)
     rows = engine.rows(engine.store.many(Item, item_ids))
-    display.show(rows, engine.gate.message)
+    display.show(rows, _note(engine))
     with display:
-        while not all(row.ended for row in rows):
+        while not all(row.ended or waiting_for(row, engine.settings) for row in rows):
             time.sleep(poll_s)
             rows = engine.rows(engine.store.many(Item, item_ids))
-            display.show(rows, engine.gate.message)
+            display.show(rows, _note(engine))
     return rows
 
 
-def _summary(rows: list[Row]) -> int:
+def _note(engine: Engine) -> str | None:
+    """The banner line: a stop for every worker (key, quota), else Gemini out of reach."""
+    from .reach import banner
+
+    return engine.gate.message or banner()
+
+
+def _left_for_others(rows: list[Row], settings: Settings) -> int:
+    """Say on stderr which rows wait for another Gemini, and what to do; how many."""
+    from .rows import waiting_for
+
+    left = [(row, sentence) for row in rows if (sentence := waiting_for(row, settings))]
+    for row, sentence in left:
+        print(f"Left {terminal_text(row.name)}: {terminal_text(sentence)}", file=sys.stderr)
+    if left:
+        _error(f"{len(left)} video(s) were asked of another Gemini than this command's and are left for the app or CLI "
+               "that has that key (never failed here). Run this command with that key (GEMINI_API_KEY), or press "
+               "Retry on those rows in the app to ask its Gemini. Processes that share a data folder should share the key.")
+    return len(left)
+
+
+def _summary(rows: list[Row], settings: Settings | None = None) -> int:
     from .board import Status
+    from .rows import waiting_for
 
     done = [row for row in rows if row.status is Status.DONE]
     print(f"{len(done)} of {len(rows)} video(s) done.")
@@ -225,6 +276,8 @@ def _summary(rows: list[Row]) -> int:
             print(f"Failed {terminal_text(row.name)}: {terminal_text(row.error or '')}")
         elif row.status is Status.CANCELLED:
             print(f"Cancelled {terminal_text(row.name)}")
+        elif settings is not None and waiting_for(row, settings):
+            print(f"Waiting {terminal_text(row.name)}: left for another Gemini (see above)")
     return 0 if len(done) == len(rows) else 1
 
 
@@ -251,15 +304,31 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"No videos in {settings.data_dir}. Add some with: python -m storyteller_core process <folder or files>"
               if not args.batch else f"No videos in batch {terminal_text(args.batch)}.")
         return 0
-    for row in rows:
-        error = f"  {terminal_text(row.error)}" if row.error else ""
-        print(f"{row.item.id}  {terminal_text(names[row.item.batch_id])[:28]:<28}  {row.label:<20} {row.progress:3d}%  "
-              f"{terminal_text(row.name)}{error}")
+    _print_rows(rows, names, settings)
     t = totals(rows)
     waiting = sum(row.status is Status.WAITING for row in rows)
     print(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight - waiting} in flight, "
           f"{waiting} waiting.")
     return 0
+
+
+def _print_rows(rows: list[Row], names: dict[str, str], settings: Settings) -> None:
+    """Rows grouped by batch: a line naming the batch in full with the id --batch takes, a header, then its rows."""
+    from .rows import waiting_for
+
+    by_batch: dict[str, list[Row]] = {}
+    for row in rows:
+        by_batch.setdefault(row.item.batch_id, []).append(row)
+    width = max(len("STATUS"), *(len(row.label) for row in rows)) if rows else len("STATUS")
+    width = min(width, 48)  # a longer label (a retry note) pushes its line, never cuts a word
+    for batch_id, own in by_batch.items():
+        print(f"Batch {batch_id}  {terminal_text(names.get(batch_id, batch_id))}  ({len(own)} row(s); "
+              f"--batch {batch_id})")
+        print(f"  {'STATUS':<{width}}  {'DONE':>4}  FILE")
+        for row in own:
+            extra = waiting_for(row, settings) or row.error
+            note = f"  {terminal_text(extra)}" if extra else ""
+            print(f"  {row.label:<{width}}  {row.progress:3d}%  {terminal_text(row.name)}{note}")
 
 
 STATUS_ROWS_AT_MOST = 500  # `status` without --batch lists rows up to this many, else one line per batch
@@ -316,7 +385,7 @@ def _no_such_batch(store: Store, wanted: str, settings: Settings) -> int:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from .export import write_csv, write_json
+    from .export import batch_names, write_csv, write_json
 
     if not any((args.csv, args.json, args.docx, args.pdf, args.srt, args.vtt)):
         _error("say where to write: --csv FILE, --json FILE, --docx FILE, --pdf FILE, --srt DIR and/or --vtt DIR.")
@@ -331,12 +400,15 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         rows = _rows_named(store, args.batch)
         if rows is None:
             return _no_such_batch(store, args.batch, settings)
+        names = batch_names(store, rows)
     finally:
         store.close()
-    for out, write in ((args.csv, write_csv), (args.json, write_json)):
-        if out:
-            write(rows, out)
-            print(f"Wrote {len(rows)} row(s) to {out}")
+    if args.csv:
+        write_csv(rows, args.csv, names)
+        print(f"Wrote {len(rows)} row(s) to {args.csv}")
+    if args.json:
+        write_json(rows, args.json)
+        print(f"Wrote {len(rows)} row(s) to {args.json}")
     from .deliverables.cli_export import write_deliverables
 
     return write_deliverables(args, rows, _batch_name(settings, args.batch))

@@ -1,7 +1,9 @@
 """Rows as a pandas DataFrame, as CSV that Excel opens with accents intact, and stories as Markdown.
 
 Every text cell is neutralised against formula injection (sanitize.py): a
-file name or a story can come from anyone.
+file name or a story can come from anyone. Each row says where it came from
+(its source path and its batch's name), and the CLI's CSV also holds one row
+per input that was refused before it became a row ("Not added").
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,20 +23,37 @@ from .story import Story, webvtt
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .intake import NotAdded
+    from .store_protocol import Store
+
 COLUMNS = [
-    "file_name", "status", "prompt", "model", "title", "story", "key_moments", "tags", "error", "duration_s",
-    "prompt_tokens", "output_tokens", "total_tokens", "cost_usd", "reused", "batch_id", "video_sha256", "created_at",
-    "completed_at",
+    "file_name", "source_path", "status", "prompt", "model", "title", "story", "key_moments", "tags", "error",
+    "duration_s", "prompt_tokens", "output_tokens", "total_tokens", "cost_usd", "reused", "batch_name", "batch_id",
+    "video_sha256", "created_at", "completed_at",
 ]
+NOT_ADDED = "Not added"  # the status of an input refused before it became a row (CLI CSV only; never in the store)
 
 
-def row_records(rows: Iterable[Row]) -> list[dict[str, object]]:
-    """One dict per row with the export's columns (text as stored: neutralize before a spreadsheet sees it)."""
+def batch_names(store: Store, rows: Iterable[Row]) -> dict[str, str]:
+    """{batch id: its name} for the batches of these rows (one read), for the batch_name column."""
+    from .batch import Batch
+
+    ids = list(dict.fromkeys(row.item.batch_id for row in rows))
+    return {batch_id: batch.name for batch_id, batch in store.by_id(Batch, ids).items()}
+
+
+def row_records(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None) -> list[dict[str, object]]:
+    """One dict per row with the export's columns (text as stored: neutralize before a spreadsheet sees it).
+
+    ``batch_names`` ({batch id: name}, see ``batch_names()``) fills the batch_name column; without it the cell is empty.
+    """
+    names = batch_names or {}
     records: list[dict[str, object]] = []
     for row in rows:
         analysis, video, story = row.analysis, row.video, story_of(row)
         records.append({
             "file_name": row.name,
+            "source_path": row.item.source_path,
             "status": row.status.value,
             "prompt": analysis.prompt_label if analysis else "",
             "model": analysis.model if analysis else "",
@@ -49,6 +68,7 @@ def row_records(rows: Iterable[Row]) -> list[dict[str, object]]:
             "total_tokens": analysis.total_tokens if row.story and analysis else None,
             "cost_usd": round(row.cost_usd, 6) if row.cost_usd is not None else None,
             "reused": row.item.reused,
+            "batch_name": names.get(row.item.batch_id, ""),
             "batch_id": row.item.batch_id,
             "video_sha256": video.sha256 if video else "",
             "created_at": _time(row.item.created_at),
@@ -57,30 +77,39 @@ def row_records(rows: Iterable[Row]) -> list[dict[str, object]]:
     return records
 
 
-def rows_frame(rows: Iterable[Row]) -> pd.DataFrame:
+def not_added_records(refused: Iterable[NotAdded], batch_name: str = "") -> list[dict[str, object]]:
+    """One dict per refused input, with the export's columns: its name, source, "Not added" and the reason."""
+    return [{**dict.fromkeys(COLUMNS, None), "file_name": r.display_name, "source_path": r.source, "status": NOT_ADDED,
+             "error": scrub(r.reason), "batch_name": batch_name, "reused": False} for r in refused]
+
+
+def rows_frame(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The rows as a DataFrame for the Results page, text cells neutralized."""
     import pandas as pd
 
-    frame = pd.DataFrame(row_records(rows), columns=COLUMNS)
+    frame = pd.DataFrame(row_records(rows, batch_names), columns=COLUMNS)
     for column in ("prompt_tokens", "output_tokens", "total_tokens"):
         frame[column] = frame[column].astype("Int64")
     return neutralize_frame(frame)
 
 
-def to_csv_bytes(rows: Iterable[Row]) -> bytes:
+def to_csv_bytes(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None,
+                 not_added: Iterable[dict[str, object]] = ()) -> bytes:
     """UTF-8 with a BOM, so Excel reads accents and emoji correctly; every text cell neutralized.
 
+    ``not_added`` (``not_added_records``): rows for inputs refused before they became rows, after the others.
     Written with the csv module (what pandas writes, without importing pandas: `export` starts in a moment)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for record in row_records(rows):
+    for record in [*row_records(rows, batch_names), *not_added]:
         writer.writerow({k: spreadsheet_cell(v) if isinstance(v, str) else v for k, v in record.items()})
     return out.getvalue().encode("utf-8-sig")
 
 
-def write_csv(rows: Iterable[Row], path: Path) -> Path:
-    path.write_bytes(to_csv_bytes(rows))
+def write_csv(rows: Iterable[Row], path: Path, batch_names: Mapping[str, str] | None = None,
+              not_added: Iterable[dict[str, object]] = ()) -> Path:
+    path.write_bytes(to_csv_bytes(rows, batch_names, not_added))
     return path
 
 
@@ -137,6 +166,13 @@ def to_json_bytes(rows: Iterable[Row]) -> bytes:
 def write_json(rows: Iterable[Row], path: Path) -> Path:
     path.write_bytes(to_json_bytes(rows))
     return path
+
+
+def chapters_file_name(row: Row, kind: str = "vtt") -> str:
+    """The download name of a row's chapters: the video's name (e.g. "Café réunion été.vtt"), never an id."""
+    from .deliverables.subtitles import safe_stem
+
+    return f"{safe_stem(row.name)}.{kind}"
 
 
 def chapters_vtt(row: Row) -> str | None:

@@ -56,6 +56,40 @@ class Candidate:
         return cls(**{**data, "path": Path(data["path"]), "probe": Probe(**probe_data) if probe_data else None})
 
 
+@dataclass(frozen=True)
+class NotAdded:
+    """An input refused before it became a row (not a video, missing, too large, a mistyped folder): kept out of the
+    store, shown once with its reason (the app's dismissible "not added" list, the CLI's stderr and CSV)."""
+
+    source: str  # what the person gave: the absolute path or the link
+    display_name: str
+    code: str
+    reason: str
+
+    @classmethod
+    def of(cls, candidate: Candidate) -> NotAdded:
+        return cls(candidate.source, candidate.display_name, str(candidate.error_code or ""), candidate.error_message or "")
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+def split_refused(candidates: list[Candidate]) -> tuple[list[Candidate], list[NotAdded]]:
+    """(the accepted candidates, the refused ones), each source once (the first time it was given)."""
+    accepted: list[Candidate] = []
+    refused: list[NotAdded] = []
+    seen: set[str] = set()
+    for candidate in candidates:
+        if candidate.source in seen:
+            continue
+        seen.add(candidate.source)
+        if candidate.ok:
+            accepted.append(candidate)
+        else:
+            refused.append(NotAdded.of(candidate))
+    return accepted, refused
+
+
 @dataclass
 class Skipped:
     path: Path
@@ -152,7 +186,8 @@ def inspect_path(path: Path, settings: Settings) -> Candidate:
     candidate = Candidate(display_name=name, path=path.expanduser().absolute())
     try:
         if not path.exists():
-            raise MediaError(Code.NOT_FOUND, f"{name} does not exist at {path}. Check the path and try again.")
+            raise MediaError(Code.NOT_FOUND, f"Nothing is at {path}: no such file or folder. Check the path for a typo "
+                             "and try again.")
         if not path.is_file():
             raise MediaError(Code.NOT_A_FILE, f"{path} is not a file. Give a video file or a folder of videos.")
         check_extension(name)

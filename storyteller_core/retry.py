@@ -21,6 +21,7 @@ import tenacity
 
 from .errors import Cancelled, GeminiError, Kind, QuotaPaused
 from .quota import Cooldown
+from .reach import REACH, current_task
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -73,6 +74,8 @@ def _wait(state: tenacity.RetryCallState) -> float:
 
 def _log_retry(state: tenacity.RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
+    if exc is not None:  # the row says why it waits, when it tries again and which attempt that is
+        REACH.retrying(current_task(), exc, state.attempt_number + 1, state.upcoming_sleep)
     log.warning(
         "retrying gemini call",
         extra={
@@ -131,11 +134,13 @@ def call_with_retry(
         sleep=lambda seconds: wait_or_cancel(seconds, should_stop),
     )
     try:
-        return retrying(attempt)
+        result = retrying(attempt)
     except GeminiError as exc:
         if cooldown is not None and exc.quota:  # the budget ran out while the quota was exhausted
             raise _budget_out(cooldown) from exc
         raise
+    REACH.answered(current_task())
+    return result
 
 
 def _wait_for_quota(cooldown: Cooldown, deadline: float, should_stop: Callable[[], bool] | None) -> None:

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from .analysis import Analysis, AnalysisState
 from .batch import Item
+from .reach import REACH, RetryNote
 from .video import UPLOAD_PROGRESS_SPAN, Video, VideoState
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 class Status(StrEnum):
@@ -50,8 +55,21 @@ class Row:
         return self.status.ended
 
     @property
+    def retry_note(self) -> RetryNote | None:
+        """Why this row's step waits to call Gemini again, when this process works on it (reach.py); else None.
+
+        ``note.reason``, ``note.next_at`` (wall clock), ``note.attempt``; ``note.words()`` is the sentence.
+        """
+        if self.ended:
+            return None
+        return REACH.note_for(self.analysis.id if self.analysis else None, self.video.id if self.video else None)
+
+    @property
     def label(self) -> str:
-        """The status as a person reads it, e.g. "Uploading 43 %"."""
+        """The status as a person reads it, e.g. "Uploading 43 %", or "Can't reach Gemini, retrying in 35 s (attempt 4)"."""
+        note = self.retry_note
+        if note is not None:
+            return note.words()
         if self.status is Status.UPLOADING and self.video:
             low, high = UPLOAD_PROGRESS_SPAN
             return f"Uploading {max(0, min(100, (self.video.progress - low) * 100 // (high - low)))} %"
@@ -119,3 +137,25 @@ def row_of(item: Item, analysis: Analysis | None, video: Video | None) -> Row:
     if video is None:
         return Row(item, analysis, None, Status.WAITING, 0)
     return Row(item, analysis, video, _BY_VIDEO_STATE[video.state], video.progress)
+
+
+def waiting_for(row: Row, settings: Settings) -> str | None:
+    """When ``row`` waits for another Gemini than this process's: one sentence saying which (never a key); else None.
+
+    E.g. "Waiting for the app or CLI that has the key for Gemini, the key ending …abcd (this one uses demo mode
+    (no key: the local emulator))". Such a row is left for that process: never claimed or failed here (runner.py).
+    """
+    from .askers import describe, describe_settings
+
+    analysis = row.analysis
+    if analysis is None or row.ended or analysis.backend == settings.backend:
+        return None
+    theirs = describe(analysis.backend, settings.data_dir)
+    if analysis.demo:
+        return f"Waiting for an app or CLI in {theirs}; this one uses {describe_settings(settings)}"
+    return f"Waiting for the app or CLI that has the key for {theirs}; this one uses {describe_settings(settings)}"
+
+
+def label_for(row: Row, settings: Settings) -> str:
+    """The row's label as this process can act on it: ``waiting_for`` when another Gemini's, else ``row.label``."""
+    return waiting_for(row, settings) or row.label

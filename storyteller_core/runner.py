@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import askers
 from .analysis import PRIORITY_RANK, Analysis, AnalysisState
 from .errors import KEY_REJECTED_MESSAGE, Cancelled, Code, GeminiError, Kind, QuotaPaused, StepFailed
 from .gate import Gate
 from .leases import Leases
+from .reach import working_on
 from .records import TransitionError
 from .sanitize import scrub
 from .scheduler import Scheduler
@@ -42,6 +44,10 @@ UPLOAD_STATES = (VideoState.CREATED, VideoState.UPLOADING)
 
 
 class Runner:
+    # An analysis asked of another Gemini is left (never failed) for the app or CLI that has its key, which share
+    # this data folder. Team mode's workers are the only ones that work a team's rows: they fail it, saying why.
+    LEAVES_OTHER_BACKENDS = True
+
     def __init__(self, ctx: StepContext, gate: Gate, scheduler: Scheduler, leases: Leases, log_file: Path) -> None:
         self.ctx = ctx
         self.gate = gate
@@ -55,6 +61,7 @@ class Runner:
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, workers: int) -> None:
+        askers.note(self.ctx.settings)  # which key this data folder's rows of this backend are asked with
         self.sweep()
         for i in range(workers):
             self._spawn(self._worker, f"storyteller-worker-{i}")
@@ -77,6 +84,8 @@ class Runner:
         """Queue ``task`` here unless it is queued already or another engine holds it."""
         if task in self.scheduler:
             return True
+        if self.leaves_other_backends and not self.can_do(task):
+            return False  # asked of another Gemini: left, unclaimed, for the app or CLI that has its key
         if not self.leases.claim(task):
             return False
         rank, uploads = self._placement(task)
@@ -93,11 +102,41 @@ class Runner:
     def running(self, task: str) -> bool:
         return task in self.scheduler.running()
 
+    @property
+    def leaves_other_backends(self) -> bool:
+        return self.LEAVES_OTHER_BACKENDS and not hasattr(self, "dispatcher")  # team/dispatch.py's TeamRunner has one
+
+    def can_do(self, task: str) -> bool:
+        """Whether this engine's Gemini (its backend) can do ``task``.
+
+        An analysis asked of another backend (demo mode, another server) is never this engine's: its video's
+        file lives there. It is left unclaimed and unfailed for the app or CLI that has that key, and its row
+        says so (rows.waiting_for). A video's step is this engine's only while one of its own analyses needs it.
+        """
+        kind, record_id = task.split(":", 1)
+        backend = self.ctx.settings.backend
+        store = self.ctx.store
+        if kind == "analysis":
+            analysis = store.get(Analysis, record_id)
+            return analysis is None or analysis.state.terminal or analysis.backend == backend
+        unfinished = [a for a in store.analyses_of(record_id) if not a.state.terminal]
+        return not unfinished or any(a.backend == backend for a in unfinished)
+
+    def _needed_here(self, video_id: str) -> bool:
+        """Some unfinished analysis of this engine's backend still needs the video's file."""
+        backend = self.ctx.settings.backend
+        return any(a.state in (AnalysisState.WAITING, AnalysisState.ANALYZING) and a.backend == backend
+                   for a in self.ctx.store.analyses_of(video_id))
+
     def sweep(self) -> None:
         """Queue every unfinished analysis no engine works on (resume after a crash or a restart)."""
         if self.on_sweep is not None:
             self.on_sweep()
+        backend = self.ctx.settings.backend
+        askers.note(self.ctx.settings)
         for analysis in sorted(self.ctx.store.unfinished(), key=lambda a: a.created_at):
+            if analysis.backend != backend and self.leaves_other_backends:
+                continue  # another Gemini's: left for the app or CLI that has its key
             task = f"analysis:{analysis.id}"
             if task in self.scheduler or f"video:{analysis.video_id}" in self.scheduler:
                 continue  # queued, or parked behind its video's step here
@@ -122,7 +161,8 @@ class Runner:
             if entry is None:
                 continue
             try:
-                outcome = self.run(entry.task)
+                with working_on(entry.task):  # a retry's note is kept under this task while the step runs
+                    outcome = self.run(entry.task)
             except Exception:  # e.g. the store cannot be written (disk full): keep the worker alive
                 log.exception("could not record a step; trying it again later", extra={"task": entry.task})
                 outcome = Outcome.later(STORE_ERROR_RETRY_S)
@@ -204,9 +244,9 @@ class Runner:
         video = store.get(Video, video_id)
         if video is None or video.state is VideoState.FAILED:
             return Outcome.done()
-        if not store.needs_video(video_id):
+        if not (self._needed_here(video_id) if self.leaves_other_backends else store.needs_video(video_id)):
             if video.state is VideoState.UPLOADING:
-                store.transition(Video, video_id, VideoState.CREATED)  # nobody waits for it any more
+                store.transition(Video, video_id, VideoState.CREATED)  # nobody here waits for it any more
             return Outcome.done()
         hold = self.gate.check()
         if hold:
@@ -215,7 +255,8 @@ class Runner:
             return Outcome.done()
         if video.state is not VideoState.CREATED and (video.state is VideoState.FILE_ACTIVE or video.backend != backend):
             video = store.transition(Video, video_id, VideoState.CREATED)  # expired, or on another backend
-        should_stop = self._stop_check(lambda: not store.needs_video(video_id))
+        should_stop = self._stop_check(lambda: not (self._needed_here(video_id) if self.leaves_other_backends
+                                                    else store.needs_video(video_id)))
         if video.state in UPLOAD_STATES:
             return upload(self.ctx, video, should_stop)
         return wait_for_processing(self.ctx, video, should_stop, self.watch)
@@ -229,12 +270,15 @@ class Runner:
         if not any(not item.cancelled for item in items) and (analysis.cancel_requested or items):
             self._cancelled("analysis", analysis_id)  # nobody wants it (a row still being made has no item yet)
             return Outcome.done()
+        if analysis.backend != backend:
+            if not self.leaves_other_backends:  # a team worker: no other process on this store will do it
+                raise StepFailed(Code.GEMINI_REFUSED, "This analysis was asked of another Gemini (demo mode, another "
+                                 "server or key) than the team's workers use. Press Retry to ask theirs.")
+            log.info("analysis asked of another gemini; leaving it", extra={"analysis_id": analysis_id})
+            return Outcome.done()  # the key changed since it was queued: left for the app or CLI that has its key
         hold = self.gate.check(analysis.model)
         if hold:
             return Outcome.later(hold)
-        if analysis.backend != backend:
-            raise StepFailed(Code.GEMINI_REFUSED, "This analysis was asked of another Gemini (demo mode, another server "
-                             "or key) than the one in use now. Press Retry to ask the current one.")
         video = store.require(Video, analysis.video_id)
         in_job = analysis.tier == "batch" and bool(analysis.batch_job)  # its answer comes from the job, not the file
         if video.state is VideoState.FAILED and not in_job:

@@ -63,7 +63,8 @@ def test_a_bad_file_gives_exit_1_and_one_line_reason(tmp_path, videos):
     result = run_cli(["process", str(videos[0]), str(bad)], cli_env(tmp_path / "data"))
 
     assert result.returncode == 1
-    assert "Failed notes.mp4: notes.mp4 is not a video file" in result.stdout
+    assert "Not added notes.mp4: notes.mp4 is not a video file" in result.stderr  # refused: never a (Failed) row
+    assert "1 of 1 video(s) done." in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -154,7 +155,7 @@ def test_status_into_a_closed_pipe_exits_cleanly(tmp_path):
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
-    assert result.stdout.count("\n") == 1 and result.stdout.startswith("item0")
+    assert result.stdout.count("\n") == 1 and result.stdout.startswith("Batch 20260101-000000-aaaa")
 
 
 @pytest.mark.slow

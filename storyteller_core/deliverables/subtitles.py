@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..story import Moment
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+_UNSAFE = re.compile(r"[^\w. -]+")  # letters of any script stay ("Café réunion été"); the rest is "_"
 
 
 def cue_text(text: str) -> str:
