@@ -181,3 +181,50 @@ def test_the_table_command_waits_and_writes_csv_and_json(tmp_path: Path, emulato
     assert bad.returncode == 2 and "colour" in bad.stderr
     missing = run_cli(["table", "--batch", "nope", "--field", "x:text", "--csv", str(out_csv)], env)
     assert missing.returncode == 1 and "no batch" in missing.stderr
+
+
+# -- the Library page: search and the table builder, through AppTest --------------------------------------------------
+def test_the_library_page_searches_plays_a_hit_and_builds_a_table(tmp_path: Path, monkeypatch, emulator, one_video) -> None:  # type: ignore[no-untyped-def]
+    from streamlit.testing.v1 import AppTest
+
+    from storyteller_ui.engine import start_engine
+
+    from .helpers import ROOT, TEST_KEY, wait_until
+
+    monkeypatch.setenv("STORYTELLER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GEMINI_API_KEY", TEST_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)
+    monkeypatch.chdir(ROOT)
+    engine = start_engine()
+    try:
+        paths = [one_video("*bold* [link](x).mp4", seed=1, seconds=6.0), one_video("plain.mp4", seed=2, seconds=6.0)]
+        rows = run_all(engine, paths, PROMPT_PRESETS["Story"], preset="Story")
+        batch_id = rows[0].item.batch_id
+
+        at = AppTest.from_file(str(ROOT / "pages" / "library.py"), default_timeout=60).run()
+        assert not at.exception
+        at.text_input(key="library-terms").input("last look").run()
+        shown = "\n".join(m.value for m in at.markdown)
+        assert "key moment" in shown and r"\*bold\* \[link\]\(x\)" in shown  # the file name as text, not Markdown
+        play = next(b for b in at.button if b.key.startswith("library-hit-"))
+        play.click().run()
+        assert at.session_state["library-seek"][1] == 4.0  # the last of three moments of a 6 s video
+        assert at.get("video")  # and the player seeks to it
+
+        at.selectbox(key="library-batch").select(batch_id).run()
+        at.button(key="library-build").click().run()
+        assert not at.exception and not at.error
+
+        def answered() -> bool:
+            at.run()
+            return any("2 of 2 video(s) answered" in c.value for c in at.caption)
+
+        wait_until(answered, timeout=60, what="the table's answers")
+        frames = [d.value for d in at.dataframe]
+        table = next(f for f in frames if "file_name" in f.columns)
+        assert len(table) == 2 and list(table.columns)[2:4] == ["summary", "people"]
+        assert str(table["people"].dtype) == "Float64" and table["people"].notna().all()
+        assert any("share of yes" in f.columns for f in frames)
+        assert at.get("download_button")
+    finally:
+        engine.shutdown(timeout=5)
