@@ -197,7 +197,7 @@ def _write_outputs(args: argparse.Namespace, rows: list[Row], names: dict[str, s
         print(f"Wrote {len(rows) + len(not_added)} row(s) to {args.csv}"
               + (f" ({len(not_added)} not added)" if not_added else ""))
     if args.json:
-        write_json(rows, args.json)
+        write_json(rows, args.json, names)
         print(f"Wrote {len(rows)} row(s) to {args.json}")
 
 
@@ -343,11 +343,12 @@ def _batch_summaries(store: Store, batch_ids: list[str]) -> int:
     if note:
         print(terminal_text(note), file=sys.stderr)
     batches = store.by_id(Batch, batch_ids)
-    print(f"{'BATCH ID':<22}  {'NAME':<40}  {'ROWS':>7}  {'DONE':>7}  {'FAILED':>7}  {'CANCELLED':>9}  {'IN FLIGHT':>9}")
+    names = {b: terminal_text(batches[b].name if b in batches else b) for b in batch_ids}
+    print(f"{'BATCH ID':<22}  {'ROWS':>7}  {'DONE':>7}  {'FAILED':>7}  {'CANCELLED':>9}  {'IN FLIGHT':>9}  NAME")
     for batch_id in batch_ids:
         t = kept_totals(store, batch_id)
-        name = terminal_text(batches[batch_id].name if batch_id in batches else batch_id)
-        print(f"{batch_id:<22}  {name[:40]:<40}  {t.rows:>7,}  {t.done:>7,}  {t.failed:>7,}  {t.cancelled:>9,}  {t.in_flight:>9,}")
+        print(f"{batch_id:<22}  {t.rows:>7,}  {t.done:>7,}  {t.failed:>7,}  {t.cancelled:>9,}  {t.in_flight:>9,}  "
+              f"{names[batch_id]}")  # last, in full: never cut
     print(f"{len(batch_ids)} batch(es). List one batch's rows with: python -m storyteller_core status --batch ID")
     return 0
 
@@ -407,7 +408,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         write_csv(rows, args.csv, names)
         print(f"Wrote {len(rows)} row(s) to {args.csv}")
     if args.json:
-        write_json(rows, args.json)
+        write_json(rows, args.json, names)
         print(f"Wrote {len(rows)} row(s) to {args.json}")
     from .deliverables.cli_export import write_deliverables
 

@@ -144,8 +144,9 @@ def stories_markdown(rows: Iterable[Row]) -> str:
     return plain_text("\n".join(parts))
 
 
-def to_json_bytes(rows: Iterable[Row]) -> bytes:
+def to_json_bytes(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None) -> bytes:
     """One object per row, with the full structured story when there is one."""
+    names = batch_names or {}
     out = []
     for row in rows:
         analysis, video, story = row.analysis, row.video, story_of(row)
@@ -157,14 +158,15 @@ def to_json_bytes(rows: Iterable[Row]) -> bytes:
             "tokens": {"prompt": analysis.prompt_tokens, "output": analysis.output_tokens, "total": analysis.total_tokens}
             if analysis and row.story else None,
             "cost_usd": row.cost_usd, "reused": row.item.reused, "batch_id": row.item.batch_id,
+            "batch_name": names.get(row.item.batch_id),
             "video_sha256": video.sha256 if video else None, "duration_s": video.duration_s if video else None,
             "created_at": _time(row.item.created_at), "completed_at": _time(row.finished_at),
         })
     return json.dumps(plain_data(out), ensure_ascii=False, indent=2).encode("utf-8")
 
 
-def write_json(rows: Iterable[Row], path: Path) -> Path:
-    path.write_bytes(to_json_bytes(rows))
+def write_json(rows: Iterable[Row], path: Path, batch_names: Mapping[str, str] | None = None) -> Path:
+    path.write_bytes(to_json_bytes(rows, batch_names))
     return path
 
 

@@ -76,7 +76,8 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     if exc is not None:  # the row says why it waits, when it tries again and which attempt that is
         REACH.retrying(current_task(), exc, state.attempt_number + 1, state.upcoming_sleep)
-    log.warning(
+    # the terminal shows warnings: the first retry of a call is one, the next ones (the row counts them) only logged
+    (log.warning if state.attempt_number == 1 else log.info)(
         "retrying gemini call",
         extra={
             "call": getattr(state.fn, "__name__", "call"),

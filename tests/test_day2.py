@@ -237,13 +237,15 @@ def test_the_csv_and_status_say_which_file_and_which_batch(tmp_path, one_video, 
     second.write_bytes(one_video("x.mp4", seed=2).read_bytes())
     name = '=HYPERLINK("http://x") interviews of the second week of December'
 
-    result = run_cli(["process", str(first), str(second), "--batch-name", name, "--csv", str(tmp_path / "out.csv")], env)
+    result = run_cli(["process", str(first), str(second), "--batch-name", name, "--csv", str(tmp_path / "out.csv"),
+                      "--json", str(tmp_path / "out.json")], env)
     status = run_cli(["status"], env)
 
     assert result.returncode == 0, result.stdout + result.stderr
     rows = read_csv(tmp_path / "out.csv")
     assert sorted(r["source_path"] for r in rows) == sorted([str(first), str(second)])  # same name, told apart
     assert {r["batch_name"] for r in rows} == {"'" + name}  # neutralized like every other cell
+    assert {r["batch_name"] for r in json.loads((tmp_path / "out.json").read_text())} == {name}
     lines = status.stdout.splitlines()
     batch_line = next(line for line in lines if line.startswith("Batch "))
     assert name in batch_line  # in full: not cut at 26 characters
@@ -303,3 +305,21 @@ def test_app_sh_says_it_installs_and_names_a_free_port_when_the_port_is_taken(tm
                           text=True, timeout=60)
     assert free.returncode == 0 and "Installing" not in free.stdout, free.stderr  # installed once; a free port runs
     assert "streamlit run app.py" in (tmp_path / "calls.log").read_text()
+
+
+def test_status_of_a_large_data_folder_prints_every_batch_name_in_full(tmp_path, capsys):
+    from storyteller_core.batch import Batch
+    from storyteller_core.datadir import ensure_data_dir
+    from storyteller_core.store import DiskStore
+
+    ensure_data_dir(tmp_path / "data")
+    store = DiskStore(tmp_path / "data" / "jobs")
+    name = "Field interviews, second week of December, north site"
+    try:
+        store.add_batch(Batch(id="20261202-130000-abcd", name=name))
+        cli._batch_summaries(store, store.batch_ids())
+    finally:
+        store.close()
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["BATCH", "ID"]
+    assert out[1].startswith("20261202-130000-abcd") and out[1].endswith(name)
