@@ -278,4 +278,31 @@ def test_sse_tells_every_status_in_order_and_resumes_after_a_disconnect(server: 
     # an id from another server's life: the state of every job now, then the end
     stale = Events(url, last_id="deadbeef-3").read(timeout=10)
     assert [f["data"]["status"] for f in stale.frames if f["event"] == "status"] == ["COMPLETED", "COMPLETED"]
-    assert time.time()  # (the streams above each ended on their own: none needed a timeout)
+
+
+def test_the_server_stops_with_event_streams_open(emu: Emulator, tmp_path: Path) -> None:
+    """uvicorn waits for every open response before it stops: a stream of a batch still running must end."""
+    import signal
+    import threading
+
+    (tmp_path / "allowed").mkdir()
+    app = AppServer(tmp_path, emu.base_url, STORYTELLER_API_ROOTS=str(tmp_path / "allowed")).start()
+    emu.config.processing_delay_s = 120.0
+    try:
+        clip = make_video(tmp_path / "allowed" / "long.mp4", seconds=1, seed=40)
+        made = new_batch(app, {"paths": [str(clip)]})
+        streams = [Events(f"{app.api}/batches/{made['id']}/events"), Events(f"{app.api}/jobs/{made['jobs'][0]['id']}/events")]
+        readers = [threading.Thread(target=s.read, kwargs={"timeout": 60}, daemon=True) for s in streams]
+        for reader in readers:
+            reader.start()
+        wait_until(lambda: all(any(f["data"].get("status") == "FILE_PROCESSING" for f in s.frames) for s in streams),
+                   timeout=30, what="both streams to tell FILE_PROCESSING")
+        started = time.monotonic()
+        app.stop(signal.SIGTERM)
+        assert time.monotonic() - started < 15
+        for reader in readers:
+            reader.join(10)
+            assert not reader.is_alive()
+    finally:
+        emu.config.processing_delay_s = 1.5
+        app.stop()

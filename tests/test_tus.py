@@ -152,3 +152,26 @@ def test_uploads_need_the_bearer_token(server: AppServer, tmp_path: Path) -> Non
     with pytest.raises(TusCommunicationError):
         client.uploader(str(video), chunk_size=MB, metadata={"filename": "x.mp4"}, retries=0).upload()
     assert not (server.data_dir / "uploads").exists() or not list((server.data_dir / "uploads").iterdir())
+
+
+def test_bytes_that_reached_the_disk_before_a_crash_make_a_whole_upload(server: AppServer, tmp_path: Path) -> None:
+    """The server died after the last bytes were written and before the file was checked: a batch still takes it."""
+    import signal
+
+    video = padded_video(tmp_path / "crash.mp4", 2 * MB, seed=5)
+    data = video.read_bytes()
+    url = create(server, video.name, len(data)).headers["location"]
+    patch = {**AUTH, **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    assert httpx.patch(url, headers=patch, content=data[:MB]).status_code == 204
+    server.stop(signal.SIGKILL)
+    with (server.data_dir / "uploads" / f"{url.rsplit('/', 1)[1]}.part").open("ab") as part:
+        part.write(data[MB:])  # what the killed server had written of the last piece
+    server.start()
+    assert head_offset(url) == len(data)  # a tus client sees it complete
+    made = httpx.post(server.api + "/batches", json={"uploads": [url]}, headers=AUTH)
+    assert made.status_code == 201, made.text
+    assert [j["file_name"] for j in made.json()["jobs"]] == ["crash.mp4"]
+    info = httpx.get(url, headers=AUTH).json()
+    assert info["state"] == "complete" and info["sha256"] == hashlib.sha256(data).hexdigest()
+    health = httpx.get(server.url + "/health")  # demo mode: the engine and its emulator answer
+    assert health.status_code == 200 and health.json()["demo"] is True

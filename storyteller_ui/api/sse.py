@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
+import signal
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -49,6 +51,8 @@ IDLE_HUB_S = 60.0  # a hub with no client for this long stops (a client that com
 LOG_PER_JOB = 16
 MIN_LOG, MAX_LOG = 256, 200_000
 RETRY_MS = 2000
+ERROR_LOOK_S = 1.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,16 @@ class Event:
     job_id: str | None
     data: str  # JSON
     ended: bool = False  # a status event of a job that has ended
+
+
+def server_exiting() -> bool:
+    """The server was asked to stop (SIGTERM, Ctrl+C). uvicorn waits for every open response before it stops and
+    lets no request know, so a stream that never ends would hold the server forever: its signal handler is the
+    uvicorn Server's own method, whose ``should_exit`` says it. False when that cannot be told."""
+    with contextlib.suppress(Exception):
+        handler = signal.getsignal(signal.SIGTERM)
+        return bool(getattr(getattr(handler, "__self__", None), "should_exit", False))
+    return False
 
 
 def keepalive_s() -> float:
@@ -75,6 +89,7 @@ class Hub:
         self.told: dict[str, tuple[JobStatus, int, float]] = {}  # job id -> status, progress, since: last told
         self.all_ended = False
         self.end_seq = 0  # of the latest end event
+        self.closing = False  # the server stops: every stream ends
         self.changed = asyncio.Condition()
         self.clients = 0
         self.idle_since = time.monotonic()
@@ -84,17 +99,26 @@ class Hub:
     # -- the one reader of the batch --------------------------------------------------------
     async def run(self) -> None:
         try:
-            while True:
-                rows = await asyncio.to_thread(batch_rows, self.eng.store, self.batch_id)
-                async with self.changed:
-                    if self._take(rows):
-                        self.changed.notify_all()
+            while not server_exiting():
+                try:
+                    rows = await asyncio.to_thread(batch_rows, self.eng.store, self.batch_id)
+                except Exception:  # the store could not be read this time: the clients wait, the next look tries again
+                    log.exception("an event stream could not read its batch", extra={"batch_id": self.batch_id})
+                    rows = None
+                if rows is not None:
+                    async with self.changed:
+                        if self._take(rows):
+                            self.changed.notify_all()
                 self.ready.set()
                 if self.clients == 0 and time.monotonic() - self.idle_since > IDLE_HUB_S:
                     return
-                await asyncio.sleep(ENDED_LOOK_S if self.all_ended else LOOK_S + len(rows) / 4000)
+                await asyncio.sleep(ERROR_LOOK_S if rows is None else ENDED_LOOK_S if self.all_ended
+                                    else LOOK_S + len(rows) / 4000)
         finally:
             _hubs.pop(self.batch_id, None)
+            self.closing = True
+            async with self.changed:
+                self.changed.notify_all()
             self.ready.set()
 
     def _take(self, rows: list[Row]) -> bool:
@@ -230,8 +254,8 @@ async def stream(hub: Hub, job_id: str | None, last_id: str | None) -> AsyncIter
                         await asyncio.wait_for(hub.changed.wait(), quiet)
                     except TimeoutError:
                         yield ": keep-alive\n\n"
-            if hub.task is None or hub.task.done():
-                return  # the server stops
+            if hub.closing:
+                return  # the server stops, or the hub could not go on: a client reconnects with Last-Event-ID
     finally:
         hub.clients -= 1
         if hub.clients == 0:
