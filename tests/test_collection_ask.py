@@ -310,3 +310,20 @@ def test_two_answers_to_one_key_keep_the_first(tmp_path: Path) -> None:
         assert one.checks("k") == {0: {"status": "confirmed"}}
     assert {f.stat().st_mode & 0o777 for f in (tmp_path / "collection").glob("answers.db*")} == {0o600}
     assert (tmp_path / "collection").stat().st_mode & 0o777 == 0o700
+
+
+def test_the_span_checker_of_a_table_checks_each_span_like_a_citation(
+        analyzed: tuple[Engine, str], emulator: Emulator) -> None:
+    from storyteller_core.collection.ask import span_checker
+    from storyteller_core.collection.table import Field, SpanClaim
+
+    engine, _ = analyzed
+    row = next(r for r in engine.rows(engine.store.items()) if r.name == "clip-000.mp4")
+    check = span_checker(asker_of(engine), engine.settings.model)
+    opening = Field("opening", "span", "[Demo] The video opens on the 64x48 picture at 00:00")
+    before = clip_calls(emulator)
+    outside = check(SpanClaim(row.video.sha256, row.name, opening, 20.0, 22.0))
+    assert outside.status == "unsupported" and clip_calls(emulator) == before  # never asked
+    shifted = check(SpanClaim(row.video.sha256, row.name, opening, 3.0, 4.0))
+    assert (shifted.status, shifted.start_s, shifted.end_s) == ("corrected", 0.0, 1.0)
+    assert len(clip_calls(emulator)) == len(before) + 1

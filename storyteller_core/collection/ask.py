@@ -398,6 +398,14 @@ class Asker:
 
     def _check(self, key: str, idx: int, citation: Citation, model: str, stop: Callable[[], bool]) -> Outcome:
         """One citation's check, stored (committed) before it returns."""
+        outcome = self.check_one(citation, model, stop)
+        self.answers.put_check(key, idx, outcome.to_dict())
+        return outcome
+
+    def check_one(self, citation: Citation, model: str, stop: Callable[[], bool] | None = None) -> Outcome:
+        """Check one citation against the footage (nothing stored): unsupported without asking when its span cannot
+        be real, else one clip request. Raises GeminiError / QuotaPaused when Gemini could not be asked."""
+        stop = stop or (lambda: False)
         video = self.store.get(Video, citation.video_sha256) if citation.video_sha256 else None
         duration = video.duration_s if video else None
         outcome = precheck(citation, duration)
@@ -406,7 +414,6 @@ class Asker:
         if outcome is None:
             assert video is not None
             outcome = self._ask_clip(video, citation, model, stop)
-        self.answers.put_check(key, idx, outcome.to_dict())
         return outcome
 
     def _ask_clip(self, video: Video, citation: Citation, model: str, stop: Callable[[], bool]) -> Outcome:
@@ -462,6 +469,24 @@ class Asker:
         return AskResult(key=key, question=record["question"], scope=record.get("scope_label", ""), model=record["model"],
                          answer=record["answer"], claims=record["claims"], citations=results, cost_usd=spent,
                          total_cost_usd=total, reused=reused, videos=videos)
+
+
+def span_checker(asker: Asker, model: str, *, should_stop: Callable[[], bool] | None = None) -> Callable[[Any], Any]:
+    """A ``table.SpanChecker`` for time-span fields of one table (issue 21 item 2): each span is checked like a
+    citation (precheck, then one clip request), its claim being the field's name and instruction. Not stored
+    here: the table keeps what it shows."""
+    from .table import SpanVerdict
+
+    stop = should_stop or (lambda: False)
+
+    def check(claim: Any) -> Any:
+        what = f"{claim.column.name}: {claim.column.instruction}" if claim.column.instruction else claim.column.name
+        citation = Citation(claim=what, video_label="", file_name=claim.file_name, video_sha256=claim.video_sha256,
+                            start_s=float(claim.start_s), end_s=float(claim.end_s), quote=one_line(what)[:300])
+        outcome = asker.check_one(citation, model, stop)
+        return SpanVerdict(outcome.status, outcome.corrected_start_s, outcome.corrected_end_s)
+
+    return check
 
 
 def reupload(settings: Settings, store: Store, gateway: Gateway, cooldown: Cooldown | None, video: Video,
@@ -585,4 +610,4 @@ def open_asker(settings: Settings, store: Store, **kwargs: Any) -> Asker:
     return Asker(settings, store, gateway_for(settings), **kwargs)
 
 
-__all__ = ["AskError", "AskResult", "Asker", "CitationResult", "Estimate", "Scope", "ScopeError", "open_asker"]
+__all__ = ["AskError", "AskResult", "Asker", "CitationResult", "Estimate", "Scope", "ScopeError", "open_asker", "span_checker"]
