@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from .intake import NotAdded
     from .store_protocol import Store
 
-COLUMNS = [
-    "file_name", "source_path", "status", "prompt", "model", "title", "story", "key_moments", "tags", "error",
-    "duration_s", "prompt_tokens", "output_tokens", "total_tokens", "cost_usd", "reused", "batch_name", "batch_id",
+COLUMNS = [  # where a row came from sits together: source_path, batch_name, batch_id, video_sha256
+    "file_name", "status", "prompt", "model", "title", "story", "key_moments", "tags", "error", "duration_s",
+    "prompt_tokens", "output_tokens", "total_tokens", "cost_usd", "reused", "source_path", "batch_name", "batch_id",
     "video_sha256", "created_at", "completed_at",
 ]
 NOT_ADDED = "Not added"  # the status of an input refused before it became a row (CLI CSV only; never in the store)
