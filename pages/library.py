@@ -26,7 +26,7 @@ st.title(":material/search: Library")
 SEEK = "library-seek"  # (video sha256, second) the last hit pressed
 TABLE = "library-table"  # {"batch", "fields", "model"} of the table being shown
 KIND_LABELS = {"story": "story", "title": "title", "moment": "key moment", "person": "person", "place": "place",
-               "tag": "tag", "table": "table answer", "answer": "collection answer"}
+               "tag": "tag", "table": "table answer", "answer": "collection answer (checked)"}
 
 
 def player() -> None:
@@ -62,9 +62,11 @@ def search_section() -> None:
     for n, hit in enumerate(hits):
         line = st.container(horizontal=True, vertical_alignment="center")
         at = hit.start_s or 0.0
-        line.button(timestamp(at), key=f"library-hit-{n}", icon=":material/play_arrow:",
-                    on_click=st.session_state.__setitem__, args=(SEEK, (hit.video_sha256, at)))
-        line.markdown(f"**{plain(hit.file_name)}** · {plain(KIND_LABELS.get(hit.kind, hit.kind))} · {plain(hit.snippet)}")
+        if hit.video_sha256:  # a collection answer's question points at no video
+            line.button(timestamp(at), key=f"library-hit-{n}", icon=":material/play_arrow:",
+                        on_click=st.session_state.__setitem__, args=(SEEK, (hit.video_sha256, at)))
+        where = f"**{plain(hit.file_name)}** · " if hit.file_name else ""
+        line.markdown(f"{where}{plain(KIND_LABELS.get(hit.kind, hit.kind))} · {plain(hit.snippet)}")
     player()
 
 

@@ -169,6 +169,52 @@ def test_documents_are_indexed_and_removed_on_their_own(store: DiskStore, index:
         index.index_document(f"{1:032x}", [Document("answer", "x")])
 
 
+def test_a_family_of_documents_is_reconciled_by_its_prefix(store: DiskStore, index: SearchIndex) -> None:
+    index.index_document("other:1", [Document("answer", "kept apart from the family")])
+    assert index.sync_documents("ask:", {"ask:a": [Document("answer", "alpha words")],
+                                         "ask:b": [Document("answer", "beta words")]}) == (2, 0)
+    assert index.sync_documents("ask:", {"ask:a": [Document("answer", "alpha words")],
+                                         "ask:b": [Document("answer", "beta words")]}) == (0, 0)  # unchanged: untouched
+    assert index.sync_documents("ask:", {"ask:b": [Document("answer", "beta words, changed")]}) == (1, 1)
+    assert [h.snippet for h in index.search("words")] == ["beta «words», changed"]
+    assert index.search("apart")  # another family is left alone
+    with pytest.raises(ValueError, match="prefix"):
+        index.sync_documents("", {})
+
+
+def test_collection_answers_are_found_only_where_the_footage_supports_them(tmp_path: Path, store: DiskStore) -> None:
+    from storyteller_core.collection.answers_store import AnswerStore
+
+    _story_row(store, 1, HARBOUR)
+    assert search_library(store, tmp_path, "pricing")  # nothing asked yet: no answers folder is made
+    assert not (tmp_path / "collection").exists()
+    sha = f"{1:064x}"
+    cite = {"claim": "", "video_label": "V1", "file_name": "clip-1.mp4", "video_sha256": sha, "quote": "a crate count"}
+    record = {"question": "Which interviews discuss sardine quotas?", "answer": "One does.",
+              "claims": [{"text": "Marta discusses quotas at the market", "citations": [0]},
+                         {"text": "A zeppelin lands on the pier", "citations": [1]},
+                         {"text": "Gulls protest the quotas", "citations": [2]}],
+              "citations": [{**cite, "start_s": 40.0, "end_s": 44.0}, {**cite, "start_s": 70.0, "end_s": 80.0},
+                            {**cite, "start_s": 1.0, "end_s": 2.0}]}
+    with AnswerStore(tmp_path) as answers:
+        answers.put("k1", record)
+        answers.put_check("k1", 0, {"status": "corrected", "corrected_start_s": 41.5, "corrected_end_s": 43.0})
+        answers.put_check("k1", 1, {"status": "unsupported"})
+        # citation 2 is not checked yet
+    [question] = search_library(store, tmp_path, "sardine quotas", kinds=["answer"])[:1]
+    assert question.video_sha256 == "" and question.start_s is None and "sardine" in question.snippet.lower()
+    [claim] = [h for h in search_library(store, tmp_path, "Marta quotas") if h.kind == "answer"]
+    assert (claim.video_sha256, claim.file_name, claim.start_s) == (sha, "clip-1.mp4", 41.5)  # at the corrected time
+    assert search_library(store, tmp_path, "zeppelin") == []  # unsupported: never found as fact
+    assert search_library(store, tmp_path, "gulls") == []  # not checked yet
+    with AnswerStore(tmp_path) as answers:
+        answers.put_check("k1", 2, {"status": "confirmed"})
+    assert search_library(store, tmp_path, "gulls")[0].start_s == 1.0
+    with AnswerStore(tmp_path) as answers:
+        answers.delete("k1")
+    assert search_library(store, tmp_path, "quotas") == []
+
+
 def test_a_deleted_index_is_rebuilt_from_the_store(tmp_path: Path, store: DiskStore) -> None:
     _story_row(store, 1, HARBOUR)
     assert search_library(store, tmp_path, "sardines")

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from storyteller_core.analysis import Analysis, AnalysisState
+from storyteller_core.collection.search import search_library
 from storyteller_core.collection.table import (
     Field,
     Span,
@@ -145,6 +146,8 @@ def test_a_four_field_table_gives_one_typed_row_per_video(make_engine, videos, t
     frame = table.frame()
     assert len(frame) == 4 and str(frame["people count"].dtype) == "Float64" and str(frame["shows demo"].dtype) == "boolean"
     assert table.summaries()["people count"]["count"] == 4
+    hits = search_library(engine.store, engine.settings.data_dir, "topics", kinds=["table"])  # searchable too
+    assert {h.video_sha256 for h in hits} == {row.video.sha256 for row in source}
 
     again = ask_table(engine.commands, batch_id, fields, model)  # the same fields: every answer reused, no new batch
     assert again.item_ids == [] and again.already == 4

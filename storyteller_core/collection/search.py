@@ -42,7 +42,7 @@ import threading
 import time
 import unicodedata
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,8 @@ from ..datadir import ensure_private_dir
 from ..store_protocol import Store
 from ..timecode import timestamp
 
-VERSION = "1"  # of the layout and of what is indexed: a new value rebuilds the index at the next sync
-KINDS = ("story", "title", "moment", "person", "place", "tag", "table", "answer")
+VERSION = "2"  # of the layout and of what is indexed: a new value rebuilds the index at the next sync
+KINDS = ("story", "title", "moment", "person", "place", "tag", "table", "answer", "citation")
 SNIPPET_OPEN, SNIPPET_CLOSE = "«", "»"
 SNIPPET_TOKENS = 16
 MAX_LIMIT = 1000
@@ -67,7 +67,7 @@ _LAYOUT = (
     "CREATE TABLE IF NOT EXISTS owners(owner TEXT PRIMARY KEY, origin TEXT NOT NULL, video_sha256 TEXT NOT NULL,"
     " file_name TEXT NOT NULL, fingerprint TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS doc(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, kind TEXT NOT NULL, start_s REAL,"
-    " body TEXT NOT NULL)",
+    " body TEXT NOT NULL, video_sha256 TEXT, file_name TEXT)",
     "CREATE INDEX IF NOT EXISTS doc_by_owner ON doc(owner)",
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, content='doc', content_rowid='id',"
     " tokenize='porter unicode61 remove_diacritics 2')",
@@ -116,6 +116,8 @@ class Document:
     kind: str
     body: str
     start_s: float | None = None
+    video_sha256: str | None = None  # the video this text points at, when not its owner's (a citation of an answer)
+    file_name: str | None = None
 
 
 def words_of(terms: str) -> list[str]:
@@ -281,17 +283,42 @@ class SearchIndex:
                        kind: str = "answer") -> None:
         """Index (or replace) the text of ``doc_id``: e.g. a collection answer and its citations, each with the
         video and the time it points at. It stays until ``remove_document``; the store's sync never touches it."""
-        docs = [d if d.kind else Document(kind, d.body, d.start_s) for d in documents]
-        fingerprint = json.dumps([asdict(d) for d in docs], ensure_ascii=False, sort_keys=True)
         with self._write() as db:
-            held = db.execute("SELECT fingerprint, origin FROM owners WHERE owner = ?", (doc_id,)).fetchone()
-            if held is not None and held[1] == "store":
-                raise ValueError(f"{doc_id!r} names an analysis of the store: give documents ids of their own")
-            if held is not None and held[0] == fingerprint:
-                return
-            if held is not None:
-                self._drop_owner(db, doc_id)
-            self._add_owner(db, doc_id, "doc", video_sha256, file_name, fingerprint, docs)
+            self._put_document(db, doc_id, list(documents), video_sha256, file_name, kind)
+
+    def sync_documents(self, prefix: str, documents: Mapping[str, Iterable[Document]]) -> tuple[int, int]:
+        """Make the documents whose ids start with ``prefix`` exactly ``documents`` ({id: its texts}): new or changed
+        ones (re)indexed, the others with that prefix removed; (indexed, removed). Unchanged ones cost a comparison:
+        a source of documents (the collection answers) can be reconciled at every search."""
+        if not prefix:
+            raise ValueError("give the documents' id prefix (e.g. 'ask:'), so other documents are left alone")
+        added = removed = 0
+        with self._write() as db:
+            held = [owner for (owner,) in db.execute(
+                "SELECT owner FROM owners WHERE origin = 'doc' AND substr(owner, 1, ?) = ?", (len(prefix), prefix))]
+            for owner in held:
+                if owner not in documents:
+                    self._drop_owner(db, owner)
+                    removed += 1
+            for doc_id, docs in documents.items():
+                if not doc_id.startswith(prefix):
+                    raise ValueError(f"the document id {doc_id!r} does not start with {prefix!r}")
+                added += self._put_document(db, doc_id, list(docs), "", "", "answer")
+        return added, removed
+
+    def _put_document(self, db: sqlite3.Connection, doc_id: str, documents: list[Document], video_sha256: str,
+                      file_name: str, kind: str) -> bool:
+        docs = [d if d.kind else Document(kind, d.body, d.start_s, d.video_sha256, d.file_name) for d in documents]
+        fingerprint = json.dumps([asdict(d) for d in docs] + [video_sha256, file_name], ensure_ascii=False, sort_keys=True)
+        held = db.execute("SELECT fingerprint, origin FROM owners WHERE owner = ?", (doc_id,)).fetchone()
+        if held is not None and held[1] == "store":
+            raise ValueError(f"{doc_id!r} names an analysis of the store: give documents ids of their own")
+        if held is not None and held[0] == fingerprint:
+            return False
+        if held is not None:
+            self._drop_owner(db, doc_id)
+        self._add_owner(db, doc_id, "doc", video_sha256, file_name, fingerprint, docs)
+        return True
 
     def remove_document(self, doc_id: str) -> bool:
         """Forget a document given to ``index_document``; False when it was not indexed."""
@@ -307,8 +334,8 @@ class SearchIndex:
                    fingerprint: str, documents: Iterable[Document]) -> None:
         db.execute("INSERT INTO owners(owner, origin, video_sha256, file_name, fingerprint) VALUES (?, ?, ?, ?, ?)",
                    (owner, origin, video_sha256, file_name, fingerprint))
-        db.executemany("INSERT INTO doc(owner, kind, start_s, body) VALUES (?, ?, ?, ?)",
-                       [(owner, d.kind, d.start_s, d.body) for d in documents if d.body.strip()])
+        db.executemany("INSERT INTO doc(owner, kind, start_s, body, video_sha256, file_name) VALUES (?, ?, ?, ?, ?, ?)",
+                       [(owner, d.kind, d.start_s, d.body, d.video_sha256, d.file_name) for d in documents if d.body.strip()])
 
     @staticmethod
     def _drop_owner(db: sqlite3.Connection, owner: str) -> None:
@@ -330,7 +357,8 @@ class SearchIndex:
 
     def _hits(self, query: str, limit: int, kinds: list[str], match: str) -> list[Hit]:
         kind_clause = f" AND doc.kind IN ({','.join('?' * len(kinds))})" if kinds else ""
-        sql = ("SELECT owners.file_name, owners.video_sha256, doc.start_s, doc.kind, "
+        sql = ("SELECT COALESCE(doc.file_name, owners.file_name), COALESCE(doc.video_sha256, owners.video_sha256), "
+               "doc.start_s, doc.kind, "
                f"snippet(fts, 0, ?, ?, '…', {SNIPPET_TOKENS}), doc.owner, bm25(fts) AS score "
                "FROM fts JOIN doc ON doc.id = fts.rowid JOIN owners ON owners.owner = doc.owner "
                f"WHERE fts MATCH ?{kind_clause} ORDER BY score LIMIT ?")
@@ -352,10 +380,19 @@ class SearchIndex:
 
 def search_library(store: Store, data_dir: Path, terms: str, *, limit: int = 20,
                    kinds: Iterable[str] | None = None) -> list[Hit]:
-    """Sync the data dir's index with the store, then search it (what the CLI and the page call)."""
+    """Bring the data dir's index in step (``sync_all``), then search it (what the CLI and the page call)."""
     with SearchIndex.of(data_dir) as index:
-        index.sync(store)
+        sync_all(index, store, data_dir)
         return index.search(terms, limit=limit, kinds=kinds)
+
+
+def sync_all(index: SearchIndex, store: Store, data_dir: Path) -> SyncReport:
+    """Everything searchable in step: the store's answers, then the collection answers (search_answers.py)."""
+    from .search_answers import PREFIX, answer_documents
+
+    report = index.sync(store)
+    index.sync_documents(PREFIX, answer_documents(data_dir))
+    return report
 
 
 def documents_of(analysis: Analysis) -> list[Document]:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from ..cli import _error, _open_store, _writable
     from ..sanitize import plain_data, terminal_text
-    from .search import SearchIndex, words_of
+    from .search import SearchIndex, sync_all, words_of
 
     if not words_of(args.terms):
         _error("nothing to search for: give at least one word with a letter or a digit, e.g. search \"pricing\".")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
         with SearchIndex.of(settings.data_dir) as index:
-            index.sync(store)
+            sync_all(index, store, settings.data_dir)
             hits = index.search(args.terms, limit=args.limit)
     finally:
         store.close()
