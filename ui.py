@@ -1,11 +1,15 @@
 """Video Storyteller's UI: a router over four thin pages (served by app.py; AppTest runs this file)."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from storyteller_ui.engine import get_engine
 from storyteller_ui.view import banners
 
-st.set_page_config(page_title="Video Storyteller", page_icon=":material/movie:", layout="wide")
+FAVICON = Path(__file__).parent / "storyteller_ui" / "assets" / "favicon.png"
+
+st.set_page_config(page_title="Video Storyteller", page_icon=str(FAVICON), layout="wide")  # shipped: no fetch offline
 engine = get_engine()
 page = st.navigation([
     st.Page("pages/batch.py", title="Batch", icon=":material/movie:", default=True),

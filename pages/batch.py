@@ -58,19 +58,28 @@ with page_tab:  # Streamlit's own uploader holds each file in server memory unti
         state.uploader_key += 1  # a new widget frees the uploaded bytes from the server's memory
         st.rerun()
 with path_tab:
-    raw_path = st.text_input("Path to a video file or a folder of videos, or a public YouTube link",
-                             placeholder="/home/me/footage  or  https://www.youtube.com/watch?v=...")
-    # Always enabled: a text input commits only on Enter or blur, so a disabled button would eat the click.
-    if st.button("Add from path"):
+    with st.form("add-path", border=False, enter_to_submit=True):  # Enter in the field adds, like the button
+        raw_path = st.text_input("Path to a video file or a folder of videos, or a public YouTube link",
+                                 placeholder="/home/me/footage  or  https://www.youtube.com/watch?v=...")
+        add = st.form_submit_button("Add from path")
+    if add:  # what is wrong with the path is said here, by the field
         target = raw_path.strip()
         link = target if "://" in target or target.startswith(("youtube.com", "www.youtube.com", "youtu.be")) else None
-        found, skipped = expand([Path(target).expanduser()]) if target and not link else ([], [])
+        where = Path(target).expanduser()
+        try:
+            there = bool(target) and where.exists()
+        except (OSError, ValueError):  # a name the system cannot even look up (a NUL byte, too long)
+            there = False
+        found, skipped = expand([where]) if there and not link else ([], [])
         if link:
             commands.add_pending([inspect_url(link)])
         elif not target:
             st.warning("Type the path of a video file or a folder first.")
+        elif not there:
+            st.warning(f"Nothing is at {plain(target)}. Check the path (copy it from your file manager) and add it "
+                       "again.", icon=":material/folder_off:")
         elif not found:
-            st.warning(f"No video files found at {plain(target)}.")
+            st.warning(f"No video files in {plain(target)}.")
         if len(found) > CHECK_AT_ONCE:  # listed in a moment; each file is checked after Start, in the background
             commands.add_pending(unchecked(p) for p in found)
         else:
@@ -98,6 +107,13 @@ ask_preset = preset if preset in PROMPT_PRESETS and prompt == PROMPT_PRESETS[pre
 
 
 
+def where_from(c: Candidate) -> str:
+    """The folder a local file was added from; "" for a dropped file (its copy's folder means nothing) or a link."""
+    if c.url or c.path.parent == engine.settings.spool_dir:
+        return ""
+    return str(c.path.parent)
+
+
 def length(c: Candidate) -> str:
     return "YouTube" if c.url else duration(c.probe.duration_s if c.probe else None) if c.checked else "checked after Start"
 
@@ -105,13 +121,16 @@ def length(c: Candidate) -> str:
 accepted = [c for c in pending if c.ok]
 refused = [c for c in pending if not c.ok]
 if pending:
-    st.subheader(f"Ready: {len(accepted)} video(s)" + (f", refused: {len(refused)}" if refused else ""))
+    st.subheader(f"Ready: {len(accepted)} video(s)" + (f", not added: {len(refused)}" if refused else ""))
     if len(accepted) > LIST_AT_ONCE:
-        st.dataframe(pd.DataFrame({"File": [c.display_name for c in accepted], "Length": [length(c) for c in accepted],
+        st.dataframe(pd.DataFrame({"File": [c.display_name for c in accepted], "Folder": [where_from(c) for c in accepted],
+                                   "Length": [length(c) for c in accepted],
                                    "Size": [size(c.size_bytes) for c in accepted]}), hide_index=True, height=240)
     for c in accepted if len(accepted) <= LIST_AT_ONCE else []:
         name_col, facts_col, cost_col, drop_col = st.columns([4, 3, 2, 1], vertical_alignment="center")
         name_col.markdown(plain(c.display_name))
+        if where_from(c):
+            name_col.caption(plain(where_from(c)))  # two files of the same name are told apart by their folder
         seconds = c.probe.duration_s if c.probe else None
         facts_col.caption(f"{length(c)} · {size(c.size_bytes) if not c.url else 'no upload'}"
                           + (f" · about {estimate_tokens(seconds, prompt, options):,} tokens" if c.checked else ""))
@@ -129,8 +148,17 @@ if pending:
     if later:
         st.caption(f"{later:,} file(s) are checked (length, format, cost) after Start, while the batch runs; "
                    "the page does not wait for them.")
-    for c in refused:
-        st.warning(plain(c.error_message), icon=":material/block:")
+    if refused:  # never rows: they stay here, with the reason, until dismissed
+        with st.container(border=True, key="not-added"):
+            head = st.container(horizontal=True, vertical_alignment="center")
+            head.markdown(f"**Not added ({len(refused)})**: these will not be part of the batch.")
+            head.button("Dismiss all", key="dismiss-all", icon=":material/clear_all:",
+                        on_click=lambda: [commands.remove_pending(c.source) for c in refused])
+            for c in refused:
+                line = st.container(horizontal=True, vertical_alignment="center")
+                line.warning(plain(c.error_message), icon=":material/block:")
+                line.button("", key=f"dismiss-{c.source}", icon=":material/close:", help="Dismiss",
+                            on_click=commands.remove_pending, args=(c.source,))
     start, clear = st.columns([3, 1])
     if start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
                     disabled=not accepted or not prompt.strip() or bool(problem)):
@@ -198,23 +226,23 @@ def board() -> None:
     if (t.in_flight > 0) != opened_in_flight or engine.store.batch_ids() != batches:
         st.rerun()  # work started or ended, or a batch came or went (here, in another tab or the CLI)
     notify.watch(engine, batch_id, names[batch_id], [], t)
-    cols = st.columns(6)
-    cols[0].metric("Done", f"{t.done} / {t.rows}")
-    cols[1].metric("Failed", t.failed)
-    cols[2].metric("Cancelled", t.cancelled)
-    cols[3].metric("In flight", t.in_flight)
-    cols[4].metric("Elapsed", duration(t.elapsed_s))
-    cols[5].metric("Cost", money(t.cost_usd, demo=engine.demo), delta=versus_estimate(t), delta_color="off",
+    figures = st.container(horizontal=True, gap="large")  # wraps on a narrow window instead of cutting figures
+    figures.metric("Done", f"{t.done} / {t.rows}", width="content")
+    figures.metric("Failed", t.failed, width="content")
+    figures.metric("Cancelled", t.cancelled, width="content")
+    figures.metric("In flight", t.in_flight, width="content")
+    figures.metric("Elapsed", duration(t.elapsed_s), width="content")
+    figures.metric("Cost", money(t.cost_usd, demo=engine.demo), delta=versus_estimate(t), delta_color="off", width="content",
                    help=f"{t.tokens:,} tokens. Estimated before the start: {money(t.estimated_cost_usd, demo=engine.demo)}"
                         " for the whole batch; the change shown compares the analyses that have finished with "
                         "their own estimate.")
 
-    search, shown_col, order_col, compact_col = st.columns([2.5, 5, 2, 2], vertical_alignment="bottom")
-    text = search.text_input("Search", placeholder="file name or story", key="board-search").lower()
-    shown = shown_col.segmented_control("Show", list(FILTERS), default="All", key="board-filter") or "All"
-    order = order_col.selectbox("Sort by", ["Added", "Name", "Status"], key="board-sort")
+    controls = st.container(horizontal=True, vertical_alignment="bottom")  # wraps on a narrow window
+    text = controls.text_input("Search", placeholder="file name or story", key="board-search", width=220).lower()
+    shown = controls.segmented_control("Show", list(FILTERS), default="All", key="board-filter") or "All"
+    order = controls.selectbox("Sort by", ["Added", "Name", "Status"], key="board-sort", width=150)
     # The choice outlives the widget (Streamlit forgets a widget's state on another page).
-    compact = compact_col.toggle("Compact", value=state.get("compact-stories", False), key="board-compact",
+    compact = controls.toggle("Compact", value=state.get("compact-stories", False), key="board-compact",
                                  help="Short story boxes, so more rows fit on a screen",
                                  on_change=lambda: state.update({"compact-stories": state["board-compact"]}))
 

@@ -30,20 +30,27 @@ if engine.settings.api_key:
     st.write(f"In use: **{masked(engine.settings.api_key)}**, {where}.")
 else:
     st.write("In use: **not set: demo mode** (stories come from a local emulator, not Gemini).")
+for kind, text in st.session_state.pop("key-outcome", []):  # said once, after the rerun that shows the new state
+    getattr(st, kind)(text)
 with st.form("key-form", clear_on_submit=True):
     typed = st.text_input("Set a key for as long as this app runs (not saved anywhere)", type="password")
     if st.form_submit_button("Use this key") and typed.strip():
         engine.set_api_key(typed.strip())
+        said: list[tuple[str, str]] = []
         try:
             models = engine.available_models()
             if engine.settings.model not in models:
-                st.warning(f"The key works, but the model {engine.settings.model} is not offered to it. Pick another.")
-            st.success("Gemini accepted the key. New videos use it; retry failed ones on the Batch page.")
+                said.append(("warning", f"The key works, but the model {plain(engine.settings.model)} is not offered "
+                                        "to it. Pick another."))
+            said.append(("success", "Gemini accepted the key. New videos use it; retry failed ones on the Batch page."))
         except GeminiError as exc:
             if exc.kind is Kind.AUTH:
-                st.error("Gemini rejected this key. Copy it again from Google AI Studio and paste it here.")
+                said.append(("error", "Gemini rejected this key. Copy it again from Google AI Studio and paste it here."))
             else:
-                st.warning(f"Could not check the key right now ({plain(exc.label)}). It will be used for new videos.")
+                said.append(("warning", f"Could not check the key right now: {exc.plain_words}. It will be used for "
+                                        "new videos."))
+        st.session_state["key-outcome"] = said
+        st.rerun()  # the key line above and the demo banner show the new key at once
 if engine.settings.api_key and st.button("Forget the key (back to demo mode)"):
     engine.set_api_key(None)
     st.rerun()
@@ -53,7 +60,7 @@ st.caption("To keep a key across restarts, set GEMINI_API_KEY in the environment
 st.subheader("When a batch finishes")
 st.caption("The Batch page shows a message and the browser tab's title says Done. You can also be told on this "
            "computer, or in a chat channel.")
-notify.desktop(offer=True, key="desktop-notify-settings")
+notify.desktop(offer=True, key="desktop-notify-settings", explain=True)
 data_dir = engine.settings.data_dir
 hook = webhook.load_url(data_dir)
 st.write(f"Webhook: **{plain(webhook.masked_url(hook))}**")

@@ -194,8 +194,12 @@ class Commands:
         discard(self.store, [Path(e["path"]) for e in entries if not e.get("url")], self.settings.spool_dir)
 
     def start_pending(self, ask: Ask, *, batch_name: str | None = None) -> Batch | None:
-        """The checked list becomes a batch at once; its files are checked and queued in the background."""
-        candidates = self.pending()
+        """The checked list becomes a batch at once; its files are checked and queued in the background.
+
+        Files refused while listed (not a video, too large, a mistyped path) never become rows: they stay on the
+        list with their reason until the person dismisses them.
+        """
+        candidates = [c for c in self.pending() if c.ok]
         if not candidates:
             return None
         batch = Batch(id=new_batch_id(), name=(batch_name or "").strip() or default_batch_name(candidates[0].display_name),

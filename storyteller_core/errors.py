@@ -47,6 +47,20 @@ class GeminiError(Exception):
         return f"{self.code} {self.status}" if self.code else (self.status or self.kind.value)
 
     @property
+    def plain_words(self) -> str:
+        """What went wrong, for a person (no internal names such as NETWORK or UNAVAILABLE)."""
+        if self.code == 429:
+            return "Gemini's quota for this key is used up for now"
+        if self.kind is Kind.TRANSIENT:
+            return (f"Gemini answered with a temporary error ({self.code})" if self.code
+                    else "Gemini could not be reached (no network, or the service did not answer)")
+        if self.kind is Kind.AUTH:
+            return "Gemini rejected the key"
+        if self.kind is Kind.MODEL:
+            return "the model is not offered to this key"
+        return f"Gemini refused the request ({self.code})" if self.code else "Gemini refused the request"
+
+    @property
     def quota(self) -> bool:
         """Gemini said the quota is exhausted (429)."""
         return self.code == 429

@@ -50,8 +50,8 @@ export default function (component) {
     if (!supported) { note("This browser cannot show desktop notifications."); return; }
     const permission = Notification.permission;
     if (permission === "granted") { note("Desktop notifications are on in this browser."); return; }
-    if (permission === "denied") {
-      note("Desktop notifications are blocked for this app in the browser's site settings.");
+    if (permission === "denied") {  // said on Settings only: on the board it would nag everyone who said no
+      if (d.explain) note("Desktop notifications are blocked for this app in the browser's site settings.");
       return;
     }
     const button = document.createElement("button");
@@ -91,9 +91,12 @@ _CSS = """
 _component = st.components.v2.component("video_storyteller_notify", js=_JS, css=_CSS)
 
 
-def desktop(*, offer: bool, notify: dict[str, str] | None = None, key: str = "desktop-notify") -> None:
-    """Mount the component: the opt-in button when ``offer``, and ``notify`` shown once per id if allowed."""
-    _component(data={"offer": offer, "notify": notify}, key=key, default={"permission": None},
+def desktop(*, offer: bool, notify: dict[str, str] | None = None, key: str = "desktop-notify", explain: bool = False) -> None:
+    """Mount the component: the opt-in button when ``offer``, and ``notify`` shown once per id if allowed.
+
+    ``explain``: say so when the browser blocks notifications (the Settings page; elsewhere nothing is said).
+    """
+    _component(data={"offer": offer, "notify": notify, "explain": explain}, key=key, default={"permission": None},
                on_permission_change=lambda: None)
 
 

@@ -146,9 +146,15 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
             _actions(engine, row, line)
         story = story_of(row)
         if story:
+            markdown = copy_text(row) if story.moments or story.title else plain_text(story.text)
+            if not compact:  # read as formatted text; the box below copies the Markdown in one click
+                from storyteller_ui.story_view import safe_markdown
+
+                st.markdown(safe_markdown(markdown))
             with st.container(key=f"story-{item.id}"):  # copy gives clean Markdown with the timestamps
-                st.code(copy_text(row) if story.moments or story.title else plain_text(story.text), language=None, wrap_lines=True,
-                        height=90 if compact else "content")
+                st.code(markdown, language=None, wrap_lines=True, height=90)
+            if not compact:
+                st.caption("The box above is the story as Markdown: its button copies it.")
             if story.moments and not compact and not removed:
                 moments_view(row, story)
             if story.note:
@@ -171,6 +177,9 @@ def moments_view(row: Row, story: Story) -> None:
         line.button(plain(f"{moment.time} {moment.description[:60]}"), key=f"{key}-{n}", icon=":material/play_arrow:",
                     on_click=st.session_state.__setitem__, args=(key, moment.seconds))
     seek = st.session_state.get(key)
+    if seek is not None:
+        line.button("Close the player", key=f"{key}-close", icon=":material/close:", type="tertiary",
+                    on_click=st.session_state.pop, args=(key, None))
     source = _playable(row)
     if seek is not None and source:
         st.video(source, start_time=int(seek), autoplay=True, muted=True)

@@ -51,7 +51,9 @@ def test_settings_saves_the_smtp_server_and_sends_a_test_e_mail(data_dir, smtp):
     port, inbox = smtp
     at = app()
     at.switch_page("pages/settings.py").run()
+    assert not at.exception
     form = at.text_input
+    assert "SMTP server" in [t.label for t in form], ([t.label for t in form], text_of(at))
     next(t for t in form if t.label == "SMTP server").input(f"smtp://me:s3cret@127.0.0.1:{port}")
     next(t for t in form if t.label == "Send to").input("analyst@example.com")
     _button(at, "Save e-mail").click().run()

@@ -83,15 +83,19 @@ def test_upload_start_and_board_shows_every_outcome(data_dir, videos, one_video)
     assert "notes.mp4 is not a video file" in text_of(at)
     assert next(b for b in at.button if b.label.startswith("Start batch")).label == "Start batch (3 video(s))"
     start(at)
-    rows = wait_ended(data_dir, 4)
+    rows = wait_ended(data_dir, 3)  # the refused file never becomes a row...
     at.run()
 
     shown = text_of(at)
     assert {r.status for r in rows} == {Status.DONE, Status.FAILED}
+    assert "notes.mp4" not in {r.name for r in rows}
     assert "could not be processed (emulated failure)" in shown  # FAILED row with Gemini's reason
-    assert "notes.mp4 is not a video file" in shown
+    assert "notes.mp4 is not a video file" in shown  # ...it stays listed as not added, with its reason
     assert sum("1.0-second video" in c.value for c in at.code) >= 2  # stories in copyable code blocks
-    assert "2 / 4" in shown
+    assert "2 / 3" in shown
+    dismiss = next(b for b in at.button if b.key and b.key.startswith("dismiss-") and b.key != "dismiss-all")
+    dismiss.click().run()
+    assert "notes.mp4 is not a video file" not in text_of(at)
     assert TEST_KEY not in shown
     assert not INTERNAL_NAMES.search(shown), INTERNAL_NAMES.search(shown)
 
@@ -249,10 +253,11 @@ def test_names_and_server_messages_render_as_text_not_markdown(data_dir, one_vid
     at = app().run()
     at.file_uploader[0].set_value([(name, video.read_bytes(), "video/mp4"), ("](x).mp4", b"junk", "video/mp4")]).run()
     start(at)
-    wait_ended(data_dir, 2)
+    wait_ended(data_dir, 1)  # the junk file is not added: it stays listed with its reason, shown below
     at.run()
 
     rendered = [m.value for m in at.markdown] + [e.value for e in at.error] + [w.value for w in at.warning]
+    assert any("\\]\\(x\\)" in w.value for w in at.warning)  # the refused "](x).mp4", as text
     joined = "\n".join(rendered)
     assert "beacon" in joined and "click" in joined  # the names are shown...
     assert not re.search(r"(?<!\\)(!\[|\]\(|<img)", joined)  # ...as text: no image, link or tag syntax left live
