@@ -169,6 +169,10 @@ def test_a_batch_from_two_uploads_and_a_path_completes_and_exports(server: AppSe
     made = new_batch(server, {"uploads": [first, second.rsplit("/", 1)[1]], "paths": [str(local)],
                               "preset": "Story", "name": "From a script", "priority": "high"})
     assert [j["file_name"] for j in made["jobs"]] == ["first.mp4", "second clip.mp4", "on disk.mp4"]
+    listed = httpx.get(server.api + "/batches?limit=3", headers=AUTH).json()["batches"]
+    assert listed[0] == {"id": made["id"], "name": "From a script", "created_at": listed[0]["created_at"]}
+    assert len(listed) <= 3
+    assert httpx.get(server.api + "/batches?limit=0", headers=AUTH).status_code == 400
     batch = ended(server, made["id"])
     assert batch["name"] == "From a script" and batch["counts"] == {"COMPLETED": 3}
     for job in batch["jobs"]:

@@ -43,7 +43,7 @@ MAX_ROWS = 10_000
 def routes() -> list[Route]:
     root = prefix()
     return [
-        Route(f"{root}/batches", _create, methods=["POST"]),
+        Route(f"{root}/batches", _batches, methods=["GET", "POST"]),
         Route(f"{root}/batches/{{batch_id}}", _batch, methods=["GET"]),
         Route(f"{root}/batches/{{batch_id}}/export.csv", _export_csv, methods=["GET"]),
         Route(f"{root}/batches/{{batch_id}}/export.json", _export_json, methods=["GET"]),
@@ -159,7 +159,19 @@ async def _run(request: Request, work: Any, *args: Any, status: int = 200) -> Re
         return ApiError(404, "unknown", f"{exc.args[0] if exc.args else 'It'} is not known here.").response()
 
 
-async def _create(request: Request) -> Response:
+def batch_list(eng: Engine, limit: int) -> models.BatchList:
+    ids = eng.store.batch_ids()[:limit]  # newest first
+    found = eng.store.by_id(Batch, ids)
+    return models.BatchList(batches=[models.BatchSummary(id=b, name=found[b].name, created_at=iso(found[b].created_at))
+                                     for b in ids if b in found])
+
+
+async def _batches(request: Request) -> Response:
+    if request.method == "GET":
+        raw = request.query_params.get("limit", "50")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            return ApiError(400, "bad_request", "limit must be a whole number from 1 to 1000.").response()
+        return await _run(request, batch_list, int(raw))
     try:
         body = await read_model(request, models.BatchCreate)
     except ApiError as exc:

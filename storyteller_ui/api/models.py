@@ -106,6 +106,16 @@ class Batch(BaseModel):
     jobs: list[Job]
 
 
+class BatchSummary(BaseModel):
+    id: str
+    name: str
+    created_at: str
+
+
+class BatchList(BaseModel):
+    batches: list[BatchSummary] = Field(description="Newest first.")
+
+
 class Ask(BaseModel):
     """Ask again: another question of the same video(s); the Gemini file is reused while it lives."""
 

@@ -16,8 +16,10 @@ from .tokens import TokenCreate
 
 TITLE = "Video Storyteller job API"
 VERSION = "1.0.0"
-MODELS: list[type[BaseModel]] = [TokenCreate, models.ErrorAnswer, models.Job, models.Batch, models.BatchCreate, models.BatchCreated,
-                                 models.Ask, models.JobEvent, models.EndEvent, models.Upload, models.Health]
+MODELS: list[type[BaseModel]] = [
+    TokenCreate, models.ErrorAnswer, models.Job, models.Batch, models.BatchCreate, models.BatchCreated, models.BatchList,
+    models.Ask, models.JobEvent, models.EndEvent, models.Upload, models.Health,
+]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -59,7 +61,10 @@ def document(server_prefix: str = "/api/v1") -> dict[str, Any]:
     tus_version = _header("Tus-Resumable", "1.0.0")
     empty = {"description": "Done (tus headers: Upload-Offset, Tus-Resumable)."}
     paths: dict[str, Any] = {
-        "/batches": {"post": _op("Create a batch from finished uploads, local paths and links", {
+        "/batches": {"get": _op("The batches, newest first", {"200": _json(models.BatchList, "Batches.")}, params=[
+            {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1,
+                                                                           "maximum": 1000, "default": 50}}]),
+                     "post": _op("Create a batch from finished uploads, local paths and links", {
             "201": _json(models.BatchCreated, "The batch and one job per video."),
             "400": _json(models.ErrorAnswer, "The body is not valid, or names no video."),
             "403": _json(models.ErrorAnswer, "A path outside the allowed roots.")}, models.BatchCreate)},
