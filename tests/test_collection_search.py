@@ -284,3 +284,17 @@ def test_a_row_asked_again_is_found_once_per_answer(make_engine, videos) -> None
     engine.wait([i.id for i in again])
     hits = search_library(engine.store, engine.settings.data_dir, "encoded")
     assert len(hits) == 1 and hits[0].kind == "story" and hits[0].start_s == 0.0
+
+
+def test_the_search_command_imports_neither_the_engine_nor_the_sdk(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from .helpers import ROOT
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "storyteller_core", "search", "anything"],
+                          env=cli_env(tmp_path / "data"), cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 1 and "No story" in done.stdout, done.stdout + done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not {"google.genai", "pandas", "av", "storyteller_core.engine", "streamlit"} & imported

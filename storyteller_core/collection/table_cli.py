@@ -88,8 +88,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{terminal_text(row.file_name)}: {terminal_text(row.status)}")
         for problem in row.problems:
             print(f"{terminal_text(row.file_name)}: {terminal_text(problem)}")
-    cost = "no cost (demo)" if engine.demo else f"${table.cost_usd:.4f}" if table.cost_usd is not None else "not priced"
-    print(f"{table.answered} of {len(table.rows)} video(s) answered; the answers cost {cost} in all.")
+    cost = ("demo answers cost nothing" if engine.demo else f"the answers cost ${table.cost_usd:.4f} in all"
+            + (f" ({asked.already} of them given before this run, at no new cost)" if asked.already else "")
+            if table.cost_usd is not None else "the answers are not priced")
+    print(f"{table.answered} of {len(table.rows)} video(s) answered; {cost}.")
     return 0 if table.answered == len(table.rows) else 1
 
 
