@@ -127,6 +127,24 @@ def test_tus_protocol_answers(server: AppServer, tmp_path: Path) -> None:
     assert rest.status_code == 204 and rest.headers["upload-offset"] == str(len(data))
     assert httpx.get(url, headers=AUTH).json()["sha256"] == hashlib.sha256(data).hexdigest()
 
+    # a second writer while the first is still sending is told to wait; once the first is gone it goes on
+    busy_url = create(server, "busy.mp4", len(data)).headers["location"]
+    parts = urlsplit(busy_url)
+    with socket.create_connection((parts.hostname, parts.port)) as sock:
+        sock.sendall((f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {AUTH['Authorization']}\r\n"
+                      f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+                      f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:MB + 1000])
+        from .helpers import wait_until
+
+        wait_until(lambda: head_offset(busy_url) >= MB, timeout=20, what="the first writer's bytes")
+        second = httpx.patch(busy_url, headers={**patch, "Upload-Offset": str(head_offset(busy_url))}, content=b"x")
+        assert second.status_code == 423 and "still receiving" in second.json()["error"]["message"]
+    wait_until(lambda: httpx.patch(busy_url, headers={**patch, "Upload-Offset": str(head_offset(busy_url))},
+                                   content=b"").status_code == 204, timeout=20, what="the first writer to be let go")
+    at = head_offset(busy_url)
+    assert httpx.patch(busy_url, headers={**patch, "Upload-Offset": str(at)}, content=data[at:]).status_code == 204
+    assert httpx.get(busy_url, headers=AUTH).json()["sha256"] == hashlib.sha256(data).hexdigest()
+
     gone = create(server, "gone.mp4", 100).headers["location"]
     assert httpx.delete(gone, headers={**AUTH, **TUS}).status_code == 204
     assert httpx.head(gone, headers={**AUTH, **TUS}).status_code == 404

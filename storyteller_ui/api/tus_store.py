@@ -71,7 +71,10 @@ class TusStore:
 
     def _write_info(self, info: dict[str, Any]) -> None:
         temp = self.folder / f".{info['id']}.json.tmp"
-        temp.write_text(json.dumps(info), encoding="utf-8")
+        with temp.open("w", encoding="utf-8") as out:
+            out.write(json.dumps(info))
+            out.flush()
+            os.fsync(out.fileno())  # the record outlives a power cut as the bytes do
         os.replace(temp, self._meta(info["id"]))
 
     def info(self, upload_id: str) -> dict[str, Any]:
