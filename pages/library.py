@@ -97,7 +97,7 @@ def table_section() -> None:
             return
         st.session_state[TABLE] = {"batch": batch_id, "model": model,
                                    "fields": [(f.name, f.type, f.instruction) for f in fields]}
-        estimate = money(asked.estimated_usd, demo=engine.demo) if asked.item_ids else "nothing to pay"
+        estimate = money(asked.estimated_usd, demo=engine.demo) if asked.batch_id else "nothing to pay"
         st.toast(f"{asked.videos} video(s): {asked.already} answered before (reused), "
                  f"{asked.videos - asked.already} asked now ({estimate}).")
     shown = st.session_state.get(TABLE)

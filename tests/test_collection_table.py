@@ -150,12 +150,28 @@ def test_a_four_field_table_gives_one_typed_row_per_video(make_engine, videos, t
     assert {h.video_sha256 for h in hits} == {row.video.sha256 for row in source}
 
     again = ask_table(engine.commands, batch_id, fields, model)  # the same fields: every answer reused, no new batch
-    assert again.item_ids == [] and again.already == 4
+    assert again.item_ids == [] and again.batch_id is None and again.already == 4
     checked = build_table(engine.store, batch_id, fields, model, engine.settings.backend,
                           check_span=lambda claim: SpanVerdict("unsupported") if claim.file_name == source[0].name
                           else SpanVerdict("corrected", 0.0, 0.5))
     assert checked.rows[0].values["opening"].check == "unsupported" and pd.isna(checked.frame()["opening"][0])
     assert checked.rows[1].values["opening"] == Span(0.0, 0.5, "corrected")
+
+
+def test_answers_still_in_flight_are_waited_on_not_asked_again(make_engine, videos) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine()
+    source = run_all(engine, videos[:2], "Tell the story")
+    engine.shutdown(timeout=5)  # a run that stopped before its answers came
+    stopped = make_engine(start=False, data_dir=engine.settings.data_dir)
+    fields, model = fields_of([Field("people", "number")]), stopped.settings.model
+    first = ask_table(stopped.commands, source[0].item.batch_id, fields, model)
+    assert len(first.item_ids) == 2 and first.batch_id
+    again = ask_table(stopped.commands, source[0].item.batch_id, fields, model)  # run again before any answer came
+    assert again.batch_id is None and sorted(again.item_ids) == sorted(first.item_ids)  # the same rows, waited on
+    stopped.start()
+    stopped.wait(again.item_ids, timeout=60)
+    table = build_table(stopped.store, source[0].item.batch_id, fields, model, stopped.settings.backend)
+    assert table.complete and table.answered == 2
 
 
 def test_the_table_command_waits_and_writes_csv_and_json(tmp_path: Path, emulator, videos) -> None:  # type: ignore[no-untyped-def]

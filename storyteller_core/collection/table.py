@@ -149,13 +149,13 @@ def table_ask(fields: list[Field], model: str, *, tier: str = "standard", priori
 # -- asking -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Asked:
-    """What ``ask_table`` set going: the rows of a new batch (empty when every answer existed), the estimate."""
+    """What ``ask_table`` set going, and what to wait for."""
 
-    item_ids: list[str]
-    batch_id: str | None
+    item_ids: list[str]  # the rows to wait on: the new batch's, and those of answers still in flight from before
+    batch_id: str | None  # the new batch (None when no video needed asking)
     videos: int  # videos of the source batch (each asked once)
     already: int  # of them, answered before (reused at no cost) or in flight
-    estimated_usd: float | None  # for those to be asked; None in demo mode
+    estimated_usd: float | None  # for those asked now; None in demo mode
 
 
 def source_rows(store: Store, batch_id: str) -> list[Item]:
@@ -179,13 +179,16 @@ def ask_table(commands: Commands, batch_id: str, fields: list[Field], model: str
     estimate = None if settings.demo else sum(
         estimate_cost(model, videos[row.video_id].duration_s if row.video_id in videos else None, ask.prompt, ask.options,
                       tier) or 0.0 for row in wanted)
+    in_flight = [a for a in analyses.values() if not a.state.terminal and not _needs_asking(a)]
+    follow = [items[0].id for items in (store.items_of(a.id) for a in in_flight) if items]  # asked by an earlier run
     if not wanted:
-        return Asked([], None, len(rows), len(rows), estimate)
+        return Asked(follow, None, len(rows), len(rows), estimate)
     source = store.get(Batch, batch_id)
     made = commands.analyze_again([row.id for row in wanted], ask,
                                   batch_name=f"Table ({', '.join(f.name for f in fields)[:60]}): "
                                              f"{source.name if source else batch_id}")
-    return Asked([i.id for i in made], made[0].batch_id if made else None, len(rows), len(rows) - len(wanted), estimate)
+    return Asked([i.id for i in made] + follow, made[0].batch_id if made else None, len(rows), len(rows) - len(wanted),
+                 estimate)
 
 
 def _key_of(ask: Any, video_id: str, backend: str) -> str:

@@ -65,9 +65,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             engine.catalog.refresh()
         model = args.model or engine.catalog.default
         asked = ask_table(engine.commands, found[0], fields, model, tier=args.tier)
-        print(f"{asked.videos} video(s): {asked.already} answered before (reused, no cost), "
+        print(f"{asked.videos} video(s): {asked.already} answered or being answered before (reused, no new cost), "
               f"{asked.videos - asked.already} to ask" + (f", estimated ${asked.estimated_usd:.4f}"
-                                                          if asked.estimated_usd is not None and asked.item_ids else "")
+                                                          if asked.estimated_usd is not None and asked.batch_id else "")
               + ".", flush=True)
         if asked.item_ids:
             _follow(engine, asked.item_ids, sys.stdout)
