@@ -97,7 +97,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if o and o.status != "confirmed":
             print(f"    {terminal_text(o.reason)[:200]}")
     counts = {s: sum(c.status == s for c in result.citations) for s in ("confirmed", "corrected", "unsupported")}
-    cost = "no cost (answered before)" if result.reused else f"${result.cost_usd:.4f}"
+    cost = ("no cost (answered before)" if result.reused else "nothing charged (demo mode)" if settings.demo
+            else f"${result.cost_usd:.4f}")
     print(f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
           f"{counts['unsupported']} unsupported (not shown as fact). Cost: {cost}.")
     uncited = sum(1 for claim in result.claims if not claim.get("citations"))
