@@ -215,6 +215,34 @@ def test_collection_answers_are_found_only_where_the_footage_supports_them(tmp_p
     assert search_library(store, tmp_path, "quotas") == []
 
 
+def test_two_indexes_on_one_file_sync_at_once_without_losing_or_doubling(tmp_path: Path, store: DiskStore) -> None:
+    import threading
+
+    for n in range(30):
+        _story_row(store, n, Story(text=f"Story {n} about lighthouses.", title=f"T{n}"))
+    problems: list[BaseException] = []
+
+    def work(index: SearchIndex) -> None:
+        try:
+            for _ in range(5):
+                index.sync(store)
+                index.search("lighthouses")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            problems.append(exc)
+
+    indexes = [SearchIndex.of(tmp_path), SearchIndex.of(tmp_path)]  # as the app and the CLI would, each its own
+    threads = [threading.Thread(target=work, args=(index,)) for index in indexes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not problems, problems
+    assert indexes[0].counts() == {"rows": 30, "analyses": 30, "documents": 0, "texts": 60}
+    assert len(indexes[1].search("lighthouses", limit=100)) == 30
+    for index in indexes:
+        index.close()
+
+
 def test_a_deleted_index_is_rebuilt_from_the_store(tmp_path: Path, store: DiskStore) -> None:
     _story_row(store, 1, HARBOUR)
     assert search_library(store, tmp_path, "sardines")
