@@ -46,7 +46,7 @@ class AppServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90) -> AppServer:
+    def start(self, timeout: float = 180) -> AppServer:
         self.starts += 1
         log = (self.tmp / f"server-{self.starts}.log").open("w")
         self.proc = subprocess.Popen(

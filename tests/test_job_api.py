@@ -126,6 +126,12 @@ def test_every_api_route_needs_the_bearer_token_and_health_does_not(server: AppS
     preflight = httpx.options(server.api + "/batches", headers={"Origin": server.url, "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers  # CORS off
 
+    # a path or method the API does not have answers JSON, never the app's page
+    missing = httpx.get(server.api + "/nothing/here", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "no_such_route"
+    wrong = httpx.delete(server.api + "/batches/x", headers=AUTH)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD" and wrong.json()["error"]["message"]
+
     health = httpx.get(server.url + "/health")
     assert health.status_code == 200, health.text
     assert health.json() == {"ok": True, "engine": None, "gemini": None, "demo": False}
