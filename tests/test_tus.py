@@ -90,7 +90,7 @@ def test_tus_protocol_answers(server: AppServer, tmp_path: Path) -> None:
     options = httpx.options(server.api + "/uploads", headers=AUTH)
     assert options.status_code == 204
     assert options.headers["tus-version"] == "1.0.0"
-    assert set(options.headers["tus-extension"].split(",")) == {"creation", "termination", "checksum"}
+    assert set(options.headers["tus-extension"].split(",")) == {"creation", "termination", "checksum", "expiration"}
     assert int(options.headers["tus-max-size"]) == 2 * 1024**3
     assert "access-control-allow-origin" not in options.headers  # CORS is off
 
@@ -108,6 +108,7 @@ def test_tus_protocol_answers(server: AppServer, tmp_path: Path) -> None:
     data = video.read_bytes()
     made = create(server, "clip.mp4", len(data))
     assert made.status_code == 201
+    assert made.headers["upload-expires"].endswith(" GMT")
     url = made.headers["location"]
     patch = {**AUTH, **TUS, "Content-Type": "application/offset+octet-stream"}
     wrong = httpx.patch(url, headers={**patch, "Upload-Offset": "5"}, content=data[5:10])

@@ -1,4 +1,4 @@
-"""tus 1.0 at /api/v1/uploads: core, creation, termination and checksum (sha1, md5, sha256), over TusStore.
+"""tus 1.0 at /api/v1/uploads: core, creation, termination, checksum (sha1, md5, sha256), expiration; over TusStore.
 
     OPTIONS /uploads            -> 204, Tus-Version / Tus-Extension / Tus-Max-Size / Tus-Checksum-Algorithm
     POST    /uploads            Upload-Length, Upload-Metadata (filename) -> 201, Location
@@ -20,7 +20,9 @@ import binascii
 import hashlib
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,10 @@ from storyteller_core.media import CHUNK
 
 from .common import ApiError, answer, engine, prefix
 from .models import ErrorInfo, Upload
-from .tus_store import TusStore
+from .tus_store import IDLE_S, TusStore
 
 TUS_VERSION = "1.0.0"
-EXTENSIONS = "creation,termination,checksum"
+EXTENSIONS = "creation,termination,checksum,expiration"
 CHECKSUMS = {"sha1": hashlib.sha1, "md5": hashlib.md5, "sha256": hashlib.sha256}
 OCTETS = "application/offset+octet-stream"
 _DIGITS = re.compile(r"\d{1,18}")
@@ -65,6 +67,11 @@ def routes() -> list[Route]:
 def upload_id_of(reference: str) -> str:
     """An upload's id from its URL (the tus Location) or the id itself."""
     return reference.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _expires() -> dict[str, str]:
+    """tus expiration: an upload nobody touches is deleted IDLE_S after its last piece (TusStore.expire)."""
+    return {"Upload-Expires": formatdate(time.time() + IDLE_S, usegmt=True)}
 
 
 def _headers(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -122,7 +129,7 @@ async def _collection(request: Request) -> Response:
     except ApiError as exc:
         return _fail(exc)
     location = str(request.url.replace(query="", fragment="")).rstrip("/") + "/" + info["id"]
-    return Response(status_code=201, headers=_headers({"Location": location, "Upload-Offset": "0"}))
+    return Response(status_code=201, headers=_headers({"Location": location, "Upload-Offset": "0", **_expires()}))
 
 
 async def _one(request: Request) -> Response:
@@ -209,4 +216,5 @@ async def _patch(request: Request, store: TusStore, upload_id: str) -> Response:
         if info["state"] == "refused":  # the bytes all arrived; the file is no video we take: say so now
             return Response(status_code=204, headers=_headers({"Upload-Offset": str(done),
                                                                "Upload-Refused": info["error"]["code"]}))
-    return Response(status_code=204, headers=_headers({"Upload-Offset": str(done)}))
+    return Response(status_code=204, headers=_headers({"Upload-Offset": str(done),
+                                                       **(_expires() if done < writer.info["size"] else {})}))
