@@ -138,6 +138,17 @@ def test_sync_touches_only_what_changed_and_forgets_removed_rows(store: DiskStor
     assert index.sync(store, full=True).rows_changed == 0  # the quick rule missed nothing
 
 
+def test_a_full_sync_catches_a_done_row_moved_to_another_answer(store: DiskStore, index: SearchIndex) -> None:
+    row = _story_row(store, 1, Story(text="About owls."))
+    _story_row(store, 2, Story(text="About foxes."), batch_id="20261202-000001-othr")
+    index.sync(store)
+    store.move_item(row.id, f"{2:032x}")  # Retry does this to unfinished rows only; a full sync catches it anyway
+    assert index.sync(store).rows_changed == 0  # the quick rule reads no done row
+    report = index.sync(store, full=True)
+    assert (report.rows_changed, report.removed) == (1, 1)
+    assert index.search("owls") == [] and {h.file_name for h in index.search("foxes")} == {"clip-1.mp4"}
+
+
 def test_an_answer_shared_by_two_batches_stays_until_both_are_removed(store: DiskStore, index: SearchIndex) -> None:
     first = _story_row(store, 1, HARBOUR, batch_id="20261202-000000-aaaa", name="first name.mp4")
     second = store.add_item(Item(id="item-copy", batch_id="20261202-000001-bbbb", display_name="second name.mp4",

@@ -197,17 +197,17 @@ class SearchIndex:
         with self._write() as db:
             ids = store.item_ids()
             listed = set(ids)
-            known = {item_id: (fingerprint, ready) for item_id, fingerprint, ready in
-                     db.execute("SELECT item_id, fingerprint, ready FROM items")}
+            done = {item_id for (item_id,) in db.execute("SELECT item_id FROM items WHERE ready = 1")}
+            held = dict(db.execute("SELECT item_id, fingerprint FROM items WHERE ready = 0 OR ?", (int(full),)).fetchall())
             touched: set[str] = set()  # analyses whose rows changed
-            gone = [item_id for item_id in known if item_id not in listed]
+            gone = [item_id for item_id in done.union(held) if item_id not in listed]
             for chunk in _chunks(gone):
                 marks = ",".join("?" * len(chunk))
                 touched.update(a for (a,) in db.execute(
                     f"SELECT analysis_id FROM items WHERE item_id IN ({marks}) AND analysis_id IS NOT NULL", chunk))
                 db.execute(f"DELETE FROM items WHERE item_id IN ({marks})", chunk)
             # a done row shows the same COMPLETED answer for good: only new rows and unfinished ones are read
-            items = store.many(Item, ids if full else [i for i in ids if not known.get(i, ("", 0))[1]])
+            items = store.many(Item, ids if full else [i for i in ids if i not in done])
             analyses = store.by_id(Analysis, {item.analysis_id for item in items if item.analysis_id})
             seq = (db.execute("SELECT COALESCE(MAX(seq), 0) FROM items").fetchone()[0] or 0) + 1
             changed = 0
@@ -215,8 +215,8 @@ class SearchIndex:
                 analysis = analyses.get(item.analysis_id or "")
                 ready = int(analysis is not None and analysis.state is AnalysisState.COMPLETED)
                 fingerprint = _fingerprint(item)
-                if known.get(item.id) == (fingerprint, ready):
-                    continue  # as it was: still unfinished, or (full) done and unchanged
+                if held.get(item.id) == fingerprint and (item.id in done) == bool(ready):
+                    continue  # as it was: still unfinished (or, with full, still done), and unchanged
                 changed += 1
                 old = db.execute("SELECT analysis_id FROM items WHERE item_id = ?", (item.id,)).fetchone()
                 if old and old[0]:
@@ -356,17 +356,35 @@ class SearchIndex:
         return self._hits(query_of(terms, any_word=True) or "", limit, wanted, "any")  # no text has them all
 
     def _hits(self, query: str, limit: int, kinds: list[str], match: str) -> list[Hit]:
-        kind_clause = f" AND doc.kind IN ({','.join('?' * len(kinds))})" if kinds else ""
-        sql = ("SELECT COALESCE(doc.file_name, owners.file_name), COALESCE(doc.video_sha256, owners.video_sha256), "
-               "doc.start_s, doc.kind, "
-               f"snippet(fts, 0, ?, ?, '…', {SNIPPET_TOKENS}), doc.owner, bm25(fts) AS score "
-               "FROM fts JOIN doc ON doc.id = fts.rowid JOIN owners ON owners.owner = doc.owner "
-               f"WHERE fts MATCH ?{kind_clause} ORDER BY score LIMIT ?")
+        """Ranked in two steps: the best ``limit`` text ids by bm25 (the cost grows with the matches), then the snippet
+        and video of those only (a snippet for every match would cost as much again)."""
+        if kinds:
+            ranked_sql = ("SELECT fts.rowid, bm25(fts) AS score FROM fts JOIN doc ON doc.id = fts.rowid "
+                          f"WHERE fts MATCH ? AND doc.kind IN ({','.join('?' * len(kinds))}) ORDER BY score LIMIT ?")
+        else:
+            ranked_sql = "SELECT rowid, bm25(fts) AS score FROM fts WHERE fts MATCH ? ORDER BY score LIMIT ?"
         with self._lock:
-            rows = self._db.execute(sql, (SNIPPET_OPEN, SNIPPET_CLOSE, query, *kinds, limit)).fetchall()
-        return [Hit(file_name=name, video_sha256=sha, start_s=start, kind=kind, snippet=" ".join(snippet.split()),
-                    owner=owner, score=float(score), match=match)
-                for name, sha, start, kind, snippet, owner, score in rows]
+            ranked = self._db.execute(ranked_sql, (query, *kinds, limit)).fetchall()
+            if not ranked:
+                return []
+            marks = ",".join("?" * len(ranked))
+            ids = [rowid for rowid, _ in ranked]
+            snippets = dict(self._db.execute(
+                f"SELECT rowid, snippet(fts, 0, ?, ?, '…', {SNIPPET_TOKENS}) FROM fts WHERE fts MATCH ? AND rowid IN ({marks})",
+                (SNIPPET_OPEN, SNIPPET_CLOSE, query, *ids)).fetchall())
+            about = {row[0]: row[1:] for row in self._db.execute(
+                "SELECT doc.id, COALESCE(doc.file_name, owners.file_name), COALESCE(doc.video_sha256, owners.video_sha256), "
+                f"doc.start_s, doc.kind, doc.owner FROM doc JOIN owners ON owners.owner = doc.owner WHERE doc.id IN ({marks})",
+                ids).fetchall()}
+        hits = []
+        for rowid, score in ranked:
+            if rowid not in about:
+                continue
+            name, sha, start, kind, owner = about[rowid]
+            hits.append(Hit(file_name=name, video_sha256=sha, start_s=start, kind=kind,
+                            snippet=" ".join(str(snippets.get(rowid, "")).split()), owner=owner, score=float(score),
+                            match=match))
+        return hits
 
     def counts(self) -> dict[str, int]:
         """How much is indexed: rows seen, analyses and documents, text rows."""
