@@ -107,7 +107,7 @@ def test_bad_files_are_refused_before_any_api_call(make_engine, emulator, tmp_pa
     assert "picture.mov is not a video file" in rows["picture.mov"].error
     assert "truncated or damaged" in rows["truncated.mp4"].error
     assert "over the" in rows["big.mp4"].error and "limit" in rows["big.mp4"].error
-    assert "does not exist" in rows["missing.mp4"].error
+    assert "no such file or folder" in rows["missing.mp4"].error  # issue 19: not "missing.mp4 does not exist"
     assert all(r.analysis is None and r.item.error_code for r in rows.values())
     # not one call about these files (the engine's own models.list at start is not about them)
     assert emulator.stats.uploads_started == 0 and emulator.stats.status_calls == 0 and not emulator.stats.generates
