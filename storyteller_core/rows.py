@@ -17,6 +17,7 @@ from .video import UPLOAD_PROGRESS_SPAN, Video, VideoState
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .store_protocol import Store
 
 
 class Status(StrEnum):
@@ -159,3 +160,16 @@ def waiting_for(row: Row, settings: Settings) -> str | None:
 def label_for(row: Row, settings: Settings) -> str:
     """The row's label as this process can act on it: ``waiting_for`` when another Gemini's, else ``row.label``."""
     return waiting_for(row, settings) or row.label
+
+
+def left_for_others(store: Store, settings: Settings) -> dict[str, int]:
+    """{which Gemini: unfinished analyses asked of it} for every backend but this process's, e.g.
+    {"Gemini, the key ending …abcd": 3}: for one line on Queue ("3 videos wait for the app or CLI that has ...")."""
+    from .askers import describe
+
+    counts: dict[str, int] = {}
+    for analysis in store.unfinished():
+        if analysis.backend != settings.backend and not analysis.cancel_requested:
+            where = describe(analysis.backend, settings.data_dir)
+            counts[where] = counts.get(where, 0) + 1
+    return counts

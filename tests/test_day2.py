@@ -27,7 +27,7 @@ from storyteller_core.catalog import Catalog
 from storyteller_core.emulator import Emulator, EmulatorConfig
 from storyteller_core.errors import GeminiError, Kind
 from storyteller_core.reach import REACH, banner
-from storyteller_core.rows import label_for, waiting_for
+from storyteller_core.rows import label_for, left_for_others, waiting_for
 from storyteller_core.video import VideoState
 
 from .helpers import ROOT, TEST_KEY, ask, cli_env, read_csv, row_of_item, run_cli, wait_until
@@ -78,6 +78,8 @@ def test_an_engine_leaves_rows_asked_of_another_gemini_unclaimed_unfailed_and_la
             assert label_for(row, a.settings) == sentence
             assert OTHER_KEY not in sentence and TEST_KEY not in sentence
 
+        assert left_for_others(a.store, a.settings) == {f"the Gemini server at http://127.0.0.1:{_port(server_b)}, "
+                                                        "the key ending …wxyz": 2}
         out = io.StringIO()  # the CLI's follow loop does not wait for rows it cannot do
         started = time.monotonic()
         left_rows = cli._follow(a, [i.id for i in theirs], out)
