@@ -159,13 +159,16 @@ def check_frame_size(display_name: str, width: int, height: int) -> None:
 
 def _check_format(display_name: str, container: av.container.InputContainer, formats: tuple[str, ...]) -> None:
     if container.format.name not in formats:
-        raise _not_a_container(display_name)
+        raise _not_a_container(display_name, container.format.name)
 
 
-def _not_a_container(display_name: str) -> MediaError:
+def _not_a_container(display_name: str, format_name: str = "") -> MediaError:
+    what = "an image" if "pipe" in format_name or format_name.startswith("image") else "a playlist" \
+        if format_name in ("hls", "concat", "dash") else ""
     return MediaError(Code.NOT_VIDEO,
-        f"{display_name} is not in a video container we accept (MP4/MOV, MKV/WebM, AVI, MPEG, FLV, WMV); "
-        "playlists such as .m3u8 and other formats are refused. Convert it to MP4, then add it again.",
+        f"{display_name} is not a video file" + (f" (it is {what})" if what else "") + ": only MP4/MOV, MKV/WebM, "
+        "AVI, MPEG, FLV and WMV videos are accepted; playlists such as .m3u8 are refused. Convert it to MP4, then "
+        "add it again.",
     )
 
 
