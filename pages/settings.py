@@ -12,6 +12,8 @@ from storyteller_core.config import MODELS, PRICES_CHECKED
 from storyteller_core.deliverables import mail
 from storyteller_core.errors import GeminiError, Kind
 from storyteller_ui import notify
+from storyteller_ui.api.common import ApiError
+from storyteller_ui.api.tokens import tokens_for
 from storyteller_ui.engine import get_engine, key_source, masked
 from storyteller_ui.view import plain
 
@@ -133,6 +135,31 @@ if mailed:
 st.caption("One e-mail per finished batch, with its counts, cost, failures and a link; never the API key. Nothing is "
            "sent in demo mode except the test. The SMTP address is kept in the data folder, readable by you alone; "
            "set STORYTELLER_SMTP_URL and STORYTELLER_NOTIFY_EMAIL to give it for the app and the CLI alike.")
+
+st.subheader("API tokens (for other programs)")
+st.caption("Programs use the job API (/api/v1: tus uploads, batches, jobs, live events; see docs/API.md) with "
+           "`Authorization: Bearer <token>`. A token is shown once, when made; the data folder keeps only its hash.")
+api_tokens = tokens_for(data_dir)
+made = st.session_state.pop("api-token-made", None)
+if made:
+    st.success("Copy this token now; it is not shown again:", icon=":material/key:")
+    st.code(made, language=None)
+with st.form("api-token-form", clear_on_submit=True):
+    token_name = st.text_input("Which program will hold it", placeholder="ingest script on the NAS")
+    if st.form_submit_button("Make an API token") and token_name.strip():
+        try:
+            st.session_state["api-token-made"] = api_tokens.create(token_name)["token"]
+        except ApiError as exc:
+            st.error(plain(exc.message), icon=":material/error:")
+        else:
+            st.rerun()
+for record in api_tokens.list():
+    line = st.container(horizontal=True, vertical_alignment="center")
+    used = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["last_used_at"])) if record["last_used_at"] else "never"
+    line.markdown(f"**{plain(record['name'])}** · made {time.strftime('%Y-%m-%d', time.localtime(record['created_at']))}"
+                  f" · last used {used}")
+    line.button("Revoke", key=f"revoke-{record['id']}", icon=":material/block:", on_click=api_tokens.revoke,
+                args=(record["id"],))
 
 st.subheader("Models and prices (USD per million tokens)")
 retired = engine.catalog.warning(engine.settings.model) if engine.settings.model_pinned else None
