@@ -324,7 +324,7 @@ def _print_rows(rows: list[Row], names: dict[str, str], settings: Settings) -> N
     for batch_id, own in by_batch.items():
         print(f"Batch {batch_id}  {terminal_text(names.get(batch_id, batch_id))}  ({len(own)} row(s); "
               f"--batch {batch_id})")
-        print(f"  {'STATUS':<{width}}  {'DONE':>4}  FILE")
+        print(f"  {'STATUS':<{width}}  {'%':>4}  FILE")
         for row in own:
             extra = waiting_for(row, settings) or row.error
             note = f"  {terminal_text(extra)}" if extra else ""

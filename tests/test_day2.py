@@ -252,7 +252,7 @@ def test_the_csv_and_status_say_which_file_and_which_batch(tmp_path, one_video, 
     batch_line = next(line for line in lines if line.startswith("Batch "))
     assert name in batch_line  # in full: not cut at 26 characters
     batch_id = batch_line.split()[1]
-    assert any(line.split() == ["STATUS", "DONE", "FILE"] for line in lines), status.stdout  # a header line
+    assert any(line.split() == ["STATUS", "%", "FILE"] for line in lines), status.stdout  # a header line
     by_id = run_cli(["status", "--batch", batch_id], env)
     assert by_id.returncode == 0 and by_id.stdout.count("Café réunion été.mp4") == 2, by_id.stdout + by_id.stderr
     export = run_cli(["export", "--csv", str(tmp_path / "all.csv")], env)
