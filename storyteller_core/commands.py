@@ -106,11 +106,17 @@ class Commands:
     def submit_paths(self, paths: Iterable[Path], ask: Ask, **kwargs: Any) -> list[Item]:
         return self.submit([inspect_path(Path(p), self.settings) for p in paths], ask, **kwargs)
 
-    def analyze_again(self, item_ids: Iterable[str], ask: Ask, *, batch_name: str | None = None) -> list[Item]:
-        """Ask another question of the videos behind these rows: their Gemini files are reused while ACTIVE."""
+    def analyze_again(self, item_ids: Iterable[str], ask: Ask, *, batch_name: str | None = None,
+                      beside: bool = False) -> list[Item]:
+        """Ask another question of the videos behind these rows: their Gemini files are reused while ACTIVE.
+
+        The answers make a new batch, or with ``beside`` (a row's Ask again) join the batch of the first row, so
+        the new answer is shown with its video.
+        """
         sources = [item for item in self.store.many(Item, item_ids) if item.video_id]
         first = sources[0].display_name if sources else None
-        batch = Batch(id=new_batch_id(), name=(batch_name or "").strip() or f"Again: {default_batch_name(first)}")
+        own = self.store.get(Batch, sources[0].batch_id) if beside and sources else None
+        batch = own or Batch(id=new_batch_id(), name=(batch_name or "").strip() or f"Again: {default_batch_name(first)}")
         rows: dict[tuple[str, str], Item] = {}
         for source in sources:
             video = self.store.require(Video, source.video_id or "")

@@ -249,7 +249,7 @@ def _actions(engine: Engine, row: Row, line) -> None:  # type: ignore[no-untyped
         asking = line.popover("Ask again", icon=":material/forum:", key=f"again-open-{item.id}", on_change="rerun")
         if asking.open:  # drawn (and priced) only while open: a page of rows would price every row on each rerun
             with asking:
-                ask_again(engine, [item.id], key=f"again-{item.id}")
+                ask_again(engine, [item.id], key=f"again-{item.id}", beside=True)  # the answer joins this batch
     with line.popover("Remove", icon=":material/delete:"):
         if row.ended:
             st.caption("Remove this row? Its story stays available for reuse if the same question is asked again.")
@@ -280,7 +280,7 @@ def again_caption(estimate: Estimate, *, demo: bool) -> str:
     return f"{videos} · about {money(estimate.usd)}{saving}"
 
 
-def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
+def ask_again(engine: Engine, item_ids: list[str], *, key: str, beside: bool = False) -> None:
     """Another question of the same videos: their Gemini files are reused while ACTIVE (no upload, no wait)."""
     preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"], key=f"{key}-preset")
     prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), key=f"{key}-prompt-{preset}", height=90)
@@ -293,7 +293,7 @@ def ask_again(engine: Engine, item_ids: list[str], *, key: str) -> None:
     if ask:
         st.caption(again_caption(engine.commands.again_estimate(item_ids, ask), demo=engine.demo))
     if st.button("Analyze again", key=f"{key}-go", type="primary", disabled=ask is None):
-        items = engine.commands.analyze_again(item_ids, ask) if ask else []
+        items = engine.commands.analyze_again(item_ids, ask, beside=beside) if ask else []
         if items:
             st.session_state.batch_id = items[0].batch_id
             st.session_state.picked_batch = False  # the Batch page shows the newest batch: this one
