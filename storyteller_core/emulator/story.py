@@ -132,8 +132,14 @@ def _looked_at(facts: Facts, request: GenerateRequest) -> str:
     return (sentence[0].upper() + sentence[1:] if not facts.clipped else sentence) + ". "
 
 
-def _ask(prompt: str) -> str:
-    return prompt.strip().splitlines()[0][:140] if prompt.strip() else "a story"
+def _ask(prompt: str, limit: int = 140) -> str:
+    """The prompt's first line, cut at a word (never mid-word) with an ellipsis when longer than ``limit``."""
+    if not prompt.strip():
+        return "a story"
+    line = prompt.strip().splitlines()[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
 
 __all__ = ["LABEL", "TOKENS_PER_SECOND", "answer_text", "describe", "file_facts", "moment_count", "moment_times",
