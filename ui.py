@@ -15,6 +15,7 @@ page = st.navigation([
     st.Page("pages/batch.py", title="Batch", icon=":material/movie:", default=True),
     st.Page("pages/results.py", title="Results", icon=":material/table_view:"),
     st.Page("pages/ask.py", title="Ask", icon=":material/forum:"),
+    st.Page("pages/library.py", title="Library", icon=":material/search:"),
     st.Page("pages/queue.py", title="Queue", icon=":material/queue:"),
     st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
 ])

@@ -10,6 +10,7 @@ import streamlit as st
 from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows, live_rows, set_aside_note
 from storyteller_core.deliverables import mail
 from storyteller_core.reports import recent_failures, time_per_status
+from storyteller_core.rows import left_for_others
 from storyteller_core.spool import size_bytes
 from storyteller_ui import notify
 from storyteller_ui.engine import get_engine
@@ -54,6 +55,10 @@ def live() -> None:
     else:
         st.caption("Nothing running or waiting.")
 
+    for which, count in left_for_others(engine.store, engine.settings).items():
+        st.info(f"{count:,} video(s) wait for the app or CLI that has {plain(which)}: this app leaves them alone. "
+                "Give both the same key, or press Retry on a row to ask the Gemini this app uses.",
+                icon=":material/key:")
     st.subheader("Recent problems")
     failures = recent_failures(rows)
     mailed = mail.last_outcome(engine.settings.data_dir)

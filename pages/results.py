@@ -5,8 +5,15 @@ from __future__ import annotations
 import streamlit as st
 
 from storyteller_core.board import Row, Status, batch_labels, batch_rows, totals
-from storyteller_core.deliverables.subtitles import safe_stem
-from storyteller_core.export import chapters_vtt, rows_frame, stories_markdown, to_csv_bytes, to_json_bytes
+from storyteller_core.export import (
+    batch_names,
+    chapters_file_name,
+    chapters_vtt,
+    rows_frame,
+    stories_markdown,
+    to_csv_bytes,
+    to_json_bytes,
+)
 from storyteller_ui import notify
 from storyteller_ui.deliverables_view import deliverables
 from storyteller_ui.engine import get_engine
@@ -59,7 +66,8 @@ def table() -> None:
     picked = pick(rows)
     t = totals(picked)
     st.caption(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight} in flight.")
-    frame = rows_frame(picked)
+    batch_of = batch_names(engine.store, picked)
+    frame = rows_frame(picked, batch_of)
     frame["status"] = [r.label for r in picked]  # "Uploading 43 %" on screen; the CSV keeps the plain status
     frame.insert(2, "progress", [r.progress for r in picked])
     frame.insert(3, "batch", [names.get(r.item.batch_id, r.item.batch_id) for r in picked])
@@ -73,9 +81,9 @@ def table() -> None:
     })
     st.dataframe(frame, hide_index=True, width="stretch", column_config=config)
     line = st.container(horizontal=True)
-    line.download_button(f"Download CSV ({len(picked)} row(s))", to_csv_bytes(picked), file_name="video-stories.csv",
+    line.download_button(f"Download CSV ({len(picked)} row(s))", to_csv_bytes(picked, batch_of), file_name="video-stories.csv",
                          mime="text/csv", type="primary", icon=":material/download:")
-    line.download_button("JSON (full stories)", to_json_bytes(picked), file_name="video-stories.json",
+    line.download_button("JSON (full stories)", to_json_bytes(picked, batch_of), file_name="video-stories.json",
                          mime="application/json", icon=":material/data_object:")
     line.download_button("Markdown (one section per video)", stories_markdown(picked), file_name="video-stories.md",
                          mime="text/markdown", icon=":material/article:")
@@ -84,9 +92,8 @@ def table() -> None:
         found = [(row, vtt) for row, vtt in chapters if vtt]
         if not found:
             st.caption("No story with key moments in this selection.")
-        taken: set[str] = set()
         for row, vtt in found:
-            st.download_button(plain(row.name[:80]), vtt or "", file_name=f"{safe_stem(row.name, taken)}.vtt",
+            st.download_button(plain(row.name[:80]), vtt or "", file_name=chapters_file_name(row),
                                mime="text/vtt", key=f"vtt-{row.item.id}", icon=":material/download:")
     st.caption("The CSV is UTF-8 with a byte order mark, so Excel shows accents correctly; cells that could run "
                "as a formula start with an apostrophe.")

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from . import reach
 from .batch import Item
 from .board import Row, rows_of
 from .catalog import Catalog
@@ -96,6 +97,7 @@ class Engine:
         self.ctx.settings = settings
         self.gate.clear()
         self.catalog.forget()
+        reach.REACH.clear()  # what the old key could not reach says nothing of the new one
 
     def available_models(self) -> list[str]:
         """The models the key is offered, asked now (raises GeminiError, e.g. for a rejected key)."""

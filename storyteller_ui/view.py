@@ -13,13 +13,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from storyteller_core import Engine
+from storyteller_core import Engine, reach
 from storyteller_core.board import Row, Status
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS, TIERS, model_info
 from storyteller_core.estimates import Estimate, cache_saving_usd
 from storyteller_core.export import copy_text, story_of
 from storyteller_core.options import PROCESSING_MODES, RESOLUTIONS, VideoOptions
+from storyteller_core.rows import waiting_for
 from storyteller_core.sanitize import plain_text
 from storyteller_core.story import Story
 from storyteller_core.timecode import seconds_of, timestamp
@@ -47,6 +48,9 @@ def banners(engine: Engine) -> None:
     if engine.demo:
         st.info("**Demo mode: no API key; stories are emulator output.** Add a Gemini API key on the Settings page "
                 "to get real stories.", icon=":material/science:")
+    unreachable = reach.banner()
+    if unreachable:
+        st.warning(plain(unreachable), icon=":material/wifi_off:")
     if engine.gate.message:
         st.error(plain(engine.gate.message), icon=":material/key_off:")
 
@@ -122,7 +126,8 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
             shown = own_thumbnail(engine.settings.data_dir, row.video.thumbnail_path if row.video else None)
             if shown is not None:
                 thumb.image(str(shown), width=64)
-        facts = [f"{STATUS_ICON[row.status]} {'Removed' if removed else row.label}"]
+        waiting = None if removed or row.ended else waiting_for(row, engine.settings)
+        facts = [f"{STATUS_ICON[row.status]} {'Removed' if removed else plain(row.label)}"]
         if not row.ended and not removed:
             facts.append(f"{duration(time.time() - row.since)} so far")  # time in stage: work in flight only
         if row.video and row.video.duration_s:
@@ -137,6 +142,8 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
         body.markdown(f"**{plain(row.name)}** · " + " · ".join(facts))
         if not row.ended:
             body.progress(row.progress / 100)
+        if waiting:  # asked of another Gemini: left for the app or CLI that has it, never failed here
+            body.caption(plain(waiting) + ". Retry asks the Gemini this app uses instead.")
         if row.status is Status.FAILED:
             body.error(plain(row.error or "Failed"), icon=":material/warning:")
         line = actions.container(horizontal=True, horizontal_alignment="right", vertical_alignment="center")
@@ -240,7 +247,7 @@ def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
 
 def _actions(engine: Engine, row: Row, line) -> None:  # type: ignore[no-untyped-def]
     commands, item = engine.commands, row.item
-    if row.status in (Status.FAILED, Status.CANCELLED) and item.analysis_id:
+    if item.analysis_id and (row.status in (Status.FAILED, Status.CANCELLED) or waiting_for(row, engine.settings)):
         line.button("Retry", key=f"retry-{item.id}", on_click=commands.retry, args=(item.id,), icon=":material/refresh:")
     elif not row.ended:
         line.button("Cancel", key=f"cancel-{item.id}", on_click=commands.cancel, args=(item.id,),

@@ -225,7 +225,8 @@ def test_a_row_renders_every_status_in_plain_words():
                  (VideoState.FAILED, AnalysisState.FAILED), (VideoState.CREATED, AnalysisState.CANCELLED)]
         for n, (video_state, state) in enumerate(cases):
             video = Video(id=f"v{n}", sha256="a" * 64, display_name=f"{n}.mp4", state=video_state, progress=30)
-            analysis = Analysis(id=f"a{n}", video_id=video.id, model="m", prompt="p", backend="b", state=state,
+            analysis = Analysis(id=f"a{n}", video_id=video.id, model="m", prompt="p", backend=NoEngine.settings.backend,
+                                state=state,
                                 story="The story." if state is AnalysisState.COMPLETED else None,
                                 error_message="Gemini could not process it." if state is AnalysisState.FAILED else None)
             item = Item(id=f"i{n}", batch_id="b", display_name=video.display_name, source_path="/x", video_id=video.id,
