@@ -196,6 +196,12 @@ def test_the_table_command_waits_and_writes_csv_and_json(tmp_path: Path, emulato
 
     again = run_cli(args, env)  # asked before: every answer reused
     assert again.returncode == 0 and "reused" in again.stdout, again.stdout
+    asks_before = sum(emulator.stats.generates.values())
+    checked = run_cli([*args, "--check-spans"], env)  # each span checked against its clip, like a citation
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    verdicts = [r["first shot check"] for r in read_csv(out_csv)]
+    assert verdicts and all(v in ("confirmed", "corrected", "unsupported") for v in verdicts), verdicts
+    assert sum(emulator.stats.generates.values()) - asks_before == len(verdicts)  # one clip request per span, nothing else
     bad = run_cli(["table", "--batch", "interviews", "--field", "x:colour", "--csv", str(out_csv)], env)
     assert bad.returncode == 2 and "colour" in bad.stderr
     missing = run_cli(["table", "--batch", "nope", "--field", "x:text", "--csv", str(out_csv)], env)

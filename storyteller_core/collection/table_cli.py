@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     table.add_argument("--model", help="Gemini model (default: STORYTELLER_MODEL or the app's default)")
     table.add_argument("--tier", choices=("standard", "flex"), default="standard",
                        help="flex: half price, but each answer can take minutes")
+    table.add_argument("--check-spans", action="store_true",
+                       help="check each span field against its clip of the footage, like a collection answer's citations "
+                            "(one short clip request per span; a span not supported is never shown as a time)")
     table.add_argument("-v", "--verbose", action="store_true", help="print JSON log lines to stderr")
     table.set_defaults(run=run)
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from ..cli import _batches_named, _error, _follow, _no_such_batch, _writable
     from ..engine import open_engine
     from ..sanitize import terminal_text
-    from .table import Field, ask_table, build_table, fields_of
+    from .table import Field, ask_table, fields_of
 
     try:
         fields = fields_of(Field.parse(text) for text in args.field)
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               + ".", flush=True)
         if asked.item_ids:
             _follow(engine, asked.item_ids, sys.stdout)
-        table = build_table(engine.store, found[0], fields, model, engine.settings.backend)
+        table = _build(engine, found[0], fields, model, check_spans=args.check_spans)
     except KeyboardInterrupt:
         print("Interrupted. Answers given so far are kept: run the same command again to carry on at no extra cost.")
         return 130
@@ -93,6 +96,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if table.cost_usd is not None else "the answers are not priced")
     print(f"{table.answered} of {len(table.rows)} video(s) answered; {cost}.")
     return 0 if table.answered == len(table.rows) else 1
+
+
+def _build(engine: Any, batch_id: str, fields: Any, model: str, *, check_spans: bool) -> Any:
+    """The table; with ``check_spans`` each span value is checked against its clip (issue 21: spans like citations)."""
+    from .table import build_table
+
+    if not check_spans or not any(f.type == "span" for f in fields):
+        return build_table(engine.store, batch_id, fields, model, engine.settings.backend)
+    from .ask import open_asker, span_checker
+
+    asker = open_asker(engine.settings, engine.store)
+    try:
+        return build_table(engine.store, batch_id, fields, model, engine.settings.backend,
+                           check_span=span_checker(asker, model))
+    finally:
+        asker.close()
 
 
 def _print_summaries(summaries: dict[str, dict[str, Any]], clean: Any) -> None:

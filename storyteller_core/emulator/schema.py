@@ -281,6 +281,8 @@ class _Filler:
             text = facts.title
         elif words in _PROSE_NAMES and depth <= 1:
             text = facts.prose
+        elif _is_end_name(name):  # the end of a span: after its start, inside the clip
+            text = timestamp(_span_end(facts))
         elif _is_time_name(name):
             text = timestamp(facts.start_s)
         elif words in ("duration", "length", "runtime"):
@@ -307,6 +309,8 @@ class _Filler:
             value = 0.5
         elif words in ("year",):
             value = float(datetime.now(tz=UTC).year)
+        elif _is_end_name(name):
+            value = _span_end(facts)
         elif _is_time_name(name):
             value = facts.start_s
         else:
@@ -337,6 +341,16 @@ def _ordered(node: dict[str, Any]) -> list[str]:
     properties = node.get("properties") or {}
     first = [k for k in (_get(node, "propertyOrdering") or []) if k in properties]
     return first + [k for k in properties if k not in first]
+
+
+def _is_end_name(name: str) -> bool:
+    words = _words(name)
+    return words in ("end", "end_time", "endtime", "until", "end_s", "stop") or words.startswith("end_") \
+        or words.endswith("_end")
+
+
+def _span_end(facts: Any) -> float:
+    return float(min(facts.end_s, facts.start_s + 2))
 
 
 def _is_time_name(name: str) -> bool:
