@@ -107,6 +107,11 @@ ask_preset = preset if preset in PROMPT_PRESETS and prompt == PROMPT_PRESETS[pre
 
 
 
+def dismiss_all(refused: list[Candidate]) -> None:
+    for c in refused:
+        commands.remove_pending(c.source)
+
+
 def where_from(c: Candidate) -> str:
     """The folder a local file was added from; "" for a dropped file (its copy's folder means nothing) or a link."""
     if c.url or c.path.parent == engine.settings.spool_dir:
@@ -153,7 +158,7 @@ if pending:
             head = st.container(horizontal=True, vertical_alignment="center")
             head.markdown(f"**Not added ({len(refused)})**: these will not be part of the batch.")
             head.button("Dismiss all", key="dismiss-all", icon=":material/clear_all:",
-                        on_click=lambda: [commands.remove_pending(c.source) for c in refused])
+                        on_click=dismiss_all, args=(refused,))
             for c in refused:
                 line = st.container(horizontal=True, vertical_alignment="center")
                 line.warning(plain(c.error_message), icon=":material/block:")

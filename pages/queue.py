@@ -55,8 +55,8 @@ def live() -> None:
     else:
         st.caption("Nothing running or waiting.")
 
-    for which, count in left_for_others(engine.store, engine.settings).items():
-        st.info(f"{count:,} video(s) wait for the app or CLI that has {plain(which)}: this app leaves them alone. "
+    for which, waiting in left_for_others(engine.store, engine.settings).items():
+        st.info(f"{waiting:,} video(s) wait for the app or CLI that has {plain(which)}: this app leaves them alone. "
                 "Give both the same key, or press Retry on a row to ask the Gemini this app uses.",
                 icon=":material/key:")
     st.subheader("Recent problems")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from storyteller_core.board import Row, Status, batch_labels, batch_rows, totals
@@ -71,7 +73,8 @@ def table() -> None:
     frame["status"] = [r.label for r in picked]  # "Uploading 43 %" on screen; the CSV keeps the plain status
     frame.insert(2, "progress", [r.progress for r in picked])
     frame.insert(3, "batch", [names.get(r.item.batch_id, r.item.batch_id) for r in picked])
-    config = {column: st.column_config.Column(label) for column, label in LABELS.items() if column in frame.columns}
+    config: dict[str, Any] = {column: st.column_config.Column(label) for column, label in LABELS.items()
+                              if column in frame.columns}
     config.update({
         "progress": st.column_config.ProgressColumn("Progress", min_value=0, max_value=100, format="%d%%"),
         "batch": st.column_config.TextColumn("Batch"),

@@ -15,7 +15,7 @@ from storyteller_ui import notify
 from storyteller_ui.api.common import ApiError
 from storyteller_ui.api.tokens import tokens_for
 from storyteller_ui.engine import get_engine, key_source, masked
-from storyteller_ui.view import plain
+from storyteller_ui.view import plain, then_nothing
 
 KEY_FROM = {  # key_source() -> where the key came from, in words
     "secrets.toml": "from the file .streamlit/secrets.toml",
@@ -154,12 +154,12 @@ with st.form("api-token-form", clear_on_submit=True):
         else:
             st.rerun()
 for record in api_tokens.list():
-    line = st.container(horizontal=True, vertical_alignment="center")
+    token_line = st.container(horizontal=True, vertical_alignment="center")
     used = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["last_used_at"])) if record["last_used_at"] else "never"
-    line.markdown(f"**{plain(record['name'])}** · made {time.strftime('%Y-%m-%d', time.localtime(record['created_at']))}"
+    token_line.markdown(f"**{plain(record['name'])}** · made {time.strftime('%Y-%m-%d', time.localtime(record['created_at']))}"
                   f" · last used {used}")
-    line.button("Revoke", key=f"revoke-{record['id']}", icon=":material/block:", on_click=api_tokens.revoke,
-                args=(record["id"],))
+    token_line.button("Revoke", key=f"revoke-{record['id']}", icon=":material/block:", on_click=then_nothing,
+                      args=(api_tokens.revoke, record["id"]))
 
 st.subheader("Models and prices (USD per million tokens)")
 retired = engine.catalog.warning(engine.settings.model) if engine.settings.model_pinned else None

@@ -1,8 +1,11 @@
 """Video Storyteller's engine: videos in, Gemini stories out. Never imports streamlit."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings
+
+if TYPE_CHECKING:  # type checkers see the real class; at run time it is imported on first use (below)
+    from .engine import Engine
 
 __all__ = ["Engine", "Settings"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -48,7 +49,7 @@ def deliverables(rows: Callable[[], list[Row]], *, key: str, selection: str = ""
                 continue
             bar = st.progress(0.0, text=f"Building the {label}: 0 / {len(listed)} video(s)")
 
-            def show(done: int, total: int, bar=bar, label=label) -> None:  # type: ignore[no-untyped-def]
+            def show(done: int, total: int, bar: Any = bar, label: str = label) -> None:
                 bar.progress(done / max(total, 1), text=f"Building the {label}: {done} / {total} video(s)")
 
             try:

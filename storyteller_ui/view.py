@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from storyteller_core import Engine, reach
 from storyteller_core.board import Row, Status
@@ -245,12 +247,18 @@ def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
     return options, tier, None
 
 
-def _actions(engine: Engine, row: Row, line) -> None:  # type: ignore[no-untyped-def]
+def then_nothing(command: Callable[..., object], *args: object) -> None:
+    """A widget callback that runs ``command`` and drops what it returns (Streamlit's callbacks return None)."""
+    command(*args)
+
+
+def _actions(engine: Engine, row: Row, line: DeltaGenerator) -> None:
     commands, item = engine.commands, row.item
     if item.analysis_id and (row.status in (Status.FAILED, Status.CANCELLED) or waiting_for(row, engine.settings)):
-        line.button("Retry", key=f"retry-{item.id}", on_click=commands.retry, args=(item.id,), icon=":material/refresh:")
+        line.button("Retry", key=f"retry-{item.id}", on_click=then_nothing, args=(commands.retry, item.id),
+                    icon=":material/refresh:")
     elif not row.ended:
-        line.button("Cancel", key=f"cancel-{item.id}", on_click=commands.cancel, args=(item.id,),
+        line.button("Cancel", key=f"cancel-{item.id}", on_click=then_nothing, args=(commands.cancel, item.id),
                     icon=":material/stop_circle:")
     if item.video_id:
         asking = line.popover("Ask again", icon=":material/forum:", key=f"again-open-{item.id}", on_change="rerun")
