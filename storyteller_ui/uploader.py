@@ -1,10 +1,20 @@
-"""The Batch page's uploader: many videos dropped in the browser, each streamed in pieces straight to the spool.
+"""The Batch page's uploader: many videos dropped in the browser, each streamed in pieces straight to disk.
 
-Two halves:
+Three parts:
 
-- ``routes()``: Starlette routes that app.py's st.App serves next to the UI, the HTTP face of
-  storyteller_core.upload_sessions. The request body is read as a stream and written 1 MiB at a time
-  (sha256 in the same pass), so the server holds about 1 MiB per upload in flight whatever the file's size.
+- ``routes()``, the browser's tus 1.0 endpoint (what uploader.js speaks): the job API's own tus handlers
+  (storyteller_ui.api.tus over tus_store: durable offsets, sha256 in the same pass, the same checks), served
+  under the page's path with the page's access (the session cookie, plus the guards below) so that ``/api/v1``
+  stays Bearer-only:
+
+      OPTIONS/POST /upload/tus                  tus creation (Upload-Length, Upload-Metadata filename)
+      HEAD/PATCH/DELETE/GET /upload/tus/{id}    tus core and termination, the upload's JSON
+      POST /upload/tus/{id}/list                a complete upload joins the checked list (add_pending);
+                                                -> 200 {"ok", "name", "sha256", "size", "error"}; asked again: the same
+
+- the older protocol of our own, kept for the tests that still speak it (test_hostile_files, test_trust_browser):
+  Starlette routes over storyteller_core.upload_sessions. The request body is read as a stream and written
+  1 MiB at a time (sha256 in the same pass), so the server holds about 1 MiB per upload in flight.
 
       POST   /upload/start        {"name", "size"}            -> 201 {"id", "received": 0, ...}
       PUT    /upload/{id}         Content-Range: bytes a-b/size, body = those bytes
@@ -13,14 +23,16 @@ Two halves:
       POST   /upload/{id}/finish                              -> 200 {"ok", "name", "sha256", "size", "error"}
       DELETE /upload/{id}                                     -> 204, the partial file deleted
 
-  Errors answer {"error": text for a person, "code", "received"?}. TokenGate (storyteller_ui.access) guards
+  Errors answer {"error": text for a person, "code", "received"?} (the tus routes: {"error": {"code", "message"}}).
+  TokenGate (storyteller_ui.access) guards
   these routes like every page (no cookie: 401). On top, every call must carry ``X-Storyteller-Upload: 1``,
   a header a cross-site form cannot send and a cross-site fetch cannot send without a CORS preflight that
   nothing here answers, and a browser's Origin / Sec-Fetch-Site must say this same origin (403 otherwise).
 
 - ``render_uploader(engine)``: an st.components.v2 component (runs in the app page itself, so its fetch()
   calls are same-origin and carry the access cookie): drop zone, per-file progress, retries with back-off,
-  resume after a dropped connection, cancel. A finished file joins the checked list before Start
+  resume from the server's offset (HEAD) after a dropped connection or a reload, cancel (DELETE). A finished
+  file joins the checked list before Start
   (engine.commands.add_pending) and the component asks Streamlit for a rerun so the page shows it.
 """
 
@@ -31,6 +43,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,13 +56,16 @@ from starlette.routing import Route
 
 from storyteller_core.config import VIDEO_EXTENSIONS
 from storyteller_core.errors import DataDirError
+from storyteller_core.intake import Candidate
 from storyteller_core.media import CHUNK
 from storyteller_core.upload_sessions import UploadError, UploadSessions, candidate_summary
+from storyteller_ui.api import tus as tus_api
+from storyteller_ui.api.common import ApiError
+from storyteller_ui.api.common import engine as api_engine
 from storyteller_ui.engine import data_dir_problem, start_engine
 
 if TYPE_CHECKING:
     from storyteller_core import Engine
-    from storyteller_core.intake import Candidate
 
 HEADER = "X-Storyteller-Upload"
 PIECE_BYTES = 8 * 1024 * 1024  # what the browser sends per PUT; the server writes CHUNK (1 MiB) at a time
@@ -74,9 +90,17 @@ def endpoint() -> str:
     return f"/{base}/upload" if base else "/upload"
 
 
+def tus_endpoint() -> str:
+    return endpoint() + "/tus"
+
+
 def routes() -> list[Route]:
     root = endpoint()
-    return [
+    tus_root = tus_endpoint()
+    return [  # the tus routes first: /upload/{upload_id} below would take "tus" for an id
+        Route(tus_root, _guarded(tus_api.collection), methods=["OPTIONS", "POST"]),
+        Route(f"{tus_root}/{{upload_id}}", _guarded(tus_api.one), methods=["HEAD", "PATCH", "DELETE", "GET"]),
+        Route(f"{tus_root}/{{upload_id}}/list", _guarded(_list), methods=["POST"]),
         Route(f"{root}/start", _start, methods=["POST"]),
         Route(f"{root}/{{upload_id}}", _one, methods=["GET", "PUT", "DELETE"]),
         Route(f"{root}/{{upload_id}}/finish", _finish, methods=["POST"]),
@@ -96,17 +120,61 @@ def _answer(data: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def _refusal(request: Request) -> JSONResponse | None:
-    """403 unless this is our own page's fetch(): the custom header, and a browser's own word on the origin."""
+def _refusal_reason(request: Request) -> str | None:
+    """Why this is not our own page's fetch() (the custom header, a browser's own word on the origin), or None."""
     if request.headers.get(HEADER) != "1":
-        return _answer({"error": f"Uploads need the {HEADER} header (sent by the app's own uploader).",
-                        "code": "forbidden"}, 403)
+        return f"Uploads need the {HEADER} header (sent by the app's own uploader)."
     site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
     hosts = {request.headers.get(h, "").lower() for h in ("host", "x-forwarded-host")} - {""}  # behind a proxy too
     if (site is not None and site != "same-origin") or (origin is not None and urlsplit(origin).netloc.lower() not in hosts):
-        return _answer({"error": "Uploads are accepted from this app's own page only.", "code": "forbidden"}, 403)
+        return "Uploads are accepted from this app's own page only."
     return None
+
+
+def _refusal(request: Request) -> JSONResponse | None:
+    reason = _refusal_reason(request)
+    return None if reason is None else _answer({"error": reason, "code": "forbidden"}, 403)
+
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A tus handler behind the page's guards (the cookie is TokenGate's): 403 in the tus error shape otherwise."""
+
+    async def guarded(request: Request) -> Response:
+        reason = _refusal_reason(request)
+        if reason is not None:
+            return ApiError(403, "forbidden", reason, {"Tus-Resumable": tus_api.TUS_VERSION}).response()
+        return await handler(request)
+
+    return guarded
+
+
+async def _list(request: Request) -> Response:
+    """A complete tus upload joins the checked list, as /finish does: moved into the spool, then add_pending.
+
+    Asked again (the answer was lost): the same file, listed once (add_pending keeps a source's entry).
+    """
+    upload_id = request.path_params["upload_id"]
+    headers = {"Tus-Resumable": tus_api.TUS_VERSION}
+    try:
+        engine = await api_engine()
+        store = tus_api.store_for(engine.settings)
+
+        def work() -> Candidate:
+            candidate = store.take(upload_id)  # probes first if every byte is here but the check never ran
+            with _pending_lock:
+                engine.commands.add_pending([candidate])
+            return candidate
+
+        candidate = await asyncio.get_running_loop().run_in_executor(_checks, work)
+    except ApiError as exc:
+        exc.headers = {**headers, **exc.headers}
+        return exc.response()
+    except Exception as exc:  # the checked list could not be written: the client asks again
+        log.exception("an uploaded file could not be added to the checked list")
+        return ApiError(503, "not_listed", f"The file arrived but could not be added to the list ({exc}); trying "
+                        "again.", headers).response()
+    return _answer({"id": upload_id, **candidate_summary(candidate)})
 
 
 async def _sessions_or_error(request: Request) -> tuple[Engine | None, UploadSessions | JSONResponse]:
@@ -232,7 +300,7 @@ def render_uploader(engine: Engine) -> None:
     """
     _component(
         key="storyteller-uploader",
-        data={"endpoint": endpoint(), "pieceBytes": PIECE_BYTES, "maxBytes": engine.settings.max_file_bytes,
+        data={"endpoint": tus_endpoint(), "pieceBytes": PIECE_BYTES, "maxBytes": engine.settings.max_file_bytes,
               "extensions": sorted(VIDEO_EXTENSIONS)},
         on_uploaded_change=_noop,
     )

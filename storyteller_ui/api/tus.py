@@ -64,6 +64,16 @@ def routes() -> list[Route]:
             Route(root + "/{upload_id}", _one, methods=["HEAD", "PATCH", "DELETE", "GET"])]
 
 
+async def collection(request: Request) -> Response:
+    """OPTIONS / POST of the collection: for another mount of these routes (the Batch page's, storyteller_ui.uploader)."""
+    return await _collection(request)
+
+
+async def one(request: Request) -> Response:
+    """HEAD / PATCH / DELETE / GET of one upload, for another mount of these routes."""
+    return await _one(request)
+
+
 def upload_id_of(reference: str) -> str:
     """An upload's id from its URL (the tus Location) or the id itself."""
     return reference.rstrip("/").rsplit("/", 1)[-1]

@@ -1,12 +1,17 @@
 // Video Storyteller's uploader (an st.components.v2 component on the Batch page).
 //
-// Each dropped file goes to the server in pieces (PUT with Content-Range) and is written straight to the
-// spool there; a dropped connection is retried with back-off and resumed from the bytes the server has.
+// Each dropped file goes to the server over tus 1.0 (https://tus.io/protocols/resumable-upload): a creation
+// POST (Upload-Length, Upload-Metadata filename), then PATCH pieces at Upload-Offset, written straight to disk
+// there. A dropped connection is retried with back-off and resumed from the offset the server answers to HEAD;
+// the upload's id is kept in localStorage, so the same file dropped again after a reload goes on where it
+// stopped. Cancel is a DELETE. A complete upload joins the Batch page's checked list (POST <upload>/list).
 // The upload state lives on `window`, not in this call: Streamlit calls this function again on every rerun
 // (and when the Batch page is shown again), and uploads keep going in between.
 
 const STATE_KEY = "__videoStorytellerUploader";
 const HEADER = "X-Storyteller-Upload";
+const TUS = "1.0.0";
+const RESUME_KEY = "videoStorytellerTus:"; // + the file's name, size and date: the upload id to resume
 const PARALLEL = 2; // files uploading at once
 const MAX_FAILURES = 8; // in a row, per file, before it waits for Retry
 const RESTARTS = 3; // the server lost a partial file (restart, sweep): start the file again this many times
@@ -29,7 +34,7 @@ function globalState() {
 export default function uploader(component) {
   const { parentElement, data, setTriggerValue } = component;
   const S = globalState();
-  S.config = { endpoint: "/upload", pieceBytes: 8 * 1024 * 1024, maxBytes: 2 * 1024 ** 3, extensions: [], ...(data || {}) };
+  S.config = { endpoint: "/upload/tus", pieceBytes: 8 * 1024 * 1024, maxBytes: 2 * 1024 ** 3, extensions: [], ...(data || {}) };
   const notify = (value) => setTriggerValue("uploaded", value);
   S.notify = notify;
   S.host = mount(parentElement, S);
@@ -244,6 +249,7 @@ function cancel(S, item) {
   item.cancelled = true;
   if (item.ctrl) item.ctrl.abort();
   if (item.id) call(S, item, "DELETE", `/${item.id}`).catch(() => {});
+  forget(item);
   item.id = null;
   item.received = 0;
   item.state = "cancelled";
@@ -294,7 +300,7 @@ function scheduleNotify(S, delay) {
   }, delay);
 }
 
-// -- the protocol -------------------------------------------------------------------------------------
+// -- the protocol (tus 1.0) ---------------------------------------------------------------------------
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function call(S, item, method, path, { body, headers = {}, timeoutMs = CALL_TIMEOUT_MS } = {}) {
@@ -303,16 +309,23 @@ async function call(S, item, method, path, { body, headers = {}, timeoutMs = CAL
   const timer = setTimeout(() => ctrl.abort(new Transient("no answer in time")), timeoutMs);
   try {
     const response = await fetch(S.config.endpoint + path, {
-      method, body, headers: { [HEADER]: "1", ...headers }, credentials: "same-origin", cache: "no-store",
-      signal: ctrl.signal,
+      method, body, headers: { [HEADER]: "1", "Tus-Resumable": TUS, ...headers }, credentials: "same-origin",
+      cache: "no-store", signal: ctrl.signal,
     });
     let answer = {};
+    const text = method === "HEAD" ? "" : await response.text();
     try {
-      answer = await response.json();
+      answer = text ? JSON.parse(text) : {};
     } catch (_) {
-      answer = { error: `the server answered ${response.status} ${response.statusText}` };
+      answer = {};
     }
-    return { status: response.status, ok: response.ok, body: answer };
+    // our errors: {"error": {"code", "message"}}; anything else (a proxy's page): the status line
+    const error = answer && answer.error;
+    const message = typeof error === "string" ? error : error && error.message ? error.message :
+      response.ok ? "" : `the server answered ${response.status} ${response.statusText}`;
+    const offset = response.headers.get("Upload-Offset");
+    return { status: response.status, ok: response.ok, body: answer, message, headers: response.headers,
+             offset: offset !== null && /^\d+$/.test(offset) ? Number(offset) : null };
   } catch (error) {
     throw new Transient(error && error.message ? error.message : String(error)); // network error, abort, timeout
   } finally {
@@ -320,70 +333,127 @@ async function call(S, item, method, path, { body, headers = {}, timeoutMs = CAL
   }
 }
 
-const transient = (status) => status === 408 || status === 429 || status >= 500 && status !== 507;
+const transient = (status) => status === 408 || status === 423 || status === 429 || status >= 500 && status !== 507;
 
 function restart(item, why) {
   item.restarts += 1;
+  forget(item);
   item.id = null;
   item.received = 0;
   if (item.restarts > RESTARTS) throw new Error(why);
+}
+
+// -- resuming after a reload: the upload id of a file (name, size, date), kept until the file is listed ---
+function resumeKey(item) {
+  return RESUME_KEY + JSON.stringify([item.name, item.size, item.file ? item.file.lastModified : 0]);
+}
+
+function remembered(item) {
+  try {
+    const id = window.localStorage.getItem(resumeKey(item));
+    return id && /^[0-9a-f]{32}$/.test(id) ? id : null;
+  } catch (_) {
+    return null; // storage off (private mode, a policy): resume within this page only
+  }
+}
+
+function remember(item) {
+  try {
+    window.localStorage.setItem(resumeKey(item), item.id);
+  } catch (_) { /* as above */ }
+}
+
+function forget(item) {
+  try {
+    window.localStorage.removeItem(resumeKey(item));
+  } catch (_) { /* as above */ }
+}
+
+function base64(text) {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+// HEAD: where the server is. true when the upload is known (item.received set from Upload-Offset).
+async function locate(S, item) {
+  const r = await call(S, item, "HEAD", `/${item.id}`);
+  if (r.ok && r.offset !== null) {
+    item.received = r.offset;
+    return true;
+  }
+  if (r.status === 404 || r.status === 410) return false;
+  if (transient(r.status)) throw new Transient(r.message);
+  throw new Error(r.message || `Refused (${r.status})`);
 }
 
 async function upload(S, item) {
   for (;;) {
     if (item.cancelled) return;
     try {
-      if (!item.id) {
-        const r = await call(S, item, "POST", "/start", {
-          body: JSON.stringify({ name: item.name, size: item.size }), headers: { "Content-Type": "application/json" },
-        });
-        if (!r.ok) {
-          if (transient(r.status)) throw new Transient(r.body.error);
-          return fail(item, r.body.error || `Refused (${r.status})`, refusal(r));
+      if (!item.id && item.restarts === 0) {
+        const earlier = remembered(item); // dropped here before a reload: go on where the server is
+        if (earlier) {
+          item.id = earlier;
+          if (!(await locate(S, item))) {
+            forget(item);
+            item.id = null;
+          }
         }
-        item.id = r.body.id;
-        item.received = r.body.received || 0;
+      }
+      if (!item.id) {
+        const r = await call(S, item, "POST", "", {
+          headers: { "Upload-Length": String(item.size), "Upload-Metadata": `filename ${base64(item.name)}` },
+        });
+        if (r.status !== 201) {
+          if (transient(r.status)) throw new Transient(r.message);
+          return fail(item, r.message || `Refused (${r.status})`, refusal(r));
+        }
+        const location = r.headers.get("Location") || "";
+        item.id = location.replace(/\/+$/, "").split("/").pop(); // the id: this page's own path, behind a proxy too
+        item.received = r.offset || 0;
+        remember(item);
       }
       while (item.received < item.size) {
         if (item.cancelled) return;
         const start = item.received;
         const end = Math.min(item.size, start + S.config.pieceBytes);
-        const r = await call(S, item, "PUT", `/${item.id}`, {
+        const r = await call(S, item, "PATCH", `/${item.id}`, {
           body: item.file.slice(start, end), timeoutMs: PIECE_TIMEOUT_MS,
-          headers: { "Content-Type": "application/octet-stream", "Content-Range": `bytes ${start}-${end - 1}/${item.size}` },
+          headers: { "Content-Type": "application/offset+octet-stream", "Upload-Offset": String(start) },
         });
-        if (r.ok) {
-          item.received = r.body.received;
+        if (r.ok && r.offset !== null) {
+          item.received = r.offset;
           item.failures = 0;
           item.state = "uploading";
           render(S);
-        } else if (r.status === 409 && typeof r.body.received === "number") {
-          item.received = r.body.received; // resume where the server is
-          if (r.body.code === "busy") throw new Transient(r.body.error);
+        } else if (r.status === 409) {
+          if (!(await locate(S, item))) restart(item, r.message); // another offset: resume where the server is
         } else if (r.status === 404 || r.status === 410) {
-          restart(item, r.body.error);
-        } else if (transient(r.status)) {
-          throw new Transient(r.body.error);
+          restart(item, r.message);
+        } else if (transient(r.status) || r.status === 460) {
+          throw new Transient(r.message);
         } else {
-          return fail(item, r.body.error || `Refused (${r.status})`, refusal(r));
+          return fail(item, r.message || `Refused (${r.status})`, refusal(r));
         }
       }
       if (item.cancelled) return;
       item.state = "checking";
       render(S);
-      const r = await call(S, item, "POST", `/${item.id}/finish`, { timeoutMs: FINISH_TIMEOUT_MS });
-      if (r.status === 409 && r.body.code === "incomplete") {
-        item.received = r.body.received;
+      const r = await call(S, item, "POST", `/${item.id}/list`, { timeoutMs: FINISH_TIMEOUT_MS });
+      if (r.status === 409 && r.body.error && r.body.error.code === "incomplete") {
+        if (!(await locate(S, item))) restart(item, r.message);
         continue;
       }
       if (r.status === 404 || r.status === 410) {
-        restart(item, r.body.error);
+        restart(item, r.message);
         continue;
       }
       if (!r.ok) {
-        if (transient(r.status) || r.status === 409) throw new Transient(r.body.error);
-        return fail(item, r.body.error || `Refused (${r.status})`, refusal(r));
+        if (transient(r.status) || r.status === 409) throw new Transient(r.message);
+        return fail(item, r.message || `Refused (${r.status})`, refusal(r));
       }
+      forget(item);
       item.state = r.body.ok ? "added" : "refused";
       item.message = r.body.ok ? "" : r.body.error;
       item.sha256 = r.body.sha256;
@@ -407,9 +477,7 @@ async function upload(S, item) {
       item.state = "uploading";
       if (item.id) {
         try {
-          const r = await call(S, item, "GET", `/${item.id}`);
-          if (r.ok) item.received = r.body.received;
-          else if (r.status === 404 || r.status === 410) restart(item, r.body.error);
+          if (!(await locate(S, item))) restart(item, "The server no longer has this upload.");
         } catch (statusError) {
           if (!(statusError instanceof Transient)) throw statusError;
         }
