@@ -1,21 +1,23 @@
-"""Server RSS while a large file arrives through the uploader's endpoint (what the Batch page's drop zone uses).
+"""Server RSS while a large file arrives through the uploader's tus endpoint (what the Batch page's drop zone uses).
 
     python bench/browser_upload_memory.py                 # 2 GB, 8 MiB pieces, one dropped connection
     python bench/browser_upload_memory.py --mb 331 --runs 3
 
 Starts `streamlit run app.py` (demo mode, with an access token: the client signs in like a browser and
 sends the cookie), warms the server up with one small upload, then streams a sparse padded video of
---mb MB in pieces (PUT with Content-Range, the browser component's protocol) while sampling the
-Streamlit process's RSS every 20 ms. With --drop (default), the connection is cut half way through a
-piece in the middle of the file and the client resumes from the offset the server reports, as the
-component does. Then finish: the server's sha256 must equal hashlib's, the file must be in the spool
-and in the checked list. "after" is RSS 5 s after finish. Before this endpoint, dropping a 331 MB file
+--mb MB in pieces over tus at /upload/tus (creation POST, PATCH at Upload-Offset: what uploader.js
+sends) while sampling the Streamlit process's RSS every 20 ms. With --drop (default), the connection
+is cut half way through a piece in the middle of the file and the client resumes from the offset the
+server answers to HEAD, as the component does. Then POST /upload/tus/{id}/list (the checked list): the
+server's sha256 must equal hashlib's, the file must be in the spool and in the checked list. "after" is
+RSS 5 s after that. Before this endpoint, dropping a 331 MB file
 through st.file_uploader measured +641 MB at peak and +361 MB after (bench/upload_memory.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import http.client
 import json
@@ -40,58 +42,66 @@ from storyteller_core.store import DiskStore
 
 MB = 1024**2
 HEADER = {"X-Storyteller-Upload": "1"}
+TUS = {"Tus-Resumable": "1.0.0"}
 
 
 class Client:
-    """The uploader's protocol over http.client: what storyteller_ui/uploader_static/uploader.js does."""
+    """tus over http.client on the page's mount, with the page's cookie: what uploader.js does."""
 
     def __init__(self, port: int, cookie: str) -> None:
         self.port = port
-        self.headers = {**HEADER, "Cookie": cookie}
+        self.headers = {**HEADER, **TUS, "Cookie": cookie}
 
     def call(self, method: str, path: str, body: bytes | str | _Piece | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict]:
+             headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
         conn = http.client.HTTPConnection("localhost", self.port, timeout=600, blocksize=MB)
-        conn.request(method, "/upload" + path, body=body, headers={**self.headers, **(headers or {})})
+        conn.request(method, "/upload/tus" + path, body=body, headers={**self.headers, **(headers or {})})
         response = conn.getresponse()
         raw = response.read()
         conn.close()
-        return response.status, (json.loads(raw) if raw else {})
+        return response.status, (json.loads(raw) if raw else {}), {k.lower(): v for k, v in response.getheaders()}
+
+    def offset(self, upload_id: str) -> int:
+        status, answer, headers = self.call("HEAD", f"/{upload_id}")
+        assert status == 200, (status, answer)
+        return int(headers["upload-offset"])
 
     def upload(self, path: Path, piece: int, drop_at: int | None = None) -> tuple[dict, str, int]:
-        """(finish answer, local sha256, dropped connections) for ``path`` sent in pieces of ``piece`` bytes."""
+        """(the list's answer, local sha256, dropped connections) for ``path`` sent in pieces of ``piece`` bytes."""
         size = path.stat().st_size
-        status, answer = self.call("POST", "/start", json.dumps({"name": path.name, "size": size}),
-                                   {"Content-Type": "application/json"})
+        status, answer, headers = self.call("POST", "", None, {
+            "Upload-Length": str(size), "Upload-Metadata": "filename " + base64.b64encode(path.name.encode()).decode()})
         assert status == 201, (status, answer)
-        upload_id, received, digest, drops = answer["id"], 0, hashlib.sha256(), 0
+        upload_id = headers["location"].rstrip("/").rsplit("/", 1)[-1]
+        received, digest, drops = 0, hashlib.sha256(), 0
         with path.open("rb") as src:
             while received < size:
                 end = min(size, received + piece)
                 src.seek(received)
                 if drop_at is not None and received <= drop_at < end:
                     drop_at = None
-                    self._cut(upload_id, src, received, end, size)
+                    self._cut(upload_id, src, received, end)
                     drops += 1
                 else:
-                    status, answer = self.call("PUT", f"/{upload_id}", _Piece(src, end - received), {
-                        "Content-Range": f"bytes {received}-{end - 1}/{size}", "Content-Length": str(end - received)})
-                    assert status == 200, (status, answer)
-                status, answer = self.call("GET", f"/{upload_id}")  # where to go on, as after a failure
-                assert status == 200, (status, answer)
+                    status, answer, _ = self.call("PATCH", f"/{upload_id}", _Piece(src, end - received), {
+                        "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(received),
+                        "Content-Length": str(end - received)})
+                    assert status in (204, 423), (status, answer)  # 423: the cut request still lets go
+                now = self.offset(upload_id)  # where to go on, as after a failure
                 src.seek(received)
-                _hash_range(src, answer["received"] - received, digest)
-                received = answer["received"]
-        status, answer = self.call("POST", f"/{upload_id}/finish")
+                _hash_range(src, now - received, digest)
+                received = now
+        status, answer, _ = self.call("POST", f"/{upload_id}/list")
         assert status == 200, (status, answer)
         return answer, digest.hexdigest(), drops
 
-    def _cut(self, upload_id: str, src: BinaryIO, start: int, end: int, size: int) -> None:
+    def _cut(self, upload_id: str, src: BinaryIO, start: int, end: int) -> None:
         """Send the headers and half the piece, then close the socket: a dropped connection."""
         half = (end - start) // 2
-        head = (f"PUT /upload/{upload_id} HTTP/1.1\r\nHost: localhost:{self.port}\r\n"
+        head = (f"PATCH /upload/tus/{upload_id} HTTP/1.1\r\nHost: localhost:{self.port}\r\n"
                 + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
-                + f"Content-Range: bytes {start}-{end - 1}/{size}\r\nContent-Length: {end - start}\r\n\r\n")
+                + f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {start}\r\n"
+                f"Content-Length: {end - start}\r\n\r\n")
         with socket.create_connection(("localhost", self.port)) as sock:
             sock.sendall(head.encode())
             left = half
@@ -181,7 +191,8 @@ def run_once(size_mb: int, piece_mb: int, drop: bool, tmp: Path) -> dict[str, fl
         assert answer["ok"] and answer["sha256"] == local_sha, (answer, local_sha)
         spool = data_dir / "spool"
         assert (spool / f"{local_sha}.mp4").stat().st_size == video.stat().st_size
-        assert not list(spool.glob(".incoming-*")), "a partial file was left behind"
+        assert not list(spool.glob(".incoming-*")) and not list((data_dir / "uploads").glob("*.part")), \
+            "a partial file was left behind"
     finally:
         server.terminate()
         server.wait(30)
@@ -195,7 +206,7 @@ def run_once(size_mb: int, piece_mb: int, drop: bool, tmp: Path) -> dict[str, fl
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=2048, help="file size in MB (default 2048: 2 GB)")
-    parser.add_argument("--piece-mb", type=int, default=8, help="bytes per PUT, as the browser component sends")
+    parser.add_argument("--piece-mb", type=int, default=8, help="bytes per PATCH, as uploader.js sends")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--no-drop", dest="drop", action="store_false", help="no dropped connection half way")
     args = parser.parse_args()
