@@ -195,6 +195,22 @@ def test_the_protocol_over_http(app_url: str, data_dir: Path, spool: Path, tmp_p
         store.close()
     assert partials(data_dir) == []
 
+    # every byte arrives, but it is no video: the last piece says so, and the list keeps it with its reason
+    junk = b"this is not a video at all" * 100
+    status, _, headers = call(app_url, "POST", "", None, {**HEADER, **creation("fake.mp4", len(junk))})
+    fake = upload_id(headers)
+    status, _, headers = call(app_url, "PATCH", f"/{fake}", junk, {**octets, "Upload-Offset": "0"})
+    assert status == 204 and headers["upload-refused"]
+    status, refused, _ = call(app_url, "POST", f"/{fake}/list", None, HEADER)
+    assert status == 200 and not refused["ok"] and "fake.mp4" in refused["error"], refused
+    store = DiskStore(data_dir / "jobs")
+    try:
+        assert {e["display_name"]: e.get("error_message") for e in store.pending()} == {
+            "clip.mp4": None, "fake.mp4": refused["error"]}
+    finally:
+        store.close()
+    assert partials(data_dir) == []
+
     status, answer, _ = call(app_url, "POST", "", None, {**HEADER, **creation("huge.mp4", 2 * 1024**3 + 1)})
     assert status == 413 and "limit" in answer["error"]["message"]
     status, answer, _ = call(app_url, "POST", "", None, {**HEADER, **creation("notes.txt", 10)})
