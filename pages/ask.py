@@ -86,7 +86,8 @@ def result_view(result: AskResult) -> None:
     st.subheader("Answer")
     st.markdown(plain(result.answer))
     counts = {s: sum(c.status == s for c in result.citations) for s in STATUS_LOOK}
-    cost = "no cost: answered before" if result.reused else f"cost ${result.cost_usd:.4f}"
+    cost = ("no cost: answered before" if result.reused else "demo mode: nothing charged" if engine.demo
+            else f"cost ${result.cost_usd:.4f}")
     st.caption(f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
                f"{counts['unsupported']} unsupported · {cost}")
     uncited = sum(1 for claim in result.claims if not claim.get("citations"))

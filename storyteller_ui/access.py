@@ -219,7 +219,8 @@ class TokenGate:
             self.base = base_path()
         token = self.token
         path = scope["path"]
-        if token is None or path.endswith(OPEN_PATHS) or path == self.base + HEALTH_PATH:
+        # Exact paths only: "/api/v1/x/_stcore/health" ends like an open path but is an API route.
+        if token is None or path in (self.base + p for p in OPEN_PATHS) or path == self.base + HEALTH_PATH:
             await self.app(scope, receive, send)
             return
         if path == self.base + API_PREFIX or path.startswith(self.base + API_PREFIX + "/"):

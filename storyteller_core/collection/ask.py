@@ -55,7 +55,6 @@ from .citations import (
     ANSWER_SCHEMA,
     CHECK_SCHEMA,
     REDUCE_SCHEMA,
-    UNSUPPORTED,
     Citation,
     CollectionAnswer,
     CollectionReduce,
@@ -232,6 +231,15 @@ class AskError(Exception):
         self.message = message
 
 
+class Uncheckable(Exception):
+    """A citation that could not be checked now (its file is gone, an upload failed): reported, never stored as a
+    verdict, so asking again checks it once the footage is back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 # -- the work ------------------------------------------------------------------------------------------
 class Asker:
     """Answers collection questions from a store's stories, checking citations through a gateway."""
@@ -388,7 +396,7 @@ class Asker:
                 i = futures[future]
                 try:
                     outcome = future.result()
-                except (GeminiError, QuotaPaused, Cancelled) as exc:
+                except (GeminiError, QuotaPaused, Cancelled, Uncheckable) as exc:
                     problems.append(f"citation {i + 1} ({one_line(citations[i].file_name)}) was not checked: "
                                     f"{_why(exc)}")
                     continue
@@ -410,7 +418,7 @@ class Asker:
         duration = video.duration_s if video else None
         outcome = precheck(citation, duration)
         if outcome is None and video is None:
-            outcome = Outcome(UNSUPPORTED, "its video is no longer in the data folder, so it could not be checked")
+            raise Uncheckable("its video is no longer in the data folder; add it again, then ask again")
         if outcome is None:
             assert video is not None
             outcome = self._ask_clip(video, citation, model, stop)
@@ -427,7 +435,7 @@ class Asker:
             try:
                 current = self._usable(video, stop, force=attempt > 0)
             except StorytellerError as exc:
-                return Outcome(UNSUPPORTED, f"not checked: {exc.message}")
+                raise Uncheckable(exc.message) from exc
             reuploaded = reuploaded or current.upload_count > video.upload_count
             part = VideoPart(uri=current.url or current.gemini_uri or "", mime_type=None if current.url else current.mime_type,
                              start_s=clip[0], end_s=clip[1])
@@ -598,6 +606,8 @@ def _why(exc: BaseException) -> str:
         return "the Gemini quota is exhausted for now; ask the same question again later to finish"
     if isinstance(exc, Cancelled):
         return "stopped"
+    if isinstance(exc, Uncheckable):
+        return exc.message
     if isinstance(exc, GeminiError):
         return f"Gemini answered {exc.label}: {one_line(exc.message)[:200]}; ask the same question again to finish"
     return type(exc).__name__

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from ..config import retired_sentence
     from ..errors import GeminiError, Kind, QuotaPaused
     from ..logs import setup_logging
-    from ..sanitize import terminal_text
+    from ..sanitize import plain_data, terminal_text
     from .ask import AskError, Scope, open_asker
     from .material import ScopeError
 
@@ -107,6 +107,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for problem in result.problems:
         print(f"Warning: {terminal_text(problem)}")
     if args.json:
-        args.json.write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8")
+        # model text and file names leave us neutralized, as every other export does
+        args.json.write_text(json.dumps(plain_data(result.to_json()), ensure_ascii=False, indent=2), encoding="utf-8")
         print(f"Wrote the answer to {args.json}")
     return 0 if result.complete else 1

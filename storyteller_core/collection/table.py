@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -54,6 +55,8 @@ _TYPE_WORDS = {
     "span": "the moment it happens: start_time and end_time as MM:SS from the start of the video (null when it never does)",
     "list": "a list of short items (an empty list when there are none)",
 }
+
+log = logging.getLogger(__name__)
 
 
 # -- the fields and what they ask ------------------------------------------------------------------------------
@@ -447,7 +450,13 @@ def _seconds(value: Any) -> float | None:
 def _checked(check: SpanChecker, row: TableRow, f: Field, span: Span, duration_s: float | None) -> Span:
     """The span as the checker found it: confirmed, corrected (to a span inside the video), or unsupported (shown
     as such: the value is left out and the row says why)."""
-    verdict = check(SpanClaim(row.video_sha256, row.file_name, f, span.start_s, span.end_s))
+    try:
+        verdict = check(SpanClaim(row.video_sha256, row.file_name, f, span.start_s, span.end_s))
+    except Exception as exc:  # Gemini could not be asked, or the footage is gone: the span stays unchecked, said so
+        log.warning("a span could not be checked", extra={"field": f.name, "error": type(exc).__name__})
+        row.problems.append(f"{f.name}: not checked ({getattr(exc, 'message', None) or type(exc).__name__}); "
+                            "run the table again with --check-spans to check it")
+        return Span(span.start_s, span.end_s, "unchecked")
     if verdict.status == "confirmed":
         return Span(span.start_s, span.end_s, "confirmed")
     if verdict.status == "corrected" and verdict.start_s is not None and verdict.end_s is not None:

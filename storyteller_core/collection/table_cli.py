@@ -76,7 +76,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _follow(engine, asked.item_ids, sys.stdout)
         table = _build(engine, found[0], fields, model, check_spans=args.check_spans)
     except KeyboardInterrupt:
-        print("Interrupted. Answers given so far are kept: run the same command again to carry on at no extra cost.")
+        print("Interrupted. Answers given so far are kept: run the same command again to carry on at no extra cost "
+              "for them (span checks, with --check-spans, are asked again).")
         return 130
     finally:
         engine.shutdown()

@@ -20,6 +20,8 @@ GEMINI_TIMEOUT_S = 10.0
 CACHE_S = 15.0  # one models.list per this long at most, however often /health is asked
 _last: tuple[float, ErrorInfo | None] | None = None
 _lock = threading.Lock()
+_asking = threading.Lock()  # one models.list at a time: a flood of /health must not fill the threads the API shares
+CHECKING = ErrorInfo(code="gemini_checking", message="Gemini is being asked right now; ask /health again in a moment.")
 
 
 def routes() -> list[Route]:
@@ -31,13 +33,18 @@ def _ask_gemini(eng: object) -> ErrorInfo | None:
     with _lock:
         if _last is not None and time.monotonic() - _last[0] < CACHE_S:
             return _last[1]
+    if not _asking.acquire(blocking=False):  # another request is asking: answer from the last look, never queue up
+        with _lock:
+            return _last[1] if _last is not None else CHECKING
     try:
         eng.available_models()  # type: ignore[attr-defined]
         problem = None
-    except GeminiError as exc:
-        problem = ErrorInfo(code="gemini", message=exc.message if hasattr(exc, "message") else str(exc))
+    except GeminiError as exc:  # our words, never the server's text: /health is open to anyone who reaches the port
+        problem = ErrorInfo(code="gemini", message=f"Gemini did not answer: {exc.plain_words}.")
     except Exception as exc:
         problem = ErrorInfo(code="gemini", message=f"Gemini did not answer ({type(exc).__name__}).")
+    finally:
+        _asking.release()
     with _lock:
         _last = (time.monotonic(), problem)
     return problem

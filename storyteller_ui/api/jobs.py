@@ -22,7 +22,7 @@ from storyteller_core.batch import Batch, Item, default_batch_name, new_batch_id
 from storyteller_core.board import batch_rows, rows_of
 from storyteller_core.commands import Ask
 from storyteller_core.config import PROMPT_PRESETS
-from storyteller_core.export import to_csv_bytes, to_json_bytes
+from storyteller_core.export import batch_names, to_csv_bytes, to_json_bytes
 from storyteller_core.intake import Candidate, expand, inspect_url, unchecked
 from storyteller_core.options import VideoOptions
 from storyteller_core.store import NotFound
@@ -254,7 +254,8 @@ async def _export(request: Request, kind: str) -> Response:
             if eng.store.get(Batch, batch_id) is None:
                 raise ApiError(404, "unknown_batch", f"There is no batch {batch_id!r} here.")
             rows = batch_rows(eng.store, batch_id)
-            return to_csv_bytes(rows) if kind == "csv" else to_json_bytes(rows)
+            names = batch_names(eng.store, rows)
+            return to_csv_bytes(rows, names) if kind == "csv" else to_json_bytes(rows, names)
 
         body = await asyncio.to_thread(build, eng)
     except ApiError as exc:
