@@ -426,3 +426,52 @@ def test_the_same_file_dropped_again_after_a_reload_goes_on_where_the_server_is(
     assert sha256_of(spool / f"{expected}.mp4") == expected
     assert partials(data_dir) == []
     assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('videoStorytellerTus:'))") == []
+
+
+@wired
+@pytest.mark.timeout(300)
+def test_cancel_deletes_the_upload_retry_starts_anew_and_a_fake_video_is_refused(page, app_url: str, data_dir: Path,  # type: ignore[no-untyped-def]
+                                                                                  spool: Path, tmp_path: Path) -> None:
+    video = padded_video(tmp_path / "cancel me.mp4", 40 * MB)
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"this is not a video at all" * 1000)
+    traffic = Traffic(page, video.stat().st_size)
+
+    def stall(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.method == "PATCH" and route.request.headers.get("upload-offset") == str(16 * MB):
+            route.abort("connectionreset")
+        else:
+            route.fallback()
+
+    page.route("**/upload/tus/*", stall)
+    page.locator(INPUT).wait_for(state="attached", timeout=60_000)
+    page.locator(INPUT).set_input_files([str(video), str(fake)])
+    row = page.locator('.stu-row[data-name="cancel me.mp4"]')
+    expect(row).to_have_attribute("data-state", "retrying", timeout=60_000)
+    first = traffic.upload
+    assert head_offset(app_url, first) == 16 * MB
+
+    refused = page.locator('.stu-row[data-name="fake.mp4"]')  # every byte arrived; the check says no
+    expect(refused).to_have_attribute("data-state", "refused", timeout=60_000)
+    expect(refused).to_contain_text("fake.mp4")
+
+    row.get_by_role("button", name="Cancel this upload: cancel me.mp4").click()
+    expect(row).to_have_attribute("data-state", "cancelled")
+    expect(row).to_contain_text("Cancelled")
+    deadline = time.monotonic() + 30
+    while call(app_url, "HEAD", f"/{first}", None, {**HEADER, **TUS})[0] != 404:  # DELETE: the partial file is gone
+        assert time.monotonic() < deadline, "the cancelled upload is still on the server"
+        time.sleep(0.1)
+    assert ("DELETE", None) in traffic.seen
+    assert partials(data_dir) == []
+    assert page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('videoStorytellerTus:'))") == []
+
+    page.unroute("**/upload/tus/*", stall)
+    before = len(traffic.seen)
+    row.get_by_role("button", name="Try this file again: cancel me.mp4").click()
+    expect(row).to_have_attribute("data-state", "added", timeout=240_000)
+    assert traffic.upload != first, "after a cancel, Retry creates a new upload"
+    assert [int(o) for m, o in traffic.seen[before:] if m == "PATCH"] == [0, 8 * MB, 16 * MB, 24 * MB, 32 * MB]
+    expected = sha256_of(video)
+    assert sha256_of(spool / f"{expected}.mp4") == expected
+    assert partials(data_dir) == []
