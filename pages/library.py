@@ -7,6 +7,8 @@ as text (plain() before Markdown, or a dataframe cell).
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,14 @@ def search_section() -> None:
                                "and tags of every finished video.")
     if not terms.strip():
         return
-    hits = search_library(engine.store, engine.settings.data_dir, terms, limit=50)
+    try:
+        hits = search_library(engine.store, engine.settings.data_dir, terms, limit=50)
+    except sqlite3.Error:  # locked for a long first build by another search, or a damaged index file
+        logging.getLogger(__name__).exception("search failed")
+        st.warning("The search index is busy (another search is building it for a large library) or could not be "
+                   "read. Search again in a minute; if it keeps failing, delete the folder 'search' in the data "
+                   "folder: it is rebuilt from the stories.", icon=":material/hourglass_top:")
+        return
     if not hits:
         st.caption("Nothing in the library matches these words.")
         return
