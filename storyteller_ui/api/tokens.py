@@ -112,8 +112,12 @@ class ApiTokens:
             if found is None:
                 return None
             if time.time() - (found.get("last_used_at") or 0) > USED_EVERY_S:
+                self._mtime = None  # read the file again: another server on this folder may have revoked one since
+                fresh = self._load()
+                if not any(t["id"] == found["id"] for t in fresh):
+                    return None  # revoked meanwhile
                 with contextlib.suppress(OSError):
-                    self._save([{**t, "last_used_at": time.time()} if t is found else t for t in tokens])
+                    self._save([{**t, "last_used_at": time.time()} if t["id"] == found["id"] else t for t in fresh])
             return str(found["id"])
 
     @staticmethod
