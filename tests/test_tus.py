@@ -45,7 +45,7 @@ def head_offset(url: str) -> int:
 
 def test_tuspy_uploads_in_pieces_survives_a_cut_and_a_restart_and_the_sha256_matches(server: AppServer,
                                                                                       tmp_path: Path) -> None:
-    video = padded_video(tmp_path / "big one.mp4", 30 * MB)
+    video = padded_video(tmp_path / "big one.mp4", 300 * MB)  # the size
     expected = sha256_of(video)
     client = tus_client.TusClient(server.api + "/uploads", headers=AUTH)
     uploader = client.uploader(str(video), chunk_size=4 * MB, metadata={"filename": video.name}, retries=0)
@@ -77,11 +77,11 @@ def test_tuspy_uploads_in_pieces_survives_a_cut_and_a_restart_and_the_sha256_mat
 
     server.restart()  # the offset is on disk; the running sha256 is not: it is taken again from the partial file
     assert head_offset(url) == cut_at
-    resumed = client.uploader(str(video), url=url, chunk_size=4 * MB, retries=0)
+    resumed = client.uploader(str(video), url=url, chunk_size=32 * MB, retries=0)
     assert resumed.offset == cut_at  # tuspy asked the server (HEAD) where to go on
     resumed.upload()
     info = httpx.get(url, headers=AUTH).json()
-    assert info == {"id": url.rsplit("/", 1)[1], "file_name": "big one.mp4", "size": 30 * MB, "offset": 30 * MB,
+    assert info == {"id": url.rsplit("/", 1)[1], "file_name": "big one.mp4", "size": 300 * MB, "offset": 300 * MB,
                     "state": "complete", "sha256": expected, "error": None}
     assert not list((server.data_dir / "spool").glob(".incoming-*"))
 
