@@ -127,6 +127,7 @@ accepted = [c for c in pending if c.ok]
 refused = [c for c in pending if not c.ok]
 if pending:
     st.subheader(f"Ready: {len(accepted)} video(s)" + (f", not added: {len(refused)}" if refused else ""))
+    start_line = st.container(horizontal=True)  # Start sits above the list, not below 45 rows of it (filled below)
     if len(accepted) > LIST_AT_ONCE:
         st.dataframe(pd.DataFrame({"File": [c.display_name for c in accepted], "Folder": [where_from(c) for c in accepted],
                                    "Length": [length(c) for c in accepted],
@@ -164,7 +165,7 @@ if pending:
                 line.warning(plain(c.error_message), icon=":material/block:")
                 line.button("", key=f"dismiss-{c.source}", icon=":material/close:", help="Dismiss",
                             on_click=commands.remove_pending, args=(c.source,))
-    start, clear = st.columns([3, 1])
+    start = clear = start_line
     if start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
                     disabled=not accepted or not prompt.strip() or bool(problem)):
         started = commands.start_pending(Ask(prompt, model, ask_preset, priority, options, tier), batch_name=batch_name)
