@@ -322,3 +322,27 @@ def test_a_finished_story_reads_as_formatted_text_and_the_board_fits_1024_px(key
     assert again.bounding_box()["y"] < metrics_top  # the actions come before the board's figures too
     shot(page, "item5-finished-1024", 1024)
     shot(page, "item5-finished-1440", 1440)
+
+
+# -- found while writing these: text that looks like an address becomes a link -------------------------------------
+@browser_test
+@pytest.mark.xfail(strict=True, reason="plain() (storyteller_ui/view.py) escapes Markdown but not GFM autolink "
+                   "literals: a file name like www.example.com.mp4, an address a model writes in a story, and the "
+                   "Gemini server's address in 'Waiting for the app or CLI…' are drawn as clickable links")
+def test_text_that_looks_like_an_address_is_shown_as_text_not_a_link(keyed, app_url, page, tmp_path):  # type: ignore[no-untyped-def]  # noqa: F811
+    from playwright.sync_api import expect
+
+    folder = tmp_path / "footage"
+    make_video(folder / "www.example.com.mp4", seconds=1.0, seed=1)
+    add_from_folder(page, folder)
+    prompt = page.get_by_role("textbox", name="Prompt")
+    expect(prompt).to_be_visible(timeout=30_000)
+    prompt.fill("Tell the story; compare with https://tracker.example/pixel?id=1")  # the demo story quotes the prompt
+    page.get_by_role("button", name="Start batch (1 video(s))").click(timeout=60_000)
+
+    row = row_of(page, "www.example.com.mp4")
+    expect(row).to_contain_text("Done", timeout=90_000)
+    expect(row.get_by_test_id("stMarkdown").filter(has_text="https://tracker.example/pixel")).not_to_have_count(0)
+    shot(page, "found-addresses-as-links")
+    links = row.locator('a:not([href^="#"])')  # Streamlit's own heading anchors point inside the page
+    assert links.count() == 0, links.evaluate_all("els => els.map(e => e.href)")
