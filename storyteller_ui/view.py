@@ -35,6 +35,8 @@ STATUS_ICON = {
     Status.WRITING: ":material/edit_note:", Status.DONE: ":material/check_circle:",
     Status.FAILED: ":material/error:", Status.CANCELLED: ":material/block:",
 }
+WORD_JOINER = "\u2060"  # invisible, and keeps the text as it reads
+_AUTOLINK = re.compile(r"(?i)(www|https?|ftp|mailto|xmpp)(?=[.:])|@")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
 
 
@@ -43,6 +45,8 @@ def plain(text: str | None) -> str:
     if not text:
         return ""
     flat = " ".join(text.split())  # no line breaks that would start a list, a heading or a quote
+    # GFM turns www.x, http(s):// and a@b.c into links after escapes are read: a word joiner breaks each pattern.
+    flat = _AUTOLINK.sub(lambda m: m.group(0) + WORD_JOINER, flat)
     return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 

@@ -122,7 +122,7 @@ def wait_for_state(engine: Any, item_id: str, state: VideoState | AnalysisState 
 
 def as_shown(markdown: str) -> str:
     """Markdown text as the page shows it: the backslash escapes removed."""
-    return re.sub(r"\\(.)", r"\1", markdown)
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")  # the word joiners that break autolinks are invisible
 
 
 # -- records for unit tests ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def text_of(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [e.value for e in at.error] + [w.value for w in at.warning]
     parts += [c.value for c in at.code] + [i.value for i in at.info] + [str(m.value) for m in at.metric]
     parts += [m.label for m in at.metric] + [c.value for c in at.caption]
-    return re.sub(r"\\(.)", r"\1", "\n".join(parts))  # as shown: Markdown escapes removed
+    return re.sub(r"\\(.)", r"\1", "\n".join(parts)).replace("\u2060", "")  # as shown: escapes and word joiners gone
 
 
 def wait_ended(data_dir: Path, count: int, timeout: float = 60) -> list:
