@@ -150,6 +150,16 @@ class Receiver:
         self.close()
 
 
+def refusal(display: str, size: int, max_bytes: int) -> tuple[int, str, str] | None:
+    """(HTTP status, code, message) when a file of this name and size is not one we take (both uploaders ask)."""
+    try:
+        check_extension(display)
+        check_size(display, size, max_bytes)
+    except MediaError as exc:
+        return 413 if exc.code == Code.TOO_LARGE else 400, exc.code, exc.message
+    return None
+
+
 class UploadSessions:
     """Every unfinished browser upload of one data dir. Thread-safe; the web layer keeps one per server."""
 
@@ -178,11 +188,9 @@ class UploadSessions:
         display = safe_display_name(str(name))
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise UploadError(400, "bad_size", f"{display}: the file's size is missing or not a whole number of bytes.")
-        try:
-            check_extension(display)
-            check_size(display, size, self.settings.max_file_bytes)
-        except MediaError as exc:
-            raise UploadError(413 if exc.code == Code.TOO_LARGE else 400, exc.code, exc.message) from None
+        refused = refusal(display, size, self.settings.max_file_bytes)
+        if refused:
+            raise UploadError(*refused)
         try:
             self.spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             free = shutil.disk_usage(self.spool_dir).free

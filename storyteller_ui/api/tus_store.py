@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from storyteller_core.config import Settings
-from storyteller_core.errors import Code, MediaError
-from storyteller_core.intake import Candidate, check_extension, probe_candidate
-from storyteller_core.media import CHUNK, check_size, safe_display_name
-from storyteller_core.upload_sessions import DISK_MARGIN, MAX_SESSIONS, spool_suffix
+from storyteller_core.errors import Code
+from storyteller_core.intake import Candidate, probe_candidate
+from storyteller_core.media import CHUNK, safe_display_name
+from storyteller_core.upload_sessions import DISK_MARGIN, MAX_SESSIONS, refusal, spool_suffix
 
 from .common import ApiError
 
@@ -102,14 +102,10 @@ class TusStore:
     # -- creation ------------------------------------------------------------------------------
     def create(self, name: str, size: int, metadata: dict[str, str]) -> dict[str, Any]:
         self.expire()
-        display = safe_display_name(name)
-        if not display:
-            raise ApiError(400, "bad_request", "Name the file: send Upload-Metadata with filename (base64).")
-        try:
-            check_extension(display)
-            check_size(display, size, self.settings.max_file_bytes)
-        except MediaError as exc:
-            raise ApiError(413 if exc.code == Code.TOO_LARGE else 400, exc.code, exc.message) from None
+        display = safe_display_name(name)  # never empty: a missing name becomes "video", left to the probe
+        refused = refusal(display, size, self.settings.max_file_bytes)
+        if refused:
+            raise ApiError(*refused)
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             free = shutil.disk_usage(self.folder).free
