@@ -66,7 +66,8 @@ def dead_port() -> int:
 
 
 def row_of(page, name: str):  # type: ignore[no-untyped-def]
-    return page.locator(ROW).filter(has_text=reads(name))
+    """The row of ``name`` (the first: a rerun briefly leaves the old board's beside the new one, as for metrics)."""
+    return page.locator(ROW).filter(has_text=reads(name)).first
 
 
 # -- item 1: rows asked of another Gemini are left, not failed ----------------------------------------------
