@@ -89,8 +89,11 @@ with path_tab:
             st.caption(plain(item.reason))
 
 pending = commands.pending()
-# With nothing to start, the question's settings fold away so the board is on the first screen.
-setup = st.container() if pending else st.expander("Prompt, model and priority for the next batch", icon=":material/tune:")
+accepted = [c for c in pending if c.ok]
+refused = [c for c in pending if not c.ok]
+# With nothing to start (nothing listed, or only files not added), the question's settings fold away so the board is
+# on the first screen.
+setup = st.container() if accepted else st.expander("Prompt, model and priority for the next batch", icon=":material/tune:")
 with setup:
     preset = st.selectbox("Prompt preset", [*PROMPT_PRESETS, "Custom"], key="new-preset")
     prompt = st.text_area("Prompt", value=PROMPT_PRESETS.get(preset, ""), height=100, key=f"new-prompt-{preset}")
@@ -123,10 +126,9 @@ def length(c: Candidate) -> str:
     return "YouTube" if c.url else duration(c.probe.duration_s if c.probe else None) if c.checked else "checked after Start"
 
 
-accepted = [c for c in pending if c.ok]
-refused = [c for c in pending if not c.ok]
 if pending:
-    st.subheader(f"Ready: {len(accepted)} video(s)" + (f", not added: {len(refused)}" if refused else ""))
+    if accepted:
+        st.subheader(f"Ready: {len(accepted)} video(s)" + (f", not added: {len(refused)}" if refused else ""))
     start_line = st.container(horizontal=True)  # Start sits above the list, not below 45 rows of it (filled below)
     if len(accepted) > LIST_AT_ONCE:
         st.dataframe(pd.DataFrame({"File": [c.display_name for c in accepted], "Folder": [where_from(c) for c in accepted],
@@ -166,14 +168,15 @@ if pending:
                 line.button("", key=f"dismiss-{c.source}", icon=":material/close:", help="Dismiss",
                             on_click=commands.remove_pending, args=(c.source,))
     start = clear = start_line
-    if start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
-                    disabled=not accepted or not prompt.strip() or bool(problem)):
+    if accepted and start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
+                                 disabled=not prompt.strip() or bool(problem)):
         started = commands.start_pending(Ask(prompt, model, ask_preset, priority, options, tier), batch_name=batch_name)
         if started:
             state.batch_id = started.id
             state.picked_batch = False  # this tab shows the batch it started: the newest
         st.rerun()
-    clear.button("Clear list", on_click=commands.clear_pending)
+    if accepted:
+        clear.button("Clear list", on_click=commands.clear_pending)
 
 batches = engine.store.batch_ids()
 if not batches:
