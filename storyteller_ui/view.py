@@ -156,7 +156,7 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
         if removed:
             line.button("Removed", key=f"removed-{item.id}", icon=":material/delete:", disabled=True)
         else:
-            _actions(engine, row, line)
+            _actions(engine, row, line, waiting=bool(waiting))
         story = story_of(row)
         if story:
             markdown = copy_text(row) if story.moments or story.title else plain_text(story.text)
@@ -256,9 +256,10 @@ def then_nothing(command: Callable[..., object], *args: object) -> None:
     command(*args)
 
 
-def _actions(engine: Engine, row: Row, line: DeltaGenerator) -> None:
+def _actions(engine: Engine, row: Row, line: DeltaGenerator, *, waiting: bool = False) -> None:
+    """``waiting``: the row waits for another process's Gemini; Retry asks this one instead."""
     commands, item = engine.commands, row.item
-    if item.analysis_id and (row.status in (Status.FAILED, Status.CANCELLED) or waiting_for(row, engine.settings)):
+    if item.analysis_id and (row.status in (Status.FAILED, Status.CANCELLED) or waiting):
         line.button("Retry", key=f"retry-{item.id}", on_click=then_nothing, args=(commands.retry, item.id),
                     icon=":material/refresh:")
     elif not row.ended:
