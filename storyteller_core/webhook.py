@@ -271,10 +271,12 @@ def send_report(data_dir: Path, url: str, report: BatchReport, **kwargs: Any) ->
 
 
 # -- once per completion ---------------------------------------------------------------------------
-def claim(data_dir: Path, batch_id: str, completion: str) -> bool:
-    """True for the first caller only, across threads and processes: the marker is created with O_EXCL."""
+def claim(data_dir: Path, batch_id: str, completion: str, *, marker_dir: str = MARKER_DIR) -> bool:
+    """True for the first caller only, across threads and processes: the marker is created with O_EXCL.
+
+    ``marker_dir`` names the kind of message claimed (the e-mail keeps its own markers beside the webhook's)."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{batch_id}--{completion}")[:200]
-    folder = Path(data_dir) / MARKER_DIR
+    folder = Path(data_dir) / marker_dir
     folder.mkdir(parents=True, exist_ok=True)
     try:
         os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

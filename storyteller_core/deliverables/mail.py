@@ -34,6 +34,7 @@ from typing import Any
 from ..board import Row, Status, totals
 from ..sanitize import scrub
 from ..webhook import BatchReport, clean_link, summary
+from ..webhook import claim as webhook_claim
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "email.json"
@@ -221,15 +222,8 @@ def _reason(exc: BaseException, t: Target) -> str:
 
 # -- once per finished batch ------------------------------------------------------------------------
 def claim(data_dir: Path, batch_id: str, completion: str) -> bool:
-    """True for the first caller only, across threads, processes and restarts."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{batch_id}--{completion}")[:200]
-    folder = Path(data_dir) / MARKER_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        return False
-    return True
+    """True for the first caller only, across threads, processes and restarts (the webhook's marker, in email-sent)."""
+    return webhook_claim(data_dir, batch_id, completion, marker_dir=MARKER_DIR)
 
 
 def completion_of(batch_id: str, rows: list[Row]) -> str:
