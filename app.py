@@ -19,10 +19,10 @@ from contextlib import asynccontextmanager
 import streamlit as st
 from starlette.middleware import Middleware
 
-from storyteller_core.config import default_data_dir
 from storyteller_core.errors import DataDirError
+from storyteller_core.settings import default_data_dir
 from storyteller_ui import access, api, uploader
-from storyteller_ui.engine import data_dir_problem, start_engine, stop_engines
+from storyteller_ui.app_engine import data_dir_problem, start_engine, stop_engines
 
 
 @asynccontextmanager

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from storyteller_ui.engine import get_engine
+from storyteller_ui.app_engine import get_engine
 from storyteller_ui.view import banners
 
 FAVICON = Path(__file__).parent / "storyteller_ui" / "assets" / "favicon.png"

@@ -25,7 +25,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 
 from storyteller_core.emulator import Emulator, EmulatorConfig  # noqa: E402
-from storyteller_core.samples import make_video  # noqa: E402
+from storyteller_core.intake.samples import make_video  # noqa: E402
 from tests.api_server import AUTH, AppServer  # noqa: E402
 
 MB = 1024 * 1024

@@ -42,10 +42,10 @@ def fill(directory: Path, count: int) -> None:
     sys.path.insert(0, str(ROOT))
     import random
 
-    from storyteller_core.analysis import Analysis, AnalysisState
-    from storyteller_core.batch import Batch, Item
-    from storyteller_core.store import DiskStore
-    from storyteller_core.video import Video, VideoState
+    from storyteller_core.records.analysis import Analysis, AnalysisState
+    from storyteller_core.records.batch import Batch, Item
+    from storyteller_core.records.video import Video, VideoState
+    from storyteller_core.storage.disk_store import DiskStore
 
     rng = random.Random(1)
     store = DiskStore(directory)
@@ -72,8 +72,8 @@ def fill(directory: Path, count: int) -> None:
 
 def child(tree: Path, directory: Path, reads: int) -> None:
     sys.path.insert(0, str(tree))
-    from storyteller_core import board
-    from storyteller_core import store as store_module
+    from storyteller_core.storage import disk_store as store_module
+    from storyteller_core.views import board
 
     store = getattr(store_module, "DiskStore", getattr(store_module, "Store", None))(directory)
 

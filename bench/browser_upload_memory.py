@@ -37,8 +37,8 @@ from typing import Any, BinaryIO
 import psutil
 from common import ROOT, free_port, padded_video
 
-from storyteller_core.samples import make_video
-from storyteller_core.store import DiskStore
+from storyteller_core.intake.samples import make_video
+from storyteller_core.storage.disk_store import DiskStore
 
 MB = 1024**2
 HEADER = {"X-Storyteller-Upload": "1"}

@@ -18,9 +18,9 @@ from common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
 from storyteller_core import Engine, Settings
 from storyteller_core.commands import Ask
-from storyteller_core.config import estimate_questions_cost
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.samples import make_video
+from storyteller_core.intake.samples import make_video
+from storyteller_core.settings import estimate_questions_cost
 
 PROMPTS = ["Tell the story of this video", "List the key moments with timestamps", "Summarise it for a report"]
 

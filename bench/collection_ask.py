@@ -23,9 +23,9 @@ from common import ROOT  # noqa: F401  (puts the repo on sys.path)
 from storyteller_core import Engine, Settings
 from storyteller_core.collection.ask import Asker, AskResult, Scope
 from storyteller_core.commands import Ask
-from storyteller_core.config import PROMPT_PRESETS
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.samples import make_video
+from storyteller_core.intake.samples import make_video
+from storyteller_core.settings import PROMPT_PRESETS
 
 QUESTION = "Which videos open on a picture, and when?"
 

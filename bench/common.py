@@ -23,7 +23,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storyteller_core.samples import make_video  # noqa: E402
+from storyteller_core.intake.samples import make_video  # noqa: E402
 
 
 def previous_code(revision: str, folder: Path) -> Path:

@@ -46,8 +46,8 @@ def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, 
 
     from storyteller_core import Engine, Settings
     from storyteller_core.commands import Ask
-    from storyteller_core.store import Store  # noqa: F401  (the store of that tree)
-    from storyteller_core.video import Video, VideoState
+    from storyteller_core.records.video import Video, VideoState
+    from storyteller_core.storage.disk_store import Store  # noqa: F401  (the store of that tree)
 
     engine = Engine(Settings(data_dir=data_dir, api_key="bench-key", base_url=base_url, processing_budget_s=3600),
                     stderr_log_level=logging.CRITICAL + 1)
@@ -111,7 +111,7 @@ def child(args: argparse.Namespace) -> None:
 def make_videos(folder: Path, count: int) -> None:
     """``count`` distinct small MP4s: one real video, each copy followed by its own bytes (probe and hash differ)."""
     sys.path.insert(0, str(ROOT))
-    from storyteller_core.samples import make_video
+    from storyteller_core.intake.samples import make_video
 
     base_path = make_video(folder.parent / "base.mp4", seconds=0.3)
     base = base_path.read_bytes()

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storyteller_core import Engine, Settings  # noqa: E402
 from storyteller_core.commands import Ask  # noqa: E402
-from storyteller_core.intake import expand, inspect_path, unchecked  # noqa: E402
-from storyteller_core.samples import make_video  # noqa: E402
+from storyteller_core.intake.candidates import expand, inspect_path, unchecked  # noqa: E402
+from storyteller_core.intake.samples import make_video  # noqa: E402
 
 
 def distinct_videos(folder: Path, count: int) -> list[Path]:

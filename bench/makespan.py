@@ -40,14 +40,14 @@ from pathlib import Path
 from common import external_emulator, load_line, spread
 
 from storyteller_core import Engine, Settings
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.board import Status
 from storyteller_core.commands import Ask
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.gemini import Gateway, file_name_for
-from storyteller_core.media import hash_file
-from storyteller_core.samples import make_batch
-from storyteller_core.video import Video, VideoState
+from storyteller_core.gemini.gateway import Gateway, file_name_for
+from storyteller_core.intake.media import hash_file
+from storyteller_core.intake.samples import make_batch
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.views.board import Status
 
 
 def engine_makespan(base_url: str, videos: list[Path], data_dir: Path, variant: str,

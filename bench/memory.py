@@ -17,8 +17,8 @@ from pathlib import Path
 from common import RssSampler, external_emulator, padded_video
 
 from storyteller_core import Engine, Settings
-from storyteller_core.board import Status
 from storyteller_core.commands import Ask
+from storyteller_core.views.board import Status
 
 UNITS = {"M": 1024**2, "G": 1024**3}
 

@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 
 from common import external_emulator, padded_video
 
-from storyteller_core.gemini import Gateway
-from storyteller_core.media import spool_stream
+from storyteller_core.gemini.gateway import Gateway
+from storyteller_core.intake.media import spool_stream
 
 CHUNK = 8 * 1024 * 1024
 

@@ -31,10 +31,10 @@ from pathlib import Path
 from common import ROOT, load_line, spread  # noqa: F401  (puts the repo on sys.path)
 
 from storyteller_core import Engine, Settings
-from storyteller_core.board import Status
 from storyteller_core.commands import Ask
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.samples import make_batch
+from storyteller_core.intake.samples import make_batch
+from storyteller_core.views.board import Status
 
 MODES = ("bulk watch", "per-file")
 

@@ -27,9 +27,9 @@ from common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
 from storyteller_core.emulator import Emulator, EmulatorConfig
 from storyteller_core.errors import GeminiError, QuotaPaused
-from storyteller_core.gemini import Gateway
-from storyteller_core.quota import Cooldown
-from storyteller_core.retry import call_with_retry, is_transient
+from storyteller_core.gemini.gateway import Gateway
+from storyteller_core.gemini.retry import call_with_retry, is_transient
+from storyteller_core.work.cooldown import Cooldown
 
 CALLERS = 3
 ISSUE_BEFORE = (5859, 305)  # requests, seconds: three videos on real Gemini, from the issue

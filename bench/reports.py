@@ -11,8 +11,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storyteller_core.deliverables import docx_report, pdf_report  # noqa: E402
-from storyteller_core.samples import make_video  # noqa: E402
-from storyteller_core.story import Moment  # noqa: E402
+from storyteller_core.intake.samples import make_video  # noqa: E402
+from storyteller_core.records.story import Moment  # noqa: E402
 from tests.test_deliverables import story_row  # noqa: E402
 
 

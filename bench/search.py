@@ -28,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storyteller_core.analysis import Analysis, AnalysisState  # noqa: E402
-from storyteller_core.batch import Batch, Item  # noqa: E402
 from storyteller_core.collection.search import SearchIndex  # noqa: E402
-from storyteller_core.store import DiskStore  # noqa: E402
-from storyteller_core.story import Moment, Story  # noqa: E402
-from storyteller_core.video import Video, VideoState  # noqa: E402
+from storyteller_core.records.analysis import Analysis, AnalysisState  # noqa: E402
+from storyteller_core.records.batch import Batch, Item  # noqa: E402
+from storyteller_core.records.story import Moment, Story  # noqa: E402
+from storyteller_core.records.video import Video, VideoState  # noqa: E402
+from storyteller_core.storage.disk_store import DiskStore  # noqa: E402
 
 WORDS = ("harbour", "market", "crowd", "night", "pricing", "product", "interview", "street", "light", "camera",
          "window", "door", "customer", "shelf", "voice", "music", "rain", "bicycle", "train", "kitchen", "table",

@@ -20,10 +20,10 @@ from pathlib import Path
 from board_rerun import BATCH, fill
 from common import load_line
 
-from storyteller_core.board import batch_rows
-from storyteller_core.export import rows_frame
-from storyteller_core.store import DiskStore, Store
-from storyteller_core.video import Video
+from storyteller_core.records.video import Video
+from storyteller_core.storage.disk_store import DiskStore, Store
+from storyteller_core.views.board import batch_rows
+from storyteller_core.views.export import rows_frame
 
 SECONDS = 5.0
 

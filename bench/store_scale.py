@@ -38,15 +38,15 @@ BLOCK = 5000
 
 def _store(tree: Path, directory: Path):  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(tree))
-    from storyteller_core import store as store_module
+    from storyteller_core.storage import disk_store as store_module
 
     return (getattr(store_module, "DiskStore", None) or store_module.Store)(directory)  # Store before the split
 
 
 def _records(i: int, done: bool):  # type: ignore[no-untyped-def]
-    from storyteller_core.analysis import Analysis, AnalysisState
-    from storyteller_core.batch import Item
-    from storyteller_core.video import Video, VideoState
+    from storyteller_core.records.analysis import Analysis, AnalysisState
+    from storyteller_core.records.batch import Item
+    from storyteller_core.records.video import Video, VideoState
 
     video = Video(id=f"{i:064x}", sha256=f"{i:064x}", display_name=f"video-{i:06d}.mp4", sources=[f"/videos/v-{i:06d}.mp4"],
                   size_bytes=10**7, duration_s=60.0, state=VideoState.FILE_ACTIVE, progress=80, backend="https://example",
@@ -61,7 +61,7 @@ def _records(i: int, done: bool):  # type: ignore[no-untyped-def]
 
 def child_add(tree: Path, directory: Path, rows: int, budget_s: float) -> None:
     store = _store(tree, directory)
-    from storyteller_core.batch import Batch, Item
+    from storyteller_core.records.batch import Batch, Item
 
     store.add_batch(Batch(id=BATCH, name="bench"))
     block = min(BLOCK, rows)
@@ -86,7 +86,7 @@ def child_bulk_old(directory: Path, rows: int) -> None:
     import diskcache
 
     sys.path.insert(0, str(ROOT))
-    from storyteller_core.batch import Batch
+    from storyteller_core.records.batch import Batch
 
     cache = diskcache.Cache(str(directory))
     ids = []
@@ -114,7 +114,7 @@ def child_read(tree: Path, directory: Path, reads: int) -> None:
     import psutil
     import streamlit  # noqa: F401
 
-    from storyteller_core import board
+    from storyteller_core.views import board
 
     def read() -> int:
         if hasattr(board, "page_rows"):

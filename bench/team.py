@@ -34,16 +34,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storyteller_core.analysis import Analysis, AnalysisState  # noqa: E402
-from storyteller_core.batch import Item  # noqa: E402
-from storyteller_core.board import rows_of  # noqa: E402
 from storyteller_core.commands import Ask  # noqa: E402
-from storyteller_core.config import Settings  # noqa: E402
 from storyteller_core.emulator import Emulator, EmulatorConfig  # noqa: E402
-from storyteller_core.samples import make_batch  # noqa: E402
+from storyteller_core.intake.samples import make_batch  # noqa: E402
+from storyteller_core.records.analysis import Analysis, AnalysisState  # noqa: E402
+from storyteller_core.records.batch import Item  # noqa: E402
+from storyteller_core.records.video import Video  # noqa: E402
+from storyteller_core.settings import Settings  # noqa: E402
 from storyteller_core.team.client import TeamClient  # noqa: E402
-from storyteller_core.team.dispatch import TeamConfig  # noqa: E402
-from storyteller_core.video import Video  # noqa: E402
+from storyteller_core.views.board import rows_of  # noqa: E402
+from storyteller_core.work.redis_dispatch import TeamConfig  # noqa: E402
 
 KEY = "bench-key-0123456789"
 PROMPTS = ["Tell the story", "List the people", "Where is it?", "What happens at the end?", "Summarise"]
@@ -271,10 +271,10 @@ def takeover(redis_url: str, work: Path, files: list[Path], kills: int) -> list[
 
 def board_read(redis_url: str, jobs: int, runs: int) -> tuple[list[float], list[float]]:
     """Median ms (of 10 reads) to read a batch of ``jobs`` rows (items, analyses, videos), per run: Redis, diskcache."""
-    from storyteller_core.analysis import analysis_key
-    from storyteller_core.batch import Batch
-    from storyteller_core.store import DiskStore, Store
-    from storyteller_core.team.store import RedisStore, connect
+    from storyteller_core.records.analysis import analysis_key
+    from storyteller_core.records.batch import Batch
+    from storyteller_core.storage.disk_store import DiskStore, Store
+    from storyteller_core.storage.redis_store import RedisStore, connect
 
     def fill(store: Store) -> float:
         store.add_batch(Batch(id="b1", name="bench"))

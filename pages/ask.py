@@ -10,13 +10,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from storyteller_core.board import batch_labels
 from storyteller_core.collection.ask import Asker, AskError, AskResult, CitationResult, Scope
 from storyteller_core.collection.material import ScopeError
 from storyteller_core.errors import GeminiError, QuotaPaused
-from storyteller_core.timecode import timestamp
-from storyteller_core.video import Video
-from storyteller_ui.engine import get_engine
+from storyteller_core.records.timecode import timestamp
+from storyteller_core.records.video import Video
+from storyteller_core.views.board import batch_labels
+from storyteller_ui.app_engine import get_engine
 from storyteller_ui.view import PLAYABLE_BYTES, model_label, plain
 
 engine = get_engine()

@@ -13,27 +13,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from storyteller_core.board import FILTERS, LIFE_ORDER, Row, Totals, batch_labels, batch_rows, kept_totals, page_rows, with_videos
 from storyteller_core.commands import Ask
-from storyteller_core.config import PROMPT_PRESETS, estimate_cost, estimate_tokens
-from storyteller_core.export import stories_markdown
-from storyteller_core.intake import Candidate, expand, inspect_path, inspect_stream, inspect_url, unchecked
+from storyteller_core.intake.candidates import Candidate, expand, inspect_path, inspect_stream, inspect_url, unchecked
+from storyteller_core.settings import PROMPT_PRESETS, estimate_cost, estimate_tokens
+from storyteller_core.views.board import FILTERS, LIFE_ORDER, Row, Totals, batch_labels, batch_rows, kept_totals, page_rows, with_videos
+from storyteller_core.views.export import stories_markdown
 from storyteller_ui import notify
+from storyteller_ui.app_engine import get_engine
 from storyteller_ui.deliverables_view import deliverables
-from storyteller_ui.engine import get_engine
 from storyteller_ui.uploader import render_uploader
-from storyteller_ui.view import (
-    ask_again,
-    duration,
-    model_label,
-    money,
-    page_style,
-    plain,
-    removed_rows,
-    row_view,
-    size,
-    video_options_form,
-)
+from storyteller_ui.view import ask_again, duration, model_label, money, page_style, plain, removed_rows, row_view, size, video_options_form
 
 PAGE_SIZE = 25
 CHECK_AT_ONCE = 20  # a larger selection is checked after Start, so the page never waits on hashing it

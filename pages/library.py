@@ -15,12 +15,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from storyteller_core.board import batch_labels
 from storyteller_core.collection.search import search_library
 from storyteller_core.collection.table import TYPES, Field, Table, ask_table, build_table, fields_of
-from storyteller_core.timecode import timestamp
-from storyteller_core.video import Video
-from storyteller_ui.engine import get_engine
+from storyteller_core.records.timecode import timestamp
+from storyteller_core.records.video import Video
+from storyteller_core.views.board import batch_labels
+from storyteller_ui.app_engine import get_engine
 from storyteller_ui.view import PLAYABLE_BYTES, model_label, money, plain
 
 engine = get_engine()

@@ -7,13 +7,13 @@ from collections import Counter
 
 import streamlit as st
 
-from storyteller_core.board import LIFE_ORDER, Status, batch_labels, batch_rows, live_rows, set_aside_note
 from storyteller_core.deliverables import mail
-from storyteller_core.reports import recent_failures, time_per_status
-from storyteller_core.rows import left_for_others
-from storyteller_core.spool import size_bytes
+from storyteller_core.intake.spool import size_bytes
+from storyteller_core.views.board import LIFE_ORDER, Status, batch_labels, batch_rows, live_rows, set_aside_note
+from storyteller_core.views.reports import recent_failures, time_per_status
+from storyteller_core.views.rows import left_for_others
 from storyteller_ui import notify
-from storyteller_ui.engine import get_engine
+from storyteller_ui.app_engine import get_engine
 from storyteller_ui.view import duration, plain, size
 
 engine = get_engine()

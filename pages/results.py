@@ -6,19 +6,11 @@ from typing import Any
 
 import streamlit as st
 
-from storyteller_core.board import Row, Status, batch_labels, batch_rows, totals
-from storyteller_core.export import (
-    batch_names,
-    chapters_file_name,
-    chapters_vtt,
-    rows_frame,
-    stories_markdown,
-    to_csv_bytes,
-    to_json_bytes,
-)
+from storyteller_core.views.board import Row, Status, batch_labels, batch_rows, totals
+from storyteller_core.views.export import batch_names, chapters_file_name, chapters_vtt, rows_frame, stories_markdown, to_csv_bytes, to_json_bytes
 from storyteller_ui import notify
 from storyteller_ui.deliverables_view import deliverables
-from storyteller_ui.engine import get_engine
+from storyteller_ui.app_engine import get_engine
 from storyteller_ui.view import plain
 
 engine = get_engine()

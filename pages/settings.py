@@ -7,14 +7,13 @@ import time
 import streamlit as st
 import tenacity
 
-from storyteller_core import webhook
-from storyteller_core.config import MODELS, PRICES_CHECKED
-from storyteller_core.deliverables import mail
+from storyteller_core.deliverables import mail, webhook
 from storyteller_core.errors import GeminiError, Kind
+from storyteller_core.settings import MODELS, PRICES_CHECKED
 from storyteller_ui import notify
 from storyteller_ui.api.common import ApiError
 from storyteller_ui.api.tokens import tokens_for
-from storyteller_ui.engine import get_engine, key_source, masked
+from storyteller_ui.app_engine import get_engine, key_source, masked
 from storyteller_ui.view import plain, then_nothing
 
 KEY_FROM = {  # key_source() -> where the key came from, in words
@@ -170,7 +169,7 @@ st.dataframe(
       "output": m.usd_per_m_output} for m in MODELS.values()],
     hide_index=True, width="stretch",
 )
-st.caption(f"Prices checked {PRICES_CHECKED} (storyteller_core/prices.json, from ai.google.dev/gemini-api/docs/pricing); "
+st.caption(f"Prices checked {PRICES_CHECKED} (storyteller_core/gemini/prices.json, from ai.google.dev/gemini-api/docs/pricing); "
            "Flex and Batch half price. A model not listed is priced from its family and labelled an estimate. "
            f"Gemini API version: {engine.settings.api_version} (STORYTELLER_API_VERSION).")
 st.selectbox("Video processing for new questions (Gemini 3 models)", ["default", "agentic"], key="settings-processing",

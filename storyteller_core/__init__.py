@@ -2,17 +2,17 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings
+from storyteller_core.settings import Settings
 
 if TYPE_CHECKING:  # type checkers see the real class; at run time it is imported on first use (below)
-    from .engine import Engine
+    from storyteller_core.engine import Engine
 
 __all__ = ["Engine", "Settings"]
 
 
 def __getattr__(name: str) -> Any:  # the engine pulls in google.genai: import it only when asked for
     if name == "Engine":
-        from .engine import Engine
+        from storyteller_core.engine import Engine
 
         return Engine
     raise AttributeError(name)

@@ -14,18 +14,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
-from .background_intake import BackgroundIntake
-from .batch import Batch, Item, default_batch_name, new_batch_id, new_id
-from .config import PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS, Settings
-from .estimates import Estimate, question_estimate, questions_estimate
-from .intake import Candidate, inspect_path
-from .media import thumbnail
-from .options import VideoOptions
-from .runner import Runner
-from .spool import discard, release_spool
-from .store import NotFound, Store
-from .video import Video, VideoState
+from storyteller_core.gemini.estimates import Estimate, question_estimate, questions_estimate
+from storyteller_core.intake.background_intake import BackgroundIntake
+from storyteller_core.intake.candidates import Candidate, inspect_path
+from storyteller_core.intake.media import thumbnail
+from storyteller_core.intake.spool import discard, release_spool
+from storyteller_core.records.analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
+from storyteller_core.records.batch import Batch, Item, default_batch_name, new_batch_id, new_id
+from storyteller_core.records.options import VideoOptions
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.settings import PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS, Settings
+from storyteller_core.storage.disk_store import NotFound, Store
+from storyteller_core.work.runner import Runner
 
 log = logging.getLogger(__name__)
 

@@ -16,25 +16,25 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from . import reach
-from .batch import Item
-from .board import Row, rows_of
-from .catalog import Catalog
-from .commands import Commands
-from .config import Settings
-from .datadir import ensure_data_dir
-from .demo import gateway_for
-from .gate import Gate
-from .leases import Leases
-from .limits import PollLimits
-from .logs import setup_logging
-from .quota import Cooldown
-from .runner import Runner
-from .scheduler import LOOK_AHEAD_PER_WORKER, Scheduler
-from .spool import sweep as sweep_spool
-from .status_watch import StatusWatch
-from .steps.context import StepContext
-from .store import DiskStore, Store, make_owner_id
+from storyteller_core.commands import Commands
+from storyteller_core.gemini import reach
+from storyteller_core.gemini.catalog import Catalog
+from storyteller_core.gemini.demo_mode import gateway_for
+from storyteller_core.intake.spool import sweep as sweep_spool
+from storyteller_core.logs import setup_logging
+from storyteller_core.records.batch import Item
+from storyteller_core.settings import Settings
+from storyteller_core.steps.step_context import StepContext
+from storyteller_core.storage.datadir import ensure_data_dir
+from storyteller_core.storage.disk_store import DiskStore, Store, make_owner_id
+from storyteller_core.views.board import Row, rows_of
+from storyteller_core.work.cooldown import Cooldown
+from storyteller_core.work.gate import Gate
+from storyteller_core.work.leases import Leases
+from storyteller_core.work.poll_limits import PollLimits
+from storyteller_core.work.runner import Runner
+from storyteller_core.work.scheduler import LOOK_AHEAD_PER_WORKER, Scheduler
+from storyteller_core.work.status_watch import StatusWatch
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,10 @@ class Engine:
 
 def open_engine(settings: Settings, **kwargs: Any) -> Engine:
     """The embedded engine, or with STORYTELLER_BROKER_URL set, team mode's client (same API, workers elsewhere)."""
-    from .team import broker_url
+    from storyteller_core.team import broker_url
 
     if broker_url():
-        from .team.engine import TeamEngine
+        from storyteller_core.team.team_engine import TeamEngine
 
         return TeamEngine(settings, **kwargs)
     return Engine(settings, **kwargs)

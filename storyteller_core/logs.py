@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .datadir import ensure_private_dir
-from .errors import DataDirError
-from .sanitize import register_secret, scrub, terminal_text
+from storyteller_core.errors import DataDirError
+from storyteller_core.sanitize import register_secret, scrub, terminal_text
+from storyteller_core.storage.datadir import ensure_private_dir
 
 __all__ = ["JsonFormatter", "PrivateRotatingFileHandler", "QuietStderrHandler", "register_secret", "scrub", "setup_logging"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import streamlit as st
 
-from storyteller_core.board import Row
+from storyteller_core.cli.export_command import moments_of
 from storyteller_core.deliverables import docx_report, pdf_report, subtitles
-from storyteller_core.deliverables.cli_export import moments_of
+from storyteller_core.views.board import Row
 
 KINDS = {
     "docx": ("Word report", docx_report, "application/vnd.openxmlformats-officedocument.wordprocessingml.document",

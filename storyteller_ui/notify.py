@@ -6,7 +6,7 @@ the tab shows a toast and, if the person allowed it, a desktop notification
 (the browser's Notification API, through a small st.components.v2 component
 running in the page; several tabs showing the same completion collapse into
 one notification by its tag and a note in localStorage). The webhook is
-sent by whichever tab sees the completion first (storyteller_core.webhook
+sent by whichever tab sees the completion first (storyteller_core.deliverables.webhook
 claims each completion once, across tabs and processes); the e-mail beside it
 (storyteller_core.deliverables.mail, its own claim, the same completion id).
 """
@@ -20,9 +20,9 @@ from typing import Any
 import streamlit as st
 
 from storyteller_core import Engine
-from storyteller_core.board import Row, Totals, batch_rows, totals
+from storyteller_core.views.board import Row, Totals, batch_rows, totals
 from storyteller_core.deliverables.mail import mail_once
-from storyteller_core.webhook import BatchReport, fire_once, summary
+from storyteller_core.deliverables.webhook import BatchReport, fire_once, summary
 
 APP_NAME = "Video Storyteller"
 NOTE_FOR_S = 30.0  # seconds a finished batch's desktop note is offered to the page

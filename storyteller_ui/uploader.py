@@ -13,7 +13,7 @@ Three parts:
                                                 -> 200 {"ok", "name", "sha256", "size", "error"}; asked again: the same
 
 - the older protocol of our own, kept for the tests that still speak it (test_hostile_files, test_trust_browser):
-  Starlette routes over storyteller_core.upload_sessions. The request body is read as a stream and written
+  Starlette routes over storyteller_core.intake.upload_sessions. The request body is read as a stream and written
   1 MiB at a time (sha256 in the same pass), so the server holds about 1 MiB per upload in flight.
 
       POST   /upload/start        {"name", "size"}            -> 201 {"id", "received": 0, ...}
@@ -54,15 +54,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from storyteller_core.config import VIDEO_EXTENSIONS
 from storyteller_core.errors import DataDirError
-from storyteller_core.intake import Candidate
-from storyteller_core.media import CHUNK
-from storyteller_core.upload_sessions import UploadError, UploadSessions, candidate_summary
+from storyteller_core.intake.candidates import Candidate
+from storyteller_core.intake.media import CHUNK
+from storyteller_core.intake.upload_sessions import UploadError, UploadSessions, candidate_summary
+from storyteller_core.settings import VIDEO_EXTENSIONS
 from storyteller_ui.api import tus as tus_api
 from storyteller_ui.api.common import ApiError
 from storyteller_ui.api.common import engine as api_engine
-from storyteller_ui.engine import data_dir_problem, start_engine
+from storyteller_ui.app_engine import data_dir_problem, start_engine
 
 if TYPE_CHECKING:
     from storyteller_core import Engine

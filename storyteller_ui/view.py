@@ -15,17 +15,18 @@ from pathlib import Path
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from storyteller_core import Engine, reach
-from storyteller_core.board import Row, Status
+from storyteller_core import Engine
 from storyteller_core.commands import Ask
-from storyteller_core.config import PROMPT_PRESETS, TIERS, model_info
-from storyteller_core.estimates import Estimate, cache_saving_usd
-from storyteller_core.export import copy_text, story_of
-from storyteller_core.options import PROCESSING_MODES, RESOLUTIONS, VideoOptions
-from storyteller_core.rows import waiting_for
+from storyteller_core.gemini import reach
+from storyteller_core.gemini.estimates import Estimate, cache_saving_usd
+from storyteller_core.records.options import PROCESSING_MODES, RESOLUTIONS, VideoOptions
+from storyteller_core.records.story import Story
+from storyteller_core.records.timecode import seconds_of, timestamp
 from storyteller_core.sanitize import plain_text
-from storyteller_core.story import Story
-from storyteller_core.timecode import seconds_of, timestamp
+from storyteller_core.settings import PROMPT_PRESETS, TIERS, model_info
+from storyteller_core.views.board import Row, Status
+from storyteller_core.views.export import copy_text, story_of
+from storyteller_core.views.rows import waiting_for
 
 PLAYABLE_BYTES = 300 * 1024**2  # st.video reads a local file into the server's memory: larger ones are not played here
 

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from storyteller_core.samples import make_video
+from storyteller_core.intake.samples import make_video
 
 from .helpers import TEST_KEY
 

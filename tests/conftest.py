@@ -17,7 +17,7 @@ import pytest
 
 from storyteller_core import Engine, Settings
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.samples import make_batch, make_video
+from storyteller_core.intake.samples import make_batch, make_video
 
 from .helpers import TEST_KEY
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState, analysis_key
-from storyteller_core.batch import Item
-from storyteller_core.board import Row, Status
 from storyteller_core.commands import Ask
-from storyteller_core.store import DiskStore, Store
-from storyteller_core.video import Video, VideoState
+from storyteller_core.records.analysis import Analysis, AnalysisState, analysis_key
+from storyteller_core.records.batch import Item
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.storage.disk_store import DiskStore, Store
+from storyteller_core.views.board import Row, Status
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-0123456789"

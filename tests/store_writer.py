@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from storyteller_core.analysis import AnalysisState
-from storyteller_core.batch import Item, new_id
-from storyteller_core.store import DiskStore
+from storyteller_core.records.analysis import AnalysisState
+from storyteller_core.records.batch import Item, new_id
+from storyteller_core.storage.disk_store import DiskStore
 
 STORY = "A long story. " * 3000  # 42 KB: over diskcache's 32 KB file threshold
 
@@ -35,7 +35,7 @@ def main(mode: str, directory: str, arg: str = "") -> None:
             item = store.add_item(Item(id=new_id(), batch_id=arg, display_name="clip.mp4", source_path="/v/clip.mp4"))
             print("row", item.id, flush=True)
     if mode == "finish":
-        from storyteller_core.analysis import Analysis
+        from storyteller_core.records.analysis import Analysis
 
         for n in range(int(arg)):  # those a killed run left unfinished, from where it left them
             state = store.require(Analysis, analysis_id(n)).state

@@ -92,7 +92,7 @@ def team_prefix() -> str:
 
 @pytest.fixture
 def redis_client(redis_server: RedisServer):  # type: ignore[no-untyped-def]
-    from storyteller_core.team.store import connect
+    from storyteller_core.storage.redis_store import connect
 
     client = connect(redis_server.url)
     yield client
@@ -147,12 +147,12 @@ class Workers:
 def either_store(request, tmp_path):  # type: ignore[no-untyped-def]
     """The same test against both stores of the contract: DiskStore, then RedisStore on the test redis."""
     if request.param == "diskcache":
-        from storyteller_core.store import DiskStore
+        from storyteller_core.storage.disk_store import DiskStore
 
         store = DiskStore(tmp_path / "jobs")
         yield store
         store.close()
     else:
-        from storyteller_core.team.store import RedisStore
+        from storyteller_core.storage.redis_store import RedisStore
 
         yield RedisStore(request.getfixturevalue("redis_client"), prefix=request.getfixturevalue("team_prefix"))

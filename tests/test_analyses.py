@@ -11,11 +11,11 @@ import time
 import diskcache
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.board import Status, batch_rows
-from storyteller_core.gemini import file_name_for
-from storyteller_core.intake import inspect_stream
-from storyteller_core.video import Video, VideoState
+from storyteller_core.gemini.gateway import file_name_for
+from storyteller_core.intake.candidates import inspect_stream
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.views.board import Status, batch_rows
 
 from .helpers import ROOT, ask, cli_env, read_csv, run_all, run_cli, wait_until
 
@@ -232,7 +232,7 @@ def _old_job(job_id: str, batch: str, name: str, sha: str, state: str, **extra: 
 
 @pytest.mark.slow
 def test_a_data_dir_of_the_previous_release_is_migrated(tmp_path, make_engine, emulator, videos, monkeypatch):
-    from storyteller_core.media import hash_file
+    from storyteller_core.intake.media import hash_file
 
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)  # the same server the old release used
 

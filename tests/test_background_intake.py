@@ -7,10 +7,10 @@ import subprocess
 import sys
 import threading
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Batch, Item, new_id
-from storyteller_core.board import Status, batch_rows, row_of
-from storyteller_core.intake import inspect_path, unchecked
+from storyteller_core.intake.candidates import inspect_path, unchecked
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Batch, Item, new_id
+from storyteller_core.views.board import Status, batch_rows, row_of
 
 from .helpers import ask, wait_until
 

@@ -15,13 +15,13 @@ import time
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Item
-from storyteller_core.board import Status
-from storyteller_core.config import EXPECTED_OUTPUT_TOKENS, cost_usd, estimate_cost, estimate_tokens
 from storyteller_core.errors import Code
-from storyteller_core.intake import inspect_path
-from storyteller_core.video import Video, VideoState
+from storyteller_core.intake.candidates import inspect_path
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Item
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.settings import EXPECTED_OUTPUT_TOKENS, cost_usd, estimate_cost, estimate_tokens
+from storyteller_core.views.board import Status
 
 from .helpers import (
     ROOT,
@@ -140,8 +140,8 @@ def test_a_request_that_fails_inside_a_job_says_why_and_a_vanished_file_is_sent_
 
 @pytest.mark.slow
 def test_structured_stories_of_web_videos_in_one_job_and_a_refused_request_says_why(make_engine, emulator):
-    from storyteller_core.config import PROMPT_PRESETS
-    from storyteller_core.intake import inspect_url
+    from storyteller_core.intake.candidates import inspect_url
+    from storyteller_core.settings import PROMPT_PRESETS
 
     emulator.config.private_youtube_ids = {"aaaaaaaaaaa"}
     engine = make_engine(**FAST_LOOKS)
@@ -306,8 +306,8 @@ def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_sam
 def test_an_analyst_picks_the_batch_tier_on_the_page_and_sees_half_the_estimate(tmp_path, monkeypatch, emulator, videos):
     from streamlit.testing.v1 import AppTest
 
-    from storyteller_core.board import batch_rows
-    from storyteller_core.store import DiskStore
+    from storyteller_core.storage.disk_store import DiskStore
+    from storyteller_core.views.board import batch_rows
 
     from .helpers import TEST_KEY
 

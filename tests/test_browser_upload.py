@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from storyteller_core.samples import make_video
-from storyteller_core.store import DiskStore
+from storyteller_core.intake.samples import make_video
+from storyteller_core.storage.disk_store import DiskStore
 
 from .conftest import CHROMIUM, _free_port
 

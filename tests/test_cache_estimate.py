@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from storyteller_core.analysis import AnalysisState
 from storyteller_core.commands import Ask
-from storyteller_core.config import DEFAULT_MODEL, Settings, cost_usd, estimate_cost
-from storyteller_core.estimates import cache_saving_usd, question_estimate
-from storyteller_core.options import VideoOptions
-from storyteller_core.steps.caching import part_key_of
-from storyteller_core.store import DiskStore
+from storyteller_core.gemini.estimates import cache_saving_usd, question_estimate
+from storyteller_core.records.analysis import AnalysisState
+from storyteller_core.records.options import VideoOptions
+from storyteller_core.settings import DEFAULT_MODEL, Settings, cost_usd, estimate_cost
+from storyteller_core.steps.context_cache import part_key_of
+from storyteller_core.storage.disk_store import DiskStore
 from tests.helpers import make_analysis, make_video
 
 TEN_MINUTES = 600.0

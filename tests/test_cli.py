@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from storyteller_core.batch import Batch, Item
-from storyteller_core.datadir import ensure_data_dir
-from storyteller_core.store import DiskStore
-from storyteller_core.video import VideoState
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.records.video import VideoState
+from storyteller_core.storage.datadir import ensure_data_dir
+from storyteller_core.storage.disk_store import DiskStore
 
 from .helpers import ROOT, cli_env, read_csv, run_cli, start_cli, store_when_ready, videos_in, wait_until
 
@@ -42,7 +42,7 @@ def test_process_a_folder_in_demo_mode_writes_the_csv(tmp_path, videos):
 
 
 def test_the_demo_emulator_keeps_what_it_is_sent_in_the_data_dir_and_a_killed_ones_is_swept(tmp_path):
-    from storyteller_core import demo
+    from storyteller_core.gemini import demo_mode as demo
 
     root = tmp_path / "demo-gemini"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

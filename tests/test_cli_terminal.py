@@ -15,11 +15,12 @@ import uuid
 
 import pytest
 
-from storyteller_core import cli, logs
-from storyteller_core.batch import Item
-from storyteller_core.board import LIFE_ORDER, Row, Status
-from storyteller_core.progress import PlainLines, render
-from storyteller_core.samples import make_batch
+from storyteller_core import logs
+from storyteller_core.cli import main as cli
+from storyteller_core.cli.progress import PlainLines, render
+from storyteller_core.intake.samples import make_batch
+from storyteller_core.records.batch import Item
+from storyteller_core.views.board import LIFE_ORDER, Row, Status
 
 from .helpers import ROOT, cli_env, run_cli
 

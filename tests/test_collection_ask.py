@@ -16,11 +16,11 @@ import pytest
 from storyteller_core import Engine
 from storyteller_core.collection.ask import Asker, AskResult, Scope
 from storyteller_core.collection.citations import Citation, clip_of, outcome_of, precheck
-from storyteller_core.config import PROMPT_PRESETS
 from storyteller_core.emulator import Emulator
 from storyteller_core.emulator.collection import MADE_UP_QUOTE, SHIFT_S
-from storyteller_core.gemini import duration_text
-from storyteller_core.samples import make_batch
+from storyteller_core.gemini.gateway import duration_text
+from storyteller_core.intake.samples import make_batch
+from storyteller_core.settings import PROMPT_PRESETS
 
 from .helpers import ROOT, cli_env, run_all, run_cli, wait_until
 
@@ -252,7 +252,7 @@ def test_the_ask_page_answers_shows_each_status_and_plays_a_citation(
         analyzed: tuple[Engine, str], emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from storyteller_ui.engine import stop_engines
+    from storyteller_ui.app_engine import stop_engines
 
     from .helpers import TEST_KEY
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Batch, Item
 from storyteller_core.collection.search import Document, SearchIndex, query_of, search_library, words_of
-from storyteller_core.config import PROMPT_PRESETS
-from storyteller_core.store import DiskStore
-from storyteller_core.story import Moment, Story
-from storyteller_core.video import Video
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.records.story import Moment, Story
+from storyteller_core.records.video import Video
+from storyteller_core.settings import PROMPT_PRESETS
+from storyteller_core.storage.disk_store import DiskStore
 
 from .helpers import ask, cli_env, run_all, run_cli
 

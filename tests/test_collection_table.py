@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
 from storyteller_core.collection.search import search_library
 from storyteller_core.collection.table import (
     Field,
@@ -29,7 +28,8 @@ from storyteller_core.collection.table import (
     typed_value,
 )
 from storyteller_core.commands import Ask
-from storyteller_core.config import PROMPT_PRESETS
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.settings import PROMPT_PRESETS
 
 from .helpers import cli_env, read_csv, run_all, run_cli
 
@@ -212,7 +212,7 @@ def test_the_table_command_waits_and_writes_csv_and_json(tmp_path: Path, emulato
 def test_the_library_page_searches_plays_a_hit_and_builds_a_table(tmp_path: Path, monkeypatch, emulator, one_video) -> None:  # type: ignore[no-untyped-def]
     from streamlit.testing.v1 import AppTest
 
-    from storyteller_ui.engine import start_engine
+    from storyteller_ui.app_engine import start_engine
 
     from .helpers import ROOT, TEST_KEY, wait_until
 

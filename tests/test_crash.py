@@ -14,10 +14,10 @@ import signal
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.board import Status, batch_rows
-from storyteller_core.store import DiskStore, Store
-from storyteller_core.video import Video, VideoState
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.storage.disk_store import DiskStore, Store
+from storyteller_core.views.board import Status, batch_rows
 
 from .helpers import analyses_in, cli_env, read_csv, run_cli, start_cli, store_when_ready, videos_in, wait_until
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import tenacity
 
-from storyteller_core import webhook
-from storyteller_core.samples import make_video
+from storyteller_core.deliverables import webhook
+from storyteller_core.intake.samples import make_video
 from storyteller_core.sanitize import register_secret
 
 from .conftest import CHROMIUM

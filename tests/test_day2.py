@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from storyteller_core import cli
-from storyteller_core.analysis import AnalysisState
-from storyteller_core.batch import Item
-from storyteller_core.catalog import Catalog
+from storyteller_core.cli import main as cli
 from storyteller_core.emulator import Emulator, EmulatorConfig
 from storyteller_core.errors import GeminiError, Kind
-from storyteller_core.reach import REACH, banner
-from storyteller_core.rows import label_for, left_for_others, waiting_for
-from storyteller_core.video import VideoState
+from storyteller_core.gemini.catalog import Catalog
+from storyteller_core.gemini.reach import REACH, banner
+from storyteller_core.records.analysis import AnalysisState
+from storyteller_core.records.batch import Item
+from storyteller_core.records.video import VideoState
+from storyteller_core.views.rows import label_for, left_for_others, waiting_for
 
 from .helpers import ROOT, TEST_KEY, ask, cli_env, read_csv, row_of_item, run_cli, wait_until
 
@@ -144,10 +144,10 @@ def test_the_model_list_backs_off_after_a_failure_and_logs_once_per_change(caplo
             raise GeminiError(Kind.TRANSIENT, "connection refused")
         return ["gemini-3.8-flash"]
 
-    from storyteller_core.config import Settings
+    from storyteller_core.settings import Settings
 
     catalog = Catalog(list_models, lambda: Settings(), clock=lambda: now[0])
-    caplog.set_level(logging.INFO, logger="storyteller_core.catalog")
+    caplog.set_level(logging.INFO, logger="storyteller_core.gemini.catalog")
 
     def read_many(n: int = 500) -> None:
         for _ in range(n):
@@ -169,7 +169,7 @@ def test_the_model_list_backs_off_after_a_failure_and_logs_once_per_change(caplo
     failing[0] = False
     read_many()
     assert len(calls) == 3 and not catalog.failing and catalog.offered == ["gemini-3.8-flash"]
-    messages = [r.getMessage() for r in caplog.records if r.name == "storyteller_core.catalog"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "storyteller_core.gemini.catalog"]
     assert len([m for m in messages if m.startswith("could not list the models offered")]) == 1
     assert messages.count("the models offered could be listed again") == 1
 
@@ -260,8 +260,8 @@ def test_the_csv_and_status_say_which_file_and_which_batch(tmp_path, one_video, 
 
 
 def test_chapter_files_are_named_after_the_video():
-    from storyteller_core.board import Row, Status
-    from storyteller_core.export import chapters_file_name
+    from storyteller_core.views.board import Row, Status
+    from storyteller_core.views.export import chapters_file_name
 
     row = Row(Item(id="481d2e5bafa4", display_name="Café réunion été.mp4"), None, None, Status.DONE, 100)
     assert chapters_file_name(row) == "Café réunion été.vtt"
@@ -310,9 +310,9 @@ def test_app_sh_says_it_installs_and_names_a_free_port_when_the_port_is_taken(tm
 
 
 def test_status_of_a_large_data_folder_prints_every_batch_name_in_full(tmp_path, capsys):
-    from storyteller_core.batch import Batch
-    from storyteller_core.datadir import ensure_data_dir
-    from storyteller_core.store import DiskStore
+    from storyteller_core.records.batch import Batch
+    from storyteller_core.storage.datadir import ensure_data_dir
+    from storyteller_core.storage.disk_store import DiskStore
 
     ensure_data_dir(tmp_path / "data")
     store = DiskStore(tmp_path / "data" / "jobs")

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.samples import make_video
-from storyteller_core.video import VideoState
+from storyteller_core.intake.samples import make_video
+from storyteller_core.records.video import VideoState
 
 from .helpers import ask, row_of_item, wait_until
 from .test_day import (

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Item
-from storyteller_core.board import Row
 from storyteller_core.deliverables import docx_report, pdf_report, subtitles
-from storyteller_core.export import chapters_vtt
-from storyteller_core.rows import row_of
-from storyteller_core.samples import make_video
-from storyteller_core.story import Moment, Story
-from storyteller_core.video import Video
+from storyteller_core.intake.samples import make_video
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Item
+from storyteller_core.records.story import Moment, Story
+from storyteller_core.records.video import Video
+from storyteller_core.views.board import Row
+from storyteller_core.views.export import chapters_vtt
+from storyteller_core.views.rows import row_of
 
 INJECTION = "Boat leaves\n\n99\n00:00:00.000 --> 00:00:09.000\nInjected cue"
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from storyteller_core.deliverables import mail
-from storyteller_core.samples import make_video
-from storyteller_core.webhook import BatchReport
+from storyteller_core.deliverables.webhook import BatchReport
+from storyteller_core.intake.samples import make_video
 
 from .helpers import cli_env, run_cli
 

@@ -22,11 +22,11 @@ from google import genai
 from google.genai import errors, types
 from pydantic import BaseModel, Field, ValidationError
 
-from storyteller_core.config import API_VERSION
 from storyteller_core.emulator import Emulator
 from storyteller_core.emulator.config import EMBEDDING_MODEL
-from storyteller_core.emulator.story import LABEL
-from storyteller_core.samples import make_video
+from storyteller_core.emulator.story_writer import LABEL
+from storyteller_core.intake.samples import make_video
+from storyteller_core.settings import API_VERSION
 
 from .helpers import TEST_KEY
 

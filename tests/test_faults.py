@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from storyteller_core.batch import Item
-from storyteller_core.board import Status
 from storyteller_core.errors import KEY_REJECTED_MESSAGE
-from storyteller_core.video import VideoState
+from storyteller_core.records.batch import Item
+from storyteller_core.records.video import VideoState
+from storyteller_core.views.board import Status
 
 from .helpers import ROOT, TEST_KEY, as_shown, ask, run_all, wait_for_state
 

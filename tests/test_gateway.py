@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from storyteller_core.config import MODELS, Settings
 from storyteller_core.emulator import Emulator
 from storyteller_core.errors import Cancelled, GeminiError, Kind, QuotaPaused
-from storyteller_core.gemini import Gateway, RemoteFile, Uploaded, VideoPart, _HashingReader, file_name_for, normalize_sha256
-from storyteller_core.limits import PollLimits
-from storyteller_core.quota import Cooldown
-from storyteller_core.retry import MIN_WAIT_S, call_with_retry, poll_delay
+from storyteller_core.gemini.gateway import Gateway, RemoteFile, Uploaded, VideoPart, _HashingReader, file_name_for, normalize_sha256
+from storyteller_core.gemini.retry import MIN_WAIT_S, call_with_retry, poll_delay
+from storyteller_core.settings import MODELS, Settings
+from storyteller_core.work.cooldown import Cooldown
+from storyteller_core.work.poll_limits import PollLimits
 
 from .conftest import TEST_KEY
 

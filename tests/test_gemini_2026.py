@@ -10,13 +10,13 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from storyteller_core.catalog import choose_default
-from storyteller_core.config import API_VERSION, RETIRED, Settings, cost_usd, model_info
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.gemini import Gateway, VideoPart
-from storyteller_core.options import VideoOptions, parse_clip
-from storyteller_core.samples import make_video
-from storyteller_core.video import Video
+from storyteller_core.gemini.catalog import choose_default
+from storyteller_core.gemini.gateway import Gateway, VideoPart
+from storyteller_core.intake.samples import make_video
+from storyteller_core.records.options import VideoOptions, parse_clip
+from storyteller_core.records.video import Video
+from storyteller_core.settings import API_VERSION, RETIRED, Settings, cost_usd, model_info
 
 from .helpers import TEST_KEY, analyses_in, ask, wait_until
 

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from storyteller_core.config import Settings
+from storyteller_core.deliverables.webhook import BatchReport, payload, send_report
 from storyteller_core.errors import Code, MediaError
-from storyteller_core.intake import check_extension, expand, inspect_path, youtube_url
-from storyteller_core.media import ALLOWED_FORMATS, probe, safe_display_name, thumbnail
+from storyteller_core.intake.candidates import check_extension, expand, inspect_path, youtube_url
+from storyteller_core.intake.media import ALLOWED_FORMATS, probe, safe_display_name, thumbnail
+from storyteller_core.intake.upload_sessions import UploadError, UploadSessions
 from storyteller_core.sanitize import plain_data, spreadsheet_cell, terminal_text
-from storyteller_core.upload_sessions import UploadError, UploadSessions
-from storyteller_core.webhook import BatchReport, payload, send_report
+from storyteller_core.settings import Settings
 from storyteller_ui.uploader import _put
 
 

@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from tusclient import client as tus_client
 
 from storyteller_core.emulator import Emulator, EmulatorConfig
-from storyteller_core.samples import make_video
+from storyteller_core.intake.samples import make_video
 
 from .api_server import AUTH, TOKEN, AppServer, padded_video
 from .helpers import read_csv, wait_until

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from storyteller_core.samples import make_video
+from storyteller_core.intake.samples import make_video
 from storyteller_ui.access import HOW_TO_GET_IN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,7 +280,7 @@ def test_app_sh_installs_packages_only_when_requirements_change(tmp_path):
 def test_one_engine_per_data_dir_and_clear_cache_keeps_it(tmp_path, monkeypatch):
     import streamlit as st
 
-    from storyteller_ui.engine import start_engine, stop_engines
+    from storyteller_ui.app_engine import start_engine, stop_engines
 
     monkeypatch.setenv("STORYTELLER_DATA_DIR", str(tmp_path / "data"))
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL"):

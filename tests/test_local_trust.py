@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from storyteller_core import logs, sanitize
-from storyteller_core.datadir import SUBFOLDERS, ensure_data_dir, ensure_private_dir
 from storyteller_core.errors import DataDirError
 from storyteller_core.sanitize import neutralize_frame, spreadsheet_cell, terminal_text
+from storyteller_core.storage.datadir import SUBFOLDERS, ensure_data_dir, ensure_private_dir
 
 POSIX = hasattr(os, "geteuid")
 posix_only = pytest.mark.skipif(not POSIX, reason="POSIX owners and modes")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from storyteller_core.batch import Batch, Item
-from storyteller_core.board import Status, batch_rows
-from storyteller_core.store import DiskStore
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.storage.disk_store import DiskStore
+from storyteller_core.views.board import Status, batch_rows
 from storyteller_ui.view import plain
 
 from .helpers import ROOT, TEST_KEY
@@ -201,12 +201,12 @@ def test_two_batches_with_the_same_name_stay_apart_in_the_picker(data_dir):
 
 def test_a_row_renders_every_status_in_plain_words():
     def script() -> None:
-        from storyteller_core.analysis import Analysis, AnalysisState
-        from storyteller_core.batch import Item
-        from storyteller_core.board import row_of
-        from storyteller_core.catalog import Catalog
-        from storyteller_core.config import Settings
-        from storyteller_core.video import Video, VideoState
+        from storyteller_core.gemini.catalog import Catalog
+        from storyteller_core.records.analysis import Analysis, AnalysisState
+        from storyteller_core.records.batch import Item
+        from storyteller_core.records.video import Video, VideoState
+        from storyteller_core.settings import Settings
+        from storyteller_core.views.board import row_of
         from storyteller_ui.view import row_view
 
         class NoCommands:
@@ -389,7 +389,7 @@ def test_settings_say_where_the_key_came_from_and_keep_a_webhook_url(data_dir):
 
 
 def test_progress_titles_in_words():
-    from storyteller_core.board import Totals
+    from storyteller_core.views.board import Totals
     from storyteller_ui.notify import progress_title
 
     def t(rows: int, done: int, in_flight: int) -> Totals:

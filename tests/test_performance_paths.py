@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Batch, Item
-from storyteller_core.board import Status, batch_rows, with_videos
-from storyteller_core.gemini import Gateway
-from storyteller_core.limits import PollLimits
-from storyteller_core.scheduler import Scheduler
-from storyteller_core.store import DiskStore
-from storyteller_core.video import Video, VideoState
+from storyteller_core.gemini.gateway import Gateway
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.storage.disk_store import DiskStore
+from storyteller_core.views.board import Status, batch_rows, with_videos
+from storyteller_core.work.poll_limits import PollLimits
+from storyteller_core.work.scheduler import Scheduler
 
 from .helpers import TEST_KEY, ask, make_analysis, make_video, run_all, wait_until
 

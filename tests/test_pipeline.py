@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from storyteller_core import Engine
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.board import Status
 from storyteller_core.errors import KEY_REJECTED_MESSAGE
-from storyteller_core.video import Video, VideoState
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.views.board import Status
 
 from .conftest import fast_settings
 from .helpers import ask, run_all, wait_until
@@ -279,8 +279,8 @@ def test_a_second_engine_takes_over_when_the_first_stops(make_engine, emulator, 
 
 
 def test_an_upload_that_loses_the_race_for_its_name_adopts_the_finished_file(emulator, videos):
-    from storyteller_core.gemini import Gateway, file_name_for
-    from storyteller_core.media import hash_file
+    from storyteller_core.gemini.gateway import Gateway, file_name_for
+    from storyteller_core.intake.media import hash_file
 
     sha, _ = hash_file(videos[0])
     gateway = Gateway("k", emulator.base_url, 10)

@@ -7,12 +7,12 @@ from streamlit.testing.v1 import AppTest
 
 def test_a_row_asked_of_another_gemini_says_which_and_offers_retry_never_failed():
     def script() -> None:
-        from storyteller_core.analysis import Analysis, AnalysisState
-        from storyteller_core.batch import Item
-        from storyteller_core.board import row_of
-        from storyteller_core.catalog import Catalog
-        from storyteller_core.config import Settings
-        from storyteller_core.video import Video, VideoState
+        from storyteller_core.gemini.catalog import Catalog
+        from storyteller_core.records.analysis import Analysis, AnalysisState
+        from storyteller_core.records.batch import Item
+        from storyteller_core.records.video import Video, VideoState
+        from storyteller_core.settings import Settings
+        from storyteller_core.views.board import row_of
         from storyteller_ui.view import row_view
 
         class NoCommands:

@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from storyteller_core.board import Status, batch_rows
-from storyteller_core.samples import make_batch
-from storyteller_core.store import DiskStore
+from storyteller_core.intake.samples import make_batch
+from storyteller_core.storage.disk_store import DiskStore
+from storyteller_core.views.board import Status, batch_rows
 
 from .helpers import needs_chromium
 

@@ -11,11 +11,11 @@ from collections import Counter
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Batch, Item
-from storyteller_core.board import LIFE_ORDER, Status, batch_rows, kept_totals, live_rows, page_rows, rows_of, totals
-from storyteller_core.store import DiskStore, sums_of
-from storyteller_core.video import Video, VideoState
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.storage.disk_store import DiskStore, sums_of
+from storyteller_core.views.board import LIFE_ORDER, Status, batch_rows, kept_totals, live_rows, page_rows, rows_of, totals
 
 from . import team_fixtures
 from .helpers import ask as ask_of

@@ -20,11 +20,11 @@ from pathlib import Path
 import diskcache
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Batch, Item, new_id
 from storyteller_core.errors import DataDirError
-from storyteller_core.rows import Status
-from storyteller_core.store import DiskStore
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Batch, Item, new_id
+from storyteller_core.storage.disk_store import DiskStore
+from storyteller_core.views.rows import Status
 
 from .helpers import cli_env, make_analysis, make_video, run_all, run_cli
 from .store_writer import STORY, analysis_id, story_of

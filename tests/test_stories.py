@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Item
-from storyteller_core.board import Status, row_of
-from storyteller_core.config import estimate_tokens
-from storyteller_core.export import chapters_vtt, copy_text, rows_frame, stories_markdown, to_json_bytes
-from storyteller_core.intake import inspect_url, youtube_url
-from storyteller_core.options import VideoOptions, parse_clip
-from storyteller_core.story_answer import STORY_SCHEMA, parse_answer
-from storyteller_core.timecode import seconds_of, timestamp
-from storyteller_core.video import Video
+from storyteller_core.intake.candidates import inspect_url, youtube_url
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Item
+from storyteller_core.records.options import VideoOptions, parse_clip
+from storyteller_core.records.story_answer import STORY_SCHEMA, parse_answer
+from storyteller_core.records.timecode import seconds_of, timestamp
+from storyteller_core.records.video import Video
+from storyteller_core.settings import estimate_tokens
+from storyteller_core.views.board import Status, row_of
+from storyteller_core.views.export import chapters_vtt, copy_text, rows_frame, stories_markdown, to_json_bytes
 
 ANSWER = {
     "title": "Harbour at dawn",
@@ -121,7 +121,7 @@ def test_exports_carry_the_structure():
 # -- against the emulator, with the real SDK ------------------------------------------------------------
 
 def story_ask(engine, **kw):
-    from storyteller_core.config import PROMPT_PRESETS
+    from storyteller_core.settings import PROMPT_PRESETS
 
     from .helpers import ask
 

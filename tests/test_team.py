@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.batch import Batch, Item
-from storyteller_core.board import rows_of
-from storyteller_core.records import TransitionError
-from storyteller_core.store import DiskStore, Store
-from storyteller_core.video import Video, VideoState
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.records.record import TransitionError
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.storage.disk_store import DiskStore, Store
+from storyteller_core.views.board import rows_of
 
 from . import team_fixtures
 from .helpers import make_analysis, make_video
@@ -41,7 +41,7 @@ def store(request, tmp_path) -> Iterator[Store]:
     if request.param == "diskcache":
         s = DiskStore(tmp_path / "jobs")
     else:
-        from storyteller_core.team.store import RedisStore
+        from storyteller_core.storage.redis_store import RedisStore
 
         s = RedisStore(request.getfixturevalue("redis_client"), prefix=request.getfixturevalue("team_prefix"))
     yield s
@@ -51,7 +51,7 @@ def store(request, tmp_path) -> Iterator[Store]:
 
 # -- the store, on both backends ----------------------------------------------------------------------
 def test_redis_store_overrides_every_public_method_of_the_store():
-    from storyteller_core.team.store import RedisStore
+    from storyteller_core.storage.redis_store import RedisStore
 
     public = {name for name, _ in inspect.getmembers(Store, inspect.isfunction) if not name.startswith("_")}
     inherited_ok = {"require", "update", "items", "needs_video"}  # written only in terms of the others
@@ -204,8 +204,8 @@ def test_board_rows_read_the_same_from_both_stores(store):
 
 @needs_redis
 def test_shared_paths_are_stored_relative_and_read_at_this_machines_mount(redis_client, team_prefix, tmp_path):
-    from storyteller_core.team.shared import OutsideSharedRoot, SharedPaths
-    from storyteller_core.team.store import RedisStore
+    from storyteller_core.intake.shared_root import OutsideSharedRoot, SharedPaths
+    from storyteller_core.storage.redis_store import RedisStore
 
     here, there = tmp_path / "here", tmp_path / "there"
     writer = RedisStore(redis_client, team_prefix, SharedPaths(here))
@@ -227,7 +227,7 @@ def test_the_redis_fixture_runs_a_private_server(redis_server: RedisServer, redi
 # -- the global limits, on Redis's clock -------------------------------------------------------------------
 @pytest.mark.slow
 def test_upload_slots_cap_priority_and_a_dead_holders_lease_running_out(redis_client, team_prefix):
-    from storyteller_core.team.limits import UploadSlots
+    from storyteller_core.work.redis_limits import UploadSlots
 
     slots = UploadSlots(redis_client, team_prefix, cap=2, ttl_s=0.4)
     assert slots.acquire("video:a", "ta") and slots.acquire("video:b", "tb")
@@ -250,7 +250,7 @@ def test_upload_slots_cap_priority_and_a_dead_holders_lease_running_out(redis_cl
 
 @pytest.mark.slow
 def test_poll_limits_keep_the_rate_and_the_cap_across_clients(redis_client, team_prefix):
-    from storyteller_core.team.limits import RedisPollLimits
+    from storyteller_core.work.redis_limits import RedisPollLimits
 
     limits = [RedisPollLimits(redis_client, team_prefix, max_at_once=2, per_second=10) for _ in range(3)]
     assert limits[0].interval == pytest.approx(0.1)
@@ -296,7 +296,7 @@ def test_poll_limits_keep_the_rate_and_the_cap_across_clients(redis_client, team
 
 def test_the_quota_cooldown_and_the_gate_are_shared(redis_client, team_prefix):
     from storyteller_core.errors import StepFailed
-    from storyteller_core.team.limits import RedisCooldown, RedisGate
+    from storyteller_core.work.redis_limits import RedisCooldown, RedisGate
 
     one, two = RedisCooldown(redis_client, team_prefix), RedisCooldown(redis_client, team_prefix)
     one.note_exhausted(retry_after_s=None)  # the first 429: a 1 s backoff for everyone
@@ -328,7 +328,7 @@ def test_the_quota_cooldown_and_the_gate_are_shared(redis_client, team_prefix):
 
 
 def test_the_storage_budget_counts_each_file_once_and_frees_it_on_delete_or_expiry(redis_client, team_prefix):
-    from storyteller_core.team.limits import StorageBudget
+    from storyteller_core.work.redis_limits import StorageBudget
 
     one, two = (StorageBudget(redis_client, team_prefix, cap_bytes=1000, ttl_s=60) for _ in range(2))
     assert one.reserve("vs-a", 600) and one.in_use() == 600
@@ -348,7 +348,7 @@ def test_the_storage_budget_counts_each_file_once_and_frees_it_on_delete_or_expi
 
 
 def test_the_generate_rate_gives_each_task_its_own_slot_and_refuses_it_early(redis_client, team_prefix):
-    from storyteller_core.team.limits import CallRate
+    from storyteller_core.work.redis_limits import CallRate
 
     rates = [CallRate(redis_client, f"{team_prefix}:generate-rate", per_minute=600) for _ in range(3)]  # one per 0.1 s
     assert rates[0].take("analysis:a") == 0.0  # free: call now
@@ -388,9 +388,9 @@ class Team:
         import json
         import os
 
-        from storyteller_core.config import Settings
+        from storyteller_core.settings import Settings
         from storyteller_core.team.client import TeamClient
-        from storyteller_core.team.dispatch import TeamConfig
+        from storyteller_core.work.redis_dispatch import TeamConfig
 
         from .helpers import ROOT, TEST_KEY
 
@@ -506,7 +506,7 @@ def team_factory(redis_server, team_prefix, tmp_path):
 
 @pytest.mark.slow
 def test_three_workers_do_every_job_once_under_the_upload_cap(team_factory, emulator, videos, tmp_path):
-    from storyteller_core.board import Status
+    from storyteller_core.views.board import Status
 
     emulator.config.chunk_delay_s = 0.2  # uploads overlap
     team = team_factory(emulator)
@@ -539,7 +539,7 @@ def test_three_workers_do_every_job_once_under_the_upload_cap(team_factory, emul
 @pytest.mark.slow
 def test_uploads_wait_for_storage_and_generate_calls_keep_the_team_rate(team_factory, emulator, videos):
     """Storage for 2 files: the third waits until a file's last analysis ends and it is deleted; 240 generates/min."""
-    from storyteller_core.board import Status
+    from storyteller_core.views.board import Status
 
     arrivals: list[float] = []
 
@@ -576,7 +576,7 @@ def test_uploads_wait_for_storage_and_generate_calls_keep_the_team_rate(team_fac
 def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_when_it_dies(
         team_factory, emulator, videos):
     """12 files processing at once: files.list pages instead of files.get per file; the watching worker is killed."""
-    from storyteller_core.board import Status
+    from storyteller_core.views.board import Status
 
     emulator.config.processing_delay_s = 6.0
     # A file processing alone is looked at by files.get (a listing would cost the same call), as often as the poll
@@ -614,7 +614,7 @@ def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_w
 @pytest.mark.slow
 def test_a_video_asked_again_after_its_file_was_deleted_is_uploaded_again_every_time(team_factory, emulator, videos):
     """Files are deleted after their last analysis: asking later uploads again, as often as it is asked."""
-    from storyteller_core.board import Status
+    from storyteller_core.views.board import Status
 
     team = team_factory(emulator)
     team.start(1)
@@ -630,7 +630,7 @@ def test_a_video_asked_again_after_its_file_was_deleted_is_uploaded_again_every_
 @pytest.fixture(scope="module")
 def forty_videos(tmp_path_factory) -> list[Path]:
     """40 distinct small videos (different content, so 40 Gemini files)."""
-    from storyteller_core.samples import make_batch
+    from storyteller_core.intake.samples import make_batch
 
     return make_batch(tmp_path_factory.mktemp("forty"), 40, seconds=0.5)
 
@@ -656,8 +656,8 @@ def _issue_scale_jobs(videos: list[Path], tmp_path: Path) -> tuple[list[tuple[li
 def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_analysis(
         team_factory, emulator, forty_videos, tmp_path):
     """The issue's scale: 200 jobs, 40 files, 2-3 worker processes, two SIGKILLs, a UI client reading throughout."""
-    from storyteller_core.board import Status
-    from storyteller_core.team.store import RedisStore, connect
+    from storyteller_core.storage.redis_store import RedisStore, connect
+    from storyteller_core.views.board import Status
 
     emulator.config.chunk_delay_s = 1.0  # an upload takes about 2 s until one is killed in the middle
     emulator.config.analysis_delay_s = 1.5  # the same for an analysis
@@ -754,9 +754,9 @@ def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_a
 # -- fencing: which message may advance a task (no worker needed) ---------------------------------------------
 @pytest.fixture
 def team_client(redis_server, team_prefix, tmp_path, emulator):
-    from storyteller_core.config import Settings
+    from storyteller_core.settings import Settings
     from storyteller_core.team.client import TeamClient
-    from storyteller_core.team.dispatch import TeamConfig
+    from storyteller_core.work.redis_dispatch import TeamConfig
 
     from .helpers import TEST_KEY
 
@@ -815,8 +815,8 @@ def test_resume_sends_work_no_live_line_advances_and_force_takes_over(team_clien
 
 
 def test_cancel_and_retry_through_the_team_client(team_client, videos):
-    from storyteller_core.board import Status
     from storyteller_core.commands import Ask
+    from storyteller_core.views.board import Status
 
     [item] = team_client.commands.submit_paths(videos[:1], Ask(prompt="p", model=team_client.settings.model))
     task = f"analysis:{item.analysis_id}"

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from storyteller_core.analysis import Analysis, AnalysisState
-from storyteller_core.board import Status
 from storyteller_core.errors import Code
-from storyteller_core.export import to_csv_bytes
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.views.board import Status
+from storyteller_core.views.export import to_csv_bytes
 
 from .helpers import ask, cli_env, run_all, run_cli, wait_until
 

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from storyteller_core.batch import Item
-from storyteller_core.samples import make_video
-from storyteller_core.team.shared import SharedPaths
-from storyteller_core.team.trust import InsecureBroker, record_problem, require_credentials
-from storyteller_core.video import Video
+from storyteller_core.intake.samples import make_video
+from storyteller_core.intake.shared_root import SharedPaths
+from storyteller_core.records.batch import Item
+from storyteller_core.records.video import Video
+from storyteller_core.team.broker_trust import InsecureBroker, record_problem, require_credentials
 from storyteller_ui.view import own_thumbnail
 
 from . import team_fixtures

@@ -10,19 +10,19 @@ import time
 import pytest
 from google.genai import errors as genai_errors
 
-from storyteller_core.analysis import Analysis, AnalysisState, analysis_key
-from storyteller_core.batch import Item
-from storyteller_core.board import Status, row_of, totals
-from storyteller_core.config import Settings
 from storyteller_core.errors import DataDirError, Kind
-from storyteller_core.export import rows_frame, to_csv_bytes
-from storyteller_core.gemini import _translate, file_name_for
-from storyteller_core.leases import Leases
-from storyteller_core.records import TransitionError
-from storyteller_core.retry import poll_delay
-from storyteller_core.scheduler import Scheduler
-from storyteller_core.store import DiskStore
-from storyteller_core.video import Video, VideoState
+from storyteller_core.gemini.gateway import _translate, file_name_for
+from storyteller_core.gemini.retry import poll_delay
+from storyteller_core.records.analysis import Analysis, AnalysisState, analysis_key
+from storyteller_core.records.batch import Item
+from storyteller_core.records.record import TransitionError
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.settings import Settings
+from storyteller_core.storage.disk_store import DiskStore
+from storyteller_core.views.board import Status, row_of, totals
+from storyteller_core.views.export import rows_frame, to_csv_bytes
+from storyteller_core.work.leases import Leases
+from storyteller_core.work.scheduler import Scheduler
 
 from .helpers import make_analysis, make_video
 
@@ -201,7 +201,7 @@ def test_a_damaged_store_is_kept_aside_and_never_overwritten(tmp_path):
 
 
 def test_time_per_stage_follows_a_videos_life_from_waiting_to_writing():
-    from storyteller_core.reports import time_per_status
+    from storyteller_core.views.reports import time_per_status
 
     t = 1000.0
     video = make_video(state=VideoState.FILE_ACTIVE, state_entered_at={

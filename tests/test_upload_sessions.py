@@ -1,4 +1,4 @@
-"""Resumable browser uploads, the core half (storyteller_core.upload_sessions): no server, no browser."""
+"""Resumable browser uploads, the core half (storyteller_core.intake.upload_sessions): no server, no browser."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from storyteller_core import Settings
-from storyteller_core.media import PARTIAL_PREFIX
-from storyteller_core.samples import make_video
-from storyteller_core.spool import sweep
-from storyteller_core.store import DiskStore
-from storyteller_core.upload_sessions import UploadError, UploadSessions
+from storyteller_core.intake.media import PARTIAL_PREFIX
+from storyteller_core.intake.samples import make_video
+from storyteller_core.intake.spool import sweep
+from storyteller_core.intake.upload_sessions import UploadError, UploadSessions
+from storyteller_core.storage.disk_store import DiskStore
 
 
 class Clock:
@@ -134,7 +134,7 @@ def test_no_room_on_disk_is_refused_before_any_byte(settings: Settings, clock: C
     class Usage:
         free = 5000
 
-    monkeypatch.setattr("storyteller_core.upload_sessions.shutil.disk_usage", lambda _path: Usage)
+    monkeypatch.setattr("storyteller_core.intake.upload_sessions.shutil.disk_usage", lambda _path: Usage)
     first = sessions.start("a.mp4", 3000)  # 3000 + 1000 margin fit in 5000
     with pytest.raises(UploadError) as full:
         sessions.start("b.mp4", 3000)  # the first one still needs its 3000

@@ -45,13 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ..config import Settings, cost_usd
-from ..errors import Cancelled, GeminiError, Kind, QuotaPaused, StorytellerError
-from ..options import AUDIO_TOKENS_PER_SECOND, TOKENS_PER_FRAME
-from ..retry import call_with_retry
-from ..video import Video, VideoState
-from .answers_store import AnswerStore
-from .citations import (
+from storyteller_core.collection.answers_store import AnswerStore
+from storyteller_core.collection.citations import (
     ANSWER_SCHEMA,
     CHECK_SCHEMA,
     REDUCE_SCHEMA,
@@ -65,12 +60,17 @@ from .citations import (
     outcome_of,
     precheck,
 )
-from .material import Scope, ScopeError, Source, fingerprint, gather, one_line
+from storyteller_core.collection.material import Scope, ScopeError, Source, fingerprint, gather, one_line
+from storyteller_core.errors import Cancelled, GeminiError, Kind, QuotaPaused, StorytellerError
+from storyteller_core.gemini.retry import call_with_retry
+from storyteller_core.records.options import AUDIO_TOKENS_PER_SECOND, TOKENS_PER_FRAME
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.settings import Settings, cost_usd
 
 if TYPE_CHECKING:
-    from ..gemini import Answer, Gateway
-    from ..quota import Cooldown
-    from ..store import Store
+    from storyteller_core.gemini.gateway import Answer, Gateway
+    from storyteller_core.storage.disk_store import Store
+    from storyteller_core.work.cooldown import Cooldown
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ class Asker:
         return outcome
 
     def _ask_clip(self, video: Video, citation: Citation, model: str, stop: Callable[[], bool]) -> Outcome:
-        from ..gemini import VideoPart
+        from storyteller_core.gemini.gateway import VideoPart
 
         clip = clip_of(citation, video.duration_s)
         prompt = check_prompt(citation, clip)
@@ -483,7 +483,7 @@ def span_checker(asker: Asker, model: str, *, should_stop: Callable[[], bool] | 
     """A ``table.SpanChecker`` for time-span fields of one table (issue 21 item 2): each span is checked like a
     citation (precheck, then one clip request), its claim being the field's name and instruction. Not stored
     here: the table keeps what it shows."""
-    from .table import SpanVerdict
+    from storyteller_core.collection.table import SpanVerdict
 
     stop = should_stop or (lambda: False)
 
@@ -501,13 +501,13 @@ def reupload(settings: Settings, store: Store, gateway: Gateway, cooldown: Coold
              stop: Callable[[], bool]) -> Video:
     """Upload the video again by itself (its file expired), through the pipeline's own upload and processing steps,
     holding the video's lease so an engine does not upload it at the same time; the video with its new file."""
-    from ..limits import PollLimits
-    from ..quota import Cooldown as QuotaCooldown
-    from ..steps import Next
-    from ..steps.context import StepContext
-    from ..steps.processing import wait_for_processing
-    from ..steps.upload import upload
-    from ..store import make_owner_id
+    from storyteller_core.steps import Next
+    from storyteller_core.steps.processing_step import wait_for_processing
+    from storyteller_core.steps.step_context import StepContext
+    from storyteller_core.steps.upload_step import upload
+    from storyteller_core.storage.disk_store import make_owner_id
+    from storyteller_core.work.cooldown import Cooldown as QuotaCooldown
+    from storyteller_core.work.poll_limits import PollLimits
 
     ctx = StepContext(store, gateway, settings, PollLimits(settings.max_polls, settings.polls_per_second),
                       cooldown or QuotaCooldown(pause_after_s=settings.quota_pause_after_s))
@@ -548,7 +548,7 @@ def reupload(settings: Settings, store: Store, gateway: Gateway, cooldown: Coold
 
 
 def _wait(seconds: float, stop: Callable[[], bool]) -> None:
-    from ..retry import wait_or_cancel
+    from storyteller_core.gemini.retry import wait_or_cancel
 
     wait_or_cancel(seconds, stop)
 
@@ -615,7 +615,7 @@ def _why(exc: BaseException) -> str:
 
 def open_asker(settings: Settings, store: Store, **kwargs: Any) -> Asker:
     """An Asker over this store, with the gateway the settings name (the emulator in demo mode)."""
-    from ..demo import gateway_for
+    from storyteller_core.gemini.demo_mode import gateway_for
 
     return Asker(settings, store, gateway_for(settings), **kwargs)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .material import Source, one_line
+from storyteller_core.collection.material import Source, one_line
 
 CONFIRMED, CORRECTED, UNSUPPORTED = "confirmed", "corrected", "unsupported"
 STATUSES = (CONFIRMED, CORRECTED, UNSUPPORTED)

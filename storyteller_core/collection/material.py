@@ -15,11 +15,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ..analysis import Analysis, AnalysisState
-from ..batch import Item
-from ..store import Store
-from ..timecode import timestamp
-from ..video import Video
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Item
+from storyteller_core.records.timecode import timestamp
+from storyteller_core.records.video import Video
+from storyteller_core.storage.disk_store import Store
 
 MAX_STORY_CHARS = 8_000  # a longer prose story is cut here (and says so) so that one video cannot fill the context
 

@@ -47,11 +47,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..analysis import Analysis, AnalysisState
-from ..batch import Item
-from ..datadir import ensure_private_dir
-from ..store_protocol import Store
-from ..timecode import timestamp
+from storyteller_core.records.analysis import Analysis, AnalysisState
+from storyteller_core.records.batch import Item
+from storyteller_core.records.timecode import timestamp
+from storyteller_core.storage.datadir import ensure_private_dir
+from storyteller_core.storage.store_protocol import Store
 
 VERSION = "2"  # of the layout and of what is indexed: a new value rebuilds the index at the next sync
 KINDS = ("story", "title", "moment", "person", "place", "tag", "table", "answer", "citation")
@@ -406,7 +406,7 @@ def search_library(store: Store, data_dir: Path, terms: str, *, limit: int = 20,
 
 def sync_all(index: SearchIndex, store: Store, data_dir: Path) -> SyncReport:
     """Everything searchable in step: the store's answers, then the collection answers (search_answers.py)."""
-    from .search_answers import PREFIX, answer_documents
+    from storyteller_core.collection.search_answers import PREFIX, answer_documents
 
     report = index.sync(store)
     index.sync_documents(PREFIX, answer_documents(data_dir))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .search import Document
+from storyteller_core.collection.search import Document
 
 PREFIX = "ask:"
 SUPPORTED = ("confirmed", "corrected")
@@ -21,7 +21,7 @@ def answer_documents(data_dir: Path) -> dict[str, list[Document]]:
     """{document id: its texts} for every stored collection answer of the data dir (none when nothing was asked)."""
     if not (Path(data_dir) / "collection" / "answers.db").exists():
         return {}  # never create the answers' folder just to search
-    from .answers_store import AnswerStore
+    from storyteller_core.collection.answers_store import AnswerStore
 
     out: dict[str, list[Document]] = {}
     with AnswerStore(Path(data_dir)) as answers:

@@ -24,19 +24,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..analysis import Analysis, AnalysisState, analysis_key
-from ..batch import Batch, Item
-from ..config import estimate_cost
-from ..options import VideoOptions
-from ..sanitize import neutralize_frame, plain_data
-from ..store_protocol import Store
-from ..timecode import seconds_of, timestamp
-from ..video import Video
+from storyteller_core.records.analysis import Analysis, AnalysisState, analysis_key
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.records.options import VideoOptions
+from storyteller_core.records.timecode import seconds_of, timestamp
+from storyteller_core.records.video import Video
+from storyteller_core.sanitize import neutralize_frame, plain_data
+from storyteller_core.settings import estimate_cost
+from storyteller_core.storage.store_protocol import Store
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..commands import Commands
+    from storyteller_core.commands import Commands
 
 TYPES = ("text", "number", "yes/no", "span", "list")
 _TYPE_ALIASES = {"yes/no": "yes/no", "yesno": "yes/no", "yes-no": "yes/no", "bool": "yes/no", "boolean": "yes/no",
@@ -141,7 +141,7 @@ def prompt_of(fields: list[Field]) -> str:
 
 def table_ask(fields: list[Field], model: str, *, tier: str = "standard", priority: str = "normal") -> Any:
     """The ``commands.Ask`` of a table: its prompt and schema made from the fields alone (same fields, same key)."""
-    from ..commands import Ask  # the command API imports the runner: only when a table is asked for
+    from storyteller_core.commands import Ask  # the command API imports the runner: only when a table is asked for
 
     if tier == "batch":
         raise ValueError("a table is asked at the standard or flex tier (the batch tier does not carry a custom schema yet)")

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..board import Row, Status, totals
-from ..export import story_of
-from ..sanitize import scrub
-from ..story import Moment
-from .frames import frame_jpeg, local_source
+from storyteller_core.deliverables.frames import frame_jpeg, local_source
+from storyteller_core.records.story import Moment
+from storyteller_core.sanitize import scrub
+from storyteller_core.views.board import Row, Status, totals
+from storyteller_core.views.export import story_of
 
 Progress = Callable[[int, int], None]  # (videos done, videos in all)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

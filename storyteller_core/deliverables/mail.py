@@ -31,10 +31,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from ..board import Row, Status, totals
-from ..sanitize import scrub
-from ..webhook import BatchReport, clean_link, summary
-from ..webhook import claim as webhook_claim
+from storyteller_core.deliverables.webhook import BatchReport, clean_link, summary
+from storyteller_core.deliverables.webhook import claim as webhook_claim
+from storyteller_core.sanitize import scrub
+from storyteller_core.views.board import Row, Status, totals
 
 log = logging.getLogger(__name__)
 CONFIG_FILE = "email.json"

@@ -11,8 +11,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ..board import Row
-from .content import Cover, Entry, Progress, cover, entries, report_title
+from storyteller_core.deliverables.content import Cover, Entry, Progress, cover, entries, report_title
+from storyteller_core.views.board import Row
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 PICTURE_WIDTH_MM = 90.0

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 
-from ..story import Moment
+from storyteller_core.records.story import Moment
 
 _UNSAFE = re.compile(r"[^\w. -]+")  # letters of any script stay ("Café réunion été"); the rest is "_"
 

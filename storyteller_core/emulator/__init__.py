@@ -1,6 +1,6 @@
 """Local Gemini REST emulator for demo mode and tests."""
 
-from .config import EmulatorConfig
-from .server import Emulator
+from storyteller_core.emulator.config import EmulatorConfig
+from storyteller_core.emulator.server import Emulator
 
 __all__ = ["Emulator", "EmulatorConfig"]

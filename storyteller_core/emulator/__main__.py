@@ -12,7 +12,7 @@ import signal
 import threading
 from pathlib import Path
 
-from . import Emulator, EmulatorConfig
+from storyteller_core.emulator import Emulator, EmulatorConfig
 
 log = logging.getLogger("storyteller_core.emulator")
 

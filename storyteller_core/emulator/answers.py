@@ -12,14 +12,14 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..config import MODELS
-from . import collection
-from .schema import Facts
-from .story import answer_text, file_facts, text_only_facts, token_split, youtube_facts
-from .wire import ApiError, GenerateRequest, invalid
+from storyteller_core.emulator import collection
+from storyteller_core.emulator.schema import Facts
+from storyteller_core.emulator.story_writer import answer_text, file_facts, text_only_facts, token_split, youtube_facts
+from storyteller_core.emulator.wire import ApiError, GenerateRequest, invalid
+from storyteller_core.settings import MODELS
 
 if TYPE_CHECKING:
-    from .server import Emulator
+    from storyteller_core.emulator.server import Emulator
 
 METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
 _FILE_NAME = re.compile(r"(files/[a-z0-9-]+)$")

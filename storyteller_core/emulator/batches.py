@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .config import EmulatorConfig
+from storyteller_core.emulator.config import EmulatorConfig
 
 _TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main."
 DONE = {"BATCH_STATE_SUCCEEDED", "BATCH_STATE_FAILED", "BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .wire import ApiError, GenerateRequest, invalid, parse_generate, seconds
+from storyteller_core.emulator.wire import ApiError, GenerateRequest, invalid, parse_generate, seconds
 
 # google.ai.generativelanguage.v1beta CachedContent (google-ai-generativelanguage 0.12.1), in JSON spelling;
 # createTime, updateTime and usageMetadata are output only

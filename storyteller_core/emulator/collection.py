@@ -26,8 +26,8 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from .schema import Facts, _Filler, moment_count, moment_times
-from .wire import GenerateRequest
+from storyteller_core.emulator.schema import Facts, _Filler, moment_count, moment_times
+from storyteller_core.emulator.wire import GenerateRequest
 
 LABEL = "[Demo output from the local Gemini emulator, not written by Gemini]"
 MADE_UP_QUOTE = "[Demo] A red balloon drifts across the sky (a claim the emulator made up on purpose)"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import API_VERSION, MODELS, RETIRED
+from storyteller_core.settings import API_VERSION, MODELS, RETIRED
 
 # An extra model as models.list shows it: one that cannot generateContent, so a client filtering by
 # supportedGenerationMethods can be tested (EmulatorConfig(extra_models=[EMBEDDING_MODEL])).

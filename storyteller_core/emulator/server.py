@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import answers, caches
-from .answers import WireCall
-from .batches import Batch
-from .config import EmulatorConfig
-from .wire import ApiError, invalid, parse_generate, pick
+from storyteller_core.emulator import answers, caches
+from storyteller_core.emulator.answers import WireCall
+from storyteller_core.emulator.batches import Batch
+from storyteller_core.emulator.config import EmulatorConfig
+from storyteller_core.emulator.wire import ApiError, invalid, parse_generate, pick
 
 FILE_TTL_S = 48 * 3600
 _API = r"/(?:v1|v1beta)"

@@ -14,19 +14,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-from ..batch import Batch, Item
-from ..commands import Ask, Commands
-from ..config import Settings
-from ..errors import Code
-from ..gemini import Gateway
-from ..intake import Candidate
-from ..steps.context import StepContext
-from ..store import make_owner_id
-from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker
-from .limits import RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
-from .shared import OutsideSharedRoot, SharedPaths
-from .store import RedisStore, connect
-from .trust import require_credentials
+from storyteller_core.commands import Ask, Commands
+from storyteller_core.errors import Code
+from storyteller_core.gemini.gateway import Gateway
+from storyteller_core.intake.candidates import Candidate
+from storyteller_core.intake.shared_root import OutsideSharedRoot, SharedPaths
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.settings import Settings
+from storyteller_core.steps.step_context import StepContext
+from storyteller_core.storage.disk_store import make_owner_id
+from storyteller_core.storage.redis_store import RedisStore, connect
+from storyteller_core.team.broker_trust import require_credentials
+from storyteller_core.work.redis_dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker
+from storyteller_core.work.redis_limits import RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
 
 
 class TeamCommands(Commands):

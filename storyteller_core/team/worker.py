@@ -30,26 +30,26 @@ from typing import Any, cast
 import dramatiq
 import redis
 
-from ..analysis import Analysis
-from ..config import Settings
-from ..datadir import ensure_data_dir
-from ..demo import gateway_for
-from ..errors import Cancelled, Code, QuotaPaused, StepFailed
-from ..gemini import Gateway, file_name_for
-from ..logs import setup_logging
-from ..records import TransitionError
-from ..runner import STORE_ERROR_RETRY_S, UPLOAD_STATES
-from ..spool import release_spool
-from ..steps import Next, Outcome
-from ..steps.context import StepContext
-from ..store import make_owner_id, owner_process_gone
-from ..video import Video, VideoState
-from .dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
-from .limits import CallRate, RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
-from .shared import OutsideSharedRoot, SharedPaths
-from .store import RedisStore, connect
-from .trust import InsecureBroker, record_problem, require_credentials
-from .watch import TeamStatusWatch
+from storyteller_core.errors import Cancelled, Code, QuotaPaused, StepFailed
+from storyteller_core.gemini.demo_mode import gateway_for
+from storyteller_core.gemini.gateway import Gateway, file_name_for
+from storyteller_core.intake.shared_root import OutsideSharedRoot, SharedPaths
+from storyteller_core.intake.spool import release_spool
+from storyteller_core.logs import setup_logging
+from storyteller_core.records.analysis import Analysis
+from storyteller_core.records.record import TransitionError
+from storyteller_core.records.video import Video, VideoState
+from storyteller_core.settings import Settings
+from storyteller_core.steps import Next, Outcome
+from storyteller_core.steps.step_context import StepContext
+from storyteller_core.storage.datadir import ensure_data_dir
+from storyteller_core.storage.disk_store import make_owner_id, owner_process_gone
+from storyteller_core.storage.redis_store import RedisStore, connect
+from storyteller_core.team.broker_trust import InsecureBroker, record_problem, require_credentials
+from storyteller_core.work.redis_dispatch import Dispatcher, TeamConfig, TeamRunner, make_broker, new_token
+from storyteller_core.work.redis_limits import CallRate, RedisCooldown, RedisGate, RedisPollLimits, StorageBudget, UploadSlots, WorkerBeats
+from storyteller_core.work.redis_status_watch import TeamStatusWatch
+from storyteller_core.work.runner import STORE_ERROR_RETRY_S, UPLOAD_STATES
 
 log = logging.getLogger(__name__)
 BUSY_WAIT_S = 2.0  # a message whose task is still held waits this long in place before coming back later
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.message, file=sys.stderr)
         return 2
     if args.resume:
-        from .client import TeamClient
+        from storyteller_core.team.client import TeamClient
 
         client = TeamClient(settings, config)
         print(f"{client.resume(force=args.force)} messages sent")

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
-from . import health, jobs, openapi, sse, tokens, tus
-from .common import ApiError, prefix
+from storyteller_ui.api import health, jobs, openapi, sse, tokens, tus
+from storyteller_ui.api.common import ApiError, prefix
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 
 from storyteller_core.errors import DataDirError
 from storyteller_ui.access import API_PREFIX, base_path
-from storyteller_ui.engine import data_dir_problem, start_engine
+from storyteller_ui.app_engine import data_dir_problem, start_engine
 
 if TYPE_CHECKING:
     from storyteller_core import Engine

@@ -12,9 +12,8 @@ from starlette.routing import Route
 
 from storyteller_core.errors import GeminiError
 from storyteller_ui.access import HEALTH_PATH, base_path
-
-from .common import ApiError, answer, engine
-from .models import ErrorInfo, Health
+from storyteller_ui.api.common import ApiError, answer, engine
+from storyteller_ui.api.models import ErrorInfo, Health
 
 GEMINI_TIMEOUT_S = 10.0
 CACHE_S = 15.0  # one models.list per this long at most, however often /health is asked

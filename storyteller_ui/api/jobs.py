@@ -18,20 +18,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from storyteller_core.batch import Batch, Item, default_batch_name, new_batch_id, new_id
-from storyteller_core.board import batch_rows, rows_of
 from storyteller_core.commands import Ask
-from storyteller_core.config import PROMPT_PRESETS
-from storyteller_core.export import batch_names, to_csv_bytes, to_json_bytes
-from storyteller_core.intake import Candidate, expand, inspect_url, unchecked
-from storyteller_core.options import VideoOptions
-from storyteller_core.store import NotFound
-from storyteller_core.team.shared import OutsideSharedRoot, SharedPaths
-
-from . import models
-from .common import ApiError, answer, engine, prefix, read_model
-from .status import iso, job_of
-from .tus import store_for, upload_id_of
+from storyteller_core.intake.candidates import Candidate, expand, inspect_url, unchecked
+from storyteller_core.intake.shared_root import OutsideSharedRoot, SharedPaths
+from storyteller_core.records.batch import Batch, Item, default_batch_name, new_batch_id, new_id
+from storyteller_core.records.options import VideoOptions
+from storyteller_core.settings import PROMPT_PRESETS
+from storyteller_core.storage.disk_store import NotFound
+from storyteller_core.views.board import batch_rows, rows_of
+from storyteller_core.views.export import batch_names, to_csv_bytes, to_json_bytes
+from storyteller_ui.api import models
+from storyteller_ui.api.common import ApiError, answer, engine, prefix, read_model
+from storyteller_ui.api.status import iso, job_of
+from storyteller_ui.api.tus import store_for, upload_id_of
 
 if TYPE_CHECKING:
     from storyteller_core import Engine

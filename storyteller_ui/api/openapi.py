@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import models
-from .common import answer, prefix
-from .tokens import TokenCreate
+from storyteller_ui.api import models
+from storyteller_ui.api.common import answer, prefix
+from storyteller_ui.api.tokens import TokenCreate
 
 TITLE = "Video Storyteller job API"
 VERSION = "1.0.0"

@@ -33,13 +33,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from storyteller_core.batch import Batch, Item
-from storyteller_core.board import batch_rows
-from storyteller_core.rows import Row
-
-from .common import ApiError, engine, prefix
-from .models import EndEvent, JobStatus
-from .status import event_of, job_status, passed, progress, since
+from storyteller_core.records.batch import Batch, Item
+from storyteller_core.views.board import batch_rows
+from storyteller_core.views.rows import Row
+from storyteller_ui.api.common import ApiError, engine, prefix
+from storyteller_ui.api.models import EndEvent, JobStatus
+from storyteller_ui.api.status import event_of, job_status, passed, progress, since
 
 if TYPE_CHECKING:
     from storyteller_core import Engine
@@ -171,8 +170,8 @@ class Hub:
         """The current state of every job, numbered as the latest event (a resume goes on from there)."""
         events = []
         for job_id, (status, pct, began) in self.told.items():
-            from .models import JobEvent
-            from .status import iso
+            from storyteller_ui.api.models import JobEvent
+            from storyteller_ui.api.status import iso
 
             data = JobEvent(job_id=job_id, status=status, progress=pct, updated_at=iso(began)).model_dump_json()
             events.append(Event(self.seq, "status", job_id, data, status.ended))

@@ -1,4 +1,4 @@
-"""A row (storyteller_core.rows) as the API's job: the seed notes' status words, progress, error and result.
+"""A row (storyteller_core.views.rows) as the API's job: the seed notes' status words, progress, error and result.
 
 The mapping from our row Status (and, where one Status covers two seed states, the video's state):
 
@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from storyteller_core.analysis import AnalysisState
-from storyteller_core.rows import Row, Status
+from storyteller_core.records.analysis import AnalysisState
+from storyteller_core.records.video import VideoState
 from storyteller_core.sanitize import scrub
-from storyteller_core.video import VideoState
-
-from .models import ErrorInfo, Job, JobEvent, JobResult, JobStatus, Usage
+from storyteller_core.views.rows import Row, Status
+from storyteller_ui.api.models import ErrorInfo, Job, JobEvent, JobResult, JobStatus, Usage
 
 ORDER = list(JobStatus)  # the order of a job's life; FAILED and CANCELLED may follow any state
 _BY_ROW = {Status.UPLOADING: JobStatus.UPLOADING, Status.READY: JobStatus.FILE_ACTIVE, Status.WRITING: JobStatus.ANALYZING,
@@ -92,7 +91,7 @@ def event_of(row: Row, status: JobStatus | None = None) -> JobEvent:
     """The event for this row's current state (or for ``status`` it passed through)."""
     if status is None or status is job_status(row):
         return JobEvent(job_id=row.item.id, status=job_status(row), progress=progress(row), updated_at=iso(since(row)))
-    from storyteller_core.video import VIDEO_PROGRESS
+    from storyteller_core.records.video import VIDEO_PROGRESS
 
     step = {JobStatus.CREATED: 0, JobStatus.ANALYZING: 85}.get(status)
     if step is None:

@@ -30,10 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from storyteller_core.config import default_data_dir
+from storyteller_core.settings import default_data_dir
 from storyteller_ui.access import API_PRINCIPAL as PRINCIPAL
-
-from .common import ApiError, answer, prefix, read_model
+from storyteller_ui.api.common import ApiError, answer, prefix, read_model
 
 PREFIX = "vst_"
 FILE_NAME = "api-tokens.json"

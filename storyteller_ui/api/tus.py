@@ -30,11 +30,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from storyteller_core.media import CHUNK
-
-from .common import ApiError, answer, engine, prefix
-from .models import ErrorInfo, Upload
-from .tus_store import IDLE_S, TusStore
+from storyteller_core.intake.media import CHUNK
+from storyteller_ui.api.common import ApiError, answer, engine, prefix
+from storyteller_ui.api.models import ErrorInfo, Upload
+from storyteller_ui.api.tus_store import IDLE_S, TusStore
 
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,termination,checksum,expiration"

@@ -10,7 +10,7 @@ number of bytes it has seen. After a restart (or whenever that number is not the
 re-hashes the partial file once, reading it 1 MiB at a time, and goes on from there. Memory stays at one
 1 MiB piece per upload in flight whatever the file's size.
 
-A complete upload is probed like every intake (storyteller_core.intake.probe_candidate): a refused file is
+A complete upload is probed like every intake (storyteller_core.intake.candidates.probe_candidate): a refused file is
 deleted and its reason kept for the batch that names it. A batch takes the file into the spool under its
 sha256 (``take``). Uploads left unfinished (or finished and never used) for ``IDLE_S`` are deleted.
 """
@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storyteller_core.config import Settings
 from storyteller_core.errors import Code
-from storyteller_core.intake import Candidate, probe_candidate
-from storyteller_core.media import CHUNK, safe_display_name
-from storyteller_core.upload_sessions import DISK_MARGIN, MAX_SESSIONS, refusal, spool_suffix
-
-from .common import ApiError
+from storyteller_core.intake.candidates import Candidate, probe_candidate
+from storyteller_core.intake.media import CHUNK, safe_display_name
+from storyteller_core.intake.upload_sessions import DISK_MARGIN, MAX_SESSIONS, refusal, spool_suffix
+from storyteller_core.settings import Settings
+from storyteller_ui.api.common import ApiError
 
 IDLE_S = 24 * 3600.0
 STALE_WRITER_S = 30.0  # a PATCH that wrote nothing for this long may be replaced (a half-open connection)

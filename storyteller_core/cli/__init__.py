@@ -1,0 +1,1 @@
+"""The headless command line: ``python -m storyteller_core`` (``storyteller``) on the same engine as the app."""

@@ -1,0 +1,1 @@
+"""What a person reads: rows in plain words, a batch's totals, reports for Queue, and exports."""
