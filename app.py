@@ -44,5 +44,9 @@ async def lifespan(_app: st.App) -> AsyncIterator[None]:
         await asyncio.to_thread(stop_engines)
 
 
-app = st.App("ui.py", lifespan=lifespan, routes=[*uploader.routes(), *api.routes()],
-             middleware=[Middleware(access.TokenGate, token=access.access_token(), api_tokens=api.tokens.check)])
+app = st.App(
+    "ui.py",
+    lifespan=lifespan,
+    routes=[*uploader.routes(), *api.routes()],
+    middleware=[Middleware(access.TokenGate, token=access.access_token(), api_tokens=api.tokens.check)],
+)

@@ -54,8 +54,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--videos", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, Emulator(EmulatorConfig(processing_delay_s=3.0,
-                                                                        analysis_delay_s=1.0)) as emu:
+    with tempfile.TemporaryDirectory() as tmp, Emulator(EmulatorConfig(processing_delay_s=3.0, analysis_delay_s=1.0)) as emu:
         allowed = Path(tmp) / "allowed"
         clips = [make_video(allowed / f"clip {n}.mp4", seconds=1, seed=n) for n in range(args.videos)]
         server = AppServer(Path(tmp), emu.base_url, STORYTELLER_API_ROOTS=str(allowed)).start()
@@ -63,8 +62,7 @@ def main() -> None:
             process = psutil.Process(server.proc.pid)  # type: ignore[union-attr]
             time.sleep(2)
             idle_rss = process.memory_info().rss
-            made = httpx.post(server.api + "/batches", json={"paths": [str(c) for c in clips]}, headers=AUTH,
-                              timeout=60).json()
+            made = httpx.post(server.api + "/batches", json={"paths": [str(c) for c in clips]}, headers=AUTH, timeout=60).json()
             url = f"{server.api}/batches/{made['id']}/events"
             peak, stop = [idle_rss], threading.Event()
 
@@ -80,11 +78,13 @@ def main() -> None:
             stop.set()
             ended = sum(e for _, e in results)
             counts = sorted({n for n, _ in results})
-            print(f"{args.clients} SSE clients on a batch of {args.videos} videos: {ended}/{args.clients} got the end "
-                  f"event; events per client {counts}; {wall:.1f} s wall, server CPU {cpu:.1f} s "
-                  f"({100 * cpu / wall:.0f} % of a core); server RSS {idle_rss / MB:.0f} MB idle, peak {peak[0] / MB:.0f} MB "
-                  f"(+{(peak[0] - idle_rss) / MB:.0f} MB, {(peak[0] - idle_rss) / max(1, args.clients) / 1024:.0f} KB per "
-                  "client)")
+            print(
+                f"{args.clients} SSE clients on a batch of {args.videos} videos: {ended}/{args.clients} got the end "
+                f"event; events per client {counts}; {wall:.1f} s wall, server CPU {cpu:.1f} s "
+                f"({100 * cpu / wall:.0f} % of a core); server RSS {idle_rss / MB:.0f} MB idle, peak {peak[0] / MB:.0f} MB "
+                f"(+{(peak[0] - idle_rss) / MB:.0f} MB, {(peak[0] - idle_rss) / max(1, args.clients) / 1024:.0f} KB per "
+                "client)"
+            )
         finally:
             server.stop()
 

@@ -68,8 +68,10 @@ def main() -> None:
             with Peak(server) as first:
                 uploader.upload(stop_at=half)
             first_s = time.monotonic() - started
-            print(f"first half: {half / MB:.0f} MB in {first_s:.1f} s ({half / MB / first_s:.0f} MB/s); server RSS "
-                  f"{first.base / MB:.0f} MB before, peak {first.peak / MB:.0f} MB (+{(first.peak - first.base) / MB:.0f})")
+            print(
+                f"first half: {half / MB:.0f} MB in {first_s:.1f} s ({half / MB / first_s:.0f} MB/s); server RSS "
+                f"{first.base / MB:.0f} MB before, peak {first.peak / MB:.0f} MB (+{(first.peak - first.base) / MB:.0f})"
+            )
             server.restart()
             resumed = client.uploader(str(video), url=uploader.url, chunk_size=args.chunk_mb * MB)
             started = time.monotonic()
@@ -79,9 +81,11 @@ def main() -> None:
                 resumed.upload()
             second_s = time.monotonic() - started
             rest = args.mb * MB - half
-            print(f"after restart: first piece (re-hash of {half / MB:.0f} MB) {rehash_s:.1f} s; the rest "
-                  f"{rest / MB:.0f} MB in {second_s:.1f} s; server RSS {second.base / MB:.0f} MB before, peak "
-                  f"{second.peak / MB:.0f} MB (+{(second.peak - second.base) / MB:.0f})")
+            print(
+                f"after restart: first piece (re-hash of {half / MB:.0f} MB) {rehash_s:.1f} s; the rest "
+                f"{rest / MB:.0f} MB in {second_s:.1f} s; server RSS {second.base / MB:.0f} MB before, peak "
+                f"{second.peak / MB:.0f} MB (+{(second.peak - second.base) / MB:.0f})"
+            )
             info = httpx.get(uploader.url, headers=AUTH, timeout=60).json()
             print(f"sha256 {'matches' if info['sha256'] == expected else 'DIFFERS'}; state {info['state']}")
         finally:

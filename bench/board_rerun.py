@@ -53,20 +53,46 @@ def fill(directory: Path, count: int) -> None:
     with store.cache.transact():
         for i in range(count):
             state = rng.choice([AnalysisState.COMPLETED] * 8 + [AnalysisState.FAILED, AnalysisState.WAITING])
-            video = Video(id=f"{i:064x}", sha256=f"{i:064x}", display_name=f"video-{i:05d}.mp4",
-                          sources=[f"/videos/video-{i:05d}.mp4"], size_bytes=10**7, duration_s=60.0,
-                          state=VideoState.FILE_ACTIVE, progress=80, backend="https://example", gemini_name=f"files/vs-{i}",
-                          gemini_uri=f"https://example/v1beta/files/vs-{i}", gemini_expires_at=time.time() + 3600,
-                          state_entered_at={"CREATED": time.time(), "FILE_ACTIVE": time.time()})
+            video = Video(
+                id=f"{i:064x}",
+                sha256=f"{i:064x}",
+                display_name=f"video-{i:05d}.mp4",
+                sources=[f"/videos/video-{i:05d}.mp4"],
+                size_bytes=10**7,
+                duration_s=60.0,
+                state=VideoState.FILE_ACTIVE,
+                progress=80,
+                backend="https://example",
+                gemini_name=f"files/vs-{i}",
+                gemini_uri=f"https://example/v1beta/files/vs-{i}",
+                gemini_expires_at=time.time() + 3600,
+                state_entered_at={"CREATED": time.time(), "FILE_ACTIVE": time.time()},
+            )
             store.put(video)
-            analysis = Analysis(id=f"{i:032x}", video_id=video.id, model="gemini-3.8-flash", prompt="Tell the story",
-                                backend="https://example", state=state,
-                                story="A story. " * 60 if state is AnalysisState.COMPLETED else None,
-                                total_tokens=18_000, cost_usd=0.006, estimated_cost_usd=0.006,
-                                error_message="Gemini could not process it." if state is AnalysisState.FAILED else None)
+            analysis = Analysis(
+                id=f"{i:032x}",
+                video_id=video.id,
+                model="gemini-3.8-flash",
+                prompt="Tell the story",
+                backend="https://example",
+                state=state,
+                story="A story. " * 60 if state is AnalysisState.COMPLETED else None,
+                total_tokens=18_000,
+                cost_usd=0.006,
+                estimated_cost_usd=0.006,
+                error_message="Gemini could not process it." if state is AnalysisState.FAILED else None,
+            )
             store.put(analysis)
-            store.add_item(Item(id=f"item-{i:06d}", batch_id=BATCH, display_name=video.display_name,
-                                source_path=video.sources[0], video_id=video.id, analysis_id=analysis.id))
+            store.add_item(
+                Item(
+                    id=f"item-{i:06d}",
+                    batch_id=BATCH,
+                    display_name=video.display_name,
+                    source_path=video.sources[0],
+                    video_id=video.id,
+                    analysis_id=analysis.id,
+                )
+            )
     store.close()
 
 
@@ -104,8 +130,14 @@ def cli_time(runs: int, *command: str) -> list[float]:
             env.pop("GEMINI_API_KEY", None)
             args = [arg.replace("{data}", data) for arg in command]
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "storyteller_core", *args], env=env, cwd=ROOT, check=False,
-                           capture_output=True, stdin=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "storyteller_core", *args],
+                env=env,
+                cwd=ROOT,
+                check=False,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+            )
             times.append(time.perf_counter() - started)
     return times
 
@@ -137,21 +169,30 @@ def main() -> None:
             results: dict[str, list[float]] = {"before": [], "now": [], "before cpu": [], "now cpu": []}
             for _ in range(args.runs):
                 for variant, tree in (("before", before), ("now", ROOT)):
-                    out = subprocess.run([sys.executable, __file__, "--child", str(tree), str(directory), str(args.reads)],
-                                         capture_output=True, text=True, cwd=tmp, check=True)
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", str(tree), str(directory), str(args.reads)],
+                        capture_output=True,
+                        text=True,
+                        cwd=tmp,
+                        check=True,
+                    )
                     result = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))[7:])
                     assert result["rows"] == count, result
                     results[variant].append(result["median_ms"])
                     results[f"{variant} cpu"].append(result["cpu_ms"])
                     loads.append(os.getloadavg())
             table.append((count, results))
-    print(f"the board's read of one batch (batch_rows, then with_videos for a page), median of {args.reads} reads "
-          f"per process, {args.runs} processes per variant: min / median / max ms")
+    print(
+        f"the board's read of one batch (batch_rows, then with_videos for a page), median of {args.reads} reads "
+        f"per process, {args.runs} processes per variant: min / median / max ms"
+    )
     print(f"{'rows':>6} | {'before ms':<20} | {'now ms':<20} | {'speed-up':>8} | {'before CPU ms':<20} | {'now CPU ms':<20}")
     for count, results in table:
         speed = statistics.median(results["before"]) / statistics.median(results["now"])
-        print(f"{count:>6} | {spread(results['before'], '.0f'):<20} | {spread(results['now'], '.0f'):<20} | {speed:7.1f}x | "
-              f"{spread(results['before cpu'], '.0f'):<20} | {spread(results['now cpu'], '.0f'):<20}")
+        print(
+            f"{count:>6} | {spread(results['before'], '.0f'):<20} | {spread(results['now'], '.0f'):<20} | {speed:7.1f}x | "
+            f"{spread(results['before cpu'], '.0f'):<20} | {spread(results['now cpu'], '.0f'):<20}"
+        )
     if args.status_cli:
         print()
         for command in (("status",), ("export", "--csv", "{data}/out.csv")):

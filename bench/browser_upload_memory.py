@@ -52,8 +52,9 @@ class Client:
         self.port = port
         self.headers = {**HEADER, **TUS, "Cookie": cookie}
 
-    def call(self, method: str, path: str, body: bytes | str | _Piece | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
+    def call(
+        self, method: str, path: str, body: bytes | str | _Piece | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict, dict[str, str]]:
         conn = http.client.HTTPConnection("localhost", self.port, timeout=600, blocksize=MB)
         conn.request(method, "/upload/tus" + path, body=body, headers={**self.headers, **(headers or {})})
         response = conn.getresponse()
@@ -69,8 +70,9 @@ class Client:
     def upload(self, path: Path, piece: int, drop_at: int | None = None) -> tuple[dict, str, int]:
         """(the list's answer, local sha256, dropped connections) for ``path`` sent in pieces of ``piece`` bytes."""
         size = path.stat().st_size
-        status, answer, headers = self.call("POST", "", None, {
-            "Upload-Length": str(size), "Upload-Metadata": "filename " + base64.b64encode(path.name.encode()).decode()})
+        status, answer, headers = self.call(
+            "POST", "", None, {"Upload-Length": str(size), "Upload-Metadata": "filename " + base64.b64encode(path.name.encode()).decode()}
+        )
         assert status == 201, (status, answer)
         upload_id = headers["location"].rstrip("/").rsplit("/", 1)[-1]
         received, digest, drops = 0, hashlib.sha256(), 0
@@ -83,9 +85,16 @@ class Client:
                     self._cut(upload_id, src, received, end)
                     drops += 1
                 else:
-                    status, answer, _ = self.call("PATCH", f"/{upload_id}", _Piece(src, end - received), {
-                        "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(received),
-                        "Content-Length": str(end - received)})
+                    status, answer, _ = self.call(
+                        "PATCH",
+                        f"/{upload_id}",
+                        _Piece(src, end - received),
+                        {
+                            "Content-Type": "application/offset+octet-stream",
+                            "Upload-Offset": str(received),
+                            "Content-Length": str(end - received),
+                        },
+                    )
                     assert status in (204, 423), (status, answer)  # 423: the cut request still lets go
                 now = self.offset(upload_id)  # where to go on, as after a failure
                 src.seek(received)
@@ -98,10 +107,12 @@ class Client:
     def _cut(self, upload_id: str, src: BinaryIO, start: int, end: int) -> None:
         """Send the headers and half the piece, then close the socket: a dropped connection."""
         half = (end - start) // 2
-        head = (f"PATCH /upload/tus/{upload_id} HTTP/1.1\r\nHost: localhost:{self.port}\r\n"
-                + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
-                + f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {start}\r\n"
-                f"Content-Length: {end - start}\r\n\r\n")
+        head = (
+            f"PATCH /upload/tus/{upload_id} HTTP/1.1\r\nHost: localhost:{self.port}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+            + f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {start}\r\n"
+            f"Content-Length: {end - start}\r\n\r\n"
+        )
         with socket.create_connection(("localhost", self.port)) as sock:
             sock.sendall(head.encode())
             left = half
@@ -156,10 +167,27 @@ def run_once(size_mb: int, piece_mb: int, drop: bool, tmp: Path) -> dict[str, fl
     port, token = free_port(), "bench-token"
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
     env.update(STORYTELLER_DATA_DIR=str(data_dir), STORYTELLER_TOKEN=token)
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                               "--server.port", str(port), "--browser.gatherUsageStats", "false",
-                               "--server.fileWatcherType", "none"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(300):
             try:
@@ -191,16 +219,14 @@ def run_once(size_mb: int, piece_mb: int, drop: bool, tmp: Path) -> dict[str, fl
         assert answer["ok"] and answer["sha256"] == local_sha, (answer, local_sha)
         spool = data_dir / "spool"
         assert (spool / f"{local_sha}.mp4").stat().st_size == video.stat().st_size
-        assert not list(spool.glob(".incoming-*")) and not list((data_dir / "uploads").glob("*.part")), \
-            "a partial file was left behind"
+        assert not list(spool.glob(".incoming-*")) and not list((data_dir / "uploads").glob("*.part")), "a partial file was left behind"
     finally:
         server.terminate()
         server.wait(30)
     store = DiskStore(data_dir / "jobs")  # the checked list before Start, as the Batch page reads it
     listed = any(entry.get("sha256") == local_sha for entry in store.pending())
     store.close()
-    return {"idle": idle / MB, "peak": peak[0] / MB, "after": after / MB, "seconds": seconds, "drops": drops,
-            "listed": float(listed)}
+    return {"idle": idle / MB, "peak": peak[0] / MB, "after": after / MB, "seconds": seconds, "drops": drops, "listed": float(listed)}
 
 
 def main() -> None:
@@ -212,20 +238,27 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-    print(f"{'file MB':>7} | {'idle MB':>7} | {'peak MB':>7} | {'peak - idle':>11} | {'after MB':>8} | "
-          f"{'after - idle':>12} | {'s':>5} | {'MB/s':>5} | drops | in list")
+    print(
+        f"{'file MB':>7} | {'idle MB':>7} | {'peak MB':>7} | {'peak - idle':>11} | {'after MB':>8} | "
+        f"{'after - idle':>12} | {'s':>5} | {'MB/s':>5} | drops | in list"
+    )
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="bench-browser-upload-") as tmp:
             r = run_once(args.mb, args.piece_mb, args.drop, Path(tmp))
         rows.append(r)
-        print(f"{args.mb:>7} | {r['idle']:7.0f} | {r['peak']:7.0f} | {r['peak'] - r['idle']:11.0f} | {r['after']:8.0f} | "
-              f"{r['after'] - r['idle']:12.0f} | {r['seconds']:5.1f} | {args.mb / r['seconds']:5.0f} | "
-              f"{r['drops']:5.0f} | {'yes' if r['listed'] == 1 else 'no'}", flush=True)
+        print(
+            f"{args.mb:>7} | {r['idle']:7.0f} | {r['peak']:7.0f} | {r['peak'] - r['idle']:11.0f} | {r['after']:8.0f} | "
+            f"{r['after'] - r['idle']:12.0f} | {r['seconds']:5.1f} | {args.mb / r['seconds']:5.0f} | "
+            f"{r['drops']:5.0f} | {'yes' if r['listed'] == 1 else 'no'}",
+            flush=True,
+        )
     if len(rows) > 1:
         rise = [r["peak"] - r["idle"] for r in rows]
         kept = [r["after"] - r["idle"] for r in rows]
-        print(f"peak - idle MB min/median/max: {min(rise):.0f} / {statistics.median(rise):.0f} / {max(rise):.0f}; "
-              f"after - idle: {min(kept):.0f} / {statistics.median(kept):.0f} / {max(kept):.0f}")
+        print(
+            f"peak - idle MB min/median/max: {min(rise):.0f} / {statistics.median(rise):.0f} / {max(rise):.0f}; "
+            f"after - idle: {min(kept):.0f} / {statistics.median(kept):.0f} / {max(kept):.0f}"
+        )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

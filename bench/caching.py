@@ -28,9 +28,17 @@ PROMPTS = ["Tell the story of this video", "List the key moments with timestamps
 def run(video: Path, model: str, *, cached: bool, work: Path) -> tuple[float, float, int, int]:
     """(estimate, actual USD, caches created, cached calls) for the three questions."""
     with Emulator(EmulatorConfig(processing_delay_s=0.1, analysis_delay_s=0.05)) as emu:
-        settings = Settings(data_dir=work / ("cached" if cached else "plain"), api_key="bench-key", base_url=emu.base_url,
-                            model=model, model_pinned=True, context_cache=cached, poll_initial_s=0.1, poll_max_s=0.5,
-                            request_timeout_s=30)
+        settings = Settings(
+            data_dir=work / ("cached" if cached else "plain"),
+            api_key="bench-key",
+            base_url=emu.base_url,
+            model=model,
+            model_pinned=True,
+            context_cache=cached,
+            poll_initial_s=0.1,
+            poll_max_s=0.5,
+            request_timeout_s=30,
+        )
         engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1)
         ids: list[str] = []
         for prompt in PROMPTS:

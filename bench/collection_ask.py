@@ -32,9 +32,11 @@ QUESTION = "Which videos open on a picture, and when?"
 
 def line(label: str, result: AskResult, seconds: float, calls: int) -> str:
     statuses = Counter(c.status for c in result.citations)
-    return (f"{label:<26} {seconds:7.2f} s  ${result.cost_usd:8.4f}  {calls:4d} calls  {len(result.citations):3d} citations "
-            f"({statuses['confirmed']} confirmed, {statuses['corrected']} corrected, {statuses['unsupported']} unsupported)"
-            f"  reused={result.reused}")
+    return (
+        f"{label:<26} {seconds:7.2f} s  ${result.cost_usd:8.4f}  {calls:4d} calls  {len(result.citations):3d} citations "
+        f"({statuses['confirmed']} confirmed, {statuses['corrected']} corrected, {statuses['unsupported']} unsupported)"
+        f"  reused={result.reused}"
+    )
 
 
 def main() -> None:
@@ -45,13 +47,21 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.2, help="seconds the emulator takes per call")
     parser.add_argument("--checks-at-once", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, Emulator(EmulatorConfig(processing_delay_s=0.05,
-                                                                        analysis_delay_s=0.02)) as emu:
+    with tempfile.TemporaryDirectory() as tmp, Emulator(EmulatorConfig(processing_delay_s=0.05, analysis_delay_s=0.02)) as emu:
         work = Path(tmp)
         started = time.monotonic()
         paths = [make_video(work / "in" / f"clip-{i:03d}.mp4", seconds=args.seconds, seed=i) for i in range(args.videos)]
-        settings = Settings(data_dir=work / "data", api_key="bench-key", base_url=emu.base_url, model=args.model,
-                            model_pinned=True, poll_initial_s=0.1, poll_max_s=0.5, request_timeout_s=30, max_jobs=6)
+        settings = Settings(
+            data_dir=work / "data",
+            api_key="bench-key",
+            base_url=emu.base_url,
+            model=args.model,
+            model_pinned=True,
+            poll_initial_s=0.1,
+            poll_max_s=0.5,
+            request_timeout_s=30,
+            max_jobs=6,
+        )
         engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1).start()
         items = engine.commands.submit_paths(paths, Ask(prompt=PROMPT_PRESETS["Story"], model=args.model, preset="Story"))
         rows = engine.wait([i.id for i in items], timeout=600)
@@ -73,12 +83,13 @@ def main() -> None:
         checks = [c for c in first.citations if c.outcome and c.outcome.asked]
         per_check = [c.outcome.cost_usd or 0.0 for c in checks if c.outcome]
         if per_check:
-            print(f"per clip check: ${sum(per_check) / len(per_check):.5f} on average "
-                  f"({sum(c.outcome.prompt_tokens for c in checks if c.outcome) // len(checks)} input tokens); "
-                  f"{len(first.citations) - len(checks)} citation(s) unsupported without a request (outside the video)")
+            print(
+                f"per clip check: ${sum(per_check) / len(per_check):.5f} on average "
+                f"({sum(c.outcome.prompt_tokens for c in checks if c.outcome) // len(checks)} input tokens); "
+                f"{len(first.citations) - len(checks)} citation(s) unsupported without a request (outside the video)"
+            )
         measured("asked again", Asker(settings, engine.store, engine.ctx.gateway))
-        small = Asker(settings, engine.store, engine.ctx.gateway, context_budget_tokens=6_000,
-                      checks_at_once=args.checks_at_once)
+        small = Asker(settings, engine.store, engine.ctx.gateway, context_budget_tokens=6_000, checks_at_once=args.checks_at_once)
         small_estimate = small.estimate(QUESTION + " (map-reduce)", batch, args.model)
         print(f"map-reduce estimate: {small_estimate.describe()}")
         before = len(emu.stats.wire)

@@ -29,8 +29,7 @@ from storyteller_core.intake.samples import make_video  # noqa: E402
 def previous_code(revision: str, folder: Path) -> Path:
     """``storyteller_core`` as it was at ``revision``, unpacked into ``folder`` (put it first on sys.path)."""
     folder.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "storyteller_core"],
-                             check=True, capture_output=True).stdout
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "storyteller_core"], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 
@@ -100,10 +99,24 @@ class ExternalEmulator:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "storyteller_core.emulator", "--port", str(port), "--processing-delay", str(processing_delay),
-             "--analysis-delay", str(analysis_delay), "--stream-chunk-delay", str(stream_chunk_delay),
-             "--storage-root", str(self.root)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._log,
+            [
+                sys.executable,
+                "-m",
+                "storyteller_core.emulator",
+                "--port",
+                str(port),
+                "--processing-delay",
+                str(processing_delay),
+                "--analysis-delay",
+                str(analysis_delay),
+                "--stream-chunk-delay",
+                str(stream_chunk_delay),
+                "--storage-root",
+                str(self.root),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509 - no threads yet
         )
         atexit.register(self.stop)  # even a bench that forgets the ``with`` cleans up
@@ -151,8 +164,7 @@ class ExternalEmulator:
         return iter((self.proc, self.url))
 
 
-def external_emulator(processing_delay: float = 0.5, analysis_delay: float = 0.2,
-                      stream_chunk_delay: float = 0.0) -> ExternalEmulator:
+def external_emulator(processing_delay: float = 0.5, analysis_delay: float = 0.2, stream_chunk_delay: float = 0.0) -> ExternalEmulator:
     """``with external_emulator() as emu:`` use ``emu.url``; stopped with SIGTERM and checked on exit.
 
     An analysis takes ``analysis_delay`` plus ``stream_chunk_delay`` between its streamed pieces (0: none).

@@ -38,8 +38,9 @@ ROOT = BENCH.parent
 VARIANTS = ("before", "per-file", "now")
 
 
-def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, window: float, watch: bool,
-            settle_s: float = 300.0) -> dict:
+def measure(
+    tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, window: float, watch: bool, settle_s: float = 300.0
+) -> dict:
     """Runs in a child process with ``tree`` first on sys.path."""
     sys.path.insert(0, str(tree))
     import psutil
@@ -49,8 +50,9 @@ def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, 
     from storyteller_core.records.video import Video, VideoState
     from storyteller_core.storage.disk_store import Store  # noqa: F401  (the store of that tree)
 
-    engine = Engine(Settings(data_dir=data_dir, api_key="bench-key", base_url=base_url, processing_budget_s=3600),
-                    stderr_log_level=logging.CRITICAL + 1)
+    engine = Engine(
+        Settings(data_dir=data_dir, api_key="bench-key", base_url=base_url, processing_budget_s=3600), stderr_log_level=logging.CRITICAL + 1
+    )
     if not watch and hasattr(engine.runner, "watch"):
         engine.runner.watch = None
     engine.start()
@@ -93,7 +95,10 @@ def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, 
     threads_after = by_thread()
     split = {k: round(100 * (v - threads_before.get(k, 0.0)) / wall, 2) for k, v in threads_after.items()}
     result = {
-        "core_pct": 100 * cpu / wall, "intake_s": intake_s, "ready_s": ready_s, "processing": processing,
+        "core_pct": 100 * cpu / wall,
+        "intake_s": intake_s,
+        "ready_s": ready_s,
+        "processing": processing,
         "by_thread_pct": {k: v for k, v in split.items() if v >= 0.05},
         "taken_per_s": (stats.taken - taken_before) / wall if stats else None,
         "watch_calls_per_s": (watch_stats["list"] + watch_stats["get"] - calls_before) / wall if watch_stats else None,
@@ -103,8 +108,7 @@ def measure(tree: Path, videos: Path, data_dir: Path, base_url: str, jobs: int, 
 
 
 def child(args: argparse.Namespace) -> None:
-    result = measure(Path(args.tree), Path(args.videos), Path(args.data_dir), args.url, args.jobs, args.window,
-                     args.variant == "now")
+    result = measure(Path(args.tree), Path(args.videos), Path(args.data_dir), args.url, args.jobs, args.window, args.variant == "now")
     print("RESULT " + json.dumps(result))
 
 
@@ -154,10 +158,29 @@ def main() -> None:
                 tree = before if variant == "before" else ROOT
                 with external_emulator(processing_delay=3600, analysis_delay=0.0) as emu:
                     out = subprocess.run(
-                        [sys.executable, __file__, "--child", "--variant", variant, "--tree", str(tree), "--videos",
-                         str(tmp / "videos"), "--data-dir", str(tmp / f"data-{variant}-{run}"), "--url", emu.url,
-                         "--jobs", str(args.jobs), "--window", str(args.window)],
-                        capture_output=True, text=True, cwd=ROOT, timeout=1200,
+                        [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            "--variant",
+                            variant,
+                            "--tree",
+                            str(tree),
+                            "--videos",
+                            str(tmp / "videos"),
+                            "--data-dir",
+                            str(tmp / f"data-{variant}-{run}"),
+                            "--url",
+                            emu.url,
+                            "--jobs",
+                            str(args.jobs),
+                            "--window",
+                            str(args.window),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        cwd=ROOT,
+                        timeout=1200,
                     )
                 line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if line is None:
@@ -165,18 +188,24 @@ def main() -> None:
                 results[variant].append(json.loads(line[7:]))
                 loads.append(os.getloadavg())
                 print(f"run {run + 1} {variant}: {results[variant][-1]}", file=sys.stderr)
-    print(f"{args.jobs} videos waiting on Gemini's processing; CPU of the engine process over {args.window:g} s, "
-          f"{args.runs} runs (min / median / max)")
-    print(f"{'variant':<9} | {'% of one core':<19} | {'tasks taken /s':<19} | {'status calls /s':<17} | {'submit s':<8} | "
-          f"{'processing at the window':<24}")
+    print(
+        f"{args.jobs} videos waiting on Gemini's processing; CPU of the engine process over {args.window:g} s, "
+        f"{args.runs} runs (min / median / max)"
+    )
+    print(
+        f"{'variant':<9} | {'% of one core':<19} | {'tasks taken /s':<19} | {'status calls /s':<17} | {'submit s':<8} | "
+        f"{'processing at the window':<24}"
+    )
     for variant in variants:
         runs = results[variant]
         taken = [r["taken_per_s"] for r in runs if r["taken_per_s"] is not None]
         calls = [r["watch_calls_per_s"] for r in runs if r["watch_calls_per_s"] is not None]
-        print(f"{variant:<9} | {spread([r['core_pct'] for r in runs], '.2f'):<19} | "
-              f"{spread(taken, '.1f') if taken else 'n/a':<19} | {spread(calls, '.2f') if calls else 'n/a':<17} | "
-              f"{statistics_median([r['intake_s'] for r in runs]):<8.1f} | "
-              f"{spread([r['processing'] for r in runs], '.0f'):<24}")
+        print(
+            f"{variant:<9} | {spread([r['core_pct'] for r in runs], '.2f'):<19} | "
+            f"{spread(taken, '.1f') if taken else 'n/a':<19} | {spread(calls, '.2f') if calls else 'n/a':<17} | "
+            f"{statistics_median([r['intake_s'] for r in runs]):<8.1f} | "
+            f"{spread([r['processing'] for r in runs], '.0f'):<24}"
+        )
     for variant in variants:
         median_run = sorted(results[variant], key=lambda r: r["core_pct"])[len(results[variant]) // 2]
         print(f"{variant}: % of a core by thread, median run: {median_run['by_thread_pct']}")

@@ -44,8 +44,7 @@ def distinct_videos(folder: Path, count: int) -> list[Path]:
 
 def one_run(variant: str, paths: list[Path], scratch: Path) -> dict[str, float]:
     data = Path(tempfile.mkdtemp(dir=scratch))
-    engine = Engine(Settings(data_dir=data, api_key="bench-key", base_url="http://127.0.0.1:9"),
-                    stderr_log_level=logging.CRITICAL + 1)
+    engine = Engine(Settings(data_dir=data, api_key="bench-key", base_url="http://127.0.0.1:9"), stderr_log_level=logging.CRITICAL + 1)
     ask = Ask(prompt="Tell the story", model=engine.settings.model)
     try:
         started = time.monotonic()
@@ -81,8 +80,12 @@ def main() -> None:
         print(f"{'variant':8} {'figure':34} {'min':>8} {'median':>8} {'max':>8}")
         for variant in ("before", "now"):
             runs = [one_run(variant, paths, scratch) for _ in range(args.runs)]
-            for key, label in (("add", "add the folder (s)"), ("start", "press Start (s)"),
-                               ("page", "page blocked, add + Start (s)"), ("checked", "until every row is checked (s)")):
+            for key, label in (
+                ("add", "add the folder (s)"),
+                ("start", "press Start (s)"),
+                ("page", "page blocked, add + Start (s)"),
+                ("checked", "until every row is checked (s)"),
+            ):
                 values = [run[key] for run in runs]
                 print(f"{variant:8} {label:34} {min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}")
         print(f"load average after: {os.getloadavg()}")

@@ -50,14 +50,20 @@ from storyteller_core.records.video import Video, VideoState
 from storyteller_core.views.board import Status
 
 
-def engine_makespan(base_url: str, videos: list[Path], data_dir: Path, variant: str,
-                    workers: int) -> tuple[float, float, float]:
+def engine_makespan(base_url: str, videos: list[Path], data_dir: Path, variant: str, workers: int) -> tuple[float, float, float]:
     one_lane = variant in ("one-lane", "before")
     uploads = 2
     # one lane, as before: ``workers`` threads in all take any task, uploads included (at most 2 at once)
-    engine = Engine(Settings(data_dir=data_dir, api_key="bench-key", base_url=base_url, max_uploads=uploads,
-                             max_jobs=workers - uploads if one_lane else workers),
-                    stderr_log_level=logging.CRITICAL + 1)
+    engine = Engine(
+        Settings(
+            data_dir=data_dir,
+            api_key="bench-key",
+            base_url=base_url,
+            max_uploads=uploads,
+            max_jobs=workers - uploads if one_lane else workers,
+        ),
+        stderr_log_level=logging.CRITICAL + 1,
+    )
     if one_lane:
         engine.scheduler.max_work = engine.scheduler.look_ahead = None
     if variant in ("per-file", "before"):
@@ -75,8 +81,9 @@ def engine_makespan(base_url: str, videos: list[Path], data_dir: Path, variant: 
             busy = len(engine.scheduler.running())
             if busy < workers:
                 active = {v.id for v in engine.store.many(Video, video_ids) if v.state is VideoState.FILE_ACTIVE}
-                waiting = sum(1 for a in engine.store.many(Analysis, analysis_ids)
-                              if a.state is AnalysisState.WAITING and a.video_id in active)
+                waiting = sum(
+                    1 for a in engine.store.many(Analysis, analysis_ids) if a.state is AnalysisState.WAITING and a.video_id in active
+                )
                 idle[0] += min(workers - busy, waiting) * (now - last)
             last = now
 
@@ -99,21 +106,20 @@ def sequential_makespan(emu: Emulator, videos: list[Path]) -> float:
     started = time.monotonic()
     for video in videos:
         sha, _ = hash_file(video)
-        remote = gateway.upload(video, name=file_name_for("seq" + sha), display_name=video.name,
-                                mime_type="video/mp4", on_progress=lambda _: None).file
+        remote = gateway.upload(
+            video, name=file_name_for("seq" + sha), display_name=video.name, mime_type="video/mp4", on_progress=lambda _: None
+        ).file
         while remote.state != "ACTIVE":
             time.sleep(1.0)
             remote = gateway.get_file(remote.name) or remote
-        gateway.generate(model="gemini-3.8-flash", file_uri=remote.uri, mime_type="video/mp4",
-                         prompt="Tell the story", timeout_s=60)
+        gateway.generate(model="gemini-3.8-flash", file_uri=remote.uri, mime_type="video/mp4", prompt="Tell the story", timeout_s=60)
     return time.monotonic() - started
 
 
 def first_upload_s(base_url: str, video: Path) -> float:
     gateway = Gateway("bench-key", base_url, 60)
     started = time.monotonic()
-    gateway.upload(video, name="first-upload-probe", display_name=video.name, mime_type="video/mp4",
-                   on_progress=lambda _: None)
+    gateway.upload(video, name="first-upload-probe", display_name=video.name, mime_type="video/mp4", on_progress=lambda _: None)
     return time.monotonic() - started
 
 
@@ -140,8 +146,9 @@ def main() -> None:
                 for variant in variants:
                     with external_emulator(args.processing, args.analysis) as emu:  # Gemini is another process
                         uploads.append(first_upload_s(emu.url, pool[0]))
-                        results[variant].append(engine_makespan(emu.url, pool[:n], Path(tmp) / f"data-{n}-{variant}-{run}",
-                                                                variant, args.workers))
+                        results[variant].append(
+                            engine_makespan(emu.url, pool[:n], Path(tmp) / f"data-{n}-{variant}-{run}", variant, args.workers)
+                        )
                     loads.append(os.getloadavg())
             sequential = None
             if args.sequential and n <= 20:
@@ -151,20 +158,27 @@ def main() -> None:
             a_step = statistics.median(r[2] for runs in results.values() for r in runs)
             step_bound = min(uploads) + args.processing + math.ceil(n / args.workers) * a_step
             table.append((n, bound, step_bound, a_step, results, sequential))
-    print(f"P = {args.processing:g} s, A = {args.analysis:g} s, {args.workers} workers, 2 uploads at once, "
-          f"{args.runs} runs per variant (min / median / max)")
-    print(f"{'N':>4} | {'variant':<8} | {'makespan s':<20} | {'bound s':>7} | {'ratio':<20} | "
-          f"{'ratio to step bound':<20} | {'idle worker-s':<18}")
+    print(
+        f"P = {args.processing:g} s, A = {args.analysis:g} s, {args.workers} workers, 2 uploads at once, "
+        f"{args.runs} runs per variant (min / median / max)"
+    )
+    print(
+        f"{'N':>4} | {'variant':<8} | {'makespan s':<20} | {'bound s':>7} | {'ratio':<20} | "
+        f"{'ratio to step bound':<20} | {'idle worker-s':<18}"
+    )
     for n, bound, step_bound, a_step, results, sequential in table:
         for variant, runs in results.items():
             spans = [r[0] for r in runs]
-            print(f"{n:>4} | {variant:<8} | {spread(spans, '.1f'):<20} | {bound:7.1f} | "
-                  f"{spread([s / bound for s in spans], '.3f'):<20} | {spread([s / step_bound for s in spans], '.3f'):<20} | "
-                  f"{spread([r[1] for r in runs], '.1f'):<18}")
+            print(
+                f"{n:>4} | {variant:<8} | {spread(spans, '.1f'):<20} | {bound:7.1f} | "
+                f"{spread([s / bound for s in spans], '.3f'):<20} | {spread([s / step_bound for s in spans], '.3f'):<20} | "
+                f"{spread([r[1] for r in runs], '.1f'):<18}"
+            )
         if sequential is not None:
             print(f"{n:>4} | {'seeds':<8} | {sequential:<20.1f} | {bound:7.1f} | {sequential / bound:<20.2f} |")
-        print(f"       one analysis step took {a_step:.3f} s (median; the emulator's A = {args.analysis:g} s): "
-              f"step bound {step_bound:.1f} s")
+        print(
+            f"       one analysis step took {a_step:.3f} s (median; the emulator's A = {args.analysis:g} s): step bound {step_bound:.1f} s"
+        )
     print(load_line(loads))
 
 

@@ -33,8 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with external_emulator() as emu, tempfile.TemporaryDirectory() as tmp:  # stopped, and its storage checked, on exit
-        engine = Engine(Settings(data_dir=Path(tmp) / "data", api_key="bench-key", base_url=emu.url),
-                        stderr_log_level=logging.CRITICAL + 1).start()
+        engine = Engine(
+            Settings(data_dir=Path(tmp) / "data", api_key="bench-key", base_url=emu.url), stderr_log_level=logging.CRITICAL + 1
+        ).start()
         idle = RssSampler().peak  # once, before any file: the honest baseline
         for label in args.sizes.split(","):
             video = padded_video(Path(tmp) / f"big-{label}.mp4", parse_size(label))

@@ -41,8 +41,7 @@ MODES = ("bulk watch", "per-file")
 
 def run_engine(mode: str, videos: list[Path], data_dir: Path, processing: float, out: dict[str, tuple]) -> None:
     with Emulator(EmulatorConfig(processing_delay_s=processing, analysis_delay_s=0.0)) as emu:
-        engine = Engine(Settings(data_dir=data_dir, api_key="bench-key", base_url=emu.base_url),
-                        stderr_log_level=logging.CRITICAL + 1)
+        engine = Engine(Settings(data_dir=data_dir, api_key="bench-key", base_url=emu.base_url), stderr_log_level=logging.CRITICAL + 1)
         if mode == "per-file":
             engine.runner.watch = None  # the previous behaviour: one backoff schedule per file
         engine.start()
@@ -61,8 +60,9 @@ def run_engine(mode: str, videos: list[Path], data_dir: Path, processing: float,
 def rate_cap(tmp: Path, count: int) -> tuple[int, float, int]:
     videos = make_batch(tmp / "cap", count, seconds=0.3)
     with Emulator(EmulatorConfig(processing_delay_s=15, analysis_delay_s=0.0)) as emu:
-        engine = Engine(Settings(data_dir=tmp / "cap-data", api_key="bench-key", base_url=emu.base_url),
-                        stderr_log_level=logging.CRITICAL + 1).start()
+        engine = Engine(
+            Settings(data_dir=tmp / "cap-data", api_key="bench-key", base_url=emu.base_url), stderr_log_level=logging.CRITICAL + 1
+        ).start()
         items = engine.commands.submit_paths(videos, Ask(prompt="Tell the story", model=engine.settings.model))
         engine.wait([i.id for i in items], timeout=300)
         engine.shutdown()
@@ -85,8 +85,10 @@ def main() -> None:
         pool = make_batch(tmp / "videos", args.files, seconds=0.3)
         for run in range(args.runs):
             out: dict[str, tuple] = {}
-            threads = [threading.Thread(target=run_engine, args=(mode, pool, tmp / f"data-{mode}-{run}".replace(" ", "-"),
-                                                                 args.processing, out)) for mode in MODES]
+            threads = [
+                threading.Thread(target=run_engine, args=(mode, pool, tmp / f"data-{mode}-{run}".replace(" ", "-"), args.processing, out))
+                for mode in MODES
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -99,11 +101,15 @@ def main() -> None:
     print(f"{'engine':<11} | {'lag avg s':<17} | {'lag max s':<17} | {'status calls':<14} | {'of them files.list':<18}")
     for mode in MODES:
         runs = results[mode]
-        print(f"{mode:<11} | {spread([r[0] for r in runs], '.2f'):<17} | {spread([r[1] for r in runs], '.2f'):<17} | "
-              f"{spread([r[2] for r in runs], '.0f'):<14} | {spread([r[3] for r in runs], '.0f'):<18}")
+        print(
+            f"{mode:<11} | {spread([r[0] for r in runs], '.2f'):<17} | {spread([r[1] for r in runs], '.2f'):<17} | "
+            f"{spread([r[2] for r in runs], '.0f'):<14} | {spread([r[3] for r in runs], '.0f'):<18}"
+        )
     if args.cap_files:
-        print(f"\n{args.cap_files} files processing at once (15 s): {cap_calls} status calls, busiest 1-second window "
-              f"{busiest} (cap 5/s), average {average:.2f}/s")
+        print(
+            f"\n{args.cap_files} files processing at once (15 s): {cap_calls} status calls, busiest 1-second window "
+            f"{busiest} (cap 5/s), average {average:.2f}/s"
+        )
     print(load_line(loads))
 
 

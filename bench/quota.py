@@ -70,8 +70,10 @@ def report(label: str, emu: Emulator, since: float, elapsed: float, endings: lis
     sent = sum(1 for t in emu.stats.request_times if t >= since)
     minutes = emu.stats.requests_by_minute(since=since)
     per_minute = ", ".join(f"min {m + 1}: {minutes[m]}" for m in sorted(minutes))
-    print(f"{label}: {sent} requests in {elapsed:.0f} s = {sent * 60 / elapsed:.0f} per minute ({per_minute}); "
-          f"callers: {'; '.join(sorted(set(endings)))}")
+    print(
+        f"{label}: {sent} requests in {elapsed:.0f} s = {sent * 60 / elapsed:.0f} per minute ({per_minute}); "
+        f"callers: {'; '.join(sorted(set(endings)))}"
+    )
 
 
 def main() -> None:
@@ -82,18 +84,25 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
-    print(f"before (the issue, real Gemini): {ISSUE_BEFORE[0]} requests in {ISSUE_BEFORE[1]} s = "
-          f"{ISSUE_BEFORE[0] * 60 / ISSUE_BEFORE[1]:.0f} per minute for 3 videos")
+    print(
+        f"before (the issue, real Gemini): {ISSUE_BEFORE[0]} requests in {ISSUE_BEFORE[1]} s = "
+        f"{ISSUE_BEFORE[0] * 60 / ISSUE_BEFORE[1]:.0f} per minute for 3 videos"
+    )
     with tempfile.TemporaryDirectory() as tmp, Emulator(EmulatorConfig(processing_delay_s=0)) as emu:
         video = Path(tmp) / "v.mp4"
         video.write_bytes(b"\0" * 1024)
         gateway = Gateway("bench-key", emu.base_url, 30)
-        names = [gateway.upload(video, name=f"vs-quota-{i}", display_name=f"v{i}.mp4", mime_type="video/mp4",
-                                on_progress=lambda _: None).file.name for i in range(CALLERS)]
+        names = [
+            gateway.upload(
+                video, name=f"vs-quota-{i}", display_name=f"v{i}.mp4", mime_type="video/mp4", on_progress=lambda _: None
+            ).file.name
+            for i in range(CALLERS)
+        ]
         emu.config.fault_on, emu.config.rate_429, emu.config.retry_delay_s = {"poll"}, 1.0, 0.0
 
-        old = tenacity.Retrying(retry=tenacity.retry_if_exception(is_transient), wait=old_wait,
-                                stop=tenacity.stop_before_delay(args.seconds), reraise=True)
+        old = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_transient), wait=old_wait, stop=tenacity.stop_before_delay(args.seconds), reraise=True
+        )
         since = time.time()
         elapsed, endings = run(emu, names, old)
         report("before (old wait, emulator)", emu, since, elapsed, endings)

@@ -35,18 +35,51 @@ from storyteller_core.records.story import Moment, Story  # noqa: E402
 from storyteller_core.records.video import Video, VideoState  # noqa: E402
 from storyteller_core.storage.disk_store import DiskStore  # noqa: E402
 
-WORDS = ("harbour", "market", "crowd", "night", "pricing", "product", "interview", "street", "light", "camera",
-         "window", "door", "customer", "shelf", "voice", "music", "rain", "bicycle", "train", "kitchen", "table",
-         "laughter", "sign", "poster", "counter", "queue", "van", "bridge", "river")
+WORDS = (
+    "harbour",
+    "market",
+    "crowd",
+    "night",
+    "pricing",
+    "product",
+    "interview",
+    "street",
+    "light",
+    "camera",
+    "window",
+    "door",
+    "customer",
+    "shelf",
+    "voice",
+    "music",
+    "rain",
+    "bicycle",
+    "train",
+    "kitchen",
+    "table",
+    "laughter",
+    "sign",
+    "poster",
+    "counter",
+    "queue",
+    "van",
+    "bridge",
+    "river",
+)
 CHUNK = 5000
 
 
 def story_of(i: int, rng: random.Random) -> Story:
     prose = " ".join(rng.choice(WORDS) for _ in range(120)) + f" unique{i:07d}"
     moments = [Moment(float(s), " ".join(rng.choice(WORDS) for _ in range(8))) for s in (0, 12, 24, 36, 48)]
-    return Story(text=prose, title=f"Story {i} of the {rng.choice(WORDS)}", moments=moments,
-                 people=["A woman in a red coat", "A man at the counter"], places=["A street market"],
-                 tags=rng.sample(WORDS, 4))
+    return Story(
+        text=prose,
+        title=f"Story {i} of the {rng.choice(WORDS)}",
+        moments=moments,
+        people=["A woman in a red coat", "A man at the counter"],
+        places=["A street market"],
+        tags=rng.sample(WORDS, 4),
+    )
 
 
 def fill(store: DiskStore, start: int, count: int, batch_id: str, rng: random.Random) -> list[str]:
@@ -56,16 +89,41 @@ def fill(store: DiskStore, start: int, count: int, batch_id: str, rng: random.Ra
         with store.cache.transact():  # the bench's set-up only: the app writes each record in its own transaction
             for i in range(first, min(first + CHUNK, start + count)):
                 sha = f"{i:064x}"
-                video = Video(id=sha, sha256=sha, display_name=f"video-{i:07d}.mp4", sources=[f"/v/{i}.mp4"],
-                              size_bytes=10**6, duration_s=60.0, state=VideoState.FILE_ACTIVE, backend="b")
+                video = Video(
+                    id=sha,
+                    sha256=sha,
+                    display_name=f"video-{i:07d}.mp4",
+                    sources=[f"/v/{i}.mp4"],
+                    size_bytes=10**6,
+                    duration_s=60.0,
+                    state=VideoState.FILE_ACTIVE,
+                    backend="b",
+                )
                 story = story_of(i, rng)
-                analysis = Analysis(id=f"{i:032x}", video_id=sha, model="gemini-3-flash", prompt="Tell", backend="b",
-                                    options={"structured": True}, state=AnalysisState.COMPLETED, story=story.text,
-                                    structured=story.to_dict(), completed_at=time.time())
+                analysis = Analysis(
+                    id=f"{i:032x}",
+                    video_id=sha,
+                    model="gemini-3-flash",
+                    prompt="Tell",
+                    backend="b",
+                    options={"structured": True},
+                    state=AnalysisState.COMPLETED,
+                    story=story.text,
+                    structured=story.to_dict(),
+                    completed_at=time.time(),
+                )
                 store.add_video(video)
                 store.add_analysis(analysis)
-                items.append(Item(id=f"it-{i:08d}", batch_id=batch_id, display_name=video.display_name,
-                                  source_path=f"/v/{i}.mp4", video_id=sha, analysis_id=analysis.id))
+                items.append(
+                    Item(
+                        id=f"it-{i:08d}",
+                        batch_id=batch_id,
+                        display_name=video.display_name,
+                        source_path=f"/v/{i}.mp4",
+                        video_id=sha,
+                        analysis_id=analysis.id,
+                    )
+                )
     store.add_pending([{"path": item.source_path} for item in items])
     store.start_batch(Batch(id=batch_id, name=batch_id), items)
     return [item.id for item in items]
@@ -114,10 +172,20 @@ def bench(stories: int, reads: int) -> dict[str, float | int]:
         texts = index.counts()["texts"]
         index.close()
         store.close()
-    return {"stories": stories, "texts": texts, "fill_s": round(filled_s, 1), "build_s": round(build_s, 2),
-            "sync_nothing_new_ms": sync_ms, "sync_plus_10_ms": round(plus_ms, 1),
-            "sync_removed_10_ms": round(removed_ms, 1), "search_common_ms": common, "search_rare_ms": rare,
-            "search_three_words_ms": three, "search_operators_ms": operators, "index_mb": round(size_mb, 1)}
+    return {
+        "stories": stories,
+        "texts": texts,
+        "fill_s": round(filled_s, 1),
+        "build_s": round(build_s, 2),
+        "sync_nothing_new_ms": sync_ms,
+        "sync_plus_10_ms": round(plus_ms, 1),
+        "sync_removed_10_ms": round(removed_ms, 1),
+        "search_common_ms": common,
+        "search_rare_ms": rare,
+        "search_three_words_ms": three,
+        "search_operators_ms": operators,
+        "index_mb": round(size_mb, 1),
+    }
 
 
 def main() -> None:

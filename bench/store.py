@@ -76,8 +76,10 @@ def main() -> None:
         store = DiskStore(Path(tmp) / "load")
         writes, reads, total = writes_under_load(store)
         store.close()
-        print(f"10 writer threads + 1 reader of 100 rows for {SECONDS:g} s: {writes:,.0f} record writes/s "
-              f"({total:,} in all), {reads:,.1f} batch reads/s")
+        print(
+            f"10 writer threads + 1 reader of 100 rows for {SECONDS:g} s: {writes:,.0f} record writes/s "
+            f"({total:,} in all), {reads:,.1f} batch reads/s"
+        )
         print(f"{'rows':>6} | {'read cold ms':>12} | {'read warm ms':>12} | {'to DataFrame ms':>15}")
         for count in (1000, 10000):
             fill(Path(tmp) / f"list-{count}", count)

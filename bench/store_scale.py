@@ -48,13 +48,31 @@ def _records(i: int, done: bool):  # type: ignore[no-untyped-def]
     from storyteller_core.records.batch import Item
     from storyteller_core.records.video import Video, VideoState
 
-    video = Video(id=f"{i:064x}", sha256=f"{i:064x}", display_name=f"video-{i:06d}.mp4", sources=[f"/videos/v-{i:06d}.mp4"],
-                  size_bytes=10**7, duration_s=60.0, state=VideoState.FILE_ACTIVE, progress=80, backend="https://example",
-                  gemini_name=f"files/vs-{i}", gemini_uri=f"https://example/v1beta/files/vs-{i}")
-    analysis = Analysis(id=f"{i:032x}", video_id=video.id, model="gemini-3-flash", prompt="Tell the story",
-                        backend="https://example", state=AnalysisState.COMPLETED if done else AnalysisState.WAITING,
-                        story="A story. " * 60 if done else None, total_tokens=18_000, cost_usd=0.006 if done else None,
-                        estimated_cost_usd=0.006)
+    video = Video(
+        id=f"{i:064x}",
+        sha256=f"{i:064x}",
+        display_name=f"video-{i:06d}.mp4",
+        sources=[f"/videos/v-{i:06d}.mp4"],
+        size_bytes=10**7,
+        duration_s=60.0,
+        state=VideoState.FILE_ACTIVE,
+        progress=80,
+        backend="https://example",
+        gemini_name=f"files/vs-{i}",
+        gemini_uri=f"https://example/v1beta/files/vs-{i}",
+    )
+    analysis = Analysis(
+        id=f"{i:032x}",
+        video_id=video.id,
+        model="gemini-3-flash",
+        prompt="Tell the story",
+        backend="https://example",
+        state=AnalysisState.COMPLETED if done else AnalysisState.WAITING,
+        story="A story. " * 60 if done else None,
+        total_tokens=18_000,
+        cost_usd=0.006 if done else None,
+        estimated_cost_usd=0.006,
+    )
     item = Item(id=f"item-{i:07d}", batch_id=BATCH, display_name=video.display_name, source_path=video.sources[0])
     return video, analysis, item
 
@@ -133,8 +151,12 @@ def child_read(tree: Path, directory: Path, reads: int) -> None:
         started = time.perf_counter()
         read()
         timings.append((time.perf_counter() - started) * 1000)
-    print("RESULT " + json.dumps({"rows": count, "median_ms": round(statistics.median(timings), 2),
-                                  "rss_mb": round(psutil.Process().memory_info().rss / 2**20)}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {"rows": count, "median_ms": round(statistics.median(timings), 2), "rss_mb": round(psutil.Process().memory_info().rss / 2**20)}
+        )
+    )
 
 
 def run(*args: str, tree: Path | None = None) -> dict:
@@ -150,8 +172,9 @@ def status_time(tree: Path, data_dir: Path) -> float:
     env = {**os.environ, "STORYTELLER_DATA_DIR": str(data_dir), "PYTHONPATH": str(tree)}
     env.pop("GEMINI_API_KEY", None)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "storyteller_core", "status"], env=env, cwd=tree, capture_output=True,
-                   stdin=subprocess.DEVNULL, check=False)
+    subprocess.run(
+        [sys.executable, "-m", "storyteller_core", "status"], env=env, cwd=tree, capture_output=True, stdin=subprocess.DEVNULL, check=False
+    )
     return time.perf_counter() - started
 
 
@@ -177,8 +200,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         before_tree = previous_code(args.before, Path(scratch) / "before")
-        print(f"{'rows':>8} {'variant':<8} {'added':>8} {'rows/s per 5,000 (first .. last)':<36} {'board ms':>9} "
-              f"{'status s':>9} {'rss MB':>7}", flush=True)
+        print(
+            f"{'rows':>8} {'variant':<8} {'added':>8} {'rows/s per 5,000 (first .. last)':<36} {'board ms':>9} "
+            f"{'status s':>9} {'rss MB':>7}",
+            flush=True,
+        )
         for rows in (int(n) for n in args.rows.split(",")):
             for name, tree in (("before", before_tree), ("now", ROOT)):
                 data_dir = Path(scratch) / f"{name}-{rows}"
@@ -191,8 +217,10 @@ def main() -> None:
                 status = status_time(tree, data_dir)
                 rates = added["rates"]
                 shown = f"{rates[0]:,} .. {rates[-1]:,}" + (f" (stopped at {added['rows']:,})" if added["rows"] < rows else "")
-                print(f"{rows:>8,} {name:<8} {added['rows']:>8,} {shown:<36} {read['median_ms']:>9.1f} {status:>9.2f} "
-                      f"{read['rss_mb']:>7}", flush=True)
+                print(
+                    f"{rows:>8,} {name:<8} {added['rows']:>8,} {shown:<36} {read['median_ms']:>9.1f} {status:>9.2f} {read['rss_mb']:>7}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

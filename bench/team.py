@@ -64,9 +64,25 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
     if not server:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--requirepass", "bench-password", "--dir", str(directory)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "bench-password",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -81,34 +97,65 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen, str]:
 class Run:
     """One team (client + worker processes) on a fresh key prefix."""
 
-    def __init__(self, redis_url: str, emu: Emulator, work: Path, *, max_uploads: int = 2, threads: int = 3,
-                 polls_per_second: float = 5.0, **config: Any) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        emu: Emulator,
+        work: Path,
+        *,
+        max_uploads: int = 2,
+        threads: int = 3,
+        polls_per_second: float = 5.0,
+        **config: Any,
+    ) -> None:
         self.emu = emu
         self.prefix = "b" + uuid.uuid4().hex[:8]
-        self.overrides = dict(poll_initial_s=0.2, poll_max_s=2.0, upload_budget_s=120, processing_budget_s=120,
-                              analysis_budget_s=60, request_timeout_s=30, polls_per_second=polls_per_second, max_uploads=max_uploads,
-                              max_jobs=threads)
+        self.overrides = dict(
+            poll_initial_s=0.2,
+            poll_max_s=2.0,
+            upload_budget_s=120,
+            processing_budget_s=120,
+            analysis_budget_s=60,
+            request_timeout_s=30,
+            polls_per_second=polls_per_second,
+            max_uploads=max_uploads,
+            max_jobs=threads,
+        )
         self.settings = Settings(data_dir=work / "data", api_key=KEY, base_url=emu.base_url, **self.overrides)  # type: ignore[arg-type]
         self.config = TeamConfig(url=redis_url, prefix=self.prefix, **config)
         self.client = TeamClient(self.settings, self.config)
         self.env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-        self.env.update({
-            "PYTHONPATH": str(ROOT), "STORYTELLER_BROKER_URL": redis_url, "STORYTELLER_TEAM_PREFIX": self.prefix,
-            "GEMINI_API_KEY": KEY, "GOOGLE_GEMINI_BASE_URL": emu.base_url, "STORYTELLER_DATA_DIR": str(work / "data"),
-            "STORYTELLER_SETTINGS_JSON": json.dumps(self.overrides),
-            "STORYTELLER_TEAM_HEARTBEAT_S": str(self.config.heartbeat_timeout_s),
-            "STORYTELLER_TEAM_MAINTENANCE_CHANCE": str(self.config.maintenance_chance),
-            "STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S": str(self.config.upload_slot_ttl_s),
-            "STORYTELLER_TEAM_GENERATE_RPM": str(self.config.generate_per_minute),
-            "STORYTELLER_TEAM_STORAGE_GB": str(self.config.storage_bytes / 1e9),
-        })
+        self.env.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "STORYTELLER_BROKER_URL": redis_url,
+                "STORYTELLER_TEAM_PREFIX": self.prefix,
+                "GEMINI_API_KEY": KEY,
+                "GOOGLE_GEMINI_BASE_URL": emu.base_url,
+                "STORYTELLER_DATA_DIR": str(work / "data"),
+                "STORYTELLER_SETTINGS_JSON": json.dumps(self.overrides),
+                "STORYTELLER_TEAM_HEARTBEAT_S": str(self.config.heartbeat_timeout_s),
+                "STORYTELLER_TEAM_MAINTENANCE_CHANCE": str(self.config.maintenance_chance),
+                "STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S": str(self.config.upload_slot_ttl_s),
+                "STORYTELLER_TEAM_GENERATE_RPM": str(self.config.generate_per_minute),
+                "STORYTELLER_TEAM_STORAGE_GB": str(self.config.storage_bytes / 1e9),
+            }
+        )
         self.procs: list[subprocess.Popen] = []
         self.log = (work / f"workers-{self.prefix}.log").open("w")
 
     def start_workers(self, count: int) -> None:
         for _ in range(count):
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "storyteller_core.team.worker"], env=self.env, cwd=ROOT,
-                                               stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "storyteller_core.team.worker"],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self.log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         deadline = time.monotonic() + 30
         while len(self.client.workers()) < len(self.alive()):
             if time.monotonic() > deadline:
@@ -219,13 +266,26 @@ def throughput(redis_url: str, work: Path, files: list[Path], workers: int, jobs
             done = sum(1 for r in rows if r.analysis and r.analysis.state is AnalysisState.COMPLETED)
             distinct = len({r.item.analysis_id for r in rows})
             status_calls = emu.stats.poll_times + emu.stats.list_times
-            return {"workers": workers, "limits": limits, "jobs": len(items), "done": done, "seconds": elapsed,
-                    "boot": booted, "jobs_per_min": len(items) / elapsed * 60, "analyses": distinct,
-                    "uploads": sum(emu.stats.uploads_finished.values()), "generates": sum(emu.stats.generates.values()),
-                    "max_uploads_at_once": emu.stats.max_uploads_at_once, "redis_per_job": redis_calls / len(items),
-                    "gets": len(emu.stats.poll_times), "lists": len(emu.stats.list_times),
-                    "polls_1s": max_in_window(status_calls, 1.0), "polls_10s": max_in_window(status_calls, 10.0),
-                    "load": os.getloadavg()[0], "phases": phases(run, rows, t0)}
+            return {
+                "workers": workers,
+                "limits": limits,
+                "jobs": len(items),
+                "done": done,
+                "seconds": elapsed,
+                "boot": booted,
+                "jobs_per_min": len(items) / elapsed * 60,
+                "analyses": distinct,
+                "uploads": sum(emu.stats.uploads_finished.values()),
+                "generates": sum(emu.stats.generates.values()),
+                "max_uploads_at_once": emu.stats.max_uploads_at_once,
+                "redis_per_job": redis_calls / len(items),
+                "gets": len(emu.stats.poll_times),
+                "lists": len(emu.stats.list_times),
+                "polls_1s": max_in_window(status_calls, 1.0),
+                "polls_10s": max_in_window(status_calls, 10.0),
+                "load": os.getloadavg()[0],
+                "phases": phases(run, rows, t0),
+            }
         finally:
             run.close()
     finally:
@@ -281,10 +341,10 @@ def board_read(redis_url: str, jobs: int, runs: int) -> tuple[list[float], list[
         for n in range(jobs):
             sha = f"{n:064x}"
             store.add_video(Video(id=sha, sha256=sha, display_name=f"v{n}.mp4", sources=[f"/x/v{n}.mp4"]))
-            analysis, _ = store.add_analysis(Analysis(id=analysis_key(sha, "m", "p", {}, "b"), video_id=sha, model="m",
-                                                      prompt="p", backend="b"))
-            store.add_item(Item(id=f"i{n:06d}", batch_id="b1", display_name=f"v{n}.mp4", video_id=sha,
-                                analysis_id=analysis.id))
+            analysis, _ = store.add_analysis(
+                Analysis(id=analysis_key(sha, "m", "p", {}, "b"), video_id=sha, model="m", prompt="p", backend="b")
+            )
+            store.add_item(Item(id=f"i{n:06d}", batch_id="b1", display_name=f"v{n}.mp4", video_id=sha, analysis_id=analysis.id))
         times = []
         for _ in range(11):
             started = time.perf_counter()
@@ -337,37 +397,49 @@ def main() -> None:
     try:
         files = make_batch(work / "videos", args.files)
         print(f"start: {uptime()}")
-        print(f"{args.jobs} jobs over {args.files} files x {args.prompts} prompts; emulator: upload 0.2 s per request, "
-              "processing 1.0 s, analysis 0.5 s; 3 threads per worker; limits on: upload cap 2, status calls 5/s, "
-              "1,000 generates/min, 20 GB; off: cap 100, 1,000/s, no generate cap")
-        print("| workers | limits | runs | seconds min / median / max | jobs/min (median) | uploads | generates | "
-              "max uploads at once | busiest 1 s / 10 s of status calls | files.get / files.list | "
-              "Redis commands per job | load (1 min) |")
+        print(
+            f"{args.jobs} jobs over {args.files} files x {args.prompts} prompts; emulator: upload 0.2 s per request, "
+            "processing 1.0 s, analysis 0.5 s; 3 threads per worker; limits on: upload cap 2, status calls 5/s, "
+            "1,000 generates/min, 20 GB; off: cap 100, 1,000/s, no generate cap"
+        )
+        print(
+            "| workers | limits | runs | seconds min / median / max | jobs/min (median) | uploads | generates | "
+            "max uploads at once | busiest 1 s / 10 s of status calls | files.get / files.list | "
+            "Redis commands per job | load (1 min) |"
+        )
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         results: list[list[dict[str, Any]]] = []
-        for workers in ([] if args.skip_throughput else [int(w) for w in args.workers.split(",")]):
-            for limits in ((True, False) if args.no_limits else (True,)):
+        for workers in [] if args.skip_throughput else [int(w) for w in args.workers.split(",")]:
+            for limits in (True, False) if args.no_limits else (True,):
                 runs = [throughput(url, work, files, workers, args.jobs, args.prompts, limits) for _ in range(args.runs)]
                 results.append(runs)
                 mid = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-                print(f"| {workers} | {'on' if limits else 'off'} | {len(runs)} | "
-                      f"{spread([r['seconds'] for r in runs])} | {mid['jobs_per_min']:.0f} | "
-                      f"{'/'.join(str(r['uploads']) for r in runs)} | {'/'.join(str(r['generates']) for r in runs)} | "
-                      f"{max(r['max_uploads_at_once'] for r in runs)} | "
-                      f"{max(r['polls_1s'] for r in runs)} / {max(r['polls_10s'] for r in runs)} | "
-                      f"{mid['gets']} / {mid['lists']} | {spread([r['redis_per_job'] for r in runs], '.0f')} | "
-                      f"{spread([r['load'] for r in runs], '.1f')} |", flush=True)
+                print(
+                    f"| {workers} | {'on' if limits else 'off'} | {len(runs)} | "
+                    f"{spread([r['seconds'] for r in runs])} | {mid['jobs_per_min']:.0f} | "
+                    f"{'/'.join(str(r['uploads']) for r in runs)} | {'/'.join(str(r['generates']) for r in runs)} | "
+                    f"{max(r['max_uploads_at_once'] for r in runs)} | "
+                    f"{max(r['polls_1s'] for r in runs)} / {max(r['polls_10s'] for r in runs)} | "
+                    f"{mid['gets']} / {mid['lists']} | {spread([r['redis_per_job'] for r in runs], '.0f')} | "
+                    f"{spread([r['load'] for r in runs], '.1f')} |",
+                    flush=True,
+                )
         if results:
             print("\nworker start (s, submit to all heartbeats) and median seconds per phase (median run):")
             for runs in results:
                 mid = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-                print(f"  {mid['workers']} workers, limits {'on' if mid['limits'] else 'off'}: start {mid['boot']:.1f}; "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in mid["phases"].items()))
+                print(
+                    f"  {mid['workers']} workers, limits {'on' if mid['limits'] else 'off'}: start {mid['boot']:.1f}; "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in mid["phases"].items())
+                )
         if args.board:
             redis_ms, disk_ms = board_read(url, args.board, max(3, args.runs))
-            print(f"\nboard read of {args.board} rows (items + analyses + videos), median of 10 reads per run, "
-                  f"min / median / max of {len(redis_ms)} runs: Redis {spread(redis_ms, '.0f')} ms, "
-                  f"diskcache {spread(disk_ms, '.0f')} ms; {uptime()}", flush=True)
+            print(
+                f"\nboard read of {args.board} rows (items + analyses + videos), median of 10 reads per run, "
+                f"min / median / max of {len(redis_ms)} runs: Redis {spread(redis_ms, '.0f')} ms, "
+                f"diskcache {spread(disk_ms, '.0f')} ms; {uptime()}",
+                flush=True,
+            )
         if args.kills:
             print(f"\ntakeover after SIGKILL mid-analysis (heartbeat timeout 10 s, maintenance 20 %), {args.kills} kills:")
             times = takeover(url, work, files, args.kills)

@@ -21,20 +21,25 @@ from storyteller_ui.view import PLAYABLE_BYTES, model_label, plain
 
 engine = get_engine()
 st.title(":material/forum: Ask the collection")
-st.caption("One question over the stories already written: Gemini answers from them (no video is uploaded again), "
-           "then every citation is checked against its own clip of the footage.")
+st.caption(
+    "One question over the stories already written: Gemini answers from them (no video is uploaded again), "
+    "then every citation is checked against its own clip of the footage."
+)
 
-STATUS_LOOK = {"confirmed": (":material/verified:", "Confirmed by the footage"),
-               "corrected": (":material/edit_calendar:", "Shown at another time (corrected)"),
-               "unsupported": (":material/report:", "Not supported by the footage: not a fact"),
-               "unchecked": (":material/pending:", "Not checked yet")}
+STATUS_LOOK = {
+    "confirmed": (":material/verified:", "Confirmed by the footage"),
+    "corrected": (":material/edit_calendar:", "Shown at another time (corrected)"),
+    "unsupported": (":material/report:", "Not supported by the footage: not a fact"),
+    "unchecked": (":material/pending:", "Not checked yet"),
+}
 
 batch_ids = engine.store.batch_ids()
 names = batch_labels(engine.store, batch_ids)
 left, right = st.columns([1, 2])
 whole = left.radio("Ask", ["The whole library", "Some batches"], key="ask-scope", horizontal=True) == "The whole library"
-picked = right.multiselect("Batches", batch_ids, format_func=lambda b: names[b], key="ask-batches", disabled=whole,
-                           placeholder="Pick one or more batches")
+picked = right.multiselect(
+    "Batches", batch_ids, format_func=lambda b: names[b], key="ask-batches", disabled=whole, placeholder="Pick one or more batches"
+)
 model = left.selectbox("Model", engine.catalog.choices(), key="ask-model", format_func=model_label)
 question = st.text_area("Question", key="ask-question", placeholder="Which of these interviews mention pricing, and where?")
 scope = Scope(None if whole else tuple(picked))
@@ -53,15 +58,16 @@ def player(result: AskResult) -> None:
         return
     _, sha, at = seek
     video = engine.store.get(Video, sha)
-    source = next((s for s in (video.sources if video else []) if Path(s).is_file()
-                   and Path(s).stat().st_size <= PLAYABLE_BYTES), None)
+    source = next((s for s in (video.sources if video else []) if Path(s).is_file() and Path(s).stat().st_size <= PLAYABLE_BYTES), None)
     if video and video.url:
         source = video.url
     if source:
         st.video(source, start_time=int(at), autoplay=True, muted=True)
     else:
-        st.caption(f"This video cannot be played here (its copy was not kept, or it is too large): open it in your "
-                   f"player at {plain(timestamp(at))}.")
+        st.caption(
+            f"This video cannot be played here (its copy was not kept, or it is too large): open it in your "
+            f"player at {plain(timestamp(at))}."
+        )
 
 
 def citation_view(result: AskResult, n: int, cited: CitationResult) -> None:
@@ -78,22 +84,27 @@ def citation_view(result: AskResult, n: int, cited: CitationResult) -> None:
         box.caption(plain(o.reason))
     if o and o.status in ("confirmed", "corrected"):
         at = o.corrected_start_s if o.status == "corrected" and o.corrected_start_s is not None else c.start_s
-        box.button("Play from here", key=f"ask-play-{result.key}-{n}", icon=":material/play_arrow:",
-                   on_click=st.session_state.__setitem__, args=("ask-seek", (result.key, c.video_sha256, at)))
+        box.button(
+            "Play from here",
+            key=f"ask-play-{result.key}-{n}",
+            icon=":material/play_arrow:",
+            on_click=st.session_state.__setitem__,
+            args=("ask-seek", (result.key, c.video_sha256, at)),
+        )
 
 
 def result_view(result: AskResult) -> None:
     st.subheader("Answer")
     st.markdown(plain(result.answer))
     counts = {s: sum(c.status == s for c in result.citations) for s in STATUS_LOOK}
-    cost = ("no cost: answered before" if result.reused else "demo mode: nothing charged" if engine.demo
-            else f"cost ${result.cost_usd:.4f}")
-    st.caption(f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
-               f"{counts['unsupported']} unsupported · {cost}")
+    cost = "no cost: answered before" if result.reused else "demo mode: nothing charged" if engine.demo else f"cost ${result.cost_usd:.4f}"
+    st.caption(
+        f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
+        f"{counts['unsupported']} unsupported · {cost}"
+    )
     uncited = sum(1 for claim in result.claims if not claim.get("citations"))
     if uncited:
-        st.warning(f"{uncited} claim(s) of the answer came with no citation: they are not checked facts.",
-                   icon=":material/report:")
+        st.warning(f"{uncited} claim(s) of the answer came with no citation: they are not checked facts.", icon=":material/report:")
     for problem in result.problems:
         st.warning(plain(problem), icon=":material/warning:")
     player(result)
@@ -111,8 +122,9 @@ try:
     if st.button("Ask", type="primary", icon=":material/send:", key="ask-go"):
         with st.status("Asking...", expanded=True) as status:
             shown = work.ask(question, scope, model, on_progress=lambda text: status.write(plain(text)))
-            status.update(label="Answered" if shown.complete else "Answered; some checks are left",
-                          state="complete" if shown.complete else "error")
+            status.update(
+                label="Answered" if shown.complete else "Answered; some checks are left", state="complete" if shown.complete else "error"
+            )
     if shown is not None:
         result_view(shown)
 except ScopeError as exc:
@@ -120,10 +132,13 @@ except ScopeError as exc:
 except AskError as exc:
     st.error(plain(exc.message), icon=":material/error:")
 except QuotaPaused as exc:
-    st.warning(plain(f"The Gemini quota is exhausted for now ({exc}). What was answered and checked is kept: ask again "
-                     "later to finish."), icon=":material/hourglass_top:")
+    st.warning(
+        plain(f"The Gemini quota is exhausted for now ({exc}). What was answered and checked is kept: ask again later to finish."),
+        icon=":material/hourglass_top:",
+    )
 except GeminiError as exc:
-    st.error(plain(f"Gemini could not answer ({exc.label}: {exc.message[:200]}). Nothing was stored; ask again later."),
-             icon=":material/error:")
+    st.error(
+        plain(f"Gemini could not answer ({exc.label}: {exc.message[:200]}). Nothing was stored; ask again later."), icon=":material/error:"
+    )
 finally:
     work.close()

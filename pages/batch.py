@@ -34,13 +34,15 @@ state.setdefault("uploader_key", 0)
 page_style()
 
 st.title(":material/movie: New batch")
-upload_tab, path_tab, page_tab = st.tabs(["Drop video files", "Local folder, file path or YouTube link",
-                                          "Simple upload (small files)"])
+upload_tab, path_tab, page_tab = st.tabs(["Drop video files", "Local folder, file path or YouTube link", "Simple upload (small files)"])
 with upload_tab:
     render_uploader(engine)  # streams straight to disk: a 2 GB drop costs the server a few MB of memory
 with page_tab:  # Streamlit's own uploader holds each file in server memory until it is saved: small files only
-    files = st.file_uploader("Drop small videos here (up to 200 MB each is kind to the computer)",
-                             accept_multiple_files=True, key=f"uploader-{state.uploader_key}")
+    files = st.file_uploader(
+        "Drop small videos here (up to 200 MB each is kind to the computer)",
+        accept_multiple_files=True,
+        key=f"uploader-{state.uploader_key}",
+    )
     if files:
         with st.spinner(f"Saving and checking {len(files)} file(s)..."):
             commands.add_pending(inspect_stream(uploaded, uploaded.name, engine.settings) for uploaded in files)
@@ -48,8 +50,10 @@ with page_tab:  # Streamlit's own uploader holds each file in server memory unti
         st.rerun()
 with path_tab:
     with st.form("add-path", border=False, enter_to_submit=True):  # Enter in the field adds, like the button
-        raw_path = st.text_input("Path to a video file or a folder of videos, or a public YouTube link",
-                                 placeholder="/home/me/footage  or  https://www.youtube.com/watch?v=...")
+        raw_path = st.text_input(
+            "Path to a video file or a folder of videos, or a public YouTube link",
+            placeholder="/home/me/footage  or  https://www.youtube.com/watch?v=...",
+        )
         add = st.form_submit_button("Add from path")
     if add:  # what is wrong with the path is said here, by the field
         target = raw_path.strip()
@@ -65,8 +69,10 @@ with path_tab:
         elif not target:
             st.warning("Type the path of a video file or a folder first.")
         elif not there:
-            st.warning(f"Nothing is at {plain(target)}. Check the path (copy it from your file manager) and add it "
-                       "again.", icon=":material/folder_off:")
+            st.warning(
+                f"Nothing is at {plain(target)}. Check the path (copy it from your file manager) and add it again.",
+                icon=":material/folder_off:",
+            )
         elif not found:
             st.warning(f"No video files in {plain(target)}.")
         if len(found) > CHECK_AT_ONCE:  # listed in a moment; each file is checked after Start, in the background
@@ -98,7 +104,6 @@ with setup:
 ask_preset = preset if preset in PROMPT_PRESETS and prompt == PROMPT_PRESETS[preset] else None
 
 
-
 def dismiss_all(refused: list[Candidate]) -> None:
     for c in refused:
         commands.remove_pending(c.source)
@@ -120,45 +125,70 @@ if pending:
         st.subheader(f"Ready: {len(accepted)} video(s)" + (f", not added: {len(refused)}" if refused else ""))
     start_line = st.container(horizontal=True)  # Start sits above the list, not below 45 rows of it (filled below)
     if len(accepted) > LIST_AT_ONCE:
-        st.dataframe(pd.DataFrame({"File": [c.display_name for c in accepted], "Folder": [where_from(c) for c in accepted],
-                                   "Length": [length(c) for c in accepted],
-                                   "Size": [size(c.size_bytes) for c in accepted]}), hide_index=True, height=240)
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "File": [c.display_name for c in accepted],
+                    "Folder": [where_from(c) for c in accepted],
+                    "Length": [length(c) for c in accepted],
+                    "Size": [size(c.size_bytes) for c in accepted],
+                }
+            ),
+            hide_index=True,
+            height=240,
+        )
     for c in accepted if len(accepted) <= LIST_AT_ONCE else []:
         name_col, facts_col, cost_col, drop_col = st.columns([4, 3, 2, 1], vertical_alignment="center")
         name_col.markdown(plain(c.display_name))
         if where_from(c):
             name_col.caption(plain(where_from(c)))  # two files of the same name are told apart by their folder
         seconds = c.probe.duration_s if c.probe else None
-        facts_col.caption(f"{length(c)} · {size(c.size_bytes) if not c.url else 'no upload'}"
-                          + (f" · about {estimate_tokens(seconds, prompt, options):,} tokens" if c.checked else ""))
+        facts_col.caption(
+            f"{length(c)} · {size(c.size_bytes) if not c.url else 'no upload'}"
+            + (f" · about {estimate_tokens(seconds, prompt, options):,} tokens" if c.checked else "")
+        )
         cost_col.caption(money(estimate_cost(model, seconds, prompt, options, tier), demo=engine.demo) if c.checked else "")
-        drop_col.button("", key=f"drop-{c.source}", icon=":material/close:", help="Remove from the list",
-                        on_click=commands.remove_pending, args=(c.source,))
+        drop_col.button(
+            "",
+            key=f"drop-{c.source}",
+            icon=":material/close:",
+            help="Remove from the list",
+            on_click=commands.remove_pending,
+            args=(c.source,),
+        )
     later = sum(not c.checked for c in accepted)
     checked = [c for c in accepted if c.checked]
     if checked and not engine.demo:
         costs = [estimate_cost(model, c.probe.duration_s if c.probe else None, prompt, options, tier) for c in checked]
         priced = "price unknown for this model" if any(cost is None for cost in costs) else money(sum(c or 0 for c in costs))
-        st.caption(f"Estimated cost for {'the batch' if not later else f'the {len(checked)} checked videos'} with "
-                   f"{model_label(model)}: {priced}" + (f" ({plain(options.describe())})" if options.describe() else "")
-                   + {"flex": " at the Flex tier", "batch": " at the Batch tier"}.get(tier, ""))
+        st.caption(
+            f"Estimated cost for {'the batch' if not later else f'the {len(checked)} checked videos'} with "
+            f"{model_label(model)}: {priced}"
+            + (f" ({plain(options.describe())})" if options.describe() else "")
+            + {"flex": " at the Flex tier", "batch": " at the Batch tier"}.get(tier, "")
+        )
     if later:
-        st.caption(f"{later:,} file(s) are checked (length, format, cost) after Start, while the batch runs; "
-                   "the page does not wait for them.")
+        st.caption(
+            f"{later:,} file(s) are checked (length, format, cost) after Start, while the batch runs; the page does not wait for them."
+        )
     if refused:  # never rows: they stay here, with the reason, until dismissed
         with st.container(border=True, key="not-added"):
             head = st.container(horizontal=True, vertical_alignment="center")
             head.markdown(f"**Not added ({len(refused)})**: these will not be part of the batch.")
-            head.button("Dismiss all", key="dismiss-all", icon=":material/clear_all:",
-                        on_click=dismiss_all, args=(refused,))
+            head.button("Dismiss all", key="dismiss-all", icon=":material/clear_all:", on_click=dismiss_all, args=(refused,))
             for c in refused:
                 line = st.container(horizontal=True, vertical_alignment="center")
                 line.warning(plain(c.error_message), icon=":material/block:")
-                line.button("", key=f"dismiss-{c.source}", icon=":material/close:", help="Dismiss",
-                            on_click=commands.remove_pending, args=(c.source,))
+                line.button(
+                    "",
+                    key=f"dismiss-{c.source}",
+                    icon=":material/close:",
+                    help="Dismiss",
+                    on_click=commands.remove_pending,
+                    args=(c.source,),
+                )
     start = clear = start_line
-    if accepted and start.button(f"Start batch ({len(accepted)} video(s))", type="primary",
-                                 disabled=not prompt.strip() or bool(problem)):
+    if accepted and start.button(f"Start batch ({len(accepted)} video(s))", type="primary", disabled=not prompt.strip() or bool(problem)):
         started = commands.start_pending(Ask(prompt, model, ask_preset, priority, options, tier), batch_name=batch_name)
         if started:
             state.batch_id = started.id
@@ -189,8 +219,14 @@ st.subheader(":material/view_list: Batches")
 # when only its options change).
 following = not state.get("picked_batch") or state.get("batch_id") not in batches
 shown = batches[0] if following else state.batch_id  # batches[0] is the newest: ids start with their creation time
-batch_id = st.selectbox("Batch", batches, index=batches.index(shown), key=f"board-batch-{batches[0]}-{len(batches)}",
-                        format_func=lambda b: names[b], label_visibility="collapsed")
+batch_id = st.selectbox(
+    "Batch",
+    batches,
+    index=batches.index(shown),
+    key=f"board-batch-{batches[0]}-{len(batches)}",
+    format_func=lambda b: names[b],
+    label_visibility="collapsed",
+)
 if batch_id != shown:
     state.picked_batch = True
 state.batch_id = batch_id
@@ -199,13 +235,16 @@ opened_in_flight = opened.in_flight > 0
 
 # The batch's actions sit at the top, out of the timed board: what they read is read on a full rerun only.
 actions = st.container(horizontal=True, key="batch-actions")
-again = actions.popover(f"Analyze the whole batch again ({opened.rows:,} video(s))", icon=":material/forum:",
-                        key=f"again-batch-open-{batch_id}", on_change="rerun")
+again = actions.popover(
+    f"Analyze the whole batch again ({opened.rows:,} video(s))",
+    icon=":material/forum:",
+    key=f"again-batch-open-{batch_id}",
+    on_change="rerun",
+)
 if again.open:
     with again:
         ask_again(engine, engine.store.item_ids(batch_id), key=f"again-batch-{batch_id}")
-reports = actions.popover("Reports and subtitles", icon=":material/description:", key=f"reports-open-{batch_id}",
-                          on_change="rerun")
+reports = actions.popover("Reports and subtitles", icon=":material/description:", key=f"reports-open-{batch_id}", on_change="rerun")
 if reports.open:
     with reports:
         deliverables(lambda: batch_rows(engine.store, batch_id), key=f"board-{batch_id}", batch_name=names[batch_id])
@@ -230,19 +269,29 @@ def board() -> None:
     figures.metric("Cancelled", t.cancelled, width="content")
     figures.metric("In flight", t.in_flight, width="content")
     figures.metric("Elapsed", duration(t.elapsed_s), width="content")
-    figures.metric("Cost", money(t.cost_usd, demo=engine.demo), delta=versus_estimate(t), delta_color="off", width="content",
-                   help=f"{t.tokens:,} tokens. Estimated before the start: {money(t.estimated_cost_usd, demo=engine.demo)}"
-                        " for the whole batch; the change shown compares the analyses that have finished with "
-                        "their own estimate.")
+    figures.metric(
+        "Cost",
+        money(t.cost_usd, demo=engine.demo),
+        delta=versus_estimate(t),
+        delta_color="off",
+        width="content",
+        help=f"{t.tokens:,} tokens. Estimated before the start: {money(t.estimated_cost_usd, demo=engine.demo)}"
+        " for the whole batch; the change shown compares the analyses that have finished with "
+        "their own estimate.",
+    )
 
     controls = st.container(horizontal=True, vertical_alignment="bottom")  # wraps on a narrow window
     text = controls.text_input("Search", placeholder="file name or story", key="board-search", width=220).lower()
     shown = controls.segmented_control("Show", list(FILTERS), default="All", key="board-filter") or "All"
     order = controls.selectbox("Sort by", ["Added", "Name", "Status"], key="board-sort", width=150)
     # The choice outlives the widget (Streamlit forgets a widget's state on another page).
-    compact = controls.toggle("Compact", value=state.get("compact-stories", False), key="board-compact",
-                                 help="Short story boxes, so more rows fit on a screen",
-                                 on_change=lambda: state.update({"compact-stories": state["board-compact"]}))
+    compact = controls.toggle(
+        "Compact",
+        value=state.get("compact-stories", False),
+        key="board-compact",
+        help="Short story boxes, so more rows fit on a screen",
+        on_change=lambda: state.update({"compact-stories": state["board-compact"]}),
+    )
 
     # Rows this tab removed stay in place, faded, until the batch changes: nothing slides under the pointer.
     ghosts = removed_rows(batch_id)
@@ -256,7 +305,7 @@ def board() -> None:
     pages = max(1, -(-matching // PAGE_SIZE))
     page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="board-page") if pages > 1 else 1
     if text or ghosts:
-        shown_rows = with_videos(engine.store, picked[(page - 1) * PAGE_SIZE: page * PAGE_SIZE])
+        shown_rows = with_videos(engine.store, picked[(page - 1) * PAGE_SIZE : page * PAGE_SIZE])
     else:
         shown_rows, _ = page_rows(engine.store, batch_id, shown, order, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     if not shown_rows:
@@ -273,8 +322,12 @@ def board() -> None:
                 done = [r for r in batch_rows(engine.store, batch_id) if r.story]
                 with st.container(key=f"story-all-{batch_id}"):
                     st.code(stories_markdown(done), language=None, wrap_lines=True)
-                st.download_button("Download all stories (Markdown)", lambda: stories_markdown(done),
-                                   file_name=f"stories-{batch_id}.md", mime="text/markdown")
+                st.download_button(
+                    "Download all stories (Markdown)",
+                    lambda: stories_markdown(done),
+                    file_name=f"stories-{batch_id}.md",
+                    mime="text/markdown",
+                )
 
 
 def searched_rows(batch_id: str, text: str, shown: str, order: str, ghosts: dict[str, Row]) -> list[Row]:
@@ -282,8 +335,9 @@ def searched_rows(batch_id: str, text: str, shown: str, order: str, ghosts: dict
     rows = batch_rows(engine.store, batch_id, videos_of_done=False)
     all_rows = sorted([*rows, *ghosts.values()], key=lambda r: r.item.created_at) if ghosts else rows
     statuses = FILTERS[shown]
-    picked = [r for r in all_rows if (statuses is None or r.status in statuses)
-              and (not text or text in f"{r.name}\n{r.story or ''}".lower())]
+    picked = [
+        r for r in all_rows if (statuses is None or r.status in statuses) and (not text or text in f"{r.name}\n{r.story or ''}".lower())
+    ]
     if order == "Name":
         picked.sort(key=lambda r: r.name.lower())
     elif order == "Status":

@@ -27,8 +27,16 @@ engine = get_engine()
 st.title(":material/search: Library")
 SEEK = "library-seek"  # (video sha256, second) the last hit pressed
 TABLE = "library-table"  # {"batch", "fields", "model"} of the table being shown
-KIND_LABELS = {"story": "story", "title": "title", "moment": "key moment", "person": "person", "place": "place",
-               "tag": "tag", "table": "table answer", "answer": "collection answer (checked)"}
+KIND_LABELS = {
+    "story": "story",
+    "title": "title",
+    "moment": "key moment",
+    "person": "person",
+    "place": "place",
+    "tag": "tag",
+    "table": "table answer",
+    "answer": "collection answer (checked)",
+}
 
 
 def player() -> None:
@@ -38,29 +46,39 @@ def player() -> None:
         return
     sha, at = seek
     video = engine.store.get(Video, sha)
-    source = video.url if video and video.url else next(
-        (s for s in (video.sources if video else []) if Path(s).is_file() and Path(s).stat().st_size <= PLAYABLE_BYTES),
-        None)
+    source = (
+        video.url
+        if video and video.url
+        else next((s for s in (video.sources if video else []) if Path(s).is_file() and Path(s).stat().st_size <= PLAYABLE_BYTES), None)
+    )
     if source:
         st.video(source, start_time=int(at), autoplay=True, muted=True)
     else:
-        st.caption("This video cannot be played here (its copy was not kept, or it is too large): open it in your "
-                   f"player at {plain(timestamp(at))}.")
+        st.caption(
+            "This video cannot be played here (its copy was not kept, or it is too large): open it in your "
+            f"player at {plain(timestamp(at))}."
+        )
 
 
 def search_section() -> None:
-    terms = st.text_input("Search the library", key="library-terms", placeholder="e.g. crowd at night, pricing, Marta",
-                          help="Every word is searched as a word (no query syntax); stories, key moments, people, places "
-                               "and tags of every finished video.")
+    terms = st.text_input(
+        "Search the library",
+        key="library-terms",
+        placeholder="e.g. crowd at night, pricing, Marta",
+        help="Every word is searched as a word (no query syntax); stories, key moments, people, places and tags of every finished video.",
+    )
     if not terms.strip():
         return
     try:
         hits = search_library(engine.store, engine.settings.data_dir, terms, limit=50)
     except sqlite3.Error:  # locked for a long first build by another search, or a damaged index file
         logging.getLogger(__name__).exception("search failed")
-        st.warning("The search index is busy (another search is building it for a large library) or could not be "
-                   "read. Search again in a minute; if it keeps failing, delete the folder 'search' in the data "
-                   "folder: it is rebuilt from the stories.", icon=":material/hourglass_top:")
+        st.warning(
+            "The search index is busy (another search is building it for a large library) or could not be "
+            "read. Search again in a minute; if it keeps failing, delete the folder 'search' in the data "
+            "folder: it is rebuilt from the stories.",
+            icon=":material/hourglass_top:",
+        )
         return
     if not hits:
         st.caption("Nothing in the library matches these words.")
@@ -72,8 +90,13 @@ def search_section() -> None:
         line = st.container(horizontal=True, vertical_alignment="center")
         at = hit.start_s or 0.0
         if hit.video_sha256:  # a collection answer's question points at no video
-            line.button(timestamp(at), key=f"library-hit-{n}", icon=":material/play_arrow:",
-                        on_click=st.session_state.__setitem__, args=(SEEK, (hit.video_sha256, at)))
+            line.button(
+                timestamp(at),
+                key=f"library-hit-{n}",
+                icon=":material/play_arrow:",
+                on_click=st.session_state.__setitem__,
+                args=(SEEK, (hit.video_sha256, at)),
+            )
         where = f"**{plain(hit.file_name)}** · " if hit.file_name else ""
         line.markdown(f"{where}{plain(KIND_LABELS.get(hit.kind, hit.kind))} · {plain(hit.snippet)}")
     player()
@@ -90,25 +113,38 @@ def table_section() -> None:
     model = right.selectbox("Model", engine.catalog.choices(), key="library-model", format_func=model_label)
     st.caption("One column per field. Types: " + ", ".join(TYPES) + ". The instruction says what to look for.")
     edited = st.data_editor(
-        pd.DataFrame([{"name": "summary", "type": "text", "instruction": "one sentence"},
-                      {"name": "people", "type": "number", "instruction": "how many different people appear"}]),
-        num_rows="dynamic", hide_index=True, width="stretch", key="library-fields",
-        column_config={"name": st.column_config.TextColumn("Field", required=True, max_chars=60),
-                       "type": st.column_config.SelectboxColumn("Type", options=list(TYPES), required=True),
-                       "instruction": st.column_config.TextColumn("Instruction", max_chars=500)})
+        pd.DataFrame(
+            [
+                {"name": "summary", "type": "text", "instruction": "one sentence"},
+                {"name": "people", "type": "number", "instruction": "how many different people appear"},
+            ]
+        ),
+        num_rows="dynamic",
+        hide_index=True,
+        width="stretch",
+        key="library-fields",
+        column_config={
+            "name": st.column_config.TextColumn("Field", required=True, max_chars=60),
+            "type": st.column_config.SelectboxColumn("Type", options=list(TYPES), required=True),
+            "instruction": st.column_config.TextColumn("Instruction", max_chars=500),
+        },
+    )
     if st.button("Build the table", type="primary", icon=":material/table_chart:", key="library-build"):
         try:
-            fields = fields_of(Field(str(r["name"] or ""), str(r["type"] or ""), str(r["instruction"] or ""))
-                               for r in edited.to_dict("records") if str(r.get("name") or "").strip())
+            fields = fields_of(
+                Field(str(r["name"] or ""), str(r["type"] or ""), str(r["instruction"] or ""))
+                for r in edited.to_dict("records")
+                if str(r.get("name") or "").strip()
+            )
             asked = ask_table(engine.commands, batch_id, fields, model)
         except ValueError as exc:
             st.error(plain(f"{exc}."), icon=":material/error:")
             return
-        st.session_state[TABLE] = {"batch": batch_id, "model": model,
-                                   "fields": [(f.name, f.type, f.instruction) for f in fields]}
+        st.session_state[TABLE] = {"batch": batch_id, "model": model, "fields": [(f.name, f.type, f.instruction) for f in fields]}
         estimate = money(asked.estimated_usd, demo=engine.demo) if asked.batch_id else "nothing to pay"
-        st.toast(f"{asked.videos} video(s): {asked.already} answered before (reused), "
-                 f"{asked.videos - asked.already} asked now ({estimate}).")
+        st.toast(
+            f"{asked.videos} video(s): {asked.already} answered before (reused), {asked.videos - asked.already} asked now ({estimate})."
+        )
     shown = st.session_state.get(TABLE)
     if shown:
         fields = fields_of(Field(*f) for f in shown["fields"])
@@ -121,8 +157,12 @@ def table_view(shown: dict[str, Any], fields: list[Field], live: bool) -> None:
     if live and table.complete:
         st.rerun()  # the last answer came: the whole page again, so the fragment stops ticking
     waiting = sum(row.status == "waiting" for row in table.rows)
-    st.caption(f"{table.answered} of {len(table.rows)} video(s) answered" + (f", {waiting} being asked" if waiting else "")
-               + ("" if engine.demo or table.cost_usd is None else f"; the answers cost {money(table.cost_usd)}") + ".")
+    st.caption(
+        f"{table.answered} of {len(table.rows)} video(s) answered"
+        + (f", {waiting} being asked" if waiting else "")
+        + ("" if engine.demo or table.cost_usd is None else f"; the answers cost {money(table.cost_usd)}")
+        + "."
+    )
     text = st.text_input("Only rows containing", key="library-filter").strip().lower()
     picks = {}
     yes_no = [f for f in fields if f.type == "yes/no"]
@@ -130,29 +170,61 @@ def table_view(shown: dict[str, Any], fields: list[Field], live: bool) -> None:
         line = st.container(horizontal=True)
         for f in yes_no:
             picks[f.name] = line.segmented_control(plain(f.name), ["yes", "no"], key=f"library-yn-{f.key}")
-    rows = [row for row in table.rows
-            if (not text or text in " ".join(map(str, [row.file_name, *row.values.values()])).lower())
-            and all(pick is None or row.values.get(name) is (pick == "yes") for name, pick in picks.items())]
+    rows = [
+        row
+        for row in table.rows
+        if (not text or text in " ".join(map(str, [row.file_name, *row.values.values()])).lower())
+        and all(pick is None or row.values.get(name) is (pick == "yes") for name, pick in picks.items())
+    ]
     picked = Table(fields, rows, table.cost_usd)
-    st.dataframe(picked.frame(), hide_index=True, width="stretch",
-                 column_config={"video_sha256": st.column_config.TextColumn("Video fingerprint", width="small")})
+    st.dataframe(
+        picked.frame(),
+        hide_index=True,
+        width="stretch",
+        column_config={"video_sha256": st.column_config.TextColumn("Video fingerprint", width="small")},
+    )
     summaries = picked.summaries()
-    st.dataframe(pd.DataFrame([{"field": name, "type": s["type"], "with a value": f"{s['count']} of {s['rows']}",
-                                "mean": s.get("mean"), "share of yes": s.get("share_yes"),
-                                "most common": ", ".join(f"{v} ({n})" for v, n in s.get("top") or [])}
-                               for name, s in summaries.items()]),
-                 hide_index=True, width="stretch",
-                 column_config={"share of yes": st.column_config.NumberColumn(format="percent")})
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "field": name,
+                    "type": s["type"],
+                    "with a value": f"{s['count']} of {s['rows']}",
+                    "mean": s.get("mean"),
+                    "share of yes": s.get("share_yes"),
+                    "most common": ", ".join(f"{v} ({n})" for v, n in s.get("top") or []),
+                }
+                for name, s in summaries.items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={"share of yes": st.column_config.NumberColumn(format="percent")},
+    )
     problems = [f"{row.file_name}: {p}" for row in rows for p in row.problems]
     if problems:
         with st.expander(f"{len(problems)} value(s) left empty"):
             for problem in problems[:200]:
                 st.text(problem)
     line = st.container(horizontal=True)
-    line.download_button(f"Download CSV ({len(rows)} row(s))", picked.csv_bytes(), file_name="video-table.csv",
-                         mime="text/csv", type="primary", icon=":material/download:", key="library-csv")
-    line.download_button("JSON (with summaries)", picked.json_bytes(), file_name="video-table.json",
-                         mime="application/json", icon=":material/data_object:", key="library-json")
+    line.download_button(
+        f"Download CSV ({len(rows)} row(s))",
+        picked.csv_bytes(),
+        file_name="video-table.csv",
+        mime="text/csv",
+        type="primary",
+        icon=":material/download:",
+        key="library-csv",
+    )
+    line.download_button(
+        "JSON (with summaries)",
+        picked.json_bytes(),
+        file_name="video-table.json",
+        mime="application/json",
+        icon=":material/data_object:",
+        key="library-json",
+    )
 
 
 search_tab, table_tab = st.tabs(["Search", "One table from many videos"])

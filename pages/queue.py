@@ -40,8 +40,10 @@ def live() -> None:
     cols = st.columns(5)  # in the order of a video's life
     for col, status in zip(cols, LIFE_ORDER[:5], strict=True):
         col.metric(status.value, count[status], help=HELP.get(status))
-    st.caption(f"Up to {snap['workers']} videos at once and {snap['max_uploads']} uploads at once. Copies of dropped "
-               f"files kept until their stories are written: {size(size_bytes(engine.settings.spool_dir))}.")
+    st.caption(
+        f"Up to {snap['workers']} videos at once and {snap['max_uploads']} uploads at once. Copies of dropped "
+        f"files kept until their stories are written: {size(size_bytes(engine.settings.spool_dir))}."
+    )
     if snap["halted"]:
         st.warning(plain(snap["halted"]), icon=":material/pause_circle:")
         st.button("Resume now", on_click=engine.resume, icon=":material/play_arrow:")
@@ -49,22 +51,32 @@ def live() -> None:
         st.error("A background worker stopped. Restart the app; the log in the data folder says why.")
     if in_flight:
         names = batch_labels(engine.store, sorted({r.item.batch_id for r in in_flight}))
-        st.dataframe([{"File": r.name, "Batch": names[r.item.batch_id], "Status": r.label,
-                       "In this step for": duration(time.time() - r.since)} for r in in_flight],
-                     hide_index=True, width="stretch")
+        st.dataframe(
+            [
+                {"File": r.name, "Batch": names[r.item.batch_id], "Status": r.label, "In this step for": duration(time.time() - r.since)}
+                for r in in_flight
+            ],
+            hide_index=True,
+            width="stretch",
+        )
     else:
         st.caption("Nothing running or waiting.")
 
     for which, waiting in left_for_others(engine.store, engine.settings).items():
-        st.info(f"{waiting:,} video(s) wait for the app or CLI that has {plain(which)}: this app leaves them alone. "
-                "Give both the same key, or press Retry on a row to ask the Gemini this app uses.",
-                icon=":material/key:")
+        st.info(
+            f"{waiting:,} video(s) wait for the app or CLI that has {plain(which)}: this app leaves them alone. "
+            "Give both the same key, or press Retry on a row to ask the Gemini this app uses.",
+            icon=":material/key:",
+        )
     st.subheader("Recent problems")
     failures = recent_failures(rows)
     mailed = mail.last_outcome(engine.settings.data_dir)
     if mailed and not mailed.ok:  # a send that failed never fails the batch: it is said here and on Settings
-        st.warning(f"E-mail for {plain(mailed.batch or 'a batch')} not sent: {plain(mailed.message)}. Check the "
-                   "SMTP settings on the Settings page.", icon=":material/mail:")
+        st.warning(
+            f"E-mail for {plain(mailed.batch or 'a batch')} not sent: {plain(mailed.message)}. Check the "
+            "SMTP settings on the Settings page.",
+            icon=":material/mail:",
+        )
     if not failures and not (mailed and not mailed.ok):
         st.caption("None.")
     for row in failures:
@@ -80,16 +92,25 @@ if stats is not None:
     order = list(stats.index)  # reports.py gives the stages in the order of a video's life
     long = stats[["median", "p90"]].rename(columns=CHART_NAMES).reset_index(names="stage")
     long = long.melt(id_vars="stage", var_name="measure", value_name="seconds")
-    st.vega_lite_chart(long, {
-        "mark": {"type": "bar", "tooltip": True},
-        "encoding": {
-            "y": {"field": "stage", "type": "nominal", "sort": order, "title": None, "axis": {"labelLimit": 400}},
-            "yOffset": {"field": "measure", "sort": list(CHART_NAMES.values())},
-            "x": {"field": "seconds", "type": "quantitative", "title": "seconds"},
-            "color": {"field": "measure", "type": "nominal", "sort": list(CHART_NAMES.values()),
-                      "legend": {"title": None, "orient": "bottom"}},
+    st.vega_lite_chart(
+        long,
+        {
+            "mark": {"type": "bar", "tooltip": True},
+            "encoding": {
+                "y": {"field": "stage", "type": "nominal", "sort": order, "title": None, "axis": {"labelLimit": 400}},
+                "yOffset": {"field": "measure", "sort": list(CHART_NAMES.values())},
+                "x": {"field": "seconds", "type": "quantitative", "title": "seconds"},
+                "color": {
+                    "field": "measure",
+                    "type": "nominal",
+                    "sort": list(CHART_NAMES.values()),
+                    "legend": {"title": None, "orient": "bottom"},
+                },
+            },
         },
-    }, width="stretch", height=120 + 60 * len(order))
+        width="stretch",
+        height=120 + 60 * len(order),
+    )
     st.dataframe(stats.round(2).rename(columns=TABLE_NAMES).rename_axis("Stage"), width="stretch")
 else:
     st.caption("No finished videos yet.")

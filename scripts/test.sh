@@ -15,5 +15,6 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 .venv/bin/ruff check storyteller_core storyteller_ui tests pages app.py ui.py bench
+.venv/bin/ruff format --check --quiet storyteller_core storyteller_ui tests pages app.py ui.py bench || { echo "ruff format would change the files above: run .venv/bin/ruff format"; exit 1; }
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -48,8 +48,14 @@ class Ask:
         return replace(self.options, structured=structured).to_key()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "model": self.model, "preset": self.preset, "priority": self.priority,
-                "options": self.options.to_key(), "tier": self.tier}
+        return {
+            "prompt": self.prompt,
+            "model": self.model,
+            "preset": self.preset,
+            "priority": self.priority,
+            "options": self.options.to_key(),
+            "tier": self.tier,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Ask:
@@ -77,8 +83,7 @@ class Commands:
         return self._settings()
 
     # -- asking -----------------------------------------------------------------------------
-    def submit(self, candidates: Iterable[Candidate], ask: Ask, *, batch_name: str | None = None,
-               resume: bool = False) -> list[Item]:
+    def submit(self, candidates: Iterable[Candidate], ask: Ask, *, batch_name: str | None = None, resume: bool = False) -> list[Item]:
         """One row per (source, analysis); refused files become rows with their reason.
 
         With ``resume`` (the CLI run again on the same files), a row that exists
@@ -91,9 +96,19 @@ class Commands:
         items = []
         for candidate in candidates:
             if not candidate.ok:
-                items.append(self._add_item(batch, Item(
-                    id=new_id(), batch_id=batch.id, display_name=candidate.display_name, source_path=candidate.source,
-                    error_code=candidate.error_code, error_message=candidate.error_message)))
+                items.append(
+                    self._add_item(
+                        batch,
+                        Item(
+                            id=new_id(),
+                            batch_id=batch.id,
+                            display_name=candidate.display_name,
+                            source_path=candidate.source,
+                            error_code=candidate.error_code,
+                            error_message=candidate.error_message,
+                        ),
+                    )
+                )
                 continue
             video = self.store.add_video(self._video_of(candidate))
             analysis = self._ask(video, ask)
@@ -106,8 +121,7 @@ class Commands:
     def submit_paths(self, paths: Iterable[Path], ask: Ask, **kwargs: Any) -> list[Item]:
         return self.submit([inspect_path(Path(p), self.settings) for p in paths], ask, **kwargs)
 
-    def analyze_again(self, item_ids: Iterable[str], ask: Ask, *, batch_name: str | None = None,
-                      beside: bool = False) -> list[Item]:
+    def analyze_again(self, item_ids: Iterable[str], ask: Ask, *, batch_name: str | None = None, beside: bool = False) -> list[Item]:
         """Ask another question of the videos behind these rows: their Gemini files are reused while ACTIVE.
 
         The answers make a new batch, or with ``beside`` (a row's Ask again) join the batch of the first row, so
@@ -143,8 +157,17 @@ class Commands:
         analysis = self.store.require(Analysis, analysis_id)
         video = self.store.require(Video, analysis.video_id)
         if analysis.backend != self.settings.backend:  # asked of demo mode or another server: ask the current one
-            analysis = self._ask(video, Ask(analysis.prompt, analysis.model, analysis.preset, analysis.priority,
-                                            VideoOptions.from_key(analysis.options), analysis.tier))
+            analysis = self._ask(
+                video,
+                Ask(
+                    analysis.prompt,
+                    analysis.model,
+                    analysis.preset,
+                    analysis.priority,
+                    VideoOptions.from_key(analysis.options),
+                    analysis.tier,
+                ),
+            )
             item = self.store.move_item(item_id, analysis.id)
         elif analysis.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
             analysis = self._reopen(analysis.id)
@@ -208,11 +231,21 @@ class Commands:
         candidates = [c for c in self.pending() if c.ok]
         if not candidates:
             return None
-        batch = Batch(id=new_batch_id(), name=(batch_name or "").strip() or default_batch_name(candidates[0].display_name),
-                      intake=ask.to_dict())
-        items = [Item(id=new_id(), batch_id=batch.id, display_name=c.display_name, source_path=c.source,
-                      error_code=c.error_code, error_message=c.error_message, intake=c.to_dict() if c.ok else None)
-                 for c in candidates]
+        batch = Batch(
+            id=new_batch_id(), name=(batch_name or "").strip() or default_batch_name(candidates[0].display_name), intake=ask.to_dict()
+        )
+        items = [
+            Item(
+                id=new_id(),
+                batch_id=batch.id,
+                display_name=c.display_name,
+                source_path=c.source,
+                error_code=c.error_code,
+                error_message=c.error_message,
+                intake=c.to_dict() if c.ok else None,
+            )
+            for c in candidates
+        ]
         if not self.store.start_batch(batch, items):
             return None  # another tab started these files a moment ago
         self.intake.start(batch.id)
@@ -225,10 +258,22 @@ class Commands:
     # -- helpers ---------------------------------------------------------------------------------
     def _video_of(self, candidate: Candidate) -> Video:
         if candidate.url:  # Gemini reads a web video itself: its "file" is ready at once and never expires
-            return Video(id=candidate.sha256, sha256=candidate.sha256, display_name=candidate.display_name,
-                         url=candidate.url, state=VideoState.FILE_ACTIVE, gemini_uri=candidate.url, mime_type="")
-        video = Video(id=candidate.sha256, sha256=candidate.sha256, display_name=candidate.display_name,
-                      sources=[str(candidate.path)], size_bytes=candidate.size_bytes)
+            return Video(
+                id=candidate.sha256,
+                sha256=candidate.sha256,
+                display_name=candidate.display_name,
+                url=candidate.url,
+                state=VideoState.FILE_ACTIVE,
+                gemini_uri=candidate.url,
+                mime_type="",
+            )
+        video = Video(
+            id=candidate.sha256,
+            sha256=candidate.sha256,
+            display_name=candidate.display_name,
+            sources=[str(candidate.path)],
+            size_bytes=candidate.size_bytes,
+        )
         if candidate.probe:
             p = candidate.probe
             video.duration_s, video.width, video.height, video.fps = p.duration_s, p.width, p.height, p.fps
@@ -250,8 +295,15 @@ class Commands:
         backend = settings.backend
         options = ask.key_options
         analysis = Analysis(
-            id=analysis_key(video.id, ask.model, ask.prompt, options, backend), video_id=video.id, model=ask.model,
-            prompt=ask.prompt, preset=ask.preset, options=options, backend=backend, priority=ask.priority, tier=ask.tier,
+            id=analysis_key(video.id, ask.model, ask.prompt, options, backend),
+            video_id=video.id,
+            model=ask.model,
+            prompt=ask.prompt,
+            preset=ask.preset,
+            options=options,
+            backend=backend,
+            priority=ask.priority,
+            tier=ask.tier,
             estimated_cost_usd=None if settings.demo else question_estimate(self.store, settings, video, ask).usd,
         )
         stored, created = self.store.add_analysis(analysis)
@@ -260,8 +312,9 @@ class Commands:
         if not created and stored.state in (AnalysisState.FAILED, AnalysisState.CANCELLED):
             stored = self._reopen(stored.id)  # asked again: try again, at the tier asked now
             if stored.tier != ask.tier:
-                stored = self.store.update(Analysis, stored.id, tier=ask.tier, batch_job=None, batch_token=None,
-                                           estimated_cost_usd=analysis.estimated_cost_usd)
+                stored = self.store.update(
+                    Analysis, stored.id, tier=ask.tier, batch_job=None, batch_token=None, estimated_cost_usd=analysis.estimated_cost_usd
+                )
         elif not created and stored.cancel_requested and not stored.state.terminal:
             stored = self.store.update(Analysis, stored.id, cancel_requested=False)  # wanted again before it stopped
         if not created and PRIORITY_RANK[ask.priority] < PRIORITY_RANK[stored.priority]:
@@ -269,22 +322,34 @@ class Commands:
         return stored
 
     def _reopen(self, analysis_id: str) -> Analysis:
-        return self.store.transition(Analysis, analysis_id, AnalysisState.WAITING, error_code=None, error_message=None,
-                                     failed_step=None, cancel_requested=False)
+        return self.store.transition(
+            Analysis, analysis_id, AnalysisState.WAITING, error_code=None, error_message=None, failed_step=None, cancel_requested=False
+        )
 
     def _reopen_video(self, video_id: str) -> None:
-        self.store.transition(Video, video_id, VideoState.CREATED, error_code=None, error_message=None,
-                              failed_step=None, upload_count=0, poll_attempts=0)
+        self.store.transition(
+            Video, video_id, VideoState.CREATED, error_code=None, error_message=None, failed_step=None, upload_count=0, poll_attempts=0
+        )
 
     def _row_for(self, batch: Batch, name: str, source: str, video: Video, analysis: Analysis, resume: bool) -> Item:
-        existing = next((i for i in self.store.items_of(analysis.id)
-                         if i.source_path == source and (resume or i.batch_id == batch.id)), None)
+        existing = next(
+            (i for i in self.store.items_of(analysis.id) if i.source_path == source and (resume or i.batch_id == batch.id)), None
+        )
         if existing is not None:
             item = self.store.update(Item, existing.id, cancelled=False) if existing.cancelled else existing
         else:
-            item = self._add_item(batch, Item(id=new_id(), batch_id=batch.id, display_name=name, source_path=source,
-                                              video_id=video.id, analysis_id=analysis.id,
-                                              reused=analysis.state is AnalysisState.COMPLETED))
+            item = self._add_item(
+                batch,
+                Item(
+                    id=new_id(),
+                    batch_id=batch.id,
+                    display_name=name,
+                    source_path=source,
+                    video_id=video.id,
+                    analysis_id=analysis.id,
+                    reused=analysis.state is AnalysisState.COMPLETED,
+                ),
+            )
         if not analysis.state.terminal:
             self.runner.enqueue(f"analysis:{analysis.id}")
         return item
@@ -302,15 +367,13 @@ class Commands:
 
     def _ask_for_row(self, batch: Batch, item: Item, candidate: Candidate, made: Video | None) -> None:
         if not candidate.ok or made is None:
-            self.store.update(Item, item.id, error_code=candidate.error_code, error_message=candidate.error_message,
-                              intake=None)
+            self.store.update(Item, item.id, error_code=candidate.error_code, error_message=candidate.error_message, intake=None)
             return
         video = self.store.add_video(made)
         analysis = self._ask(video, Ask.from_dict(batch.intake or {}), wanted=not item.cancelled)
         try:
             self.store.move_item(item.id, analysis.id)
-            item = self.store.update(Item, item.id, video_id=video.id, intake=None,
-                                     reused=analysis.state is AnalysisState.COMPLETED)
+            item = self.store.update(Item, item.id, video_id=video.id, intake=None, reused=analysis.state is AnalysisState.COMPLETED)
         except NotFound:  # removed while it was being checked
             self._stop_if_unwanted(analysis.id)
             return
@@ -344,4 +407,3 @@ class Commands:
             release_spool(self.store, analysis.video_id, self.settings.spool_dir)
             return
         self.store.update(Analysis, analysis_id, cancel_requested=True)  # running: it stops at its next check
-

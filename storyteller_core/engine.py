@@ -46,13 +46,12 @@ class Engine:
         self.store: Store = DiskStore(settings.data_dir / "jobs")
         self.owner = make_owner_id(uuid.uuid4().hex[:8])
         self.gate = Gate(Cooldown(pause_after_s=settings.quota_pause_after_s))
-        self.ctx = StepContext(self.store, gateway_for(settings), settings,
-                               PollLimits(settings.max_polls, settings.polls_per_second), self.gate.cooldown)
+        self.ctx = StepContext(
+            self.store, gateway_for(settings), settings, PollLimits(settings.max_polls, settings.polls_per_second), self.gate.cooldown
+        )
         # uploads in a lane of their own, kept a look-ahead of files ahead of the max_jobs analysis workers
-        self.scheduler = Scheduler(settings.max_uploads, max_work=settings.max_jobs,
-                                   look_ahead=LOOK_AHEAD_PER_WORKER * settings.max_jobs)
-        self.runner = Runner(self.ctx, self.gate, self.scheduler, Leases(self.store, self.owner, settings.lease_ttl_s),
-                             self.log_file)
+        self.scheduler = Scheduler(settings.max_uploads, max_work=settings.max_jobs, look_ahead=LOOK_AHEAD_PER_WORKER * settings.max_jobs)
+        self.runner = Runner(self.ctx, self.gate, self.scheduler, Leases(self.store, self.owner, settings.lease_ttl_s), self.log_file)
         self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
         self.runner.on_sweep = self.commands.resume_intake  # a batch a crashed engine was checking is finished here
         self.catalog = Catalog(lambda: self.ctx.gateway.list_models(), lambda: self.ctx.settings, self.gate.reject_key)
@@ -75,8 +74,10 @@ class Engine:
         if self.runner.watch is not None:
             self.runner.watch.start()
         self.runner.start(self.settings.max_jobs + self.settings.max_uploads)  # one thread per lane slot (sweeps first)
-        log.info("engine started", extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_jobs,
-                                          "max_uploads": self.settings.max_uploads})
+        log.info(
+            "engine started",
+            extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_jobs, "max_uploads": self.settings.max_uploads},
+        )
         return self
 
     def shutdown(self, timeout: float = 10.0) -> None:

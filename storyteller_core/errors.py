@@ -52,8 +52,11 @@ class GeminiError(Exception):
         if self.code == 429:
             return "Gemini's quota for this key is used up for now"
         if self.kind is Kind.TRANSIENT:
-            return (f"Gemini answered with a temporary error ({self.code})" if self.code
-                    else "Gemini could not be reached (no network, or the service did not answer)")
+            return (
+                f"Gemini answered with a temporary error ({self.code})"
+                if self.code
+                else "Gemini could not be reached (no network, or the service did not answer)"
+            )
         if self.kind is Kind.AUTH:
             return "Gemini rejected the key"
         if self.kind is Kind.MODEL:
@@ -140,7 +143,4 @@ def quota_paused_message(resume_at: float) -> str:
     return f"Gemini quota exhausted; the batch resumes at {at}, or press Resume on the Queue page."
 
 
-KEY_REJECTED_MESSAGE = (
-    "Gemini rejected the API key. Check the key in Settings (or GEMINI_API_KEY), "
-    "then retry the failed videos."
-)
+KEY_REJECTED_MESSAGE = "Gemini rejected the API key. Check the key in Settings (or GEMINI_API_KEY), then retry the failed videos."

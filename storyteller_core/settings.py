@@ -29,8 +29,17 @@ def _info(name: str, label: str, m: dict[str, object], *, estimated: bool = Fals
         value = m.get(key, default)
         return float(value) if isinstance(value, (int, float, str)) else default
 
-    return ModelInfo(name, label, num("input", 0), num("output", 0), num("batch_discount", 0.5),
-                     num("cached", num("input", 0) / 10), num("storage", 1.0), int(num("min_cache_tokens", 4096)), estimated)
+    return ModelInfo(
+        name,
+        label,
+        num("input", 0),
+        num("output", 0),
+        num("batch_discount", 0.5),
+        num("cached", num("input", 0) / 10),
+        num("storage", 1.0),
+        int(num("min_cache_tokens", 4096)),
+        estimated,
+    )
 
 
 _PRICES = json.loads((Path(__file__).parent / "gemini" / "prices.json").read_text(encoding="utf-8"))
@@ -69,8 +78,7 @@ def model_info(model: str) -> ModelInfo:
     if info is not None:
         return info
     family = family_of(model)
-    return _info(model, f"{model} (price estimated from {family})", FAMILIES.get(family, {"input": 0.75, "output": 4.5}),
-                 estimated=True)
+    return _info(model, f"{model} (price estimated from {family})", FAMILIES.get(family, {"input": 0.75, "output": 4.5}), estimated=True)
 
 
 def replacement_in(message: str) -> str | None:
@@ -83,8 +91,10 @@ def retired_sentence(model: str, instead: str | None = None) -> str:
     """One sentence naming the retired model and the one to use instead."""
     use = instead or RETIRED.get(model)
     if use:
-        return (f"The model {model} is retired by Google and no longer answers; use {use} instead "
-                f"(pick it on the Batch page or set STORYTELLER_MODEL={use}).")
+        return (
+            f"The model {model} is retired by Google and no longer answers; use {use} instead "
+            f"(pick it on the Batch page or set STORYTELLER_MODEL={use})."
+        )
     return f"The model {model} is not available to this key; pick another model on the Batch page or set STORYTELLER_MODEL."
 
 
@@ -105,8 +115,7 @@ PROMPT_PRESETS: dict[str, str] = {
         "its timestamp (mm:ss), followed by one sentence on what happens."
     ),
     "Summary for a report": (
-        "Summarise this video in one paragraph of at most 120 words for a report: "
-        "the subject, the main events and anything notable."
+        "Summarise this video in one paragraph of at most 120 words for a report: the subject, the main events and anything notable."
     ),
 }
 DEFAULT_PROMPT = PROMPT_PRESETS["Story"]
@@ -116,7 +125,17 @@ STRUCTURED_PRESETS = frozenset({"Story"})
 PRIORITIES = ("high", "normal", "low")
 
 VIDEO_EXTENSIONS = {
-    ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpeg", ".mpg", ".3gp", ".flv", ".wmv",
+    ".mp4",
+    ".mov",
+    ".m4v",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mpeg",
+    ".mpg",
+    ".3gp",
+    ".flv",
+    ".wmv",
 }
 
 
@@ -223,14 +242,23 @@ def cache_storage_usd(model: str, tokens: int, seconds: float) -> float:
     return tokens / 1e6 * model_info(model).usd_per_m_hour_storage * seconds / 3600
 
 
-def estimate_cost(model: str, duration_s: float | None, prompt: str, options: VideoOptions | None = None,
-                  tier: str = "standard") -> float | None:
+def estimate_cost(
+    model: str, duration_s: float | None, prompt: str, options: VideoOptions | None = None, tier: str = "standard"
+) -> float | None:
     tokens = estimate_tokens(duration_s, prompt, options)
     return cost_usd(model, tokens - EXPECTED_OUTPUT_TOKENS, EXPECTED_OUTPUT_TOKENS, tier)
 
 
-def estimate_questions_cost(model: str, duration_s: float | None, prompts: list[str], options: VideoOptions | None = None,
-                            tier: str = "standard", *, cached: bool, held_s: float = 600.0) -> float:
+def estimate_questions_cost(
+    model: str,
+    duration_s: float | None,
+    prompts: list[str],
+    options: VideoOptions | None = None,
+    tier: str = "standard",
+    *,
+    cached: bool,
+    held_s: float = 600.0,
+) -> float:
     """USD for asking ``prompts`` of one video: each with the video at full price, or (``cached``) the video read
     from one explicit cache at the cached price plus its storage for ``held_s`` seconds (an estimate of how
     long the questions take; the cache is deleted after the last)."""

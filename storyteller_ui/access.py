@@ -46,19 +46,21 @@ OPEN_PATHS = ("/_stcore/health",)  # says "ok" and nothing else: launchers and t
 API_PREFIX = "/api/v1"  # programs: Bearer token only (storyteller_ui.api)
 API_PRINCIPAL = "storyteller.principal"  # scope["state"][...]: "app" (this token) or the id of an API token
 HEALTH_PATH = "/health"  # open: whether the engine and Gemini answer
-NEEDS_BEARER = ("This API needs the app's access token: send the header \"Authorization: Bearer <token>\" (the token is in "
-                "the link printed where Video Storyteller was started, or set STORYTELLER_TOKEN).")
-HOW_TO_GET_IN = (
-    "Open the link printed in the terminal where you started Video Storyteller, or set STORYTELLER_TOKEN."
+NEEDS_BEARER = (
+    'This API needs the app\'s access token: send the header "Authorization: Bearer <token>" (the token is in '
+    "the link printed where Video Storyteller was started, or set STORYTELLER_TOKEN)."
 )
+HOW_TO_GET_IN = "Open the link printed in the terminal where you started Video Storyteller, or set STORYTELLER_TOKEN."
 HOSTS_ENV = "STORYTELLER_ALLOWED_HOSTS"  # more names this server answers to, comma-separated (a LAN name, a proxy)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 SESSION_HOURS_ENV = "STORYTELLER_SESSION_HOURS"
 SESSION_HOURS = 24.0  # a browser session lasts this long unused, and never longer than the server runs
 MAX_SESSIONS = 200  # the oldest session is dropped past this (only a token holder makes them)
 SIGN_OUT_PATH = "/_storyteller/sign-out"
-WRONG_HOST = (f"This address is not one Video Storyteller answers to. Open it as http://localhost:<port>/, or add the "
-              f"name you use to {HOSTS_ENV} (comma-separated) and restart.")
+WRONG_HOST = (
+    f"This address is not one Video Storyteller answers to. Open it as http://localhost:<port>/, or add the "
+    f"name you use to {HOSTS_ENV} (comma-separated) and restart."
+)
 WRONG_ORIGIN = "Refused: this request came from another web page or another port, not from Video Storyteller itself."
 
 
@@ -195,8 +197,9 @@ def _same(offered: str, expected: str) -> bool:
 class TokenGate:
     """ASGI middleware in front of everything Streamlit serves, websocket included."""
 
-    def __init__(self, app: ASGIApp, token: str | None, hosts: frozenset[str] | None = None,
-                 api_tokens: Callable[[str], str | None] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, hosts: frozenset[str] | None = None, api_tokens: Callable[[str], str | None] | None = None
+    ) -> None:
         """``api_tokens(offered)``: the id of the API token ``offered`` is (storyteller_ui.api.tokens), or None."""
         self.app = app
         self.token = token
@@ -227,8 +230,9 @@ class TokenGate:
             offered_bearer = bearer(scope)
             principal = None
             if offered_bearer is not None:
-                principal = "app" if _same(offered_bearer, token) else (
-                    self.api_tokens(offered_bearer) if self.api_tokens is not None else None)
+                principal = (
+                    "app" if _same(offered_bearer, token) else (self.api_tokens(offered_bearer) if self.api_tokens is not None else None)
+                )
             if principal is not None:
                 scope.setdefault("state", {})[API_PRINCIPAL] = principal
                 await self.app(scope, receive, send)
@@ -260,19 +264,21 @@ class TokenGate:
         response: RedirectResponse | HTMLResponse
         if conn.headers.get("sec-fetch-site") == "cross-site":
             quoted = html.escape(target, quote=True)
-            response = HTMLResponse(f'<!doctype html><meta http-equiv="refresh" content="0;url={quoted}">'
-                                    f'<title>Video Storyteller</title><a href="{quoted}">Open Video Storyteller</a>')
+            response = HTMLResponse(
+                f'<!doctype html><meta http-equiv="refresh" content="0;url={quoted}">'
+                f'<title>Video Storyteller</title><a href="{quoted}">Open Video Storyteller</a>'
+            )
         else:
             response = RedirectResponse(target, status_code=303)
-        response.set_cookie(cookie_name(scope), self.sessions.new(), max_age=int(self.sessions.lifetime_s), httponly=True,
-                            samesite="strict", path="/")
+        response.set_cookie(
+            cookie_name(scope), self.sessions.new(), max_age=int(self.sessions.lifetime_s), httponly=True, samesite="strict", path="/"
+        )
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send,
-                  response: HTMLResponse | PlainTextResponse | JSONResponse) -> None:
+async def _refuse(scope: Scope, receive: Receive, send: Send, response: HTMLResponse | PlainTextResponse | JSONResponse) -> None:
     if scope["type"] == "websocket":
         await receive()  # websocket.connect; a close before accept is answered with HTTP 403
         await send({"type": "websocket.close", "code": 1008})
@@ -281,13 +287,19 @@ async def _refuse(scope: Scope, receive: Receive, send: Send,
 
 
 def _api_locked() -> JSONResponse:
-    return JSONResponse({"error": {"code": "unauthorized", "message": NEEDS_BEARER}}, status_code=401,
-                        headers={"Cache-Control": "no-store", "WWW-Authenticate": 'Bearer realm="video-storyteller"'})
+    return JSONResponse(
+        {"error": {"code": "unauthorized", "message": NEEDS_BEARER}},
+        status_code=401,
+        headers={"Cache-Control": "no-store", "WWW-Authenticate": 'Bearer realm="video-storyteller"'},
+    )
 
 
 def _signed_out(scope: Scope) -> HTMLResponse:
-    response = HTMLResponse("<!doctype html><title>Video Storyteller</title><p>Signed out of Video Storyteller in this "
-                            "browser. Open the printed link again to come back.</p>", headers={"Cache-Control": "no-store"})
+    response = HTMLResponse(
+        "<!doctype html><title>Video Storyteller</title><p>Signed out of Video Storyteller in this "
+        "browser. Open the printed link again to come back.</p>",
+        headers={"Cache-Control": "no-store"},
+    )
     response.delete_cookie(cookie_name(scope), path="/", httponly=True, samesite="strict")
     return response
 
@@ -331,9 +343,11 @@ def write_link_file(url: str, folder: Path, port: int) -> Path | None:
     """
     target = folder / f"open-{port}.html"
     quoted = html.escape(url, quote=True)
-    page = (f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={quoted}">'
-            f'<title>Video Storyteller</title></head><body><p><a href="{quoted}">Open Video Storyteller</a></p>'
-            f"<script>location.replace({_js_string(url)})</script></body></html>")
+    page = (
+        f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={quoted}">'
+        f'<title>Video Storyteller</title></head><body><p><a href="{quoted}">Open Video Storyteller</a></p>'
+        f"<script>location.replace({_js_string(url)})</script></body></html>"
+    )
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, temp = tempfile.mkstemp(prefix=".open-", suffix=".html", dir=folder)  # 0600, created here
@@ -387,7 +401,8 @@ def headless_asked() -> bool:
     from streamlit import config
 
     return bool(config.get_option("server.headless")) and config.get_where_defined("server.headless") == getattr(
-        config, "_DEFINED_BY_FLAG", "command-line argument or environment variable")
+        config, "_DEFINED_BY_FLAG", "command-line argument or environment variable"
+    )
 
 
 def open_browser(url: str) -> None:

@@ -54,8 +54,10 @@ def stop_engines() -> None:
 def data_dir_problem(exc: OSError | DataDirError) -> str:
     if isinstance(exc, DataDirError):
         return exc.message
-    return (f"Video Storyteller cannot use its data folder {default_data_dir()} ({exc.strerror or exc}). "
-            "Set STORYTELLER_DATA_DIR to a folder you can write to, then restart the app.")
+    return (
+        f"Video Storyteller cannot use its data folder {default_data_dir()} ({exc.strerror or exc}). "
+        "Set STORYTELLER_DATA_DIR to a folder you can write to, then restart the app."
+    )
 
 
 def get_engine() -> Engine:

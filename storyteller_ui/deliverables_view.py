@@ -17,8 +17,12 @@ from storyteller_core.deliverables import docx_report, pdf_report, subtitles
 from storyteller_core.views.board import Row
 
 KINDS = {
-    "docx": ("Word report", docx_report, "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-             ":material/description:"),
+    "docx": (
+        "Word report",
+        docx_report,
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ":material/description:",
+    ),
     "pdf": ("PDF report", pdf_report, "application/pdf", ":material/picture_as_pdf:"),
 }
 
@@ -44,8 +48,7 @@ def deliverables(rows: Callable[[], list[Row]], *, key: str, selection: str = ""
         if line.button(f"Build {label}", key=f"{key}-{kind}", icon=icon):
             listed = [r for r in rows() if r.story]
             if not listed:
-                st.warning("No finished story in this selection yet: a report is built from finished rows.",
-                           icon=":material/info:")
+                st.warning("No finished story in this selection yet: a report is built from finished rows.", icon=":material/info:")
                 continue
             bar = st.progress(0.0, text=f"Building the {label}: 0 / {len(listed)} video(s)")
 
@@ -56,20 +59,35 @@ def deliverables(rows: Callable[[], list[Row]], *, key: str, selection: str = ""
                 data = module.build_bytes(listed, batch_name=batch_name, progress=show)
             except OSError as exc:
                 bar.empty()
-                st.error(f"The {label} could not be built ({exc.strerror or exc}). Check that the disk has room, "
-                         "then build it again.", icon=":material/error:")
+                st.error(
+                    f"The {label} could not be built ({exc.strerror or exc}). Check that the disk has room, then build it again.",
+                    icon=":material/error:",
+                )
                 continue
             bar.empty()
             st.session_state[state_key] = (selection, data, len(listed))
         built = st.session_state.get(state_key)
         if built:
             _, data, count = built
-            line.download_button(f"Download {label} ({count} video(s))", data, file_name=f"{stem}.{kind}", mime=mime,
-                                 key=f"{key}-{kind}-download", icon=":material/download:", on_click="ignore")
+            line.download_button(
+                f"Download {label} ({count} video(s))",
+                data,
+                file_name=f"{stem}.{kind}",
+                mime=mime,
+                key=f"{key}-{kind}-download",
+                icon=":material/download:",
+                on_click="ignore",
+            )
 
     def subtitles_zip() -> bytes:
         return subtitles.zip_bytes(moments_of(rows()))
 
-    line.download_button("Subtitles (SRT and WebVTT, zip)", subtitles_zip, file_name=f"{stem}-subtitles.zip",
-                         mime="application/zip", key=f"{key}-subtitles", icon=":material/subtitles:", on_click="ignore")
-
+    line.download_button(
+        "Subtitles (SRT and WebVTT, zip)",
+        subtitles_zip,
+        file_name=f"{stem}-subtitles.zip",
+        mime="application/zip",
+        key=f"{key}-subtitles",
+        icon=":material/subtitles:",
+        on_click="ignore",
+    )

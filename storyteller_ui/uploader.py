@@ -172,8 +172,9 @@ async def _list(request: Request) -> Response:
         return exc.response()
     except Exception as exc:  # the checked list could not be written: the client asks again
         log.exception("an uploaded file could not be added to the checked list")
-        return ApiError(503, "not_listed", f"The file arrived but could not be added to the list ({exc}); trying "
-                        "again.", headers).response()
+        return ApiError(
+            503, "not_listed", f"The file arrived but could not be added to the list ({exc}); trying again.", headers
+        ).response()
     return _answer({"id": upload_id, **candidate_summary(candidate)})
 
 
@@ -230,8 +231,7 @@ async def _one(request: Request) -> Response:
 async def _put(request: Request, sessions: UploadSessions, upload_id: str) -> Response:
     match = _RANGE.fullmatch(request.headers.get("content-range", "").strip())
     if not match:
-        return _answer({"error": "Each piece needs a Content-Range: bytes first-last/size header.",
-                        "code": "bad_request"}, 400)
+        return _answer({"error": "Each piece needs a Content-Range: bytes first-last/size header.", "code": "bad_request"}, 400)
     first, last, total = (int(g) for g in match.groups())
     length = last - first + 1
     declared = request.headers.get("content-length")
@@ -244,8 +244,7 @@ async def _put(request: Request, sessions: UploadSessions, upload_id: str) -> Re
             async for piece in request.stream():
                 got += len(piece)
                 if got > length:
-                    raise UploadError(400, "bad_request", "The piece is longer than its Content-Range says.",
-                                      receiver.received)
+                    raise UploadError(400, "bad_request", "The piece is longer than its Content-Range says.", receiver.received)
                 buffer += piece
                 if len(buffer) >= CHUNK:
                     data, buffer = buffer, bytearray()
@@ -276,8 +275,7 @@ async def _finish(request: Request) -> Response:
         return _answer(exc.to_dict(), exc.status)
     except Exception as exc:  # the checked list could not be written: the client asks again
         log.exception("an uploaded file could not be added to the checked list")
-        return _answer({"error": f"The file arrived but could not be added to the list ({exc}); trying again.",
-                        "code": "not_listed"}, 503)
+        return _answer({"error": f"The file arrived but could not be added to the list ({exc}); trying again.", "code": "not_listed"}, 503)
     return _answer({"id": upload_id, **candidate_summary(candidate)})
 
 
@@ -300,7 +298,11 @@ def render_uploader(engine: Engine) -> None:
     """
     _component(
         key="storyteller-uploader",
-        data={"endpoint": tus_endpoint(), "pieceBytes": PIECE_BYTES, "maxBytes": engine.settings.max_file_bytes,
-              "extensions": sorted(VIDEO_EXTENSIONS)},
+        data={
+            "endpoint": tus_endpoint(),
+            "pieceBytes": PIECE_BYTES,
+            "maxBytes": engine.settings.max_file_bytes,
+            "extensions": sorted(VIDEO_EXTENSIONS),
+        },
         on_uploaded_change=_noop,
     )

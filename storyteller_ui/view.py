@@ -31,10 +31,14 @@ from storyteller_core.views.rows import waiting_for
 PLAYABLE_BYTES = 300 * 1024**2  # st.video reads a local file into the server's memory: larger ones are not played here
 
 STATUS_ICON = {
-    Status.WAITING: ":material/schedule:", Status.UPLOADING: ":material/upload:",
-    Status.PROCESSING: ":material/hourglass_top:", Status.READY: ":material/task_alt:",
-    Status.WRITING: ":material/edit_note:", Status.DONE: ":material/check_circle:",
-    Status.FAILED: ":material/error:", Status.CANCELLED: ":material/block:",
+    Status.WAITING: ":material/schedule:",
+    Status.UPLOADING: ":material/upload:",
+    Status.PROCESSING: ":material/hourglass_top:",
+    Status.READY: ":material/task_alt:",
+    Status.WRITING: ":material/edit_note:",
+    Status.DONE: ":material/check_circle:",
+    Status.FAILED: ":material/error:",
+    Status.CANCELLED: ":material/block:",
 }
 WORD_JOINER = "\u2060"  # invisible, and keeps the text as it reads
 _AUTOLINK = re.compile(r"(?i)(www|https?|ftp|mailto|xmpp)(?=[.:])|@")
@@ -53,8 +57,10 @@ def plain(text: str | None) -> str:
 
 def banners(engine: Engine) -> None:
     if engine.demo:
-        st.info("**Demo mode: no API key; stories are emulator output.** Add a Gemini API key on the Settings page "
-                "to get real stories.", icon=":material/science:")
+        st.info(
+            "**Demo mode: no API key; stories are emulator output.** Add a Gemini API key on the Settings page to get real stories.",
+            icon=":material/science:",
+        )
     unreachable = reach.banner()
     if unreachable:
         st.warning(plain(unreachable), icon=":material/wifi_off:")
@@ -188,18 +194,31 @@ def moments_view(row: Row, story: Story) -> None:
         st.caption(f"{story.dropped_moments} moment(s) Gemini placed outside the video were left out.")
     line = st.container(horizontal=True, key=f"moments-{row.item.id}")
     for n, moment in enumerate(story.moments):
-        line.button(plain(f"{moment.time} {moment.description[:60]}"), key=f"{key}-{n}", icon=":material/play_arrow:",
-                    on_click=st.session_state.__setitem__, args=(key, moment.seconds))
+        line.button(
+            plain(f"{moment.time} {moment.description[:60]}"),
+            key=f"{key}-{n}",
+            icon=":material/play_arrow:",
+            on_click=st.session_state.__setitem__,
+            args=(key, moment.seconds),
+        )
     seek = st.session_state.get(key)
     if seek is not None:
-        line.button("Close the player", key=f"{key}-close", icon=":material/close:", type="tertiary",
-                    on_click=st.session_state.pop, args=(key, None))
+        line.button(
+            "Close the player",
+            key=f"{key}-close",
+            icon=":material/close:",
+            type="tertiary",
+            on_click=st.session_state.pop,
+            args=(key, None),
+        )
     source = _playable(row)
     if seek is not None and source:
         st.video(source, start_time=int(seek), autoplay=True, muted=True)
     elif seek is not None:
-        st.caption("This video cannot be played here (its copy was not kept, or it is too large): open it in your "
-                   f"player at {plain(timestamp(seek))}.")
+        st.caption(
+            "This video cannot be played here (its copy was not kept, or it is too large): open it in your "
+            f"player at {plain(timestamp(seek))}."
+        )
 
 
 def _playable(row: Row) -> str | None:
@@ -219,8 +238,11 @@ def model_label(name: str) -> str:
     return model_info(name).label  # a model not in prices.json: "NAME (price estimated from FAMILY)"
 
 
-TIER_LABELS = {"standard": "standard", "flex": "Flex: half price, answers take minutes",
-               "batch": "Batch (about half price, results within hours)"}
+TIER_LABELS = {
+    "standard": "standard",
+    "flex": "Flex: half price, answers take minutes",
+    "batch": "Batch (about half price, results within hours)",
+}
 
 
 def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
@@ -229,24 +251,44 @@ def video_options_form(key: str) -> tuple[VideoOptions, str, str | None]:
         left, mid, right, far = st.columns(4)
         start = left.text_input("Clip from (MM:SS)", key=f"{key}-clip-start", placeholder="start")
         end = mid.text_input("Clip to (MM:SS)", key=f"{key}-clip-end", placeholder="end")
-        fps = right.number_input("Frames per second", min_value=0.1, max_value=24.0, value=1.0, step=0.5,
-                                 key=f"{key}-fps", help="Below 1 for talks, higher for fast action")
-        resolution = far.selectbox("Resolution", ["default", *RESOLUTIONS], key=f"{key}-resolution",
-                                   help="low costs about a third")
-        processing = st.selectbox("Video processing (Gemini 3)", ["default", *PROCESSING_MODES], key=f"{key}-processing",
-                                  index=1 if st.session_state.get("default-processing") == "agentic" else 0,
-                                  help="agentic (preview): far fewer tokens on long videos; a different analysis")
-        tier = st.radio("Price", TIERS, horizontal=True, key=f"{key}-tier", format_func=TIER_LABELS.get,
-                        help="Flex and Batch cost about half. Batch sends the videos in one Gemini batch job: stories "
-                             "arrive within hours (up to 24 h), and a job Gemini cannot run in 48 h fails.")
+        fps = right.number_input(
+            "Frames per second",
+            min_value=0.1,
+            max_value=24.0,
+            value=1.0,
+            step=0.5,
+            key=f"{key}-fps",
+            help="Below 1 for talks, higher for fast action",
+        )
+        resolution = far.selectbox("Resolution", ["default", *RESOLUTIONS], key=f"{key}-resolution", help="low costs about a third")
+        processing = st.selectbox(
+            "Video processing (Gemini 3)",
+            ["default", *PROCESSING_MODES],
+            key=f"{key}-processing",
+            index=1 if st.session_state.get("default-processing") == "agentic" else 0,
+            help="agentic (preview): far fewer tokens on long videos; a different analysis",
+        )
+        tier = st.radio(
+            "Price",
+            TIERS,
+            horizontal=True,
+            key=f"{key}-tier",
+            format_func=TIER_LABELS.get,
+            help="Flex and Batch cost about half. Batch sends the videos in one Gemini batch job: stories "
+            "arrive within hours (up to 24 h), and a job Gemini cannot run in 48 h fails.",
+        )
     try:
         start_s = seconds_of(start) if start.strip() else None
         end_s = seconds_of(end) if end.strip() else None
         if (start.strip() and start_s is None) or (end.strip() and end_s is None):
             raise ValueError("clip times are MM:SS or H:MM:SS")
-        options = VideoOptions(start_s=start_s, end_s=end_s, fps=None if fps == 1.0 else float(fps),
-                               resolution=None if resolution == "default" else resolution,
-                               processing=None if processing == "default" else processing)
+        options = VideoOptions(
+            start_s=start_s,
+            end_s=end_s,
+            fps=None if fps == 1.0 else float(fps),
+            resolution=None if resolution == "default" else resolution,
+            processing=None if processing == "default" else processing,
+        )
     except ValueError as exc:
         return VideoOptions(), tier, f"Part of the video: {exc}."
     return options, tier, None
@@ -261,11 +303,11 @@ def _actions(engine: Engine, row: Row, line: DeltaGenerator, *, waiting: bool = 
     """``waiting``: the row waits for another process's Gemini; Retry asks this one instead."""
     commands, item = engine.commands, row.item
     if item.analysis_id and (row.status in (Status.FAILED, Status.CANCELLED) or waiting):
-        line.button("Retry", key=f"retry-{item.id}", on_click=then_nothing, args=(commands.retry, item.id),
-                    icon=":material/refresh:")
+        line.button("Retry", key=f"retry-{item.id}", on_click=then_nothing, args=(commands.retry, item.id), icon=":material/refresh:")
     elif not row.ended:
-        line.button("Cancel", key=f"cancel-{item.id}", on_click=then_nothing, args=(commands.cancel, item.id),
-                    icon=":material/stop_circle:")
+        line.button(
+            "Cancel", key=f"cancel-{item.id}", on_click=then_nothing, args=(commands.cancel, item.id), icon=":material/stop_circle:"
+        )
     if item.video_id:
         asking = line.popover("Ask again", icon=":material/forum:", key=f"again-open-{item.id}", on_change="rerun")
         if asking.open:  # drawn (and priced) only while open: a page of rows would price every row on each rerun

@@ -53,8 +53,16 @@ def emulator() -> Iterator[Emulator]:
 
 def fast_settings(data_dir: Path, emu: Emulator, **overrides: object) -> Settings:
     values: dict[str, object] = dict(
-        data_dir=data_dir, api_key=TEST_KEY, base_url=emu.base_url, poll_initial_s=0.1, poll_max_s=0.5,
-        upload_budget_s=20, processing_budget_s=20, analysis_budget_s=5, request_timeout_s=5, lease_ttl_s=5,
+        data_dir=data_dir,
+        api_key=TEST_KEY,
+        base_url=emu.base_url,
+        poll_initial_s=0.1,
+        poll_max_s=0.5,
+        upload_budget_s=20,
+        processing_budget_s=20,
+        analysis_budget_s=5,
+        request_timeout_s=5,
+        lease_ttl_s=5,
         polls_per_second=50,
     )
     values.update(overrides)
@@ -103,9 +111,25 @@ def app_server(tmp_path: Path, app_env: dict[str, str]) -> Iterator[tuple[str, s
     env = app_env
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://localhost:{port}"
     try:
@@ -135,9 +159,17 @@ def page(app_url: str):  # type: ignore[no-untyped-def]
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
         )
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url)
@@ -145,5 +177,3 @@ def page(app_url: str):  # type: ignore[no-untyped-def]
         page.goto(app_url)
         yield page
         browser.close()
-
-

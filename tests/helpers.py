@@ -37,8 +37,7 @@ def run_all(engine: Any, paths: list[Path], prompt: str = "Tell the story", time
     return engine.wait([i.id for i in items], timeout=timeout)
 
 
-def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 60,
-               what: str = "condition") -> None:
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen | None = None, timeout: float = 60, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if proc is not None and proc.poll() is not None:
@@ -70,8 +69,15 @@ def cli_env(data_dir: Path, base_url: str | None = None) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "storyteller_core", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "storyteller_core", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -87,8 +93,14 @@ needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian'
 
 def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """The CLI in the background (to be killed), its output discarded."""
-    return subprocess.Popen([sys.executable, "-m", "storyteller_core", *args], env=env, cwd=ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "storyteller_core", *args],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def videos_in(store: Store) -> list[Video]:
@@ -133,7 +145,12 @@ def make_video(**kw: Any) -> Video:
 
 
 def make_analysis(video_id: str = "ab" * 32, prompt: str = "p", **kw: Any) -> Analysis:
-    values = dict(id=analysis_key(video_id, "gemini-3.8-flash", prompt, {}, "b"), video_id=video_id,
-                  model="gemini-3.8-flash", prompt=prompt, backend="b")
+    values = dict(
+        id=analysis_key(video_id, "gemini-3.8-flash", prompt, {}, "b"),
+        video_id=video_id,
+        model="gemini-3.8-flash",
+        prompt=prompt,
+        backend="b",
+    )
     values.update(kw)
     return Analysis(**values)

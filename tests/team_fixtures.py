@@ -27,7 +27,8 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[1]
 needs_redis = pytest.mark.skipif(
     not Path(REDIS_SERVER).exists() or importlib.util.find_spec("redis") is None or importlib.util.find_spec("dramatiq") is None,
-    reason="team mode needs Debian's redis-server and the redis and dramatiq[redis] packages")
+    reason="team mode needs Debian's redis-server and the redis and dramatiq[redis] packages",
+)
 
 
 def free_port() -> int:
@@ -49,9 +50,30 @@ class RedisServer:
 def start_redis(directory: Path) -> RedisServer:
     port = free_port()
     proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), "--protected-mode", "yes", "--requirepass", PASSWORD, "--daemonize", "no", "--loglevel", "warning"],
-        stdout=(directory / "redis.log").open("w"), stderr=subprocess.STDOUT, cwd=directory,
+        [
+            REDIS_SERVER,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            "--protected-mode",
+            "yes",
+            "--requirepass",
+            PASSWORD,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=(directory / "redis.log").open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=directory,
     )
     deadline = time.monotonic() + 20
     while True:
@@ -113,8 +135,14 @@ class Workers:
             n = len(self.procs)
             env = {**self.env, **extra_env}
             log = (self.log_dir / f"worker-{n}.log").open("w")
-            proc = subprocess.Popen([sys.executable, "-m", "storyteller_core.team.worker"], env=env, cwd=ROOT,
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "storyteller_core.team.worker"],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             self.procs.append(proc)
             started.append(proc)
         return started

@@ -186,9 +186,18 @@ def test_two_cli_runs_started_together_upload_and_analyze_each_video_once(tmp_pa
     folder = videos[0].parent
     for extra in videos[5:]:
         extra.unlink()
-    runs = [subprocess.Popen([sys.executable, "-m", "storyteller_core", "process", str(folder), "--csv",
-                              str(tmp_path / f"out-{n}.csv")], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True) for n in (1, 2)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "storyteller_core", "process", str(folder), "--csv", str(tmp_path / f"out-{n}.csv")],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for n in (1, 2)
+    ]
     outputs = [run.communicate(timeout=150) for run in runs]
 
     assert [run.returncode for run in runs] == [0, 0], outputs
@@ -208,8 +217,7 @@ def test_cli_process_again_adds_no_rows_and_a_new_preset_asks_without_uploading(
         extra.unlink()
     first = run_cli(["process", str(folder)], env)
     again = run_cli(["process", str(folder), "--csv", str(tmp_path / "again.csv")], env)
-    other = run_cli(["process", str(folder), "--preset", "Summary for a report", "--csv", str(tmp_path / "other.csv")],
-                    env)
+    other = run_cli(["process", str(folder), "--preset", "Summary for a report", "--csv", str(tmp_path / "other.csv")], env)
 
     assert [r.returncode for r in (first, again, other)] == [0, 0, 0], other.stdout + other.stderr
     assert len(read_csv(tmp_path / "again.csv")) == 3
@@ -222,10 +230,25 @@ def test_cli_process_again_adds_no_rows_and_a_new_preset_asks_without_uploading(
 
 
 def _old_job(job_id: str, batch: str, name: str, sha: str, state: str, **extra: object) -> dict[str, object]:
-    job = {"id": job_id, "display_name": name, "source_path": f"/videos/{name}", "size_bytes": 1000, "sha256": sha,
-           "mime_type": "video/mp4", "model": "gemini-3.8-flash", "prompt": "Tell the story", "batch_id": batch,
-           "priority": "normal", "state": state, "progress": 100 if state == "COMPLETED" else 0, "duration_s": 3.0,
-           "demo": False, "created_at": time.time() - 100, "updated_at": time.time(), "state_entered_at": {}}
+    job = {
+        "id": job_id,
+        "display_name": name,
+        "source_path": f"/videos/{name}",
+        "size_bytes": 1000,
+        "sha256": sha,
+        "mime_type": "video/mp4",
+        "model": "gemini-3.8-flash",
+        "prompt": "Tell the story",
+        "batch_id": batch,
+        "priority": "normal",
+        "state": state,
+        "progress": 100 if state == "COMPLETED" else 0,
+        "duration_s": 3.0,
+        "demo": False,
+        "created_at": time.time() - 100,
+        "updated_at": time.time(),
+        "state_entered_at": {},
+    }
     job.update(extra)
     return job
 
@@ -239,12 +262,30 @@ def test_a_data_dir_of_the_previous_release_is_migrated(tmp_path, make_engine, e
     sha, size = hash_file(videos[0])
     old = diskcache.Cache(str(tmp_path / "data" / "jobs"))  # the old release pickled plain dicts
     jobs = [
-        _old_job("j1", "20260101-120000-abcd", "done.mp4", "a" * 64, "COMPLETED", story="An old story.",
-                 prompt_tokens=900, output_tokens=100, total_tokens=1000, cost_usd=0.0005, completed_at=time.time()),
-        _old_job("j2", "20260101-120000-abcd", "broken.mp4", "b" * 64, "FAILED", error_code="file_failed",
-                 error_message="Gemini could not process broken.mp4", failed_step="processing"),
-        _old_job("j3", "20260101-120000-abcd", videos[0].name, sha, "FILE_PROCESSING", source_path=str(videos[0]),
-                 size_bytes=size),
+        _old_job(
+            "j1",
+            "20260101-120000-abcd",
+            "done.mp4",
+            "a" * 64,
+            "COMPLETED",
+            story="An old story.",
+            prompt_tokens=900,
+            output_tokens=100,
+            total_tokens=1000,
+            cost_usd=0.0005,
+            completed_at=time.time(),
+        ),
+        _old_job(
+            "j2",
+            "20260101-120000-abcd",
+            "broken.mp4",
+            "b" * 64,
+            "FAILED",
+            error_code="file_failed",
+            error_message="Gemini could not process broken.mp4",
+            failed_step="processing",
+        ),
+        _old_job("j3", "20260101-120000-abcd", videos[0].name, sha, "FILE_PROCESSING", source_path=str(videos[0]), size_bytes=size),
     ]
     for job in jobs:
         old.set(f"job:{job['id']}", job)

@@ -18,13 +18,16 @@ def _reached(request):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def client() -> TestClient:
-    app = Starlette(routes=[Route("/{rest:path}", _reached, methods=["GET", "POST"])],
-                    middleware=[Middleware(TokenGate, token="T0KEN", hosts=frozenset({"testserver"}))])
+    app = Starlette(
+        routes=[Route("/{rest:path}", _reached, methods=["GET", "POST"])],
+        middleware=[Middleware(TokenGate, token="T0KEN", hosts=frozenset({"testserver"}))],
+    )
     return TestClient(app)
 
 
-@pytest.mark.parametrize("path", ["/api/v1/batches/_stcore/health", "/api/v1/presets/_stcore/health",
-                                  "/api/v1/x/health", "/x/_stcore/health"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/batches/_stcore/health", "/api/v1/presets/_stcore/health", "/api/v1/x/health", "/x/_stcore/health"]
+)
 def test_a_path_that_only_ends_like_an_open_one_needs_the_token(client: TestClient, path: str) -> None:
     answer = client.post(path) if "batches" in path else client.get(path)
     assert answer.status_code in (401, 403) and answer.text != "reached", (path, answer.status_code)

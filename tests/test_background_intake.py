@@ -15,8 +15,7 @@ from storyteller_core.views.board import Status, batch_rows, row_of
 from .helpers import ask, wait_until
 
 
-def test_a_started_folder_is_stored_at_once_then_checked_uploaded_and_analyzed_once_each(make_engine, emulator, videos,
-                                                                                         tmp_path):
+def test_a_started_folder_is_stored_at_once_then_checked_uploaded_and_analyzed_once_each(make_engine, emulator, videos, tmp_path):
     engine = make_engine()
     junk = tmp_path / "in" / "notes.mp4"
     junk.write_bytes(b"not a video at all")
@@ -34,7 +33,8 @@ def test_a_started_folder_is_stored_at_once_then_checked_uploaded_and_analyzed_o
     rows = {row.name: row for row in batch_rows(engine.store, batch.id)}
     assert rows["notes.mp4"].status is Status.FAILED and "not" in (rows["notes.mp4"].error or "")
     assert {name: row.status for name, row in rows.items() if name != "notes.mp4"} == dict.fromkeys(
-        [p.name for p in [*videos, copy]], Status.DONE)
+        [p.name for p in [*videos, copy]], Status.DONE
+    )
     assert engine.store.get(Batch, batch.id).intake is None
     assert sum(emulator.stats.uploads_finished.values()) == len(videos)  # the copy's content was uploaded once
     assert sum(emulator.stats.generates.values()) == len(videos)  # and analyzed once: both rows share the answer
@@ -113,8 +113,10 @@ def test_an_engine_finishes_the_intake_a_killed_one_left(make_engine, emulator, 
     question = ask(engine, "P")
     batch = Batch(id="20261128-000000-dead", name="killed", intake=question.to_dict())
     checked = inspect_path(videos[0], engine.settings).to_dict()
-    rows = [Item(id=new_id(), batch_id=batch.id, display_name=p.name, source_path=str(p),
-                 intake=checked if i == 0 else unchecked(p).to_dict()) for i, p in enumerate(videos[:3])]
+    rows = [
+        Item(id=new_id(), batch_id=batch.id, display_name=p.name, source_path=str(p), intake=checked if i == 0 else unchecked(p).to_dict())
+        for i, p in enumerate(videos[:3])
+    ]
     engine.store.add_pending([row.intake for row in rows])  # the checked list Start took them from
     assert engine.store.start_batch(batch, rows) == rows and engine.store.pending() == []
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -70,13 +70,16 @@ def test_batch_tier_sends_one_job_for_several_videos_and_stores_stories_at_the_b
     estimated = sum(a.estimated_cost_usd or 0 for a in analyses)
     actual = sum(a.cost_usd or 0 for a in analyses)
     assert estimated > 0 and actual > 0
-    guessed_input = sum(estimate_tokens(r.video.duration_s if r.video else None, r.analysis.prompt) - EXPECTED_OUTPUT_TOKENS
-                        for r in rows if r.analysis)
-    print(f"\nbatch tier, {len(analyses)} videos, {model}: estimate ${estimated:.6f}, actual ${actual:.6f} "
-          f"(standard would be ${actual * 2:.6f}); input tokens estimated {guessed_input}, "
-          f"actual {sum(a.prompt_tokens or 0 for a in analyses)}; output tokens estimated "
-          f"{EXPECTED_OUTPUT_TOKENS * len(analyses)}, actual {sum(a.output_tokens or 0 for a in analyses)}; "
-          f"one job, {emulator.stats.batch_polls[job.name]} batches.get")
+    guessed_input = sum(
+        estimate_tokens(r.video.duration_s if r.video else None, r.analysis.prompt) - EXPECTED_OUTPUT_TOKENS for r in rows if r.analysis
+    )
+    print(
+        f"\nbatch tier, {len(analyses)} videos, {model}: estimate ${estimated:.6f}, actual ${actual:.6f} "
+        f"(standard would be ${actual * 2:.6f}); input tokens estimated {guessed_input}, "
+        f"actual {sum(a.prompt_tokens or 0 for a in analyses)}; output tokens estimated "
+        f"{EXPECTED_OUTPUT_TOKENS * len(analyses)}, actual {sum(a.output_tokens or 0 for a in analyses)}; "
+        f"one job, {emulator.stats.batch_polls[job.name]} batches.get"
+    )
 
 
 def test_the_estimate_before_start_is_halved_on_the_batch_tier():
@@ -99,10 +102,13 @@ def test_an_analysis_waits_for_the_others_of_its_model_so_they_share_one_job(mak
     assert jobs_created(emulator) == 1 and len(next(iter(emulator.batches.values())).items) == 3
 
 
-@pytest.mark.parametrize(("marker", "code", "words"), [
-    ("FAILBATCH", Code.BATCH_FAILED, "failed as a whole"),
-    pytest.param("EXPIREBATCH", Code.BATCH_EXPIRED, "did not run it within 48 hours", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    ("marker", "code", "words"),
+    [
+        ("FAILBATCH", Code.BATCH_FAILED, "failed as a whole"),
+        pytest.param("EXPIREBATCH", Code.BATCH_EXPIRED, "did not run it within 48 hours", marks=pytest.mark.slow),
+    ],
+)
 def test_a_failed_or_expired_job_fails_its_analyses_with_what_to_do(make_engine, videos, emulator, marker, code, words):
     engine = make_engine(**FAST_LOOKS)
     prompt = f"Tell the story ({marker})"
@@ -126,8 +132,7 @@ def test_a_failed_or_expired_job_fails_its_analyses_with_what_to_do(make_engine,
 
 
 @pytest.mark.slow
-def test_a_request_that_fails_inside_a_job_says_why_and_a_vanished_file_is_sent_again(make_engine, videos, one_video,
-                                                                                    emulator):
+def test_a_request_that_fails_inside_a_job_says_why_and_a_vanished_file_is_sent_again(make_engine, videos, one_video, emulator):
     vanishing = one_video("VANISHME.mp4", seed=5)
     engine = make_engine(**FAST_LOOKS)
 
@@ -146,8 +151,7 @@ def test_structured_stories_of_web_videos_in_one_job_and_a_refused_request_says_
     emulator.config.private_youtube_ids = {"aaaaaaaaaaa"}
     engine = make_engine(**FAST_LOOKS)
     links = ["https://youtu.be/dQw4w9WgXcQ", "https://www.youtube.com/watch?v=aaaaaaaaaaa"]
-    items = engine.commands.submit([inspect_url(u) for u in links],
-                                   ask(engine, PROMPT_PRESETS["Story"], preset="Story", tier="batch"))
+    items = engine.commands.submit([inspect_url(u) for u in links], ask(engine, PROMPT_PRESETS["Story"], preset="Story", tier="batch"))
 
     public, private = engine.wait([i.id for i in items], timeout=60)
 
@@ -189,8 +193,10 @@ def test_two_engines_on_one_data_dir_put_each_question_in_exactly_one_job(make_e
     assert all(emulator.uploads_of(p.name) == 1 for p in videos[:6])
     assert all(emulator.stats.generates[p.name] == 1 for p in videos[:6])  # each question asked once, in one job
     assert sum(len(job.items) for job in emulator.batches.values()) == 6
-    print(f"\ntwo engines, 6 batch-tier questions: {jobs_created(emulator)} job(s) of "
-          f"{sorted(len(job.items) for job in emulator.batches.values())} requests")
+    print(
+        f"\ntwo engines, 6 batch-tier questions: {jobs_created(emulator)} job(s) of "
+        f"{sorted(len(job.items) for job in emulator.batches.values())} requests"
+    )
 
 
 def test_cancelling_leaves_the_job_and_the_last_one_cancels_it(make_engine, videos, emulator):
@@ -201,8 +207,11 @@ def test_cancelling_leaves_the_job_and_the_last_one_cancels_it(make_engine, vide
     [job] = emulator.batches.values()
 
     engine.commands.cancel(items[0].id)
-    wait_until(lambda: engine.store.require(Analysis, items[0].analysis_id or "").state is AnalysisState.CANCELLED,
-               timeout=20, what="the first cancel")
+    wait_until(
+        lambda: engine.store.require(Analysis, items[0].analysis_id or "").state is AnalysisState.CANCELLED,
+        timeout=20,
+        what="the first cancel",
+    )
     assert job.cancelled_at is None  # the other analysis still waits for it
     engine.commands.cancel(items[1].id)
     wait_until(lambda: job.cancelled_at is not None, timeout=20, what="the job's cancel at Gemini")
@@ -213,8 +222,7 @@ def test_cancelling_leaves_the_job_and_the_last_one_cancels_it(make_engine, vide
     assert jobs_created(emulator) == 1
 
 
-def test_a_job_whose_name_was_never_stored_is_found_by_its_token_not_created_again(make_engine, videos, emulator,
-                                                                                 tmp_path):
+def test_a_job_whose_name_was_never_stored_is_found_by_its_token_not_created_again(make_engine, videos, emulator, tmp_path):
     """What a kill between creating the job and storing its name leaves: the token is on the analyses, the job at Gemini."""
     emulator.config.batch_running_s = 3.0
     first = make_engine(**FAST_LOOKS)
@@ -268,11 +276,14 @@ def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_sam
     out = tmp_path / "out.csv"
     args = [sys.executable, "-m", "storyteller_core", "process", *map(str, batch), "--tier", "batch", "--csv", str(out)]
 
-    first = subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = store_when_ready(data_dir / "jobs", first)
-    wait_until(lambda: len(analyses_in(store)) == 3 and all(a.batch_job for a in analyses_in(store)), first,
-               timeout=90, what="the batch job's name in the store")
+    wait_until(
+        lambda: len(analyses_in(store)) == 3 and all(a.batch_job for a in analyses_in(store)),
+        first,
+        timeout=90,
+        what="the batch job's name in the store",
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     [job] = emulator.batches.values()
@@ -281,10 +292,15 @@ def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_sam
     polls_before = emulator.stats.batch_polls[job.name]
 
     started = time.monotonic()
-    second = subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-    wait_until(lambda: emulator.stats.batch_polls[job.name] > polls_before, second, timeout=60,
-               what="the restarted CLI's first look at the same job")
+    second = subprocess.Popen(
+        args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    wait_until(
+        lambda: emulator.stats.batch_polls[job.name] > polls_before,
+        second,
+        timeout=60,
+        what="the restarted CLI's first look at the same job",
+    )
     resumed_s = time.monotonic() - started
     output, _ = second.communicate(timeout=180)
     finished_s = time.monotonic() - started
@@ -297,8 +313,10 @@ def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_sam
     assert len(rows) == 3 and {r["status"] for r in rows} == {"Done"}
     assert {a.batch_job for a in analyses_in(store)} == {job.name}
     assert all(a.state is AnalysisState.COMPLETED and a.cost_usd for a in analyses_in(store))
-    print(f"\nSIGKILL while waiting on {job.name}: the restarted CLI looked at the same job after {resumed_s:.1f} s "
-          f"and finished after {finished_s:.1f} s; 1 job created, each video uploaded once")
+    print(
+        f"\nSIGKILL while waiting on {job.name}: the restarted CLI looked at the same job after {resumed_s:.1f} s "
+        f"and finished after {finished_s:.1f} s; 1 job created, each video uploaded once"
+    )
 
 
 @pytest.mark.slow
@@ -335,8 +353,9 @@ def test_an_analyst_picks_the_batch_tier_on_the_page_and_sees_half_the_estimate(
     next(b for b in at.button if b.label.startswith("Start batch")).click().run()
 
     store = DiskStore(tmp_path / "data" / "jobs")
-    wait_until(lambda: len(batch_rows(store)) == 3 and all(r.ended for r in batch_rows(store)), timeout=120,
-               what="the batch-tier rows to end")
+    wait_until(
+        lambda: len(batch_rows(store)) == 3 and all(r.ended for r in batch_rows(store)), timeout=120, what="the batch-tier rows to end"
+    )
     rows = batch_rows(store)
     assert {r.status for r in rows} == {Status.DONE}
     assert all(r.analysis and r.analysis.tier == "batch" for r in rows) and jobs_created(emulator) == 1

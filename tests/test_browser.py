@@ -112,8 +112,7 @@ def test_a_key_moment_plays_the_video_from_its_second(page, one_video, tmp_path)
     moments.nth(1).click()
     player = page.locator("video").first
     expect(player).to_be_visible(timeout=30_000)
-    page.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 1; }",
-                           timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 1; }", timeout=30_000)
     current = page.evaluate("document.querySelector('video').currentTime")
     assert current >= second - 0.5, (current, second)
     page.screenshot(path=str(OUTPUT / "moment-playing.png"), full_page=True)

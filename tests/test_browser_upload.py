@@ -29,8 +29,10 @@ HEADER = {"X-Storyteller-Upload": "1"}
 TUS = {"Tus-Resumable": "1.0.0"}
 MB = 1024**2
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
-wired = pytest.mark.skipif("render_uploader" not in (ROOT / "pages" / "batch.py").read_text(),
-                           reason="pages/batch.py does not call storyteller_ui.uploader.render_uploader yet")
+wired = pytest.mark.skipif(
+    "render_uploader" not in (ROOT / "pages" / "batch.py").read_text(),
+    reason="pages/batch.py does not call storyteller_ui.uploader.render_uploader yet",
+)
 
 
 def padded_video(path: Path, size_bytes: int) -> Path:
@@ -52,8 +54,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def call(url: str, method: str, path: str, body: bytes | str | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
+def call(
+    url: str, method: str, path: str, body: bytes | str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict, dict[str, str]]:
     """One request to the page's tus endpoint (/upload/tus + path): status, JSON body, headers (lower-case)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
@@ -119,10 +122,22 @@ def cookie_for(url: str, token: str) -> str:
 
 def test_without_the_access_cookie_the_endpoint_answers_401(locked_url: str, data_dir: Path) -> None:
     tus = {**HEADER, **creation("a.mp4", 10)}
-    for method, path in [("POST", ""), ("OPTIONS", ""), ("HEAD", "/" + "a" * 32), ("PATCH", "/" + "a" * 32),
-                         ("GET", "/" + "a" * 32), ("DELETE", "/" + "a" * 32), ("POST", f"/{'a' * 32}/list")]:
-        status, answer, _ = call(locked_url, method, path, b"x" if method == "PATCH" else None,
-                                 {**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    for method, path in [
+        ("POST", ""),
+        ("OPTIONS", ""),
+        ("HEAD", "/" + "a" * 32),
+        ("PATCH", "/" + "a" * 32),
+        ("GET", "/" + "a" * 32),
+        ("DELETE", "/" + "a" * 32),
+        ("POST", f"/{'a' * 32}/list"),
+    ]:
+        status, answer, _ = call(
+            locked_url,
+            method,
+            path,
+            b"x" if method == "PATCH" else None,
+            {**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        )
         assert status == 401, (method, path, status, answer)
     status, _, _ = call(locked_url, "POST", "", None, {**tus, "Cookie": "storyteller_access_1=forged"})
     assert status == 401
@@ -131,16 +146,20 @@ def test_without_the_access_cookie_the_endpoint_answers_401(locked_url: str, dat
     cookie = {"Cookie": cookie_for(locked_url, "upload-test-token")}
     status, answer, _ = call(locked_url, "POST", "", None, {**cookie, **creation("a.mp4", 10)})
     assert status == 403 and "X-Storyteller-Upload" in answer["error"]["message"]  # the cookie alone is not enough
-    for hostile in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
-                    {"Sec-Fetch-Site": "same-site"}):  # same-site: another port on this machine
+    for hostile in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ):  # same-site: another port on this machine
         status, answer, _ = call(locked_url, "POST", "", None, {**cookie, **tus, **hostile})
         assert status == 403, hostile
     assert partials(data_dir) == []
     port = urlsplit(locked_url).port
-    status, _, headers = call(locked_url, "POST", "", None, {
-        **cookie, **tus, "Origin": f"http://localhost:{port}", "Sec-Fetch-Site": "same-origin"})
-    assert status == 201 and headers["upload-offset"] == "0" and headers["location"].endswith(
-        "/upload/tus/" + upload_id(headers))
+    status, _, headers = call(
+        locked_url, "POST", "", None, {**cookie, **tus, "Origin": f"http://localhost:{port}", "Sec-Fetch-Site": "same-origin"}
+    )
+    assert status == 201 and headers["upload-offset"] == "0" and headers["location"].endswith("/upload/tus/" + upload_id(headers))
     assert len(partials(data_dir)) == 1
 
     # the page's cookie opens the page's uploads only: /api/v1 stays Bearer-only
@@ -167,9 +186,14 @@ def test_the_protocol_over_http(app_url: str, data_dir: Path, spool: Path, tmp_p
     # a connection cut half way through a piece: what arrived is kept, and HEAD says where to resume
     parts = urlsplit(app_url)
     with socket.create_connection((parts.hostname, parts.port)) as sock:
-        sock.sendall((f"PATCH /upload/tus/{upload} HTTP/1.1\r\nHost: {parts.netloc}\r\nX-Storyteller-Upload: 1\r\n"
-                      "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
-                      f"Content-Length: {size}\r\n\r\n").encode() + data[:5000])
+        sock.sendall(
+            (
+                f"PATCH /upload/tus/{upload} HTTP/1.1\r\nHost: {parts.netloc}\r\nX-Storyteller-Upload: 1\r\n"
+                "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+                f"Content-Length: {size}\r\n\r\n"
+            ).encode()
+            + data[:5000]
+        )
         time.sleep(0.3)
     deadline = time.monotonic() + 10
     while head_offset(app_url, upload) != 5000 and time.monotonic() < deadline:
@@ -205,8 +229,7 @@ def test_the_protocol_over_http(app_url: str, data_dir: Path, spool: Path, tmp_p
     assert status == 200 and not refused["ok"] and "fake.mp4" in refused["error"], refused
     store = DiskStore(data_dir / "jobs")
     try:
-        assert {e["display_name"]: e.get("error_message") for e in store.pending()} == {
-            "clip.mp4": None, "fake.mp4": refused["error"]}
+        assert {e["display_name"]: e.get("error_message") for e in store.pending()} == {"clip.mp4": None, "fake.mp4": refused["error"]}
     finally:
         store.close()
     assert partials(data_dir) == []
@@ -281,8 +304,12 @@ class Traffic:
 
     def _response(self, response) -> None:  # type: ignore[no-untyped-def]
         request = response.request
-        if (request.method == "POST" and request.url.endswith("/upload/tus")
-                and request.headers.get("upload-length") == str(self.size) and response.status == 201):
+        if (
+            request.method == "POST"
+            and request.url.endswith("/upload/tus")
+            and request.headers.get("upload-length") == str(self.size)
+            and response.status == 201
+        ):
             self.upload = response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
 
     def patches(self) -> list[int]:
@@ -341,8 +368,13 @@ def test_drop_a_large_file_and_it_lands_on_disk_and_in_the_checked_list(page, da
 
 @wired
 @pytest.mark.timeout(300)
-def test_a_connection_dropped_mid_piece_resumes_from_the_servers_offset(page, app_url: str, data_dir: Path,  # type: ignore[no-untyped-def]
-                                                                       spool: Path, tmp_path: Path) -> None:
+def test_a_connection_dropped_mid_piece_resumes_from_the_servers_offset(
+    page,
+    app_url: str,
+    data_dir: Path,  # type: ignore[no-untyped-def]
+    spool: Path,
+    tmp_path: Path,
+) -> None:
     """Part of a piece reached the server before the connection went: the uploader asks (HEAD) and goes on from
     the server's offset, neither from zero nor from the start of the piece it was sending."""
     video = padded_video(tmp_path / "cut mid piece.mp4", 40 * MB)
@@ -354,15 +386,25 @@ def test_a_connection_dropped_mid_piece_resumes_from_the_servers_offset(page, ap
 
     def cut(route) -> None:  # type: ignore[no-untyped-def]
         request = route.request
-        if (request.method != "PATCH" or not traffic.upload or not request.url.endswith(traffic.upload)
-                or request.headers.get("upload-offset") != str(8 * MB) or arrived in traffic.patches()):
+        if (
+            request.method != "PATCH"
+            or not traffic.upload
+            or not request.url.endswith(traffic.upload)
+            or request.headers.get("upload-offset") != str(8 * MB)
+            or arrived in traffic.patches()
+        ):
             route.fallback()
             return
         # The second piece: its first 3 MB and a bit reach the server, then the connection drops.
         with socket.create_connection((parts.hostname, parts.port)) as sock:
-            sock.sendall((f"PATCH /upload/tus/{traffic.upload} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                          "X-Storyteller-Upload: 1\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
-                          f"Upload-Offset: {8 * MB}\r\nContent-Length: {8 * MB}\r\n\r\n").encode() + data[8 * MB:arrived])
+            sock.sendall(
+                (
+                    f"PATCH /upload/tus/{traffic.upload} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    "X-Storyteller-Upload: 1\r\nTus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+                    f"Upload-Offset: {8 * MB}\r\nContent-Length: {8 * MB}\r\n\r\n"
+                ).encode()
+                + data[8 * MB : arrived]
+            )
             time.sleep(0.3)
         deadline = time.monotonic() + 30
         while head_offset(app_url, traffic.upload) != arrived:
@@ -378,7 +420,7 @@ def test_a_connection_dropped_mid_piece_resumes_from_the_servers_offset(page, ap
 
     offsets = traffic.patches()
     assert offsets[:2] == [0, 8 * MB], offsets
-    after_cut = traffic.seen[traffic.seen.index(("PATCH", str(8 * MB))) + 1:]
+    after_cut = traffic.seen[traffic.seen.index(("PATCH", str(8 * MB))) + 1 :]
     assert after_cut[0] == ("HEAD", None), traffic.seen  # asked where the server is
     assert offsets[2] == arrived, offsets  # and went on from there
     assert offsets[3:] == list(range(arrived + 8 * MB, len(data), 8 * MB)), offsets
@@ -390,8 +432,13 @@ def test_a_connection_dropped_mid_piece_resumes_from_the_servers_offset(page, ap
 
 @wired
 @pytest.mark.timeout(300)
-def test_the_same_file_dropped_again_after_a_reload_goes_on_where_the_server_is(page, app_url: str, data_dir: Path,  # type: ignore[no-untyped-def]
-                                                                                spool: Path, tmp_path: Path) -> None:
+def test_the_same_file_dropped_again_after_a_reload_goes_on_where_the_server_is(
+    page,
+    app_url: str,
+    data_dir: Path,  # type: ignore[no-untyped-def]
+    spool: Path,
+    tmp_path: Path,
+) -> None:
     video = padded_video(tmp_path / "reloaded.mp4", 40 * MB)
     expected = sha256_of(video)
     traffic = Traffic(page, video.stat().st_size)
@@ -430,8 +477,13 @@ def test_the_same_file_dropped_again_after_a_reload_goes_on_where_the_server_is(
 
 @wired
 @pytest.mark.timeout(300)
-def test_cancel_deletes_the_upload_retry_starts_anew_and_a_fake_video_is_refused(page, app_url: str, data_dir: Path,  # type: ignore[no-untyped-def]
-                                                                                  spool: Path, tmp_path: Path) -> None:
+def test_cancel_deletes_the_upload_retry_starts_anew_and_a_fake_video_is_refused(
+    page,
+    app_url: str,
+    data_dir: Path,  # type: ignore[no-untyped-def]
+    spool: Path,
+    tmp_path: Path,
+) -> None:
     video = padded_video(tmp_path / "cancel me.mp4", 40 * MB)
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"this is not a video at all" * 1000)

@@ -63,8 +63,9 @@ def test_a_live_stored_cache_is_used_without_new_storage(tmp_path: Path) -> None
 
 
 def test_the_saving_after_is_the_cached_tokens_at_the_difference_in_price() -> None:
-    done = make_analysis(model=DEFAULT_MODEL, state=AnalysisState.COMPLETED, prompt_tokens=200_000, output_tokens=800,
-                         cached_tokens=190_000, cost_usd=0.01)
+    done = make_analysis(
+        model=DEFAULT_MODEL, state=AnalysisState.COMPLETED, prompt_tokens=200_000, output_tokens=800, cached_tokens=190_000, cost_usd=0.01
+    )
     full = cost_usd(DEFAULT_MODEL, 200_000, 800)
     paid = cost_usd(DEFAULT_MODEL, 200_000, 800, cached_tokens=190_000)
     assert full and paid and cache_saving_usd(done) == full - paid > 0

@@ -130,7 +130,8 @@ def test_another_preset_reuses_the_uploaded_files(tmp_path, videos, emulator):
     assert "3 of 3 video(s) done." in again.stdout
     assert emulator.stats.uploads_started == uploads_before  # 0 uploads: the Gemini files are still ACTIVE
     assert {p.name: emulator.stats.generates[p.name] - generates_before.get(p.name, 0) for p in batch} == {
-        p.name: 1 for p in batch}  # one new analysis per video
+        p.name: 1 for p in batch
+    }  # one new analysis per video
     rows = read_csv(tmp_path / "again.csv")
     assert sorted(r["file_name"] for r in rows) == sorted(p.name for p in batch)
     assert {r["prompt"] for r in rows} == {SUMMARY} and {r["status"] for r in rows} == {"Done"}
@@ -143,15 +144,23 @@ def test_status_into_a_closed_pipe_exits_cleanly(tmp_path):
     try:  # ~300 KB of status lines: far more than a pipe holds, so `head` leaves while status still writes
         store.add_batch(Batch(id="20260101-000000-aaaa", name="many"))
         for i in range(100):
-            store.add_item(Item(id=f"item{i:04d}", batch_id="20260101-000000-aaaa", display_name=f"clip-{i:04d}.mp4",
-                                source_path=f"/nowhere/clip-{i:04d}.mp4", error_code="NOT_VIDEO",
-                                error_message=f"clip-{i:04d}.mp4 is not a video file. " + "x" * 3000))
+            store.add_item(
+                Item(
+                    id=f"item{i:04d}",
+                    batch_id="20260101-000000-aaaa",
+                    display_name=f"clip-{i:04d}.mp4",
+                    source_path=f"/nowhere/clip-{i:04d}.mp4",
+                    error_code="NOT_VIDEO",
+                    error_message=f"clip-{i:04d}.mp4 is not a video file. " + "x" * 3000,
+                )
+            )
     finally:
         store.close()
     command = f"set -o pipefail; {shlex.quote(sys.executable)} -m storyteller_core status | head -1"
 
-    result = subprocess.run(["bash", "-c", command], env=cli_env(data_dir), cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["bash", "-c", command], env=cli_env(data_dir), cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
@@ -201,8 +210,13 @@ def test_sigkill_during_processing_then_restart_finishes_without_reuploading(tmp
 
     first = start_cli(args, env)
     store = store_when_ready(data_dir / "jobs", first)
-    wait_until(lambda: len(store.items()) == 5 and {v.state for v in videos_in(store)} == {VideoState.FILE_PROCESSING}
-               and len(videos_in(store)) == 5, first, what="crash point")
+    wait_until(
+        lambda: (
+            len(store.items()) == 5 and {v.state for v in videos_in(store)} == {VideoState.FILE_PROCESSING} and len(videos_in(store)) == 5
+        ),
+        first,
+        what="crash point",
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     rows_before = sorted(i.id for i in store.items())

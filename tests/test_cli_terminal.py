@@ -99,8 +99,15 @@ def test_status_finds_a_batch_by_id_or_by_name_and_explains_an_unknown_one(tmp_p
 
 
 def _imported(args: list[str], env: dict[str, str]) -> set[str]:
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "storyteller_core", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "storyteller_core", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
 
@@ -143,8 +150,16 @@ def test_an_unexpected_error_is_one_sentence_not_a_traceback(tmp_path, monkeypat
 # -- the live display, rendered at a given terminal size ---------------------------------------
 def _rows(statuses: list[Status]) -> list[Row]:
     base = time.time()
-    return [Row(Item(id=f"i{n:03d}", display_name=f"clip-{n:03d}.mp4", created_at=base + n), None, None, status,
-                100 if status is Status.DONE else 40) for n, status in enumerate(statuses)]
+    return [
+        Row(
+            Item(id=f"i{n:03d}", display_name=f"clip-{n:03d}.mp4", created_at=base + n),
+            None,
+            None,
+            status,
+            100 if status is Status.DONE else 40,
+        )
+        for n, status in enumerate(statuses)
+    ]
 
 
 def _screen(rows: list[Row], width: int = 80, height: int = 24, note: str | None = None) -> list[str]:
@@ -204,12 +219,20 @@ def test_forty_videos_in_an_80x24_tmux_pane_leave_a_short_scrollback(tmp_path, e
     socket = f"storyteller-test-{uuid.uuid4().hex[:8]}"
     conf = tmp_path / "tmux.conf"  # a private server: no status line (the pane is the whole 80x24), a long history
     conf.write_text("set -g status off\nset -g history-limit 10000\nset -g default-terminal screen\n")
-    command = (f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m storyteller_core process "
-               f"{shlex.quote(str(folder))}; echo \"[exit $?]\"; sleep 600")
+    command = (
+        f"cd {shlex.quote(str(ROOT))} && {shlex.quote(sys.executable)} -m storyteller_core process "
+        f'{shlex.quote(str(folder))}; echo "[exit $?]"; sleep 600'
+    )
 
     def tmux(*args: str) -> str:
-        return subprocess.run([TMUX, "-L", socket, "-f", str(conf), *args], env=env, capture_output=True, text=True,  # type: ignore[list-item]
-                              timeout=30, check=True).stdout
+        return subprocess.run(
+            [TMUX, "-L", socket, "-f", str(conf), *args],
+            env=env,
+            capture_output=True,
+            text=True,  # type: ignore[list-item]
+            timeout=30,
+            check=True,
+        ).stdout
 
     tmux("new-session", "-d", "-s", "cli", "-x", "80", "-y", "24", command)
     try:

@@ -19,17 +19,42 @@ from storyteller_core.storage.disk_store import DiskStore
 from .helpers import ask, cli_env, run_all, run_cli
 
 
-def _story_row(store: DiskStore, n: int, story: Story, *, batch_id: str = "20261202-000000-test",
-               name: str | None = None, state: AnalysisState = AnalysisState.COMPLETED) -> Item:
+def _story_row(
+    store: DiskStore,
+    n: int,
+    story: Story,
+    *,
+    batch_id: str = "20261202-000000-test",
+    name: str | None = None,
+    state: AnalysisState = AnalysisState.COMPLETED,
+) -> Item:
     """A row of ``batch_id`` whose analysis holds ``story`` (written straight to the store: no Gemini involved)."""
     sha = f"{n:064x}"
     store.add_video(Video(id=sha, sha256=sha, display_name=name or f"clip-{n}.mp4", sources=[f"/v/{n}.mp4"]))
     done = state is AnalysisState.COMPLETED
-    store.add_analysis(Analysis(id=f"{n:032x}", video_id=sha, model="m", prompt="Tell", backend="b", state=state,
-                                story=story.text if done else None, structured=story.to_dict() if done else None))
+    store.add_analysis(
+        Analysis(
+            id=f"{n:032x}",
+            video_id=sha,
+            model="m",
+            prompt="Tell",
+            backend="b",
+            state=state,
+            story=story.text if done else None,
+            structured=story.to_dict() if done else None,
+        )
+    )
     store.add_batch(Batch(id=batch_id, name=batch_id))
-    return store.add_item(Item(id=f"item-{batch_id[-4:]}-{n}", batch_id=batch_id, display_name=name or f"clip-{n}.mp4",
-                               source_path=f"/v/{n}.mp4", video_id=sha, analysis_id=f"{n:032x}"))
+    return store.add_item(
+        Item(
+            id=f"item-{batch_id[-4:]}-{n}",
+            batch_id=batch_id,
+            display_name=name or f"clip-{n}.mp4",
+            source_path=f"/v/{n}.mp4",
+            video_id=sha,
+            analysis_id=f"{n:032x}",
+        )
+    )
 
 
 @pytest.fixture
@@ -45,18 +70,39 @@ def index(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield opened
 
 
-HARBOUR = Story(text="A fishing boat comes into the harbour at dawn. The café owner talks about pricing AND near-misses.",
-                title="Morning at the harbour", people=["Marta, the café owner"], places=["Porto harbour"], tags=["fishing"],
-                moments=[Moment(0.0, "The boat rounds the breakwater"), Moment(42.0, "Marta counts the crates of sardines"),
-                         Moment(75.5, "A crowd gathers at night by the NEAR(est) lamp")])
+HARBOUR = Story(
+    text="A fishing boat comes into the harbour at dawn. The café owner talks about pricing AND near-misses.",
+    title="Morning at the harbour",
+    people=["Marta, the café owner"],
+    places=["Porto harbour"],
+    tags=["fishing"],
+    moments=[
+        Moment(0.0, "The boat rounds the breakwater"),
+        Moment(42.0, "Marta counts the crates of sardines"),
+        Moment(75.5, "A crowd gathers at night by the NEAR(est) lamp"),
+    ],
+)
 
 
 # -- what a person types is searched as words -----------------------------------------------------------------
-@pytest.mark.parametrize("typed, words", [
-    ('"', []), ("*", []), ("-", []), ("NEAR(", ["NEAR("]), ("AND", ["AND"]), ("a AND b", ["a", "AND", "b"]),
-    ('sardines" OR "boat', ['sardines"', "OR", '"boat']), ("-crates", ["-crates"]), ("café ñandú 東京", ["café", "ñandú", "東京"]),
-    ("ＦＵＬＬ", ["FULL"]), ("x x x", ["x"]), ("   ", []), ("🎉 ok", ["ok"]),
-])
+@pytest.mark.parametrize(
+    "typed, words",
+    [
+        ('"', []),
+        ("*", []),
+        ("-", []),
+        ("NEAR(", ["NEAR("]),
+        ("AND", ["AND"]),
+        ("a AND b", ["a", "AND", "b"]),
+        ('sardines" OR "boat', ['sardines"', "OR", '"boat']),
+        ("-crates", ["-crates"]),
+        ("café ñandú 東京", ["café", "ñandú", "東京"]),
+        ("ＦＵＬＬ", ["FULL"]),
+        ("x x x", ["x"]),
+        ("   ", []),
+        ("🎉 ok", ["ok"]),
+    ],
+)
 def test_what_a_person_types_becomes_quoted_words(typed: str, words: list[str]) -> None:
     assert words_of(typed) == words
     query = query_of(typed)
@@ -66,8 +112,31 @@ def test_what_a_person_types_becomes_quoted_words(typed: str, words: list[str]) 
     assert query == " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
-@pytest.mark.parametrize("typed", ['"', "*", "NEAR(", "-", "AND", "OR", "NOT", "(", ")", "^", ":", "body:", "sardine*",
-                                   '"unbalanced', "NEAR(a b, 2)", "a -b", "{body}: x", "café", "\x00", "'; DROP TABLE doc; --"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        '"',
+        "*",
+        "NEAR(",
+        "-",
+        "AND",
+        "OR",
+        "NOT",
+        "(",
+        ")",
+        "^",
+        ":",
+        "body:",
+        "sardine*",
+        '"unbalanced',
+        "NEAR(a b, 2)",
+        "a -b",
+        "{body}: x",
+        "café",
+        "\x00",
+        "'; DROP TABLE doc; --",
+    ],
+)
 def test_no_input_is_parsed_as_query_syntax(store: DiskStore, index: SearchIndex, typed: str) -> None:
     _story_row(store, 1, HARBOUR)
     index.sync(store)
@@ -151,8 +220,16 @@ def test_a_full_sync_catches_a_done_row_moved_to_another_answer(store: DiskStore
 
 def test_an_answer_shared_by_two_batches_stays_until_both_are_removed(store: DiskStore, index: SearchIndex) -> None:
     first = _story_row(store, 1, HARBOUR, batch_id="20261202-000000-aaaa", name="first name.mp4")
-    second = store.add_item(Item(id="item-copy", batch_id="20261202-000001-bbbb", display_name="second name.mp4",
-                                 source_path="/v/copy.mp4", video_id=first.video_id, analysis_id=first.analysis_id))
+    second = store.add_item(
+        Item(
+            id="item-copy",
+            batch_id="20261202-000001-bbbb",
+            display_name="second name.mp4",
+            source_path="/v/copy.mp4",
+            video_id=first.video_id,
+            analysis_id=first.analysis_id,
+        )
+    )
     store.add_batch(Batch(id="20261202-000001-bbbb", name="b"))
     index.sync(store)
     assert {h.file_name for h in index.search("sardines")} == {"first name.mp4"}  # one answer, shown once
@@ -167,9 +244,15 @@ def test_an_answer_shared_by_two_batches_stays_until_both_are_removed(store: Dis
 def test_documents_are_indexed_and_removed_on_their_own(store: DiskStore, index: SearchIndex) -> None:
     _story_row(store, 1, HARBOUR)
     index.sync(store)
-    index.index_document("ask:q1", [Document("answer", "Three interviews mention the pricing of season tickets.", None),
-                                    Document("citation", "Marta names the ticket price", 42.0)],
-                         video_sha256=f"{1:064x}", file_name="clip-1.mp4")
+    index.index_document(
+        "ask:q1",
+        [
+            Document("answer", "Three interviews mention the pricing of season tickets.", None),
+            Document("citation", "Marta names the ticket price", 42.0),
+        ],
+        video_sha256=f"{1:064x}",
+        file_name="clip-1.mp4",
+    )
     kinds = {h.kind: h for h in index.search("ticket")}
     assert set(kinds) == {"answer", "citation"} and kinds["citation"].start_s == 42.0
     index.sync(store)  # the store's sync leaves documents alone
@@ -182,10 +265,14 @@ def test_documents_are_indexed_and_removed_on_their_own(store: DiskStore, index:
 
 def test_a_family_of_documents_is_reconciled_by_its_prefix(store: DiskStore, index: SearchIndex) -> None:
     index.index_document("other:1", [Document("answer", "kept apart from the family")])
-    assert index.sync_documents("ask:", {"ask:a": [Document("answer", "alpha words")],
-                                         "ask:b": [Document("answer", "beta words")]}) == (2, 0)
-    assert index.sync_documents("ask:", {"ask:a": [Document("answer", "alpha words")],
-                                         "ask:b": [Document("answer", "beta words")]}) == (0, 0)  # unchanged: untouched
+    assert index.sync_documents("ask:", {"ask:a": [Document("answer", "alpha words")], "ask:b": [Document("answer", "beta words")]}) == (
+        2,
+        0,
+    )
+    assert index.sync_documents("ask:", {"ask:a": [Document("answer", "alpha words")], "ask:b": [Document("answer", "beta words")]}) == (
+        0,
+        0,
+    )  # unchanged: untouched
     assert index.sync_documents("ask:", {"ask:b": [Document("answer", "beta words, changed")]}) == (1, 1)
     assert [h.snippet for h in index.search("words")] == ["beta «words», changed"]
     assert index.search("apart")  # another family is left alone
@@ -201,12 +288,20 @@ def test_collection_answers_are_found_only_where_the_footage_supports_them(tmp_p
     assert not (tmp_path / "collection").exists()
     sha = f"{1:064x}"
     cite = {"claim": "", "video_label": "V1", "file_name": "clip-1.mp4", "video_sha256": sha, "quote": "a crate count"}
-    record = {"question": "Which interviews discuss sardine quotas?", "answer": "One does.",
-              "claims": [{"text": "Marta discusses quotas at the market", "citations": [0]},
-                         {"text": "A zeppelin lands on the pier", "citations": [1]},
-                         {"text": "Gulls protest the quotas", "citations": [2]}],
-              "citations": [{**cite, "start_s": 40.0, "end_s": 44.0}, {**cite, "start_s": 70.0, "end_s": 80.0},
-                            {**cite, "start_s": 1.0, "end_s": 2.0}]}
+    record = {
+        "question": "Which interviews discuss sardine quotas?",
+        "answer": "One does.",
+        "claims": [
+            {"text": "Marta discusses quotas at the market", "citations": [0]},
+            {"text": "A zeppelin lands on the pier", "citations": [1]},
+            {"text": "Gulls protest the quotas", "citations": [2]},
+        ],
+        "citations": [
+            {**cite, "start_s": 40.0, "end_s": 44.0},
+            {**cite, "start_s": 70.0, "end_s": 80.0},
+            {**cite, "start_s": 1.0, "end_s": 2.0},
+        ],
+    }
     with AnswerStore(tmp_path) as answers:
         answers.put("k1", record)
         answers.put_check("k1", 0, {"status": "corrected", "corrected_start_s": 41.5, "corrected_end_s": 43.0})
@@ -331,9 +426,15 @@ def test_the_search_command_imports_neither_the_engine_nor_the_sdk(tmp_path: Pat
 
     from .helpers import ROOT
 
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "storyteller_core", "search", "anything"],
-                          env=cli_env(tmp_path / "data"), cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "storyteller_core", "search", "anything"],
+        env=cli_env(tmp_path / "data"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 1 and "No story" in done.stdout, done.stdout + done.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert not {"google.genai", "pandas", "av", "storyteller_core.engine", "streamlit"} & imported

@@ -33,8 +33,12 @@ from storyteller_core.settings import PROMPT_PRESETS
 
 from .helpers import cli_env, read_csv, run_all, run_cli
 
-FOUR = [Field("people count", "number", "How many different people appear?"), Field("shows demo", "yes/no"),
-        Field("opening", "span", "When the first person appears"), Field("topics", "list")]
+FOUR = [
+    Field("people count", "number", "How many different people appear?"),
+    Field("shows demo", "yes/no"),
+    Field("opening", "span", "When the first person appears"),
+    Field("topics", "list"),
+]
 
 
 # -- fields, schema, prompt ------------------------------------------------------------------------------------
@@ -45,8 +49,12 @@ def test_fields_parse_and_are_checked() -> None:
     assert (f.name, f.type, f.key) == ("Café visits", "number", "caf_visits")
     assert fields_of([Field("東京", "text")])[0].key == "field_1"  # a name with no ASCII letter still gets a key
     assert [f.key for f in fields_of([Field("a b", "text"), Field("a-b", "text")])] == ["a_b", "a_b_2"]
-    for bad, message in ((Field("x", "colour"), "type"), (Field("", "text"), "no name"), (Field("file_name", "text"), "twice"),
-                         (Field("x", "text", "i" * 501), "longer")):
+    for bad, message in (
+        (Field("x", "colour"), "type"),
+        (Field("", "text"), "no name"),
+        (Field("file_name", "text"), "twice"),
+        (Field("x", "text", "i" * 501), "longer"),
+    ):
         with pytest.raises(ValueError, match=message):
             fields_of([bad])
     with pytest.raises(ValueError, match="twice"):
@@ -74,17 +82,29 @@ def test_the_schema_and_prompt_come_from_the_fields_alone() -> None:
     assert Ask.from_dict(first.to_dict()) == first  # travels through a started batch's intake
 
 
-@pytest.mark.parametrize("kind, raw, value, problem", [
-    ("number", 3, 3.0, None), ("number", "2.5", 2.5, None), ("number", True, None, "not a number"),
-    ("number", "many", None, "not a number"), ("number", None, None, None),
-    ("yes/no", True, True, None), ("yes/no", "No", False, None), ("yes/no", "maybe", None, "not yes or no"),
-    ("list", ["a", " ", "b"], ["a", "b"], None), ("list", None, [], None), ("list", "one", ["one"], None),
-    ("text", "  hi ", "hi", None), ("text", 12, "12", None),
-    ("span", {"start_time": "00:01", "end_time": "00:03"}, Span(1.0, 3.0), None),
-    ("span", {"start_time": "00:05", "end_time": "00:02"}, None, "ends before it starts"),
-    ("span", {"start_time": "00:05", "end_time": "09:00"}, None, "outside the video"),
-    ("span", {"start_time": "soon"}, None, "not a time span"), ("span", "00:01", None, "not a time span"),
-])
+@pytest.mark.parametrize(
+    "kind, raw, value, problem",
+    [
+        ("number", 3, 3.0, None),
+        ("number", "2.5", 2.5, None),
+        ("number", True, None, "not a number"),
+        ("number", "many", None, "not a number"),
+        ("number", None, None, None),
+        ("yes/no", True, True, None),
+        ("yes/no", "No", False, None),
+        ("yes/no", "maybe", None, "not yes or no"),
+        ("list", ["a", " ", "b"], ["a", "b"], None),
+        ("list", None, [], None),
+        ("list", "one", ["one"], None),
+        ("text", "  hi ", "hi", None),
+        ("text", 12, "12", None),
+        ("span", {"start_time": "00:01", "end_time": "00:03"}, Span(1.0, 3.0), None),
+        ("span", {"start_time": "00:05", "end_time": "00:02"}, None, "ends before it starts"),
+        ("span", {"start_time": "00:05", "end_time": "09:00"}, None, "outside the video"),
+        ("span", {"start_time": "soon"}, None, "not a time span"),
+        ("span", "00:01", None, "not a time span"),
+    ],
+)
 def test_each_value_is_typed_or_left_empty_with_the_reason(kind: str, raw: object, value: object, problem: str | None) -> None:
     got, why = typed_value(Field("f", kind, key="f"), raw, 10.0)
     assert got == value
@@ -92,13 +112,23 @@ def test_each_value_is_typed_or_left_empty_with_the_reason(kind: str, raw: objec
 
 
 def test_summaries_and_exports_are_typed_and_neutralized() -> None:
-    fields = fields_of([Field("n", "number"), Field("ok", "yes/no"), Field("tags", "list"), Field("at", "span"),
-                        Field("note", "text")])
-    rows = [TableRow("=cmd|' /C calc'!A0.mp4", "a" * 64, "answered",
-                     {"n": 2.0, "ok": True, "tags": ["x", "@y"], "at": Span(1, 2), "note": "+1 hello\x1b[31m"}),
-            TableRow("b.mp4", "b" * 64, "answered", {"n": 4.0, "ok": False, "tags": ["x"], "at": None, "note": ""},
-                     problems=["at: outside the video (00:09-01:00 in a 00:10 video): left out"]),
-            TableRow("c.mp4", "c" * 64, "waiting")]
+    fields = fields_of([Field("n", "number"), Field("ok", "yes/no"), Field("tags", "list"), Field("at", "span"), Field("note", "text")])
+    rows = [
+        TableRow(
+            "=cmd|' /C calc'!A0.mp4",
+            "a" * 64,
+            "answered",
+            {"n": 2.0, "ok": True, "tags": ["x", "@y"], "at": Span(1, 2), "note": "+1 hello\x1b[31m"},
+        ),
+        TableRow(
+            "b.mp4",
+            "b" * 64,
+            "answered",
+            {"n": 4.0, "ok": False, "tags": ["x"], "at": None, "note": ""},
+            problems=["at: outside the video (00:09-01:00 in a 00:10 video): left out"],
+        ),
+        TableRow("c.mp4", "c" * 64, "waiting"),
+    ]
     table = Table(fields, rows, cost_usd=None)
     s = table.summaries()
     assert s["n"]["count"] == 2 and s["n"]["mean"] == 3.0
@@ -151,9 +181,14 @@ def test_a_four_field_table_gives_one_typed_row_per_video(make_engine, videos, t
 
     again = ask_table(engine.commands, batch_id, fields, model)  # the same fields: every answer reused, no new batch
     assert again.item_ids == [] and again.batch_id is None and again.already == 4
-    checked = build_table(engine.store, batch_id, fields, model, engine.settings.backend,
-                          check_span=lambda claim: SpanVerdict("unsupported") if claim.file_name == source[0].name
-                          else SpanVerdict("corrected", 0.0, 0.5))
+    checked = build_table(
+        engine.store,
+        batch_id,
+        fields,
+        model,
+        engine.settings.backend,
+        check_span=lambda claim: SpanVerdict("unsupported") if claim.file_name == source[0].name else SpanVerdict("corrected", 0.0, 0.5),
+    )
     assert checked.rows[0].values["opening"].check == "unsupported" and pd.isna(checked.frame()["opening"][0])
     assert checked.rows[1].values["opening"] == Span(0.0, 0.5, "corrected")
 
@@ -179,15 +214,40 @@ def test_the_table_command_waits_and_writes_csv_and_json(tmp_path: Path, emulato
     done = run_cli(["process", "--batch-name", "interviews", *map(str, videos[:3])], env)
     assert done.returncode == 0, done.stderr
     out_csv, out_json = tmp_path / "t.csv", tmp_path / "t.json"
-    args = ["table", "--batch", "interviews", "--field", "summary:text:one line", "--field", "people:number",
-            "--field", "has audio:yes/no", "--field", "first shot:span", "--field", "objects:list",
-            "--csv", str(out_csv), "--json", str(out_json)]
+    args = [
+        "table",
+        "--batch",
+        "interviews",
+        "--field",
+        "summary:text:one line",
+        "--field",
+        "people:number",
+        "--field",
+        "has audio:yes/no",
+        "--field",
+        "first shot:span",
+        "--field",
+        "objects:list",
+        "--csv",
+        str(out_csv),
+        "--json",
+        str(out_json),
+    ]
     made = run_cli(args, env)
     assert made.returncode == 0, made.stdout + made.stderr
     rows = read_csv(out_csv)
     assert len(rows) == 3
-    assert list(rows[0]) == ["file_name", "video_sha256", "summary", "people", "has audio", "first shot", "first shot check",
-                             "objects", "status"]
+    assert list(rows[0]) == [
+        "file_name",
+        "video_sha256",
+        "summary",
+        "people",
+        "has audio",
+        "first shot",
+        "first shot check",
+        "objects",
+        "status",
+    ]
     assert all(r["status"] == "answered" and float(r["people"]) >= 0 and r["has audio"] in ("True", "False") for r in rows)
     document = json.loads(out_json.read_text(encoding="utf-8"))
     assert [f["type"] for f in document["fields"]] == ["text", "number", "yes/no", "span", "list"]

@@ -25,13 +25,11 @@ pytestmark = pytest.mark.slow
 
 STAGES = {
     # stage: (emulator settings, engine env, record to watch, state to kill in, state to roll back to)
-    "CREATED": ({"chunk_delay_s": 1.5}, {"STORYTELLER_MAX_JOBS": "1", "STORYTELLER_MAX_UPLOADS": "1"},
-                Video, VideoState.CREATED, None),
+    "CREATED": ({"chunk_delay_s": 1.5}, {"STORYTELLER_MAX_JOBS": "1", "STORYTELLER_MAX_UPLOADS": "1"}, Video, VideoState.CREATED, None),
     "UPLOADING": ({"chunk_delay_s": 3.0}, {}, Video, VideoState.UPLOADING, None),
     "UPLOADED": ({"processing_delay_s": 3.0}, {}, Video, VideoState.FILE_PROCESSING, VideoState.UPLOADED),
     "FILE_PROCESSING": ({"processing_delay_s": 4.0}, {}, Video, VideoState.FILE_PROCESSING, None),
-    "FILE_ACTIVE": ({"processing_delay_s": 0.2, "analysis_delay_s": 3.0}, {},
-                    Analysis, AnalysisState.ANALYZING, AnalysisState.WAITING),
+    "FILE_ACTIVE": ({"processing_delay_s": 0.2, "analysis_delay_s": 3.0}, {}, Analysis, AnalysisState.ANALYZING, AnalysisState.WAITING),
     "ANALYZING": ({"processing_delay_s": 0.2, "analysis_delay_s": 3.0}, {}, Analysis, AnalysisState.ANALYZING, None),
 }
 
@@ -53,8 +51,9 @@ def test_sigkill_at_each_stage_then_restart(stage, tmp_path, videos, emulator):
 
     first = start_cli(args, env)
     store = store_when_ready(data_dir / "jobs", first)
-    wait_until(lambda: len(store.items()) == 4 and any(r.state is kill_in for r in records(store, cls)), first,
-               what=f"crash point ({stage})")
+    wait_until(
+        lambda: len(store.items()) == 4 and any(r.state is kill_in for r in records(store, cls)), first, what=f"crash point ({stage})"
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     rows_before = sorted(item.id for item in store.items())
@@ -66,8 +65,7 @@ def test_sigkill_at_each_stage_then_restart(stage, tmp_path, videos, emulator):
         if cls is Analysis:  # the analysis starts only once its video's file is ACTIVE
             assert all(store.get(Video, store.get(Analysis, i).video_id).state is VideoState.FILE_ACTIVE for i in rolled)
     finished_uploads = dict(emulator.stats.uploads_finished)
-    analyzed = {store.get(Video, a.video_id).display_name for a in analyses_in(store)
-                if a.state is AnalysisState.COMPLETED}
+    analyzed = {store.get(Video, a.video_id).display_name for a in analyses_in(store) if a.state is AnalysisState.COMPLETED}
     if stage == "UPLOADING":
         assert sum(finished_uploads.values()) < 4  # at least one upload was cut mid-file
 
@@ -95,8 +93,9 @@ def test_a_data_dir_copied_mid_run_still_opens_and_finishes(tmp_path, videos, em
     env = cli_env(data_dir, emulator.base_url)
     run = start_cli(["process", *map(str, videos[:6])], env)
     store = store_when_ready(data_dir / "jobs", run)
-    wait_until(lambda: len(store.items()) == 6 and any(v.state is VideoState.FILE_PROCESSING for v in videos_in(store)),
-               run, what="copy point")
+    wait_until(
+        lambda: len(store.items()) == 6 and any(v.state is VideoState.FILE_PROCESSING for v in videos_in(store)), run, what="copy point"
+    )
     snapshot = tmp_path / "snapshot"
     shutil.copytree(data_dir, snapshot)
     run.wait(60)

@@ -31,8 +31,11 @@ INTERNAL_NAMES = re.compile(r"\b(CREATED|UPLOADING|UPLOADED|FILE_PROCESSING|FILE
 
 
 def browser_test(test):  # type: ignore[no-untyped-def]
-    for mark in (pytest.mark.slow, pytest.mark.timeout(300),
-                 pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")):
+    for mark in (
+        pytest.mark.slow,
+        pytest.mark.timeout(300),
+        pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+    ):
         test = mark(test)
     return test
 
@@ -93,8 +96,15 @@ def receiver():  # type: ignore[no-untyped-def]
     r.close()
 
 
-REPORT = webhook.BatchReport("20260101-120000-ab12", "Kitchen <!channel> interviews", 10, 8, 1, 1,
-                             "http://localhost:8501/batch?token=s3cret-token&batch=20260101-120000-ab12#x")
+REPORT = webhook.BatchReport(
+    "20260101-120000-ab12",
+    "Kitchen <!channel> interviews",
+    10,
+    8,
+    1,
+    1,
+    "http://localhost:8501/batch?token=s3cret-token&batch=20260101-120000-ab12#x",
+)
 
 
 # -- the webhook sender ----------------------------------------------------------------------------------
@@ -103,8 +113,15 @@ def test_webhook_retries_a_failure_then_delivers_counts_and_a_clean_link(receive
 
     assert status == 200 and receiver.requests == 2  # 503 first, then delivered
     [body] = receiver.bodies
-    assert body["batch"] == {"id": REPORT.batch_id, "name": REPORT.name, "total": 10, "done": 8, "failed": 1,
-                             "cancelled": 1, "link": "http://localhost:8501/batch?batch=20260101-120000-ab12"}
+    assert body["batch"] == {
+        "id": REPORT.batch_id,
+        "name": REPORT.name,
+        "total": 10,
+        "done": 8,
+        "failed": 1,
+        "cancelled": 1,
+        "link": "http://localhost:8501/batch?batch=20260101-120000-ab12",
+    }
     assert "8 done, 1 failed, 1 cancelled of 10" in body["text"]
     assert "&lt;!channel&gt;" in body["text"] and "<!channel>" not in body["text"]  # no Slack mention from a name
     assert "s3cret-token" not in json.dumps(body)  # the app's access token stays on this machine
@@ -143,8 +160,7 @@ def test_webhook_url_is_private_and_each_completion_is_sent_once(tmp_path, recei
     def run_now(job):  # type: ignore[no-untyped-def]
         job()
 
-    sends = [webhook.fire_once(tmp_path, REPORT, "c1", finished_at=saved + 1, start=run_now,
-                               wait=tenacity.wait_fixed(0)) for _ in range(3)]
+    sends = [webhook.fire_once(tmp_path, REPORT, "c1", finished_at=saved + 1, start=run_now, wait=tenacity.wait_fixed(0)) for _ in range(3)]
     late = webhook.fire_once(tmp_path, REPORT, "c0", finished_at=saved - 60, start=run_now)  # before the URL was set
     again = webhook.fire_once(tmp_path, REPORT, "c2", finished_at=saved + 5, start=run_now)  # a retry's completion
 
@@ -242,17 +258,25 @@ def test_a_batch_is_live_in_every_tab_with_the_title_and_one_notification(keyed,
     progress = re.compile(r"^[0-4]/5 · Video Storyteller$")
     checks = {
         "batch tab's title": lambda: progress.match(page.title()),
-        "second tab's board": lambda: " / 5" in "".join(metric(tab_b, "Done").all_inner_texts())  # no waiting
-        and progress.match(tab_b.title()),
-        "results": lambda: results.get_by_text(re.compile(r"^5 row\(s\): .* in flight\.$")).count() == 1
-        and progress.match(results.title()),
-        "queue": lambda: queue.get_by_text("Nothing running or waiting.").count() == 0
-        and metric(queue, "Gemini is processing").count() == 1,
+        "second tab's board": lambda: (
+            " / 5" in "".join(metric(tab_b, "Done").all_inner_texts())  # no waiting
+            and progress.match(tab_b.title())
+        ),
+        "results": lambda: (
+            results.get_by_text(re.compile(r"^5 row\(s\): .* in flight\.$")).count() == 1 and progress.match(results.title())
+        ),
+        "queue": lambda: (
+            queue.get_by_text("Nothing running or waiting.").count() == 0 and metric(queue, "Gemini is processing").count() == 1
+        ),
     }
     seen = wait_for_all(checks, page, timeout_s=90)
     assert seen == set(checks), f"never seen live: {set(checks) - seen}"
-    for tab, where in ((page, "batch in flight"), (tab_b, "second tab in flight"), (results, "results in flight"),
-                       (queue, "queue in flight")):
+    for tab, where in (
+        (page, "batch in flight"),
+        (tab_b, "second tab in flight"),
+        (results, "results in flight"),
+        (queue, "queue in flight"),
+    ):
         no_internal_names(tab, where)
     finish_processing(keyed)
 
@@ -282,9 +306,11 @@ def test_a_batch_is_live_in_every_tab_with_the_title_and_one_notification(keyed,
     # The copy button shows without hovering.
     page.mouse.move(0, 0)
     copy = page.locator('[class*="st-key-story-"] [data-testid="stCode"] button[aria-label="Copy to clipboard"]').first
-    assert copy.evaluate("e => { let n = e; while (n) { const s = getComputedStyle(n); "
-                         "if (s.visibility === 'hidden' || s.opacity === '0') return false; n = n.parentElement; } "
-                         "return true; }")
+    assert copy.evaluate(
+        "e => { let n = e; while (n) { const s = getComputedStyle(n); "
+        "if (s.visibility === 'hidden' || s.opacity === '0') return false; n = n.parentElement; } "
+        "return true; }"
+    )
 
     for name in ("Results", "Queue", "Settings", "Batch"):
         page.get_by_role("link", name=name).click()
@@ -372,4 +398,3 @@ def test_the_checked_list_survives_a_reload_before_start(keyed, page, tmp_path):
     expect(page.get_by_role("button", name="Start batch (1 video(s))")).to_be_visible(timeout=30_000)
     page.reload()
     expect(page.get_by_role("button", name="Start batch (1 video(s))")).to_be_visible(timeout=60_000)
-

@@ -72,14 +72,15 @@ def test_an_engine_leaves_rows_asked_of_another_gemini_unclaimed_unfailed_and_la
             assert row.analysis.state is AnalysisState.WAITING and row.analysis.error_message is None
             assert f"analysis:{row.analysis.id}" not in a.scheduler
             sentence = waiting_for(row, a.settings)
-            assert sentence and sentence.startswith("Waiting for the app or CLI that has the key for the Gemini server at "
-                                                    f"http://127.0.0.1:{_port(server_b)}, the key ending …wxyz")
+            assert sentence and sentence.startswith(
+                "Waiting for the app or CLI that has the key for the Gemini server at "
+                f"http://127.0.0.1:{_port(server_b)}, the key ending …wxyz"
+            )
             assert "this one uses the Gemini server at" in sentence and "…6789" in sentence
             assert label_for(row, a.settings) == sentence
             assert OTHER_KEY not in sentence and TEST_KEY not in sentence
 
-        assert left_for_others(a.store, a.settings) == {f"the Gemini server at http://127.0.0.1:{_port(server_b)}, "
-                                                        "the key ending …wxyz": 2}
+        assert left_for_others(a.store, a.settings) == {f"the Gemini server at http://127.0.0.1:{_port(server_b)}, the key ending …wxyz": 2}
         out = io.StringIO()  # the CLI's follow loop does not wait for rows it cannot do
         started = time.monotonic()
         left_rows = cli._follow(a, [i.id for i in theirs], out)
@@ -212,7 +213,11 @@ def test_refused_inputs_are_reported_once_each_and_never_become_rows_even_on_a_r
         assert "1 of 1 video(s) done." in result.stdout and "Failed" not in result.stdout
         rows = read_csv(tmp_path / f"run{1 if result is runs[0] else 2}.csv")
         assert [(r["file_name"], r["status"]) for r in rows] == [
-            (videos[0].name, "Done"), ("notes.mp4", "Not added"), ("huge.mp4", "Not added"), ("vidoes", "Not added")]
+            (videos[0].name, "Done"),
+            ("notes.mp4", "Not added"),
+            ("huge.mp4", "Not added"),
+            ("vidoes", "Not added"),
+        ]
         assert [r["source_path"] for r in rows] == [str(p) for p in (videos[0], notes, huge, mistyped)]
         assert all(r["error"] for r in rows[1:])
     status = run_cli(["status"], env)
@@ -239,8 +244,20 @@ def test_the_csv_and_status_say_which_file_and_which_batch(tmp_path, one_video, 
     second.write_bytes(one_video("x.mp4", seed=2).read_bytes())
     name = '=HYPERLINK("http://x") interviews of the second week of December'
 
-    result = run_cli(["process", str(first), str(second), "--batch-name", name, "--csv", str(tmp_path / "out.csv"),
-                      "--json", str(tmp_path / "out.json")], env)
+    result = run_cli(
+        [
+            "process",
+            str(first),
+            str(second),
+            "--batch-name",
+            name,
+            "--csv",
+            str(tmp_path / "out.csv"),
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        env,
+    )
     status = run_cli(["status"], env)
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -289,10 +306,8 @@ def test_app_sh_says_it_installs_and_names_a_free_port_when_the_port_is_taken(tm
         taken.listen()
         port = taken.getsockname()[1]
 
-        first = subprocess.run([app_sh, "--server.port", str(port)], stdin=subprocess.DEVNULL, capture_output=True,
-                               text=True, timeout=60)
-        same = subprocess.run([app_sh, f"--server.port={port}"], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=60)
+        first = subprocess.run([app_sh, "--server.port", str(port)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        same = subprocess.run([app_sh, f"--server.port={port}"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
 
     assert "Installing the app's packages into .venv" in first.stdout and "Packages installed." in first.stdout
     for done in (first, same):
@@ -303,8 +318,9 @@ def test_app_sh_says_it_installs_and_names_a_free_port_when_the_port_is_taken(tm
     calls = (tmp_path / "calls.log").read_text()
     assert "streamlit run" not in calls  # never started on a taken port
 
-    free = subprocess.run([app_sh, "--server.port", str(_dead_port())], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=60)
+    free = subprocess.run(
+        [app_sh, "--server.port", str(_dead_port())], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
     assert free.returncode == 0 and "Installing" not in free.stdout, free.stderr  # installed once; a free port runs
     assert "streamlit run app.py" in (tmp_path / "calls.log").read_text()
 

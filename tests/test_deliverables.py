@@ -24,11 +24,27 @@ INJECTION = "Boat leaves\n\n99\n00:00:00.000 --> 00:00:09.000\nInjected cue"
 def story_row(n: int, source: str, *, name: str | None = None, moments: list[Moment] | None = None) -> Row:
     name = name or f"video-{n}.mp4"
     moments = moments if moments is not None else [Moment(0.5, f"Start of {n}"), Moment(1.5, f"Middle of {n} **bold**")]
-    story = Story(text=f"First paragraph of {n}.\n\nSecond <b>paragraph</b> of {n}.", title=f"Title {n}",
-                  moments=moments, people=["Ann"], places=["Pier"], tags=["boats"])
+    story = Story(
+        text=f"First paragraph of {n}.\n\nSecond <b>paragraph</b> of {n}.",
+        title=f"Title {n}",
+        moments=moments,
+        people=["Ann"],
+        places=["Pier"],
+        tags=["boats"],
+    )
     video = Video(id=f"v{n}".ljust(64, "0"), sha256=f"v{n}".ljust(64, "0"), display_name=name, duration_s=3.0)
-    analysis = Analysis(id=f"a{n}", video_id=video.id, model="gemini-test", prompt="Tell", preset="Story", backend="b",
-                        state=AnalysisState.COMPLETED, story=story.text, structured=story.to_dict(), total_tokens=10)
+    analysis = Analysis(
+        id=f"a{n}",
+        video_id=video.id,
+        model="gemini-test",
+        prompt="Tell",
+        preset="Story",
+        backend="b",
+        state=AnalysisState.COMPLETED,
+        story=story.text,
+        structured=story.to_dict(),
+        total_tokens=10,
+    )
     item = Item(id=f"i{n}", batch_id="b1", display_name=name, source_path=source, video_id=video.id, analysis_id=f"a{n}")
     return row_of(item, analysis, video)
 
@@ -36,8 +52,7 @@ def story_row(n: int, source: str, *, name: str | None = None, moments: list[Mom
 @pytest.fixture
 def rows(tmp_path: Path) -> list[Row]:
     local = make_video(tmp_path / "local.mp4", seconds=3.0, seed=3)
-    return [story_row(1, str(local)), story_row(2, "https://www.youtube.com/watch?v=abc"),
-            story_row(3, str(tmp_path / "gone.mp4"))]
+    return [story_row(1, str(local)), story_row(2, "https://www.youtube.com/watch?v=abc"), story_row(3, str(tmp_path / "gone.mp4"))]
 
 
 def test_the_docx_holds_every_title_moment_time_and_a_picture_per_moment_of_a_local_video(rows, tmp_path):
@@ -123,8 +138,22 @@ def test_the_cli_exports_reports_and_subtitles_of_a_batch(tmp_path):
     video = make_video(tmp_path / "in" / "harbour.mp4", seconds=4.0, seed=5)
     assert run_cli(["process", str(video), "--preset", "Story", "--batch-name", "Harbour"], env).returncode == 0
 
-    out = run_cli(["export", "--batch", "Harbour", "--docx", str(tmp_path / "r.docx"), "--pdf", str(tmp_path / "r.pdf"),
-                   "--srt", str(tmp_path / "srt"), "--vtt", str(tmp_path / "vtt")], env)
+    out = run_cli(
+        [
+            "export",
+            "--batch",
+            "Harbour",
+            "--docx",
+            str(tmp_path / "r.docx"),
+            "--pdf",
+            str(tmp_path / "r.pdf"),
+            "--srt",
+            str(tmp_path / "srt"),
+            "--vtt",
+            str(tmp_path / "vtt"),
+        ],
+        env,
+    )
 
     assert out.returncode == 0, out.stderr
     assert "r.docx: 1/1 video(s)" in out.stderr and "Wrote 1 SRT file(s)" in out.stdout

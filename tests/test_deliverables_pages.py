@@ -77,4 +77,3 @@ def test_queue_says_when_the_last_e_mail_could_not_be_sent(data_dir):  # noqa: F
     at.switch_page("pages/queue.py").run()
     warnings = [w.value for w in at.warning]
     assert any("not sent" in w and "Settings page" in w for w in warnings), warnings
-

@@ -102,8 +102,7 @@ def video_part(f: types.File | str, **clip: Any) -> types.Part:
 
 
 def structured(**extra: Any) -> types.GenerateContentConfig:
-    return types.GenerateContentConfig(response_mime_type="application/json",
-                                       response_json_schema=StoryAnswer.model_json_schema(), **extra)
+    return types.GenerateContentConfig(response_mime_type="application/json", response_json_schema=StoryAnswer.model_json_schema(), **extra)
 
 
 # -- 1. structured output -------------------------------------------------------------------
@@ -119,8 +118,7 @@ def test_json_schema_answer_describes_the_real_video(client: genai.Client, uploa
     assert all(m.description for m in answer.key_moments)
 
 
-def test_response_schema_class_gives_parsed_answer(client: genai.Client, upload: Callable[..., types.File],
-                                                   emulator: Emulator) -> None:
+def test_response_schema_class_gives_parsed_answer(client: genai.Client, upload: Callable[..., types.File], emulator: Emulator) -> None:
     f = upload("talk.mp4", seconds=20)
     config = types.GenerateContentConfig(response_mime_type="application/json", response_schema=StoryAnswer)
     response = client.models.generate_content(model=MODEL, contents=[video_part(f), PROMPT], config=config)
@@ -170,8 +168,9 @@ def test_markers_break_the_schema_and_put_a_moment_past_the_end(client: genai.Cl
 
 
 # -- 2. clips, fps, media resolution ------------------------------------------------------------
-def test_clip_fps_and_resolution_change_usage_and_are_recorded(client: genai.Client, upload: Callable[..., types.File],
-                                                               emulator: Emulator) -> None:
+def test_clip_fps_and_resolution_change_usage_and_are_recorded(
+    client: genai.Client, upload: Callable[..., types.File], emulator: Emulator
+) -> None:
     f = upload("long.mp4", seconds=100)
     prompt_tokens = len(PROMPT) // 4
     whole = client.models.generate_content(model=MODEL, contents=[video_part(f), PROMPT])
@@ -179,7 +178,8 @@ def test_clip_fps_and_resolution_change_usage_and_are_recorded(client: genai.Cli
 
     config = structured(media_resolution=types.MediaResolution.MEDIA_RESOLUTION_LOW)
     clip = client.models.generate_content(
-        model=MODEL, contents=[video_part(f, start_offset="40s", end_offset="70s", fps=0.5), PROMPT], config=config)
+        model=MODEL, contents=[video_part(f, start_offset="40s", end_offset="70s", fps=0.5), PROMPT], config=config
+    )
     assert clip.usage_metadata and clip.usage_metadata.prompt_token_count == int(30 * (0.5 * 66 + 32)) + prompt_tokens
     details = {d.modality.name: d.token_count for d in clip.usage_metadata.prompt_tokens_details or [] if d.modality}
     assert details == {"TEXT": prompt_tokens, "VIDEO": int(30 * (0.5 * 66 + 32)) - 30 * 32, "AUDIO": 30 * 32}
@@ -192,8 +192,10 @@ def test_clip_fps_and_resolution_change_usage_and_are_recorded(client: genai.Cli
     assert emulator.stats.last_body["generationConfig"]["mediaResolution"] == "MEDIA_RESOLUTION_LOW"
 
     medium = client.models.generate_content(
-        model=MODEL, contents=[video_part(f, start_offset="1.5s", fps=2), PROMPT],
-        config=types.GenerateContentConfig(media_resolution="MEDIA_RESOLUTION_MEDIUM"))
+        model=MODEL,
+        contents=[video_part(f, start_offset="1.5s", fps=2), PROMPT],
+        config=types.GenerateContentConfig(media_resolution="MEDIA_RESOLUTION_MEDIUM"),
+    )
     assert medium.usage_metadata and medium.usage_metadata.prompt_token_count == int(98.5 * (2 * 258 + 32)) + prompt_tokens
     assert "sampled at 2 frames per second" in (medium.text or "")
 
@@ -206,16 +208,26 @@ def test_bad_clip_values_answer_400(client: genai.Client, upload: Callable[..., 
         assert caught.value.code == 400
 
 
-def test_snake_case_body_is_read_like_the_sdk_body(emulator: Emulator, client: genai.Client,
-                                                   upload: Callable[..., types.File]) -> None:
+def test_snake_case_body_is_read_like_the_sdk_body(emulator: Emulator, client: genai.Client, upload: Callable[..., types.File]) -> None:
     f = upload("snake.mp4", seconds=50)
     body = {
-        "contents": [{"role": "user", "parts": [
-            {"file_data": {"file_uri": f.uri, "mime_type": "video/mp4"},
-             "video_metadata": {"startOffset": "10s", "endOffset": "20s", "fps": 1}},
-            {"text": PROMPT}]}],
-        "generation_config": {"response_mime_type": "application/json",
-                              "response_json_schema": StoryAnswer.model_json_schema(), "media_resolution": "MEDIA_RESOLUTION_LOW"},
+        "contents": [
+            {
+                "role": "user",
+                "parts": [
+                    {
+                        "file_data": {"file_uri": f.uri, "mime_type": "video/mp4"},
+                        "video_metadata": {"startOffset": "10s", "endOffset": "20s", "fps": 1},
+                    },
+                    {"text": PROMPT},
+                ],
+            }
+        ],
+        "generation_config": {
+            "response_mime_type": "application/json",
+            "response_json_schema": StoryAnswer.model_json_schema(),
+            "media_resolution": "MEDIA_RESOLUTION_LOW",
+        },
         "service_tier": "flex",
     }
     answer = _post(emulator, f"/v1beta/models/{MODEL}:generateContent", body)
@@ -228,8 +240,7 @@ def test_snake_case_body_is_read_like_the_sdk_body(emulator: Emulator, client: g
 # -- 3. YouTube ----------------------------------------------------------------------------------
 def test_youtube_uri_needs_no_upload(client: genai.Client, emulator: Emulator) -> None:
     emulator.config.youtube_durations["dQw4w9WgXcQ"] = 212
-    response = client.models.generate_content(
-        model=MODEL, contents=[video_part(YOUTUBE, start_offset="60s"), PROMPT], config=structured())
+    response = client.models.generate_content(model=MODEL, contents=[video_part(YOUTUBE, start_offset="60s"), PROMPT], config=structured())
     answer = StoryAnswer.model_validate_json(response.text or "")
     assert LABEL in answer.story and "dQw4w9WgXcQ" in answer.story and "youtube" in answer.tags
     assert all(60 <= seconds_of(m.time) <= 212 for m in answer.key_moments)
@@ -249,8 +260,9 @@ def test_private_youtube_video_fails_as_gemini_says(client: genai.Client, emulat
 
 # -- 4. streaming --------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_stream_yields_several_chunks_with_usage_on_the_last(client: genai.Client, upload: Callable[..., types.File],
-                                                             emulator: Emulator) -> None:
+def test_stream_yields_several_chunks_with_usage_on_the_last(
+    client: genai.Client, upload: Callable[..., types.File], emulator: Emulator
+) -> None:
     f = upload("streamed.mp4", seconds=40)
     emulator.config.stream_events = 5
     emulator.config.stream_chunk_delay_s = 0.2
@@ -269,8 +281,9 @@ def test_stream_yields_several_chunks_with_usage_on_the_last(client: genai.Clien
     assert emulator.stats.streams["streamed.mp4"] == 1 and emulator.stats.generates["streamed.mp4"] == 2
 
 
-def test_cut_stream_raises_on_the_client_and_the_retry_is_whole(client: genai.Client, upload: Callable[..., types.File],
-                                                                emulator: Emulator) -> None:
+def test_cut_stream_raises_on_the_client_and_the_retry_is_whole(
+    client: genai.Client, upload: Callable[..., types.File], emulator: Emulator
+) -> None:
     f = upload("CUTME.mp4", seconds=10)
     got: list[str] = []
     with pytest.raises(STREAM_ERRORS):
@@ -282,8 +295,7 @@ def test_cut_stream_raises_on_the_client_and_the_retry_is_whole(client: genai.Cl
     assert emulator.stats.stream_cuts["CUTME.mp4"] == 1 and emulator.stats.streams["CUTME.mp4"] == 2
 
 
-def test_stream_cut_rate_and_faults_apply_to_streams(client: genai.Client, upload: Callable[..., types.File],
-                                                     emulator: Emulator) -> None:
+def test_stream_cut_rate_and_faults_apply_to_streams(client: genai.Client, upload: Callable[..., types.File], emulator: Emulator) -> None:
     f = upload("faulty.mp4", seconds=5)
     emulator.config.stream_cut_rate = 1.0
     with pytest.raises(STREAM_ERRORS):
@@ -312,20 +324,34 @@ def test_count_tokens_matches_usage(client: genai.Client, upload: Callable[..., 
     assert youtube.total_tokens == 300 * 290
 
     with pytest.raises(urllib.error.HTTPError) as caught:  # the SDK refuses this itself; the API answers 400
-        _post(emulator, f"/v1beta/models/{MODEL}:countTokens",
-              {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"mediaResolution": "MEDIA_RESOLUTION_LOW"}})
+        _post(
+            emulator,
+            f"/v1beta/models/{MODEL}:countTokens",
+            {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"mediaResolution": "MEDIA_RESOLUTION_LOW"}},
+        )
     assert caught.value.code == 400 and "generationConfig" in json.loads(caught.value.read())["error"]["message"]
-    low = _post(emulator, f"/v1beta/models/{MODEL}:countTokens", {"generateContentRequest": {
-        "model": f"models/{MODEL}", "contents": [{"parts": [{"fileData": {"fileUri": f.uri}}]}],
-        "generationConfig": {"mediaResolution": "MEDIA_RESOLUTION_LOW"}}})
+    low = _post(
+        emulator,
+        f"/v1beta/models/{MODEL}:countTokens",
+        {
+            "generateContentRequest": {
+                "model": f"models/{MODEL}",
+                "contents": [{"parts": [{"fileData": {"fileUri": f.uri}}]}],
+                "generationConfig": {"mediaResolution": "MEDIA_RESOLUTION_LOW"},
+            }
+        },
+    )
     assert low["totalTokens"] == 60 * (66 + 32)
 
 
 # -- 6. models.list ------------------------------------------------------------------------------
-def test_models_list_offers_several_models_with_their_methods(client: genai.Client, emulator: Emulator,
-                                                             upload: Callable[..., types.File]) -> None:
-    emulator.config.extra_models = [EMBEDDING_MODEL, {"name": "gemini-9-flash", "displayName": "Gemini 9 Flash",
-                                                      "supportedGenerationMethods": ["generateContent", "countTokens"]}]
+def test_models_list_offers_several_models_with_their_methods(
+    client: genai.Client, emulator: Emulator, upload: Callable[..., types.File]
+) -> None:
+    emulator.config.extra_models = [
+        EMBEDDING_MODEL,
+        {"name": "gemini-9-flash", "displayName": "Gemini 9 Flash", "supportedGenerationMethods": ["generateContent", "countTokens"]},
+    ]
     models = list(client.models.list(config={"page_size": 2}))
     names = [m.name for m in models]
     assert len(names) == len(emulator.config.models) + 2 and len(set(names)) == len(names)
@@ -382,8 +408,9 @@ def test_batch_runs_inlined_requests_in_order(client: genai.Client, upload: Call
 
 def test_batch_failure_and_unknown_batch(client: genai.Client, emulator: Emulator) -> None:
     emulator.config.batch_pending_s = emulator.config.batch_running_s = 0.0
-    job = client.batches.create(model=MODEL, src=[types.InlinedRequest(contents=[PROMPT])],
-                                config=types.CreateBatchJobConfig(display_name="FAILBATCH"))
+    job = client.batches.create(
+        model=MODEL, src=[types.InlinedRequest(contents=[PROMPT])], config=types.CreateBatchJobConfig(display_name="FAILBATCH")
+    )
     assert client.batches.get(name=job.name or "").state == types.JobState.JOB_STATE_FAILED
     with pytest.raises(errors.ClientError) as caught:
         client.batches.get(name="batches/nosuchbatch")
@@ -391,11 +418,11 @@ def test_batch_failure_and_unknown_batch(client: genai.Client, emulator: Emulato
 
 
 # -- 8. flex ----------------------------------------------------------------------------------------
-def test_flex_service_tier_is_accepted_and_recorded(client: genai.Client, upload: Callable[..., types.File],
-                                                    emulator: Emulator) -> None:
+def test_flex_service_tier_is_accepted_and_recorded(client: genai.Client, upload: Callable[..., types.File], emulator: Emulator) -> None:
     f = upload("flex.mp4", seconds=3)
-    response = client.models.generate_content(model=MODEL, contents=[video_part(f), PROMPT],
-                                              config=types.GenerateContentConfig(service_tier="flex"))
+    response = client.models.generate_content(
+        model=MODEL, contents=[video_part(f), PROMPT], config=types.GenerateContentConfig(service_tier="flex")
+    )
     assert LABEL in (response.text or "")
     assert emulator.stats.service_tiers["flex"] == 1 and emulator.stats.wire[-1].service_tier == "flex"
     assert emulator.stats.last_body["serviceTier"] == "flex"
@@ -405,7 +432,11 @@ def test_flex_service_tier_is_accepted_and_recorded(client: genai.Client, upload
 
 
 def _post(emulator: Emulator, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(emulator.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "x-goog-api-key": TEST_KEY})
+    request = urllib.request.Request(
+        emulator.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "x-goog-api-key": TEST_KEY},
+    )
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())

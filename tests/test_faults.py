@@ -88,8 +88,7 @@ def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
     checkpointed, so on a smaller disk the log alone fills it and no space is ever given back."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TINY_DISK_BYTES}", "tmpfs", str(mount)],
-                          capture_output=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TINY_DISK_BYTES}", "tmpfs", str(mount)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
     yield mount

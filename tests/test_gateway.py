@@ -136,6 +136,7 @@ def test_three_callers_share_one_quota_wait(emulator, gateway, one_video):
         def should_stop() -> bool:  # called on every slice of a wait: tells the test this caller is waiting
             waiting[who].set()
             return False
+
         try:
             results[who] = call_with_retry(lambda: gateway.get_file(name), 30, should_stop=should_stop, cooldown=cooldown)
         except Exception as exc:  # reported by the asserts below
@@ -208,8 +209,7 @@ def test_cancel_during_a_30_second_wait_lands_within_a_second(emulator, gateway,
 
     started = time.monotonic()
     with pytest.raises(Cancelled):
-        call_with_retry(lambda: gateway.get_file(name), 120, should_stop=stop.is_set,
-                        cooldown=cooldown if wait_in == "cooldown" else None)
+        call_with_retry(lambda: gateway.get_file(name), 120, should_stop=stop.is_set, cooldown=cooldown if wait_in == "cooldown" else None)
     assert time.monotonic() - started < 0.5 + 1.5
     assert emulator.stats.faults["429"] == (0 if wait_in == "cooldown" else 1)
 
@@ -310,8 +310,12 @@ def test_the_emulator_process_deletes_its_storage_when_stopped(tmp_path, one_vid
     root = tmp_path / "storage"
     root.mkdir()
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "storyteller_core.emulator", "--port", str(port), "--storage-root", str(root)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "storyteller_core.emulator", "--port", str(port), "--storage-root", str(root)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_up(url, proc)
@@ -342,4 +346,3 @@ def _wait_until_up(url: str, proc: subprocess.Popen) -> None:
             assert proc.poll() is None, "the emulator exited"
             time.sleep(0.1)
     raise AssertionError("the emulator did not start")
-

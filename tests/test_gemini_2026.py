@@ -42,8 +42,7 @@ def test_emulator_answers_a_retired_model_with_googles_404(emulator) -> None:
     gateway = Gateway(TEST_KEY, emulator.base_url, 5)
     assert "gemini-2.5-flash" not in gateway.list_models()
     with pytest.raises(Exception) as caught:
-        gateway.generate(model="gemini-2.5-flash", video=VideoPart(uri="https://www.youtube.com/watch?v=abc"),
-                         prompt="Tell", timeout_s=5)
+        gateway.generate(model="gemini-2.5-flash", video=VideoPart(uri="https://www.youtube.com/watch?v=abc"), prompt="Tell", timeout_s=5)
     assert "no longer available to new users" in str(caught.value)
     assert "gemini-3.5-flash-lite" in str(caught.value)
 
@@ -132,9 +131,12 @@ def test_an_expired_cache_is_forgotten_and_the_question_asked_again(make_engine,
     rows = second.wait(ids, timeout=60)
     assert all(r.analysis.state == "COMPLETED" for r in rows), [r.analysis.error_message for r in rows]
     wait_until(lambda: not second.store.require(Video, rows[0].video.id).caches, timeout=10)
-    assert emulator.live_caches() == [], (emulator.stats.caches_created, emulator.stats.caches_deleted,
-                                          [(a.state, a.cache_name) for a in analyses_in(second.store)],
-                                          [v.caches for v in second.store.many(Video, [rows[0].video.id])])
+    assert emulator.live_caches() == [], (
+        emulator.stats.caches_created,
+        emulator.stats.caches_deleted,
+        [(a.state, a.cache_name) for a in analyses_in(second.store)],
+        [v.caches for v in second.store.many(Video, [rows[0].video.id])],
+    )
 
 
 def test_agentic_processing_and_per_part_resolution_reach_the_request(make_engine, emulator, one_video) -> None:
@@ -154,11 +156,13 @@ def test_agentic_processing_and_per_part_resolution_reach_the_request(make_engin
 
 def test_an_older_model_still_gets_resolution_in_the_generation_config(emulator, one_video) -> None:
     gateway = Gateway(TEST_KEY, emulator.base_url, 5)
-    remote = gateway.upload(one_video("d.mp4"), name="vs-older", display_name="d.mp4", mime_type="video/mp4",
-                            on_progress=lambda n: None).file
+    remote = gateway.upload(
+        one_video("d.mp4"), name="vs-older", display_name="d.mp4", mime_type="video/mp4", on_progress=lambda n: None
+    ).file
     wait_until(lambda: gateway.get_file(remote.name).state == "ACTIVE", timeout=10)  # type: ignore[union-attr]
-    gateway.generate(model="gemini-2.5-flash-lite", video=VideoPart(uri=remote.uri, mime_type="video/mp4"),
-                     prompt="Tell", timeout_s=5, resolution="low")
+    gateway.generate(
+        model="gemini-2.5-flash-lite", video=VideoPart(uri=remote.uri, mime_type="video/mp4"), prompt="Tell", timeout_s=5, resolution="low"
+    )
     body = emulator.stats.last_body
     assert body["generationConfig"]["mediaResolution"] == "MEDIA_RESOLUTION_LOW"
     assert "mediaResolution" not in body["contents"][0]["parts"][0]
@@ -168,8 +172,7 @@ def test_fractional_clip_offsets_travel_as_fractional_durations(make_engine, emu
     start, end = parse_clip("00:00.5-00:01.25")
     assert (start, end) == (0.5, 1.25)
     engine = make_engine()
-    items = engine.commands.submit_paths([one_video("e.mp4", seconds=2.0)],
-                                         ask(engine, options=VideoOptions(start_s=start, end_s=end)))
+    items = engine.commands.submit_paths([one_video("e.mp4", seconds=2.0)], ask(engine, options=VideoOptions(start_s=start, end_s=end)))
     engine.wait([i.id for i in items], timeout=30)
     assert emulator.stats.wire[-1].video_metadata == {"start_offset": "0.5s", "end_offset": "1.25s"}
 
@@ -187,8 +190,10 @@ def test_emulator_refuses_fields_the_v1beta_messages_lack(emulator) -> None:
     with Emulator(EmulatorConfig()) as emu:
         client = genai.Client(api_key=TEST_KEY, http_options=types.HttpOptions(base_url=emu.base_url, api_version=API_VERSION))
         with pytest.raises(genai_errors.ClientError) as caught:
-            client.models.generate_content(model="gemini-3.8-flash", contents=[types.Content(role="user", parts=[
-                types.Part(text="hi", audio_metadata=types.AudioMetadata())])])  # type: ignore[call-arg]
+            client.models.generate_content(
+                model="gemini-3.8-flash",
+                contents=[types.Content(role="user", parts=[types.Part(text="hi", audio_metadata=types.AudioMetadata())])],
+            )  # type: ignore[call-arg]
         assert caught.value.code == 400 and "Unknown name" in str(caught.value)
 
 

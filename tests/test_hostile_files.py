@@ -87,8 +87,7 @@ def test_a_live_playlist_is_refused_at_once_not_probed_forever(tmp_path: Path) -
 def test_a_probe_that_waits_too_long_is_refused_with_the_reason(tmp_path: Path) -> None:
     """With the hls demuxer let in on purpose, the read time limit still ends the probe."""
     with pytest.raises(MediaError) as refused:
-        within(15, lambda: probe(live_playlist(tmp_path), "live.m3u8", 2**40, 1e9, timeout_s=1,
-                                 formats=(*ALLOWED_FORMATS, "hls")))
+        within(15, lambda: probe(live_playlist(tmp_path), "live.m3u8", 2**40, 1e9, timeout_s=1, formats=(*ALLOWED_FORMATS, "hls")))
     assert "within 1 s" in refused.value.message
 
 
@@ -134,14 +133,25 @@ def test_thumbnails_are_decoded_scaled_down(one_video: Callable[..., Path], tmp_
 # -- item 6: smaller holes ---------------------------------------------------------------------------
 def _put_status(content_range: str) -> tuple[int, dict[str, Any]]:
     """One PUT through the uploader's real handler, driven as ASGI (no server, no session behind it)."""
+
     async def handler(request: Request) -> Response:
         return await _put(request, None, "x")  # type: ignore[arg-type]  # refused before the sessions are used
 
     app = Starlette(routes=[Route("/upload/{upload_id}", handler, methods=["PUT"])])
     sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "method": "PUT", "path": "/upload/x", "raw_path": b"/upload/x", "query_string": b"",
-             "headers": [(b"content-range", content_range.encode()), (b"content-length", b"1")], "http_version": "1.1",
-             "scheme": "http", "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2), "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "PUT",
+        "path": "/upload/x",
+        "raw_path": b"/upload/x",
+        "query_string": b"",
+        "headers": [(b"content-range", content_range.encode()), (b"content-length", b"1")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 1),
+        "client": ("127.0.0.1", 2),
+        "root_path": "",
+    }
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"x", "more_body": False}
@@ -161,8 +171,7 @@ def test_a_content_range_of_thousands_of_digits_answers_400(capsys: pytest.Captu
 
 
 def test_the_youtube_pattern_is_linear_and_capped() -> None:
-    assert youtube_url("https://www.youtube.com/watch?feature=share&v=dQw4w9WgXcQ&t=3") == \
-        "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+    assert youtube_url("https://www.youtube.com/watch?feature=share&v=dQw4w9WgXcQ&t=3") == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
     assert within(5, lambda: youtube_url("https://www.youtube.com/watch?" + "&" * 300_000)) is None
     assert within(5, lambda: youtube_url("youtube.com/watch?v=dQw4w9WgXcQ&" + "a" * 112_000)) is None
 

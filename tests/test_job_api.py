@@ -40,7 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, emu: Emulator) -> Iterator[
 
 def upload(server: AppServer, path: Path) -> str:
     uploader = tus_client.TusClient(server.api + "/uploads", headers=AUTH).uploader(
-        str(path), chunk_size=256 * 1024, metadata={"filename": path.name}, retries=0)
+        str(path), chunk_size=256 * 1024, metadata={"filename": path.name}, retries=0
+    )
     uploader.upload()
     assert uploader.url
     return uploader.url
@@ -101,11 +102,21 @@ class Events:
 
 # -- access -----------------------------------------------------------------------------------------
 def test_every_api_route_needs_the_bearer_token_and_health_does_not(server: AppServer) -> None:
-    routes = [("GET", "/batches/x"), ("POST", "/batches"), ("GET", "/jobs/x"), ("POST", "/jobs/x/cancel"),
-              ("GET", "/batches/x/events"), ("GET", "/batches/x/export.csv"), ("POST", "/uploads"),
-              ("OPTIONS", "/uploads"), ("HEAD", "/uploads/x"), ("GET", "/openapi.json"), ("GET", "/presets"), ("GET", "")]
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
-                    {"Authorization": "Bearer"}):
+    routes = [
+        ("GET", "/batches/x"),
+        ("POST", "/batches"),
+        ("GET", "/jobs/x"),
+        ("POST", "/jobs/x/cancel"),
+        ("GET", "/batches/x/events"),
+        ("GET", "/batches/x/export.csv"),
+        ("POST", "/uploads"),
+        ("OPTIONS", "/uploads"),
+        ("HEAD", "/uploads/x"),
+        ("GET", "/openapi.json"),
+        ("GET", "/presets"),
+        ("GET", ""),
+    ]
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"}):
         for method, path in routes:
             answer = httpx.request(method, server.api + path, headers=headers)
             assert answer.status_code == 401, (headers, method, path, answer.status_code)
@@ -147,8 +158,7 @@ def test_api_tokens_are_made_with_the_app_token_stored_hashed_and_revocable(serv
     assert httpx.post(server.api + "/tokens", json={"name": "another"}, headers=mine).status_code == 403
     assert httpx.get(server.api + "/tokens", headers=mine).status_code == 403
     listed = httpx.get(server.api + "/tokens", headers=AUTH).json()["tokens"]
-    assert [t["name"] for t in listed] == ["nightly script"] and set(listed[0]) == {"id", "name", "created_at",
-                                                                                     "last_used_at"}
+    assert [t["name"] for t in listed] == ["nightly script"] and set(listed[0]) == {"id", "name", "created_at", "last_used_at"}
     stored = server.data_dir / "api-tokens.json"
     assert secret not in stored.read_text() and stored.stat().st_mode & 0o077 == 0
     assert httpx.get(server.url + "/?token=" + secret).status_code == 401  # an API token opens no page
@@ -172,8 +182,16 @@ def test_a_batch_from_two_uploads_and_a_path_completes_and_exports(server: AppSe
     first = upload(server, padded_video(tmp_path / "first.mp4", 1024 * 1024, seed=11))
     second = upload(server, make_video(tmp_path / "second clip.mp4", seconds=1, seed=12))
     local = make_video(server.tmp / "allowed" / "on disk.mp4", seconds=1, seed=13)
-    made = new_batch(server, {"uploads": [first, second.rsplit("/", 1)[1]], "paths": [str(local)],
-                              "preset": "Story", "name": "From a script", "priority": "high"})
+    made = new_batch(
+        server,
+        {
+            "uploads": [first, second.rsplit("/", 1)[1]],
+            "paths": [str(local)],
+            "preset": "Story",
+            "name": "From a script",
+            "priority": "high",
+        },
+    )
     assert [j["file_name"] for j in made["jobs"]] == ["first.mp4", "second clip.mp4", "on disk.mp4"]
     listed = httpx.get(server.api + "/batches?limit=3", headers=AUTH).json()["batches"]
     assert listed[0] == {"id": made["id"], "name": "From a script", "created_at": listed[0]["created_at"]}
@@ -197,8 +215,7 @@ def test_a_batch_from_two_uploads_and_a_path_completes_and_exports(server: AppSe
     exported = httpx.get(f"{server.api}/batches/{made['id']}/export.json", headers=AUTH).json()
     assert len(exported) == 3 and all(e["story"] for e in exported)
 
-    again = httpx.post(f"{server.api}/jobs/{made['jobs'][0]['id']}/ask", headers=AUTH,
-                       json={"prompt": "List the colours you see."})
+    again = httpx.post(f"{server.api}/jobs/{made['jobs'][0]['id']}/ask", headers=AUTH, json={"prompt": "List the colours you see."})
     assert again.status_code == 201, again.text
     asked = ended(server, again.json()["id"])
     assert asked["counts"] == {"COMPLETED": 1}
@@ -220,8 +237,7 @@ def test_refusals_say_what_happened(server: AppServer, tmp_path: Path) -> None:
         answer = httpx.post(server.api + "/batches", json=body, headers=AUTH)
         assert (answer.status_code, answer.json()["error"]["code"]) == (status, code), (body, answer.text)
         assert answer.json()["error"]["message"]
-    assert httpx.post(server.api + "/batches", content=b"{", headers={**AUTH, "Content-Type": "application/json"}
-                      ).status_code == 400
+    assert httpx.post(server.api + "/batches", content=b"{", headers={**AUTH, "Content-Type": "application/json"}).status_code == 400
     assert httpx.get(server.api + "/jobs/nope", headers=AUTH).status_code == 404
     assert httpx.get(server.api + "/batches/nope/events", headers=AUTH).status_code == 404
 
@@ -237,12 +253,18 @@ def test_cancel_and_retry(server: AppServer, emu: Emulator, tmp_path: Path) -> N
     try:
         made = new_batch(server, {"paths": [str(local)]})
         job_id = made["jobs"][0]["id"]
-        wait_until(lambda: httpx.get(f"{server.api}/jobs/{job_id}", headers=AUTH).json()["status"] == "FILE_PROCESSING",
-                   timeout=30, what="the job to reach FILE_PROCESSING")
+        wait_until(
+            lambda: httpx.get(f"{server.api}/jobs/{job_id}", headers=AUTH).json()["status"] == "FILE_PROCESSING",
+            timeout=30,
+            what="the job to reach FILE_PROCESSING",
+        )
         cancelled = httpx.post(f"{server.api}/jobs/{job_id}/cancel", headers=AUTH).json()
         assert cancelled["id"] == job_id
-        wait_until(lambda: httpx.get(f"{server.api}/jobs/{job_id}", headers=AUTH).json()["status"] == "CANCELLED",
-                   timeout=30, what="the job to be cancelled")
+        wait_until(
+            lambda: httpx.get(f"{server.api}/jobs/{job_id}", headers=AUTH).json()["status"] == "CANCELLED",
+            timeout=30,
+            what="the job to be cancelled",
+        )
     finally:
         emu.config.processing_delay_s = 1.5
     retried = httpx.post(f"{server.api}/batches/{made['id']}/retry", headers=AUTH)
@@ -305,8 +327,11 @@ def test_the_server_stops_with_event_streams_open(emu: Emulator, tmp_path: Path)
         readers = [threading.Thread(target=s.read, kwargs={"timeout": 60}, daemon=True) for s in streams]
         for reader in readers:
             reader.start()
-        wait_until(lambda: all(any(f["data"].get("status") == "FILE_PROCESSING" for f in s.frames) for s in streams),
-                   timeout=30, what="both streams to tell FILE_PROCESSING")
+        wait_until(
+            lambda: all(any(f["data"].get("status") == "FILE_PROCESSING" for f in s.frames) for s in streams),
+            timeout=30,
+            what="both streams to tell FILE_PROCESSING",
+        )
         started = time.monotonic()
         app.stop(signal.SIGTERM)
         assert time.monotonic() - started < 15

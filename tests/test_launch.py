@@ -39,8 +39,15 @@ def free_port() -> int:
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """No key, no desktop, no token, a HOME with no ~/.streamlit in it: a fresh machine's first run."""
-    drop = {"GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "DISPLAY", "WAYLAND_DISPLAY", "STORYTELLER_TOKEN",
-            "STORYTELLER_PORT"}
+    drop = {
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL",
+        "DISPLAY",
+        "WAYLAND_DISPLAY",
+        "STORYTELLER_TOKEN",
+        "STORYTELLER_PORT",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("STREAMLIT_")}
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
@@ -56,8 +63,16 @@ class Server:
         self.base = f"http://localhost:{port}"
         self.stderr_path = log_dir / f"stderr-{port}.log"
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=self.stderr_path.open("w"), text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr_path.open("w"),
+            text=True,
+            start_new_session=True,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -119,9 +134,12 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
 
 def websocket_status(port: int, cookie: str | None = None) -> int:
     """The status line of a raw websocket handshake on /_stcore/stream (101 when let through)."""
-    request = (f"GET /_stcore/stream HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-               + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n")
+    request = (
+        f"GET /_stcore/stream HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        + (f"Cookie: {cookie}\r\n" if cookie else "")
+        + "\r\n"
+    )
     with socket.create_connection(("localhost", port), timeout=5) as sock:
         sock.sendall(request.encode())
         first = sock.makefile("rb").readline().decode()
@@ -134,9 +152,17 @@ def browser():  # type: ignore[no-untyped-def]
 
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
         )
         yield chromium
         chromium.close()
@@ -264,13 +290,13 @@ def test_app_sh_installs_packages_only_when_requirements_change(tmp_path):
 
     def run() -> list[str]:
         (tmp_path / "calls.log").unlink(missing_ok=True)
-        done = subprocess.run([tmp_path / "scripts" / "app.sh", "--server.port", "8600"], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [tmp_path / "scripts" / "app.sh", "--server.port", "8600"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30
+        )
         assert done.returncode == 0, done.stderr
         return [line for line in (tmp_path / "calls.log").read_text().splitlines() if not line.startswith("-c")]
 
-    assert run() == ["-m pip install -q --disable-pip-version-check -r requirements.txt",
-                     "-m streamlit run app.py --server.port 8600"]
+    assert run() == ["-m pip install -q --disable-pip-version-check -r requirements.txt", "-m streamlit run app.py --server.port 8600"]
     assert run() == ["-m streamlit run app.py --server.port 8600"]
     assert (tmp_path / ".venv" / ".requirements.sha256").read_text().strip() == hashlib.sha256(b"streamlit>=1.67\n").hexdigest()
     (tmp_path / "requirements.txt").write_text("streamlit>=1.68\n")
@@ -311,8 +337,9 @@ def test_an_unusable_data_dir_is_a_clear_message_not_a_traceback(tmp_path, monke
 
 # -- the engine starts with the server ---------------------------------------------------------
 def cli_status(env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "storyteller_core", "status"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "storyteller_core", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -329,9 +356,16 @@ def test_an_interrupted_job_resumes_when_the_server_starts_with_no_browser(tmp_p
     emulator.config.processing_delay_s = 4.0
     video = make_video(tmp_path / "videos" / "interrupted.mp4", seconds=1.0)
     env = clean_env(tmp_path, GEMINI_API_KEY=KEY, GOOGLE_GEMINI_BASE_URL=emulator.base_url)
-    cli = subprocess.Popen([sys.executable, "-m", "storyteller_core", "process", str(video)], cwd=ROOT, env=env,
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                           start_new_session=True)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "storyteller_core", "process", str(video)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         seen: list[str] = []
         reader = threading.Thread(target=lambda: seen.extend(cli.stdout or []), daemon=True)

@@ -395,7 +395,8 @@ def test_stderr_handler_only_when_asked(tmp_path: Path, fresh_logging: logging.L
 
 
 def test_a_traceback_goes_to_the_log_file_and_never_to_the_terminal(
-        tmp_path: Path, fresh_logging: logging.Logger, capfd: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, fresh_logging: logging.Logger, capfd: pytest.CaptureFixture[str]
+) -> None:
     log_file = logs.setup_logging(tmp_path / "data", logging.WARNING)  # as the app's server
     try:
         raise RuntimeError("deep inside")

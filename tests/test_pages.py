@@ -155,8 +155,13 @@ def test_queue_and_settings_pages_render_and_never_show_the_key(data_dir):
     at = app().run()
     at.switch_page("pages/queue.py").run()
     assert not at.exception
-    assert [m.label for m in at.metric] == ["Waiting", "Uploading", "Gemini is processing", "Ready to analyze",
-                                            "Writing story"]  # in the order of a video's life
+    assert [m.label for m in at.metric] == [
+        "Waiting",
+        "Uploading",
+        "Gemini is processing",
+        "Ready to analyze",
+        "Writing story",
+    ]  # in the order of a video's life
 
     at.switch_page("pages/settings.py").run()
     assert not at.exception
@@ -185,8 +190,16 @@ def test_two_batches_with_the_same_name_stay_apart_in_the_picker(data_dir):
     for batch_id, files in ((older, 1), (newer, 2)):
         store.add_batch(Batch(id=batch_id, name="2026-11-28 09:36 · clip-000.mp4"))
         for i in range(files):
-            store.add_item(Item(id=f"{batch_id}-{i}", batch_id=batch_id, display_name=f"clip-{i:03d}.mp4",
-                                source_path=f"/videos/clip-{i:03d}.mp4", error_code="not_video", error_message="Not a video."))
+            store.add_item(
+                Item(
+                    id=f"{batch_id}-{i}",
+                    batch_id=batch_id,
+                    display_name=f"clip-{i:03d}.mp4",
+                    source_path=f"/videos/clip-{i:03d}.mp4",
+                    error_code="not_video",
+                    error_message="Not a video.",
+                )
+            )
 
     at = app().run()
     at.run()  # a rerun, as the board's timer makes
@@ -219,26 +232,38 @@ def test_a_row_renders_every_status_in_plain_words():
             settings = Settings(api_key="k")
             catalog = Catalog(lambda: ["m"], lambda: Settings(api_key="k"))
 
-        cases = [(VideoState.CREATED, AnalysisState.WAITING), (VideoState.UPLOADING, AnalysisState.WAITING),
-                 (VideoState.FILE_PROCESSING, AnalysisState.WAITING), (VideoState.FILE_ACTIVE, AnalysisState.WAITING),
-                 (VideoState.FILE_ACTIVE, AnalysisState.ANALYZING), (VideoState.FILE_ACTIVE, AnalysisState.COMPLETED),
-                 (VideoState.FAILED, AnalysisState.FAILED), (VideoState.CREATED, AnalysisState.CANCELLED)]
+        cases = [
+            (VideoState.CREATED, AnalysisState.WAITING),
+            (VideoState.UPLOADING, AnalysisState.WAITING),
+            (VideoState.FILE_PROCESSING, AnalysisState.WAITING),
+            (VideoState.FILE_ACTIVE, AnalysisState.WAITING),
+            (VideoState.FILE_ACTIVE, AnalysisState.ANALYZING),
+            (VideoState.FILE_ACTIVE, AnalysisState.COMPLETED),
+            (VideoState.FAILED, AnalysisState.FAILED),
+            (VideoState.CREATED, AnalysisState.CANCELLED),
+        ]
         for n, (video_state, state) in enumerate(cases):
             video = Video(id=f"v{n}", sha256="a" * 64, display_name=f"{n}.mp4", state=video_state, progress=30)
-            analysis = Analysis(id=f"a{n}", video_id=video.id, model="m", prompt="p", backend=NoEngine.settings.backend,
-                                state=state,
-                                story="The story." if state is AnalysisState.COMPLETED else None,
-                                error_message="Gemini could not process it." if state is AnalysisState.FAILED else None)
-            item = Item(id=f"i{n}", batch_id="b", display_name=video.display_name, source_path="/x", video_id=video.id,
-                        analysis_id=analysis.id)
+            analysis = Analysis(
+                id=f"a{n}",
+                video_id=video.id,
+                model="m",
+                prompt="p",
+                backend=NoEngine.settings.backend,
+                state=state,
+                story="The story." if state is AnalysisState.COMPLETED else None,
+                error_message="Gemini could not process it." if state is AnalysisState.FAILED else None,
+            )
+            item = Item(
+                id=f"i{n}", batch_id="b", display_name=video.display_name, source_path="/x", video_id=video.id, analysis_id=analysis.id
+            )
             row_view(NoEngine(), row_of(item, analysis, video))
 
     at = AppTest.from_function(script).run()
 
     assert not at.exception
     shown = "\n".join(m.value for m in at.markdown)
-    for label in ("Waiting", "Uploading 45 %", "Gemini is processing", "Ready to analyze", "Writing story", "Done",
-                  "Failed", "Cancelled"):
+    for label in ("Waiting", "Uploading 45 %", "Gemini is processing", "Ready to analyze", "Writing story", "Done", "Failed", "Cancelled"):
         assert label in shown
     assert not INTERNAL_NAMES.search(shown)
     assert [e.value for e in at.error] == ["Gemini could not process it\\."]  # escaped: shown as plain text

@@ -52,8 +52,13 @@ def test_one_processing_file_is_asked_with_files_get(make_engine, emulator, vide
 def test_files_list_pages_carry_states_and_a_next_page_token(emulator, one_video):
     gateway = Gateway(TEST_KEY, emulator.base_url, 10)
     for i in range(5):
-        gateway.upload(one_video(f"page-{i}.mp4", seed=i), name=f"page-{i}", display_name=f"page-{i}.mp4",
-                       mime_type="video/mp4", on_progress=lambda _: None)
+        gateway.upload(
+            one_video(f"page-{i}.mp4", seed=i),
+            name=f"page-{i}",
+            display_name=f"page-{i}.mp4",
+            mime_type="video/mp4",
+            on_progress=lambda _: None,
+        )
 
     seen, token, pages = [], None, 0
     while True:
@@ -269,8 +274,9 @@ def test_board_rows_are_the_same_read_in_bulk(make_engine, emulator, videos):
 
     again = engine.rows(items)
 
-    assert [(r.item.id, r.status, r.analysis.id, r.video.id) for r in again] == \
-           [(r.item.id, r.status, r.analysis.id, r.video.id) for r in rows]
+    assert [(r.item.id, r.status, r.analysis.id, r.video.id) for r in again] == [
+        (r.item.id, r.status, r.analysis.id, r.video.id) for r in rows
+    ]
 
 
 def test_the_board_reads_videos_only_for_rows_whose_status_needs_them(tmp_path):
@@ -282,13 +288,22 @@ def test_the_board_reads_videos_only_for_rows_whose_status_needs_them(tmp_path):
         "failed": (VideoState.FAILED, "Gemini could not process the file.", AnalysisState.FAILED),
     }
     for n, (name, (video_state, error, analysis_state)) in enumerate(cases.items()):
-        video = make_video(id=f"{n}" * 64, sha256=f"{n}" * 64, display_name=f"{name}.mp4", state=video_state,
-                           error_message=error, progress=50)
+        video = make_video(
+            id=f"{n}" * 64, sha256=f"{n}" * 64, display_name=f"{name}.mp4", state=video_state, error_message=error, progress=50
+        )
         analysis = make_analysis(video.id, state=analysis_state, story="A story." if name == "done" else None)
         store.put(video)
         store.put(analysis)
-        store.add_item(Item(id=name, batch_id="b", display_name=video.display_name, source_path=video.sources[0],
-                            video_id=video.id, analysis_id=analysis.id))
+        store.add_item(
+            Item(
+                id=name,
+                batch_id="b",
+                display_name=video.display_name,
+                source_path=video.sources[0],
+                video_id=video.id,
+                analysis_id=analysis.id,
+            )
+        )
 
     full = batch_rows(store, "b")
     light = batch_rows(store, "b", videos_of_done=False)

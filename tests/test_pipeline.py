@@ -286,9 +286,16 @@ def test_an_upload_that_loses_the_race_for_its_name_adopts_the_finished_file(emu
     gateway = Gateway("k", emulator.base_url, 10)
     emulator.config.chunk_delay_s = 0.5
     results = []
-    threads = [threading.Thread(target=lambda: results.append(gateway.upload(
-        videos[0], name=file_name_for(sha), display_name=videos[0].name, mime_type="video/mp4",
-        on_progress=lambda _: None))) for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                gateway.upload(
+                    videos[0], name=file_name_for(sha), display_name=videos[0].name, mime_type="video/mp4", on_progress=lambda _: None
+                )
+            )
+        )
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:

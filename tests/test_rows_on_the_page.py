@@ -26,10 +26,10 @@ def test_a_row_asked_of_another_gemini_says_which_and_offers_retry_never_failed(
             catalog = Catalog(lambda: ["m"], lambda: Settings(api_key=None))
 
         video = Video(id="v1", sha256="a" * 64, display_name="interview.mp4", state=VideoState.FILE_ACTIVE)
-        analysis = Analysis(id="a1", video_id="v1", model="m", prompt="p", backend=Settings(api_key="k-abcd").backend,
-                            state=AnalysisState.WAITING)
-        item = Item(id="i1", batch_id="b", display_name="interview.mp4", source_path="/x", video_id="v1",
-                    analysis_id="a1")
+        analysis = Analysis(
+            id="a1", video_id="v1", model="m", prompt="p", backend=Settings(api_key="k-abcd").backend, state=AnalysisState.WAITING
+        )
+        item = Item(id="i1", batch_id="b", display_name="interview.mp4", source_path="/x", video_id="v1", analysis_id="a1")
         row_view(NoEngine(), row_of(item, analysis, video))
 
     at = AppTest.from_function(script).run()

@@ -114,8 +114,10 @@ def test_soak_nothing_lost_no_leaks(soak_env, app_server, page, tmp_path, emulat
     print("\nfd kinds before:", dict(kinds_before), "\nfd kinds after: ", dict(kinds_after))
 
     rows = batch_rows(store, store.batch_ids()[0])
-    print(f"\nsoak {COUNT} videos: faults {dict(emulator.stats.faults)}, threads {before[0]}->{after[0]}, "
-          f"fds {before[1]}->{after[1]}, rss {before[2]:.0f}->{after[2]:.0f} MB")
+    print(
+        f"\nsoak {COUNT} videos: faults {dict(emulator.stats.faults)}, threads {before[0]}->{after[0]}, "
+        f"fds {before[1]}->{after[1]}, rss {before[2]:.0f}->{after[2]:.0f} MB"
+    )
     assert len(rows) == COUNT and {row.status for row in rows} == {Status.DONE}
     assert sum(emulator.stats.uploads_finished.values()) == COUNT + 6  # every video uploaded once, warm-up included
     assert sum(emulator.stats.faults.values()) > 0

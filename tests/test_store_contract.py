@@ -37,19 +37,31 @@ def a_batch_in_every_state(store) -> list[Item]:  # type: ignore[no-untyped-def]
     for n in range(12):
         video = store.add_video(make_video(id=f"{n:064x}", sha256=f"{n:064x}"))
         analysis, _ = store.add_analysis(make_analysis(video.id, prompt=f"p{n % 11}", estimated_cost_usd=0.01 * (n + 1)))
-        item = store.add_item(Item(id=f"row-{n:02d}", batch_id=BATCH, display_name=f"{'zyxwvutsrqpo'[n]}.mp4",
-                                   video_id=video.id, analysis_id=analysis.id, reused=n == 11))
+        item = store.add_item(
+            Item(
+                id=f"row-{n:02d}",
+                batch_id=BATCH,
+                display_name=f"{'zyxwvutsrqpo'[n]}.mp4",
+                video_id=video.id,
+                analysis_id=analysis.id,
+                reused=n == 11,
+            )
+        )
         items.append(item)
-    walk = {0: [VideoState.UPLOADING], 1: [VideoState.UPLOADING, VideoState.UPLOADED],
-            2: [VideoState.UPLOADING, VideoState.UPLOADED, VideoState.FILE_PROCESSING, VideoState.FILE_ACTIVE]}
+    walk = {
+        0: [VideoState.UPLOADING],
+        1: [VideoState.UPLOADING, VideoState.UPLOADED],
+        2: [VideoState.UPLOADING, VideoState.UPLOADED, VideoState.FILE_PROCESSING, VideoState.FILE_ACTIVE],
+    }
     for n, states in walk.items():
         for state in states:
             store.transition(Video, f"{n:064x}", state)
     for n in (3, 4, 5, 6, 7, 8, 9):
         store.transition(Analysis, items[n].analysis_id, AnalysisState.ANALYZING)
     for n in (4, 5, 6):
-        store.transition(Analysis, items[n].analysis_id, AnalysisState.COMPLETED, story=f"story {n}", cost_usd=0.002 * n,
-                         total_tokens=1000 * n)
+        store.transition(
+            Analysis, items[n].analysis_id, AnalysisState.COMPLETED, story=f"story {n}", cost_usd=0.002 * n, total_tokens=1000 * n
+        )
     store.transition(Analysis, items[7].analysis_id, AnalysisState.FAILED, error_message="Gemini said no")
     store.update(Item, items[8].id, cancelled=True)
     store.transition(Analysis, items[9].analysis_id, AnalysisState.CANCELLED)
@@ -81,8 +93,7 @@ def test_a_page_its_counts_and_its_sums_equal_what_the_rows_say(store):
     for name in ("cost_usd", "estimated_cost_usd", "estimated_done_usd"):
         assert kept[name] == pytest.approx(worked_out[name]), name
     a, b = kept_totals(store, BATCH), totals(rows)
-    assert (a.rows, a.done, a.failed, a.cancelled, a.in_flight, a.tokens) == (b.rows, b.done, b.failed, b.cancelled,
-                                                                           b.in_flight, b.tokens)
+    assert (a.rows, a.done, a.failed, a.cancelled, a.in_flight, a.tokens) == (b.rows, b.done, b.failed, b.cancelled, b.in_flight, b.tokens)
     assert a.cost_usd == pytest.approx(b.cost_usd) and a.estimated_cost_usd == pytest.approx(b.estimated_cost_usd)
 
 
@@ -136,8 +147,7 @@ def test_the_engine_keeps_the_disk_stores_figures_equal_to_its_rows(make_engine,
     rows = batch_rows(engine.store, batch_id)
     assert again
     kept, worked_out = kept_totals(engine.store, batch_id), totals(rows)
-    assert (kept.rows, kept.done, kept.failed, kept.tokens) == (worked_out.rows, worked_out.done, worked_out.failed,
-                                                                worked_out.tokens)
+    assert (kept.rows, kept.done, kept.failed, kept.tokens) == (worked_out.rows, worked_out.done, worked_out.failed, worked_out.tokens)
     assert kept.last_finished == worked_out.last_finished
     page, matching = page_rows(engine.store, batch_id, "Done")
     assert matching == worked_out.done and {row.item.id for row in page} == {r.item.id for r in rows if r.status is Status.DONE}

@@ -33,8 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def writer(mode: str, directory: Path, arg: str = "") -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tests.store_writer", mode, str(directory), arg], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store_writer", mode, str(directory), arg],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill_at_random(proc: subprocess.Popen[str], rng: random.Random) -> list[str]:
@@ -79,8 +84,7 @@ def test_sigkill_while_rows_are_added_to_a_3000_row_store_never_loses_a_listed_r
     batch = store.add_batch(Batch(id="20261202-000000-aaaa", name="big"))
     with store.cache.transact():
         for n in range(3000):
-            store.add_item(Item(id=f"old-{n:05d}", batch_id=batch.id, display_name=f"clip-{n}.mp4",
-                                source_path=f"/v/clip-{n}.mp4"))
+            store.add_item(Item(id=f"old-{n:05d}", batch_id=batch.id, display_name=f"clip-{n}.mp4", source_path=f"/v/clip-{n}.mp4"))
     store.close()
     stored: list[str] = []
     rng = random.Random(16)
@@ -129,12 +133,23 @@ def old_release_1_store(directory: Path, jobs: int) -> None:
     """What release 1 left: one pickled dict per job, 40 KB stories (so each lives in a file of its own)."""
     old = diskcache.Cache(str(directory))
     for n in range(jobs):
-        old.set(f"job:j{n:04d}", {
-            "id": f"j{n:04d}", "batch_id": "20260101-120000-abcd", "display_name": f"clip-{n}.mp4", "sha256": f"{n:064x}",
-            "state": "COMPLETED", "story": story_of(n), "model": "gemini-2.5-flash", "prompt": "Tell the story",
-            "created_at": 1_767_000_000.0 + n, "completed_at": 1_767_000_100.0 + n, "cost_usd": 0.001,
-            "total_tokens": 1000,
-        })
+        old.set(
+            f"job:j{n:04d}",
+            {
+                "id": f"j{n:04d}",
+                "batch_id": "20260101-120000-abcd",
+                "display_name": f"clip-{n}.mp4",
+                "sha256": f"{n:064x}",
+                "state": "COMPLETED",
+                "story": story_of(n),
+                "model": "gemini-2.5-flash",
+                "prompt": "Tell the story",
+                "created_at": 1_767_000_000.0 + n,
+                "completed_at": 1_767_000_100.0 + n,
+                "cost_usd": 0.001,
+                "total_tokens": 1000,
+            },
+        )
     old.set("index:all", [f"j{n:04d}" for n in range(jobs)])
     old.set("index:batches", ["20260101-120000-abcd"])
     old.close()
@@ -162,10 +177,31 @@ def test_sigkill_during_the_migration_of_400_jobs_then_a_restart_keeps_all_400_s
 def test_an_odd_old_record_is_migrated_with_what_can_be_read_and_a_broken_one_set_aside(tmp_path):
     directory = tmp_path / "jobs"
     old = diskcache.Cache(str(directory))
-    old.set("job:a", {"id": "a", "batch_id": "20260101-120000-abcd", "display_name": "text-time.mp4", "sha256": "a" * 64,
-                      "state": "COMPLETED", "story": story_of(1), "created_at": "2026-01-01T12:00:00", "total_tokens": "900"})
-    old.set("job:b", {"id": "b", "batch_id": "20260101-120000-abcd", "display_name": "fine.mp4", "sha256": "b" * 64,
-                      "state": "COMPLETED", "story": story_of(2), "created_at": 1_767_000_000.0})
+    old.set(
+        "job:a",
+        {
+            "id": "a",
+            "batch_id": "20260101-120000-abcd",
+            "display_name": "text-time.mp4",
+            "sha256": "a" * 64,
+            "state": "COMPLETED",
+            "story": story_of(1),
+            "created_at": "2026-01-01T12:00:00",
+            "total_tokens": "900",
+        },
+    )
+    old.set(
+        "job:b",
+        {
+            "id": "b",
+            "batch_id": "20260101-120000-abcd",
+            "display_name": "fine.mp4",
+            "sha256": "b" * 64,
+            "state": "COMPLETED",
+            "story": story_of(2),
+            "created_at": 1_767_000_000.0,
+        },
+    )
     old.set("job:c", ["not", "a", "job"])
     old.close()
 
@@ -181,8 +217,10 @@ def test_a_release_2_store_with_json_lists_is_migrated_to_one_record_per_member(
     directory = tmp_path / "jobs"
     old = diskcache.Cache(str(directory))  # release 2: JSON records, each index one JSON list
     video, analysis = make_video(), make_analysis("ab" * 32)
-    items = [Item(id=f"i{n}", batch_id="20261101-000000-cccc", display_name=f"c{n}.mp4", video_id=video.id,
-                  analysis_id=analysis.id) for n in range(3)]
+    items = [
+        Item(id=f"i{n}", batch_id="20261101-000000-cccc", display_name=f"c{n}.mp4", video_id=video.id, analysis_id=analysis.id)
+        for n in range(3)
+    ]
     old.set("meta:schema", 2)
     old.set(f"video:{video.id}", video.to_json())
     old.set(f"analysis:{analysis.id}", analysis.to_json())

@@ -20,10 +20,14 @@ from storyteller_core.views.export import chapters_vtt, copy_text, rows_frame, s
 ANSWER = {
     "title": "Harbour at dawn",
     "story": "Boats leave the harbour as the sun rises.",
-    "key_moments": [{"time": "00:05", "description": "The first boat leaves"},
-                    {"time": "1:02:03", "description": "Past the end of a 90 s video"},
-                    {"time": "01:15", "description": "Gulls over the pier"}],
-    "people": ["a fisherman"], "places": ["the harbour"], "tags": ["boats", "dawn"],
+    "key_moments": [
+        {"time": "00:05", "description": "The first boat leaves"},
+        {"time": "1:02:03", "description": "Past the end of a 90 s video"},
+        {"time": "01:15", "description": "Gulls over the pier"},
+    ],
+    "people": ["a fisherman"],
+    "places": ["the harbour"],
+    "tags": ["boats", "dawn"],
 }
 
 
@@ -31,8 +35,7 @@ def test_a_structured_answer_becomes_moments_and_one_outside_the_video_is_droppe
     story = parse_answer(json.dumps(ANSWER), end_s=90.0)
 
     assert story.title == "Harbour at dawn" and story.note is None
-    assert [(m.time, m.description) for m in story.moments] == [("00:05", "The first boat leaves"),
-                                                                  ("01:15", "Gulls over the pier")]
+    assert [(m.time, m.description) for m in story.moments] == [("00:05", "The first boat leaves"), ("01:15", "Gulls over the pier")]
     assert story.dropped_moments == 1
     assert "- 00:05 The first boat leaves" in story.markdown()
 
@@ -53,8 +56,10 @@ def test_the_schema_asks_for_every_field():
     assert set(STORY_SCHEMA["required"]) == {"title", "story", "key_moments", "people", "places", "tags"}
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("00:05", 5.0), ("1:15", 75.0), ("1:02:03", 3723.0), ("02:60", None),
-                                               ("1:60:00", None), ("soon", None), ("", None)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("00:05", 5.0), ("1:15", 75.0), ("1:02:03", 3723.0), ("02:60", None), ("1:60:00", None), ("soon", None), ("", None)],
+)
 def test_timestamps_as_people_write_them(text, seconds):
     assert seconds_of(text) == seconds
 
@@ -97,8 +102,18 @@ def test_youtube_links_are_recognised_and_other_links_refused():
 def structured_row(name: str = "harbour.mp4"):
     story = parse_answer(json.dumps(ANSWER), end_s=90.0)
     video = Video(id="v" * 64, sha256="v" * 64, display_name=name, duration_s=90.0)
-    analysis = Analysis(id="a1", video_id=video.id, model="gemini-3.8-flash", prompt="Tell", preset="Story", backend="b",
-                        state=AnalysisState.COMPLETED, story=story.text, structured=story.to_dict(), total_tokens=10)
+    analysis = Analysis(
+        id="a1",
+        video_id=video.id,
+        model="gemini-3.8-flash",
+        prompt="Tell",
+        preset="Story",
+        backend="b",
+        state=AnalysisState.COMPLETED,
+        story=story.text,
+        structured=story.to_dict(),
+        total_tokens=10,
+    )
     item = Item(id="i1", batch_id="b1", display_name=name, source_path="/x", video_id=video.id, analysis_id="a1")
     return row_of(item, analysis, video)
 
@@ -119,6 +134,7 @@ def test_exports_carry_the_structure():
 
 
 # -- against the emulator, with the real SDK ------------------------------------------------------------
+
 
 def story_ask(engine, **kw):
     from storyteller_core.settings import PROMPT_PRESETS
@@ -158,8 +174,7 @@ def test_a_moment_past_the_end_is_dropped_and_counted(make_engine, emulator, one
 @pytest.mark.slow
 def test_an_answer_off_the_schema_keeps_the_raw_text(make_engine, emulator, one_video):
     engine = make_engine()
-    [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-BADJSON.mp4")], story_ask(engine))],
-                        timeout=60)
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-BADJSON.mp4")], story_ask(engine))], timeout=60)
 
     assert row.status is Status.DONE and "did not match the story format" in row.analysis.structured["note"]
     assert row.story and row.analysis.structured["key_moments"] == []
@@ -171,8 +186,7 @@ def test_clip_fps_and_resolution_reach_the_wire_and_the_estimate(make_engine, em
     path = one_video("talk.mp4", seconds=8.0)
     options = VideoOptions(start_s=2.0, end_s=6.0, fps=0.5, resolution="low")
 
-    [row] = engine.wait([i.id for i in engine.commands.submit_paths([path], story_ask(engine, options=options))],
-                        timeout=60)
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([path], story_ask(engine, options=options))], timeout=60)
 
     assert row.status is Status.DONE
     [call] = emulator.stats.wire
@@ -213,8 +227,7 @@ def test_the_story_is_visible_while_it_is_written(make_engine, emulator, one_vid
     engine = make_engine(analysis_budget_s=60)
     [item] = engine.commands.submit_paths([one_video("slow.mp4")], ask(engine, "Tell the story"))
 
-    wait_until(lambda: bool(engine.store.require(Analysis, item.analysis_id).partial_story), timeout=60,
-               what="partial text")
+    wait_until(lambda: bool(engine.store.require(Analysis, item.analysis_id).partial_story), timeout=60, what="partial text")
     partial = engine.store.require(Analysis, item.analysis_id)
     [row] = engine.wait([item.id], timeout=60)
 
@@ -226,8 +239,7 @@ def test_the_story_is_visible_while_it_is_written(make_engine, emulator, one_vid
 @pytest.mark.slow
 def test_a_stream_cut_half_way_is_retried_whole(make_engine, emulator, one_video):
     engine = make_engine()
-    [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-CUTME.mp4")],
-                                                                    story_ask(engine))], timeout=60)
+    [row] = engine.wait([i.id for i in engine.commands.submit_paths([one_video("x-CUTME.mp4")], story_ask(engine))], timeout=60)
 
     assert row.status is Status.DONE and row.analysis.structured["note"] is None
     assert emulator.stats.streams["x-CUTME.mp4"] == 2
@@ -250,8 +262,7 @@ def test_the_flex_tier_is_asked_for_and_costs_half(make_engine, emulator, videos
 
     engine = make_engine()
     [standard] = run_all(engine, [videos[0]], prompt="P")
-    [flex] = engine.wait([i.id for i in engine.commands.submit_paths([videos[1]], ask(engine, "P", tier="flex"))],
-                         timeout=60)
+    [flex] = engine.wait([i.id for i in engine.commands.submit_paths([videos[1]], ask(engine, "P", tier="flex"))], timeout=60)
 
     assert flex.status is Status.DONE and flex.analysis.tier == "flex"
     assert [c.service_tier for c in emulator.stats.wire] == [None, "flex"]

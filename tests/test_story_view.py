@@ -12,8 +12,18 @@ def test_structure_is_kept() -> None:
     assert shown.splitlines() == ["#### Title", "", "**People\\:** Ann  ", "- 00\\:12 a door opens", "1. first"]
 
 
-@pytest.mark.parametrize("hostile", ["[x](https://evil.example)", "![i](https://evil.example/p.png)", "<img src=x>",
-                                     ":material/home:", "$x^2$", "<https://evil.example>", "**[x](https://e.example)**"])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "[x](https://evil.example)",
+        "![i](https://evil.example/p.png)",
+        "<img src=x>",
+        ":material/home:",
+        "$x^2$",
+        "<https://evil.example>",
+        "**[x](https://e.example)**",
+    ],
+)
 def test_links_images_html_icons_and_maths_stay_text(hostile: str) -> None:
     shown = safe_markdown(f"## {hostile}\n- {hostile}\n{hostile}")
     for line in shown.splitlines():

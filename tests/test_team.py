@@ -112,8 +112,14 @@ def test_batches_items_and_their_indexes_keep_order(store):
     store.add_batch(Batch(id="20250102-000000-bbbb", name="new"))
     ids = [f"i{n:02d}" for n in range(12)]
     for n, item_id in enumerate(ids):
-        store.add_item(Item(id=item_id, batch_id="20250102-000000-bbbb" if n % 2 else "20250101-000000-aaaa",
-                            video_id=video.id, analysis_id=(a1 if n < 6 else a2).id))
+        store.add_item(
+            Item(
+                id=item_id,
+                batch_id="20250102-000000-bbbb" if n % 2 else "20250101-000000-aaaa",
+                video_id=video.id,
+                analysis_id=(a1 if n < 6 else a2).id,
+            )
+        )
     assert store.batch_ids() == ["20250102-000000-bbbb", "20250101-000000-aaaa"]  # newest first
     assert store.item_ids() == ids  # insertion order
     assert store.item_ids("20250101-000000-aaaa") == ids[0::2]
@@ -375,8 +381,17 @@ def eventually(check, within_s: float = 15.0) -> bool:  # type: ignore[no-untype
 
 
 def _team_settings(data_dir: Path, emu, **overrides) -> dict:
-    values = dict(poll_initial_s=0.1, poll_max_s=0.5, upload_budget_s=30, processing_budget_s=30, analysis_budget_s=10,
-                  request_timeout_s=5, polls_per_second=20, max_uploads=2, max_jobs=3)
+    values = dict(
+        poll_initial_s=0.1,
+        poll_max_s=0.5,
+        upload_budget_s=30,
+        processing_budget_s=30,
+        analysis_budget_s=10,
+        request_timeout_s=5,
+        polls_per_second=20,
+        max_uploads=2,
+        max_jobs=3,
+    )
     values.update(overrides)
     return values
 
@@ -400,21 +415,27 @@ class Team:
         self.config = TeamConfig(url=redis_url, prefix=prefix, **config)
         self.client = TeamClient(self.settings, self.config)
         env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
-        env.update({
-            "PYTHONPATH": str(ROOT), "STORYTELLER_BROKER_URL": redis_url, "STORYTELLER_TEAM_PREFIX": prefix,
-            "GEMINI_API_KEY": TEST_KEY, "GOOGLE_GEMINI_BASE_URL": emu.base_url, "STORYTELLER_DATA_DIR": str(tmp_path / "data"),
-            "STORYTELLER_SETTINGS_JSON": json.dumps(self.overrides),
-            "STORYTELLER_TEAM_HEARTBEAT_S": str(self.config.heartbeat_timeout_s),
-            "STORYTELLER_TEAM_MAINTENANCE_CHANCE": str(self.config.maintenance_chance),
-            "STORYTELLER_TEAM_LEASE_TTL_S": str(self.config.lease_ttl_s),
-            "STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S": str(self.config.upload_slot_ttl_s),
-            "STORYTELLER_TEAM_IDLE_POLL_MS": str(self.config.idle_poll_ms),
-            "STORYTELLER_TEAM_SWEEP_S": str(self.config.sweep_every_s),
-            "STORYTELLER_TEAM_GENERATE_RPM": str(self.config.generate_per_minute),
-            "STORYTELLER_TEAM_STORAGE_GB": str(self.config.storage_bytes / 1e9),
-            "STORYTELLER_TEAM_KEEP_FILES": "1" if self.config.keep_files else "",
-            "STORYTELLER_TEAM_STATUS_WATCH": "1" if self.config.status_watch else "0",
-        })
+        env.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "STORYTELLER_BROKER_URL": redis_url,
+                "STORYTELLER_TEAM_PREFIX": prefix,
+                "GEMINI_API_KEY": TEST_KEY,
+                "GOOGLE_GEMINI_BASE_URL": emu.base_url,
+                "STORYTELLER_DATA_DIR": str(tmp_path / "data"),
+                "STORYTELLER_SETTINGS_JSON": json.dumps(self.overrides),
+                "STORYTELLER_TEAM_HEARTBEAT_S": str(self.config.heartbeat_timeout_s),
+                "STORYTELLER_TEAM_MAINTENANCE_CHANCE": str(self.config.maintenance_chance),
+                "STORYTELLER_TEAM_LEASE_TTL_S": str(self.config.lease_ttl_s),
+                "STORYTELLER_TEAM_UPLOAD_SLOT_TTL_S": str(self.config.upload_slot_ttl_s),
+                "STORYTELLER_TEAM_IDLE_POLL_MS": str(self.config.idle_poll_ms),
+                "STORYTELLER_TEAM_SWEEP_S": str(self.config.sweep_every_s),
+                "STORYTELLER_TEAM_GENERATE_RPM": str(self.config.generate_per_minute),
+                "STORYTELLER_TEAM_STORAGE_GB": str(self.config.storage_bytes / 1e9),
+                "STORYTELLER_TEAM_KEEP_FILES": "1" if self.config.keep_files else "",
+                "STORYTELLER_TEAM_STATUS_WATCH": "1" if self.config.status_watch else "0",
+            }
+        )
         log_dir = tmp_path / "workers"
         log_dir.mkdir()
         self.workers = team_fixtures.Workers(env, log_dir)
@@ -466,8 +487,7 @@ class Team:
         """
         deadline = time.monotonic() + within_s
         while True:
-            left = [k for pattern in ("fence", "lease")
-                    for k in self.client.client.scan_iter(f"{self.config.prefix}:{pattern}:*")]
+            left = [k for pattern in ("fence", "lease") for k in self.client.client.scan_iter(f"{self.config.prefix}:{pattern}:*")]
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.1)
@@ -573,8 +593,7 @@ def test_uploads_wait_for_storage_and_generate_calls_keep_the_team_rate(team_fac
 
 
 @pytest.mark.slow
-def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_when_it_dies(
-        team_factory, emulator, videos):
+def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_when_it_dies(team_factory, emulator, videos):
     """12 files processing at once: files.list pages instead of files.get per file; the watching worker is killed."""
     from storyteller_core.views.board import Status
 
@@ -607,8 +626,10 @@ def test_one_worker_lists_processing_files_for_the_team_and_another_takes_over_w
     assert sum(emulator.stats.polls.values()) < 12
     assert team.client.client.hlen(f"{team.config.prefix}:watch:files") == 0
     assert team.lines_left() == []
-    print(f"\n12 files processing 6 s: {emulator.stats.lists} files.list pages, "
-          f"{sum(emulator.stats.polls.values())} files.get; watcher pid {killed[0]} killed")
+    print(
+        f"\n12 files processing 6 s: {emulator.stats.lists} files.list pages, "
+        f"{sum(emulator.stats.polls.values())} files.get; watcher pid {killed[0]} killed"
+    )
 
 
 @pytest.mark.slow
@@ -646,15 +667,19 @@ def _issue_scale_jobs(videos: list[Path], tmp_path: Path) -> tuple[list[tuple[li
     folder.mkdir()
     originals = [Path(shutil.copy(v, folder / v.name)) for v in videos[:40]]
     copies = [Path(shutil.copy(v, folder / f"copy-{v.name}")) for v in originals[:10]]
-    jobs = [(originals + copies, "Tell the story"), (originals, "List the people"), (originals, "Where is it?"),
-            (originals, "What happens at the end?"), (originals[10:], "Tell the story")]
+    jobs = [
+        (originals + copies, "Tell the story"),
+        (originals, "List the people"),
+        (originals, "Where is it?"),
+        (originals, "What happens at the end?"),
+        (originals[10:], "Tell the story"),
+    ]
     assert sum(len(paths) for paths, _ in jobs) == 200
     return jobs, 40, 160
 
 
 @pytest.mark.slow
-def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_analysis(
-        team_factory, emulator, forty_videos, tmp_path):
+def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_analysis(team_factory, emulator, forty_videos, tmp_path):
     """The issue's scale: 200 jobs, 40 files, 2-3 worker processes, two SIGKILLs, a UI client reading throughout."""
     from storyteller_core.storage.redis_store import RedisStore, connect
     from storyteller_core.views.board import Status
@@ -696,10 +721,14 @@ def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_a
     def kill(what: str, task: str, pid: int) -> None:
         store = team.client.store
         held = [t for kind in ("video", "analysis") for t, p in team.holders(kind).items() if p == pid]
-        cut["uploads"] += sum(1 for t in held if t.startswith("video:") and (v := store.get(Video, t[6:])) is not None
-                              and v.state is VideoState.UPLOADING)
-        cut["analyses"] += sum(1 for t in held if t.startswith("analysis:") and (a := store.get(Analysis, t[9:])) is not None
-                               and a.state is AnalysisState.ANALYZING)
+        cut["uploads"] += sum(
+            1 for t in held if t.startswith("video:") and (v := store.get(Video, t[6:])) is not None and v.state is VideoState.UPLOADING
+        )
+        cut["analyses"] += sum(
+            1
+            for t in held
+            if t.startswith("analysis:") and (a := store.get(Analysis, t[9:])) is not None and a.state is AnalysisState.ANALYZING
+        )
         team.workers.kill(pid)
         killed[what] = (task, pid, time.monotonic())
         team.workers.start(1)  # a supervisor (systemd) starts another: 2-3 worker processes throughout
@@ -746,9 +775,11 @@ def test_200_jobs_over_40_files_survive_a_worker_killed_mid_upload_and_one_mid_a
     assert team.lines_left() == []
     # each file deleted after its last analysis (just after its row shows Done)
     assert eventually(lambda: emulator.files == {} and team.client.storage.in_use() == 0)
-    print(f"\n200 jobs / 40 files: takeover after SIGKILL {', '.join(f'{k} {v:.1f} s' for k, v in taken_over.items())}; "
-          f"cut: {cut}; uploads started {emulator.stats.uploads_started}, generates "
-          f"{sum(emulator.stats.generates.values())}; {ui['reads']} UI board reads")
+    print(
+        f"\n200 jobs / 40 files: takeover after SIGKILL {', '.join(f'{k} {v:.1f} s' for k, v in taken_over.items())}; "
+        f"cut: {cut}; uploads started {emulator.stats.uploads_started}, generates "
+        f"{sum(emulator.stats.generates.values())}; {ui['reads']} UI board reads"
+    )
 
 
 # -- fencing: which message may advance a task (no worker needed) ---------------------------------------------
@@ -760,8 +791,10 @@ def team_client(redis_server, team_prefix, tmp_path, emulator):
 
     from .helpers import TEST_KEY
 
-    client = TeamClient(Settings(data_dir=tmp_path / "data", api_key=TEST_KEY, base_url=emulator.base_url),
-                        TeamConfig(url=redis_server.url, prefix=team_prefix, lease_ttl_s=5))
+    client = TeamClient(
+        Settings(data_dir=tmp_path / "data", api_key=TEST_KEY, base_url=emulator.base_url),
+        TeamConfig(url=redis_server.url, prefix=team_prefix, lease_ttl_s=5),
+    )
     yield client
     client.close()
 
@@ -839,8 +872,7 @@ def test_the_cli_is_a_client_in_team_mode_and_the_workers_do_the_work(team_facto
     team.start(2)
     env = {**team.workers.env, "STORYTELLER_DATA_DIR": str(tmp_path / "client-data")}  # the client's own machine
 
-    result = run_cli(["process", *map(str, videos[:4]), "--prompt", "Tell the story", "--csv", str(tmp_path / "out.csv")],
-                     env, timeout=150)
+    result = run_cli(["process", *map(str, videos[:4]), "--prompt", "Tell the story", "--csv", str(tmp_path / "out.csv")], env, timeout=150)
 
     assert result.returncode == 0, result.stdout + result.stderr + team.workers.logs()
     rows = read_csv(tmp_path / "out.csv")

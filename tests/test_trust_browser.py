@@ -35,8 +35,14 @@ def request(port: int, method: str, path: str, headers: dict[str, str]) -> tuple
 
 def websocket(port: int, headers: dict[str, str]) -> int:
     """The status of a websocket handshake on /_stcore/stream (101: let through)."""
-    lines = ["GET /_stcore/stream HTTP/1.1", f"Host: localhost:{port}", "Connection: Upgrade", "Upgrade: websocket",
-             "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+    lines = [
+        "GET /_stcore/stream HTTP/1.1",
+        f"Host: localhost:{port}",
+        "Connection: Upgrade",
+        "Upgrade: websocket",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -125,14 +131,15 @@ def test_under_systemd_the_token_goes_to_the_link_file_not_the_journal(tmp_path)
     out = tmp_path / "journal.txt"
     out.touch()
     st = os.stat(out)
-    script = ("from pathlib import Path; from storyteller_ui.access import announce; "
-              "announce('http://localhost:8615/?token=SECRET', 'SECRET', Path('/home/me/.video-storyteller/open-8615.html'))")
+    script = (
+        "from pathlib import Path; from storyteller_ui.access import announce; "
+        "announce('http://localhost:8615/?token=SECRET', 'SECRET', Path('/home/me/.video-storyteller/open-8615.html'))"
+    )
     env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}", "PYTHONPATH": str(ROOT)}
     with out.open("w") as sink:
         subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=sink, check=True, timeout=60)
     printed = out.read_text()
     assert "SECRET" not in printed and "http://localhost:8615/" in printed and "open-8615.html" in printed
     with (tmp_path / "terminal.txt").open("w") as sink:  # not the journal: the link as before
-        subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**env, "JOURNAL_STREAM": "1:2"}, stdout=sink,
-                       check=True, timeout=60)
+        subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**env, "JOURNAL_STREAM": "1:2"}, stdout=sink, check=True, timeout=60)
     assert "http://localhost:8615/?token=SECRET" in (tmp_path / "terminal.txt").read_text()

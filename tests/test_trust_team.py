@@ -46,10 +46,21 @@ def test_a_broker_url_without_a_password_is_refused_unless_allowed(monkeypatch):
 
 def test_a_worker_will_not_start_on_a_broker_without_a_password(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "STORYTELLER_BROKER_INSECURE"}
-    env |= {"STORYTELLER_BROKER_URL": "redis://127.0.0.1:1/0", "GEMINI_API_KEY": "k", "STORYTELLER_DATA_DIR": str(tmp_path),
-            "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "storyteller_core.team.worker"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    env |= {
+        "STORYTELLER_BROKER_URL": "redis://127.0.0.1:1/0",
+        "GEMINI_API_KEY": "k",
+        "STORYTELLER_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "storyteller_core.team.worker"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no password" in done.stderr and "Traceback" not in done.stderr
 
@@ -57,8 +68,15 @@ def test_a_worker_will_not_start_on_a_broker_without_a_password(tmp_path):
 def test_the_cli_on_a_broker_without_a_password_says_why_and_how(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "STORYTELLER_BROKER_INSECURE"}
     env |= {"STORYTELLER_BROKER_URL": "redis://127.0.0.1:1/0", "STORYTELLER_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "storyteller_core", "status"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "storyteller_core", "status"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2 and "no password" in done.stderr and "STORYTELLER_BROKER_INSECURE=1" in done.stderr, done
 
 
@@ -69,16 +87,19 @@ def _video_json(**fields: object) -> str:
     return json.dumps(data)
 
 
-@pytest.mark.parametrize("fields, why", [
-    ({}, None),
-    ({"id": "cd" * 32}, "holds the id"),
-    ({"state": "EXFILTRATE"}, "unknown state"),
-    ({"size_bytes": "huge"}, "wrong type"),
-    ({"sources": "shared:in/a.mp4"}, "wrong type"),
-    ({"sources": ["shared:../../etc/shadow"]}, "not a path inside the shared folder"),
-    ({"sources": ["shared:/etc/shadow"]}, "not a path inside the shared folder"),
-    ({"sources": ["/root/outside/private.mp4"]}, "not a path inside the shared folder"),
-])
+@pytest.mark.parametrize(
+    "fields, why",
+    [
+        ({}, None),
+        ({"id": "cd" * 32}, "holds the id"),
+        ({"state": "EXFILTRATE"}, "unknown state"),
+        ({"size_bytes": "huge"}, "wrong type"),
+        ({"sources": "shared:in/a.mp4"}, "wrong type"),
+        ({"sources": ["shared:../../etc/shadow"]}, "not a path inside the shared folder"),
+        ({"sources": ["shared:/etc/shadow"]}, "not a path inside the shared folder"),
+        ({"sources": ["/root/outside/private.mp4"]}, "not a path inside the shared folder"),
+    ],
+)
 def test_a_malformed_record_is_named_with_its_problem(tmp_path, fields, why):
     problem = record_problem(Video, "ab" * 32, _video_json(**fields), SharedPaths(tmp_path))
     assert (problem is None) if why is None else (why in (problem or "")), problem
@@ -148,6 +169,13 @@ def test_a_thumbnail_is_drawn_only_from_the_data_dirs_thumbs_folder(tmp_path):
     (thumbs / "link.jpg").symlink_to(elsewhere)
     data = tmp_path / "data"
     assert own_thumbnail(data, str(thumbs / "a.jpg")) == (thumbs / "a.jpg").resolve()
-    for stored in ("http://localhost:9555/thumb.png", "//localhost:9555/t.png", "data:image/png;base64,AA", str(elsewhere),
-                   str(thumbs / "link.jpg"), str(thumbs / ".." / ".." / "secret.png"), str(thumbs / "missing.jpg")):
+    for stored in (
+        "http://localhost:9555/thumb.png",
+        "//localhost:9555/t.png",
+        "data:image/png;base64,AA",
+        str(elsewhere),
+        str(thumbs / "link.jpg"),
+        str(thumbs / ".." / ".." / "secret.png"),
+        str(thumbs / "missing.jpg"),
+    ):
         assert own_thumbnail(data, stored) is None, stored

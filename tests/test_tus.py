@@ -33,8 +33,9 @@ def meta(name: str) -> str:
 
 
 def create(server: AppServer, name: str, size: int, **headers: str) -> httpx.Response:
-    return httpx.post(server.api + "/uploads", headers={**AUTH, **TUS, "Upload-Length": str(size),
-                                                        "Upload-Metadata": meta(name), **headers})
+    return httpx.post(
+        server.api + "/uploads", headers={**AUTH, **TUS, "Upload-Length": str(size), "Upload-Metadata": meta(name), **headers}
+    )
 
 
 def head_offset(url: str) -> int:
@@ -43,8 +44,7 @@ def head_offset(url: str) -> int:
     return int(answer.headers["upload-offset"])
 
 
-def test_tuspy_uploads_in_pieces_survives_a_cut_and_a_restart_and_the_sha256_matches(server: AppServer,
-                                                                                      tmp_path: Path) -> None:
+def test_tuspy_uploads_in_pieces_survives_a_cut_and_a_restart_and_the_sha256_matches(server: AppServer, tmp_path: Path) -> None:
     video = padded_video(tmp_path / "big one.mp4", 300 * MB)  # the size
     expected = sha256_of(video)
     client = tus_client.TusClient(server.api + "/uploads", headers=AUTH)
@@ -57,9 +57,11 @@ def test_tuspy_uploads_in_pieces_survives_a_cut_and_a_restart_and_the_sha256_mat
     # The connection is cut half way through a piece: what arrived is kept and counted.
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port)) as sock:
-        request = (f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {AUTH['Authorization']}\r\n"
-                   f"Tus-Resumable: 1.0.0\r\nUpload-Offset: {12 * MB}\r\nContent-Type: application/offset+octet-stream\r\n"
-                   f"Content-Length: {4 * MB}\r\n\r\n").encode()
+        request = (
+            f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {AUTH['Authorization']}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nUpload-Offset: {12 * MB}\r\nContent-Type: application/offset+octet-stream\r\n"
+            f"Content-Length: {4 * MB}\r\n\r\n"
+        ).encode()
         with video.open("rb") as src:
             src.seek(12 * MB)
             sock.sendall(request + src.read(2 * MB))
@@ -81,8 +83,15 @@ def test_tuspy_uploads_in_pieces_survives_a_cut_and_a_restart_and_the_sha256_mat
     assert resumed.offset == cut_at  # tuspy asked the server (HEAD) where to go on
     resumed.upload()
     info = httpx.get(url, headers=AUTH).json()
-    assert info == {"id": url.rsplit("/", 1)[1], "file_name": "big one.mp4", "size": 300 * MB, "offset": 300 * MB,
-                    "state": "complete", "sha256": expected, "error": None}
+    assert info == {
+        "id": url.rsplit("/", 1)[1],
+        "file_name": "big one.mp4",
+        "size": 300 * MB,
+        "offset": 300 * MB,
+        "state": "complete",
+        "sha256": expected,
+        "error": None,
+    }
     assert not list((server.data_dir / "spool").glob(".incoming-*"))
 
 
@@ -94,8 +103,7 @@ def test_tus_protocol_answers(server: AppServer, tmp_path: Path) -> None:
     assert int(options.headers["tus-max-size"]) == 2 * 1024**3
     assert "access-control-allow-origin" not in options.headers  # CORS is off
 
-    assert httpx.post(server.api + "/uploads", headers={**AUTH, "Upload-Length": "10",
-                                                        "Upload-Metadata": meta("a.mp4")}).status_code == 412
+    assert httpx.post(server.api + "/uploads", headers={**AUTH, "Upload-Length": "10", "Upload-Metadata": meta("a.mp4")}).status_code == 412
     refused = create(server, "notes.txt", 100)
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "not_video"
@@ -113,8 +121,7 @@ def test_tus_protocol_answers(server: AppServer, tmp_path: Path) -> None:
     patch = {**AUTH, **TUS, "Content-Type": "application/offset+octet-stream"}
     wrong = httpx.patch(url, headers={**patch, "Upload-Offset": "5"}, content=data[5:10])
     assert wrong.status_code == 409 and wrong.headers["upload-offset"] == "0"
-    assert httpx.patch(url, headers={**patch, "Upload-Offset": "0", "Content-Type": "text/plain"},
-                       content=data[:10]).status_code == 415
+    assert httpx.patch(url, headers={**patch, "Upload-Offset": "0", "Content-Type": "text/plain"}, content=data[:10]).status_code == 415
     bad_sum = "sha1 " + base64.b64encode(hashlib.sha1(b"other").digest()).decode()
     mismatch = httpx.patch(url, headers={**patch, "Upload-Offset": "0", "Upload-Checksum": bad_sum}, content=data[:MB])
     assert mismatch.status_code == 460
@@ -132,16 +139,24 @@ def test_tus_protocol_answers(server: AppServer, tmp_path: Path) -> None:
     busy_url = create(server, "busy.mp4", len(data)).headers["location"]
     parts = urlsplit(busy_url)
     with socket.create_connection((parts.hostname, parts.port)) as sock:
-        sock.sendall((f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {AUTH['Authorization']}\r\n"
-                      f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
-                      f"Content-Length: {len(data)}\r\n\r\n").encode() + data[:MB + 1000])
+        sock.sendall(
+            (
+                f"PATCH {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {AUTH['Authorization']}\r\n"
+                f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n"
+            ).encode()
+            + data[: MB + 1000]
+        )
         from .helpers import wait_until
 
         wait_until(lambda: head_offset(busy_url) >= MB, timeout=20, what="the first writer's bytes")
         second = httpx.patch(busy_url, headers={**patch, "Upload-Offset": str(head_offset(busy_url))}, content=b"x")
         assert second.status_code == 423 and "still receiving" in second.json()["error"]["message"]
-    wait_until(lambda: httpx.patch(busy_url, headers={**patch, "Upload-Offset": str(head_offset(busy_url))},
-                                   content=b"").status_code == 204, timeout=20, what="the first writer to be let go")
+    wait_until(
+        lambda: httpx.patch(busy_url, headers={**patch, "Upload-Offset": str(head_offset(busy_url))}, content=b"").status_code == 204,
+        timeout=20,
+        what="the first writer to be let go",
+    )
     at = head_offset(busy_url)
     assert httpx.patch(busy_url, headers={**patch, "Upload-Offset": str(at)}, content=data[at:]).status_code == 204
     assert httpx.get(busy_url, headers=AUTH).json()["sha256"] == hashlib.sha256(data).hexdigest()
@@ -156,8 +171,7 @@ def test_a_file_that_is_no_video_is_refused_once_complete(server: AppServer, tmp
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"not a video at all" * 1000)
     client = tus_client.TusClient(server.api + "/uploads", headers=AUTH)
-    uploader = client.uploader(str(fake), chunk_size=MB, metadata={"filename": fake.name}, retries=0,
-                               upload_checksum=True)
+    uploader = client.uploader(str(fake), chunk_size=MB, metadata={"filename": fake.name}, retries=0, upload_checksum=True)
     uploader.upload()
     info = httpx.get(uploader.url, headers=AUTH).json()
     assert info["state"] == "refused" and info["error"]["code"]

@@ -64,9 +64,19 @@ def test_analysis_transitions_and_the_unfinished_index(tmp_path):
 def test_the_analysis_key_names_everything_that_makes_the_answer():
     base = analysis_key("v", "m", "p", {}, "demo")
     assert base == analysis_key("v", "m", "p", {}, "demo")
-    assert len({base, analysis_key("w", "m", "p", {}, "demo"), analysis_key("v", "n", "p", {}, "demo"),
-                analysis_key("v", "m", "q", {}, "demo"), analysis_key("v", "m", "p", {"fps": 1}, "demo"),
-                analysis_key("v", "m", "p", {}, "https://x")}) == 6
+    assert (
+        len(
+            {
+                base,
+                analysis_key("w", "m", "p", {}, "demo"),
+                analysis_key("v", "n", "p", {}, "demo"),
+                analysis_key("v", "m", "q", {}, "demo"),
+                analysis_key("v", "m", "p", {"fps": 1}, "demo"),
+                analysis_key("v", "m", "p", {}, "https://x"),
+            }
+        )
+        == 6
+    )
 
 
 def test_store_values_are_json_text_and_sources_merge(tmp_path):
@@ -96,8 +106,14 @@ def test_sdk_errors_map_to_kinds(code, body, kind):
 
 
 def test_429_retry_delay_is_read_from_retry_info():
-    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota",
-                      "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}]}}
+    body = {
+        "error": {
+            "code": 429,
+            "status": "RESOURCE_EXHAUSTED",
+            "message": "quota",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}],
+        }
+    }
     assert _translate(genai_errors.APIError(429, body)).retry_after_s == 17.0
 
 
@@ -112,8 +128,6 @@ def test_poll_backoff_grows_by_half_and_caps_at_ten_seconds():
 def test_deterministic_file_names_fit_the_api_rules():
     name = file_name_for("f" * 64)
     assert len(name) <= 40 and name == name.lower() and set(name) <= set("abcdef0123456789-vs")
-
-
 
 
 def test_scheduler_takes_priority_then_fifo_and_respects_the_upload_cap():
@@ -158,8 +172,13 @@ def test_one_heartbeat_keeps_all_leases_of_a_holder_and_a_late_one_learns_what_i
 
 def done_row(name: str = "café.mp4", story: str = "Le café était plein — fin 🎬", reused: bool = False):
     analysis = make_analysis(state=AnalysisState.COMPLETED, story=story, total_tokens=12, cost_usd=0.001)
-    return row_of(Item(id="i-" + name, batch_id="b1", display_name=name, source_path="/x", video_id="ab" * 32,
-                       analysis_id=analysis.id, reused=reused), analysis, make_video(display_name=name))
+    return row_of(
+        Item(
+            id="i-" + name, batch_id="b1", display_name=name, source_path="/x", video_id="ab" * 32, analysis_id=analysis.id, reused=reused
+        ),
+        analysis,
+        make_video(display_name=name),
+    )
 
 
 def test_csv_has_bom_keeps_accents_and_names_the_prompt_and_content():
@@ -204,12 +223,17 @@ def test_time_per_stage_follows_a_videos_life_from_waiting_to_writing():
     from storyteller_core.views.reports import time_per_status
 
     t = 1000.0
-    video = make_video(state=VideoState.FILE_ACTIVE, state_entered_at={
-        "CREATED": t, "UPLOADING": t + 4, "UPLOADED": t + 10, "FILE_PROCESSING": t + 11, "FILE_ACTIVE": t + 30})
-    analysis = make_analysis(state=AnalysisState.COMPLETED, created_at=t, completed_at=t + 45,
-                             state_entered_at={"WAITING": t, "ANALYZING": t + 33, "COMPLETED": t + 45})
-    row = row_of(Item(id="i1", batch_id="b1", display_name="a.mp4", video_id=video.id, analysis_id=analysis.id),
-                 analysis, video)
+    video = make_video(
+        state=VideoState.FILE_ACTIVE,
+        state_entered_at={"CREATED": t, "UPLOADING": t + 4, "UPLOADED": t + 10, "FILE_PROCESSING": t + 11, "FILE_ACTIVE": t + 30},
+    )
+    analysis = make_analysis(
+        state=AnalysisState.COMPLETED,
+        created_at=t,
+        completed_at=t + 45,
+        state_entered_at={"WAITING": t, "ANALYZING": t + 33, "COMPLETED": t + 45},
+    )
+    row = row_of(Item(id="i1", batch_id="b1", display_name="a.mp4", video_id=video.id, analysis_id=analysis.id), analysis, video)
     stats = time_per_status(None, [row])  # type: ignore[arg-type]
     assert list(stats.index) == ["Waiting", "Uploading", "Gemini is processing", "Ready to analyze", "Writing story"]
     assert list(stats["median"]) == [4.0, 6.0, 20.0, 3.0, 12.0]

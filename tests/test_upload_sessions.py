@@ -44,13 +44,12 @@ def video(tmp_path: Path) -> bytes:
     return make_video(tmp_path / "src" / "clip.mp4", seconds=2, seed=5).read_bytes()
 
 
-def send(sessions: UploadSessions, upload_id: str, data: bytes, start: int, end: int | None = None,
-         piece: int = 4096) -> int:
+def send(sessions: UploadSessions, upload_id: str, data: bytes, start: int, end: int | None = None, piece: int = 4096) -> int:
     """Pieces of ``piece`` bytes of ``data`` from ``start`` to ``end``, one receiver each (one PUT each)."""
     offset, end = start, len(data) if end is None else end
     while offset < end:
         with sessions.receive(upload_id, offset, len(data)) as receiver:
-            offset = receiver.write(data[offset: min(end, offset + piece)])
+            offset = receiver.write(data[offset : min(end, offset + piece)])
     return offset
 
 

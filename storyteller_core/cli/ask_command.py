@@ -22,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add this command to the CLI's subcommands (imports nothing heavy: `status` must answer at once)."""
     ask = sub.add_parser("ask", help="ask one question of a whole batch or library; each citation is checked on its clip")
     ask.add_argument("question", metavar="QUESTION", help="the question, in quotes")
-    ask.add_argument("--batch", action="append", metavar="ID",
-                     help="a batch to ask (its id or its name; repeat for several); default: the whole library")
+    ask.add_argument(
+        "--batch", action="append", metavar="ID", help="a batch to ask (its id or its name; repeat for several); default: the whole library"
+    )
     ask.add_argument("--model", help="Gemini model (default: STORYTELLER_MODEL or the app's default)")
     ask.add_argument("--json", type=Path, metavar="FILE", help="write the answer and its citations as JSON")
     ask.set_defaults(run=run)
@@ -51,8 +52,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         for wanted in args.batch or []:
             found = _batches_named(store, wanted)
             if not found:
-                _error(f"no batch with the id or name '{wanted}' in {settings.data_dir}; "
-                       "`python -m storyteller_core status` lists the batches.")
+                _error(
+                    f"no batch with the id or name '{wanted}' in {settings.data_dir}; "
+                    "`python -m storyteller_core status` lists the batches."
+                )
                 return 2
             batch_ids += found
         scope = Scope(tuple(dict.fromkeys(batch_ids)) if args.batch else None)
@@ -68,8 +71,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _error(str(exc) if isinstance(exc, ScopeError) else exc.message)
         return 2
     except QuotaPaused as exc:
-        _error(f"the Gemini quota is exhausted until about {datetime.fromtimestamp(exc.resume_at):%H:%M}; ask the same "
-               "question again then (what was answered and checked so far is kept).")
+        _error(
+            f"the Gemini quota is exhausted until about {datetime.fromtimestamp(exc.resume_at):%H:%M}; ask the same "
+            "question again then (what was answered and checked so far is kept)."
+        )
         return 2
     except GeminiError as exc:
         if exc.kind is Kind.MODEL:
@@ -93,14 +98,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         where = f"{c.start_s:.1f}-{c.end_s:.1f} s"
         if o and o.status == "corrected":
             where += f" -> {o.corrected_start_s:.1f}-{o.corrected_end_s:.1f} s"
-        print(f"[{n}] {status:<11} {terminal_text(c.file_name or c.video_label)}  {where}  \"{terminal_text(c.quote)[:120]}\"")
+        print(f'[{n}] {status:<11} {terminal_text(c.file_name or c.video_label)}  {where}  "{terminal_text(c.quote)[:120]}"')
         if o and o.status != "confirmed":
             print(f"    {terminal_text(o.reason)[:200]}")
     counts = {s: sum(c.status == s for c in result.citations) for s in ("confirmed", "corrected", "unsupported")}
-    cost = ("no cost (answered before)" if result.reused else "nothing charged (demo mode)" if settings.demo
-            else f"${result.cost_usd:.4f}")
-    print(f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
-          f"{counts['unsupported']} unsupported (not shown as fact). Cost: {cost}.")
+    cost = "no cost (answered before)" if result.reused else "nothing charged (demo mode)" if settings.demo else f"${result.cost_usd:.4f}"
+    print(
+        f"{len(result.citations)} citation(s): {counts['confirmed']} confirmed, {counts['corrected']} corrected, "
+        f"{counts['unsupported']} unsupported (not shown as fact). Cost: {cost}."
+    )
     uncited = sum(1 for claim in result.claims if not claim.get("citations"))
     if uncited:
         print(f"{uncited} claim(s) of the answer came with no citation: they are not checked facts.")

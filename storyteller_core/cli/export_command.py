@@ -41,8 +41,10 @@ def write_deliverables(args: argparse.Namespace, rows: list[Row], batch_name: st
         for folder, kind in ((args.srt, "srt"), (args.vtt, "vtt")):
             if folder:
                 written = subtitles.write_dir(moments_of(rows), folder, kind)
-                print(f"Wrote {len(written)} {kind.upper()} file(s) to {folder}"
-                      + ("" if written else " (no row has key moments: ask with the Story preset)"))
+                print(
+                    f"Wrote {len(written)} {kind.upper()} file(s) to {folder}"
+                    + ("" if written else " (no row has key moments: ask with the Story preset)")
+                )
     except OSError as exc:
         print(f"Error: could not write ({exc.strerror or exc}). Check the path and that the disk has room.", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from storyteller_core.storage.disk_store import Store
     from storyteller_core.views.board import Row
 
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Log records go to the log file once a command sets it up, never to the terminal unless --verbose:
@@ -47,15 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (OSError, sqlite3.Error) as exc:
         _log_failure(settings)
-        _error(f"could not read or write the data folder {settings.data_dir} ({terminal_text(str(exc))}). "
-               "Check that it is a folder of yours on a disk with space (or set STORYTELLER_DATA_DIR to another folder), "
-               "then run the same command again: finished work is kept.")
+        _error(
+            f"could not read or write the data folder {settings.data_dir} ({terminal_text(str(exc))}). "
+            "Check that it is a folder of yours on a disk with space (or set STORYTELLER_DATA_DIR to another folder), "
+            "then run the same command again: finished work is kept."
+        )
         return 2
     except Exception as exc:  # a bug: one sentence on the terminal, the traceback in the log file only
         log_file = _log_failure(settings)
-        _error(f"something unexpected went wrong ({type(exc).__name__}: {terminal_text(str(exc))[:300]}). Finished work "
-               "is kept. Run the same command again; if it fails the same way, report it with "
-               + (f"the log file {log_file}." if log_file else "this message."))
+        _error(
+            f"something unexpected went wrong ({type(exc).__name__}: {terminal_text(str(exc))[:300]}). Finished work "
+            "is kept. Run the same command again; if it fails the same way, report it with "
+            + (f"the log file {log_file}." if log_file else "this message.")
+        )
         return 3
 
 
@@ -75,12 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     process.add_argument("--clip", type=_clip, metavar="START-END", help="only this part of each video, e.g. 00:30-02:00")
     process.add_argument("--fps", type=float, help="frames per second Gemini looks at (above 0, at most 24; default 1)")
     process.add_argument("--resolution", choices=RESOLUTIONS, help="media resolution (low costs about a third)")
-    process.add_argument("--processing", choices=PROCESSING_MODES,
-                         help="Gemini 3 video processing mode: agentic (preview) uses far fewer tokens on long videos")
-    process.add_argument("--tier", choices=TIERS, default="standard",
-                         help="flex: half price, but each answer can take minutes (Gemini's Flex tier, preview); "
-                              "batch: about half price, results within hours (one Gemini batch job; stopped or killed, "
-                              "the same command waits on the same job again)")
+    process.add_argument(
+        "--processing",
+        choices=PROCESSING_MODES,
+        help="Gemini 3 video processing mode: agentic (preview) uses far fewer tokens on long videos",
+    )
+    process.add_argument(
+        "--tier",
+        choices=TIERS,
+        default="standard",
+        help="flex: half price, but each answer can take minutes (Gemini's Flex tier, preview); "
+        "batch: about half price, results within hours (one Gemini batch job; stopped or killed, "
+        "the same command waits on the same job again)",
+    )
     process.add_argument("--batch-name", help="a name for this batch (default: date and the first file)")
     process.add_argument("-v", "--verbose", action="store_true", help="print JSON log lines to stderr")
     process.set_defaults(run=cmd_process)
@@ -130,8 +142,13 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     if any(out and not _writable(out) for out in (args.csv, args.json)):
         return 2
     try:
-        options = VideoOptions(start_s=args.clip[0] if args.clip else None, end_s=args.clip[1] if args.clip else None,
-                               fps=args.fps, resolution=args.resolution, processing=args.processing)
+        options = VideoOptions(
+            start_s=args.clip[0] if args.clip else None,
+            end_s=args.clip[1] if args.clip else None,
+            fps=args.fps,
+            resolution=args.resolution,
+            processing=args.processing,
+        )
     except ValueError as exc:
         _error(f"{exc}.")
         return 2
@@ -140,8 +157,10 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     for item in skipped:
         print(f"- {terminal_text(item.reason)}")
     if not files and not links:
-        _error("no video files found in the paths given. Give video files or folders that hold videos "
-               f"({', '.join(sorted(VIDEO_EXTENSIONS))}), or public YouTube links.")
+        _error(
+            "no video files found in the paths given. Give video files or folders that hold videos "
+            f"({', '.join(sorted(VIDEO_EXTENSIONS))}), or public YouTube links."
+        )
         return 1
     print(f"Checking {len(files) + len(links)} file(s)...", flush=True)
     try:  # checked before the engine starts: a refused input never becomes a row (nor a Failed one on a re-run)
@@ -154,21 +173,31 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     not_added = not_added_records(refused, (args.batch_name or "").strip())
     if not candidates:
         _write_outputs(args, [], {}, not_added)
-        _error(f"nothing to process: the {len(refused)} input(s) given were not added (reasons above). Fix the paths "
-               "or files and run the same command again.")
+        _error(
+            f"nothing to process: the {len(refused)} input(s) given were not added (reasons above). Fix the paths "
+            "or files and run the same command again."
+        )
         return 1
     engine = open_engine(settings, stderr_log_level=logging.INFO if args.verbose else logging.CRITICAL + 1).start()
     if engine.demo:
         print("Demo mode (no GEMINI_API_KEY): stories come from the local emulator, not Gemini.")
     if args.tier == "batch":
-        print("Batch tier: about half price; stories arrive within hours (one Gemini batch job). Stopped, the same "
-              "command waits on the same job again.")
+        print(
+            "Batch tier: about half price; stories arrive within hours (one Gemini batch job). Stopped, the same "
+            "command waits on the same job again."
+        )
     if not args.model and not settings.model_pinned:
         engine.catalog.refresh()  # the default comes from the models this key is offered
     preset = args.preset or (None if args.prompt else "Story")
     try:
-        ask = Ask(prompt=args.prompt or PROMPT_PRESETS[preset or "Story"], model=args.model or engine.catalog.default,
-                  preset=preset, priority=args.priority, options=options, tier=args.tier)
+        ask = Ask(
+            prompt=args.prompt or PROMPT_PRESETS[preset or "Story"],
+            model=args.model or engine.catalog.default,
+            preset=preset,
+            priority=args.priority,
+            options=options,
+            tier=args.tier,
+        )
         warning = engine.catalog.warning(ask.model)
         if warning:
             print(f"Warning: {terminal_text(warning)}")
@@ -189,15 +218,13 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if refused else code
 
 
-def _write_outputs(args: argparse.Namespace, rows: list[Row], names: dict[str, str],
-                   not_added: list[dict[str, object]]) -> None:
+def _write_outputs(args: argparse.Namespace, rows: list[Row], names: dict[str, str], not_added: list[dict[str, object]]) -> None:
     """--csv (the rows, then one per input not added) and --json (the rows)."""
     from storyteller_core.views.export import write_csv, write_json
 
     if args.csv:
         write_csv(rows, args.csv, names, not_added)
-        print(f"Wrote {len(rows) + len(not_added)} row(s) to {args.csv}"
-              + (f" ({len(not_added)} not added)" if not_added else ""))
+        print(f"Wrote {len(rows) + len(not_added)} row(s) to {args.csv}" + (f" ({len(not_added)} not added)" if not_added else ""))
     if args.json:
         write_json(rows, args.json, names)
         print(f"Wrote {len(rows)} row(s) to {args.json}")
@@ -261,9 +288,11 @@ def _left_for_others(rows: list[Row], settings: Settings) -> int:
     for row, sentence in left:
         print(f"Left {terminal_text(row.name)}: {terminal_text(sentence)}", file=sys.stderr)
     if left:
-        _error(f"{len(left)} video(s) were asked of another Gemini than this command's and are left for the app or CLI "
-               "that has that key (never failed here). Run this command with that key (GEMINI_API_KEY), or press "
-               "Retry on those rows in the app to ask its Gemini. Processes that share a data folder should share the key.")
+        _error(
+            f"{len(left)} video(s) were asked of another Gemini than this command's and are left for the app or CLI "
+            "that has that key (never failed here). Run this command with that key (GEMINI_API_KEY), or press "
+            "Retry on those rows in the app to ask its Gemini. Processes that share a data folder should share the key."
+        )
     return len(left)
 
 
@@ -295,22 +324,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         rows = _rows_named(store, args.batch)
         if rows is None:
             return _no_such_batch(store, args.batch, settings)
-        names = {batch_id: (store.get(Batch, batch_id) or Batch(id=batch_id, name=batch_id)).name
-                 for batch_id in {row.item.batch_id for row in rows}}
+        names = {
+            batch_id: (store.get(Batch, batch_id) or Batch(id=batch_id, name=batch_id)).name
+            for batch_id in {row.item.batch_id for row in rows}
+        }
         set_aside = set_aside_note(store)
     finally:
         store.close()
     if set_aside:
         print(terminal_text(set_aside), file=sys.stderr)
     if not rows:
-        print(f"No videos in {settings.data_dir}. Add some with: python -m storyteller_core process <folder or files>"
-              if not args.batch else f"No videos in batch {terminal_text(args.batch)}.")
+        print(
+            f"No videos in {settings.data_dir}. Add some with: python -m storyteller_core process <folder or files>"
+            if not args.batch
+            else f"No videos in batch {terminal_text(args.batch)}."
+        )
         return 0
     _print_rows(rows, names, settings)
     t = totals(rows)
     waiting = sum(row.status is Status.WAITING for row in rows)
-    print(f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight - waiting} in flight, "
-          f"{waiting} waiting.")
+    print(
+        f"{t.rows} row(s): {t.done} done, {t.failed} failed, {t.cancelled} cancelled, {t.in_flight - waiting} in flight, {waiting} waiting."
+    )
     return 0
 
 
@@ -324,8 +359,7 @@ def _print_rows(rows: list[Row], names: dict[str, str], settings: Settings) -> N
     width = max(len("STATUS"), *(len(row.label) for row in rows)) if rows else len("STATUS")
     width = min(width, 48)  # a longer label (a retry note) pushes its line, never cuts a word
     for batch_id, own in by_batch.items():
-        print(f"Batch {batch_id}  {terminal_text(names.get(batch_id, batch_id))}  ({len(own)} row(s); "
-              f"--batch {batch_id})")
+        print(f"Batch {batch_id}  {terminal_text(names.get(batch_id, batch_id))}  ({len(own)} row(s); --batch {batch_id})")
         print(f"  {'STATUS':<{width}}  {'%':>4}  FILE")
         for row in own:
             extra = waiting_for(row, settings) or row.error
@@ -349,8 +383,9 @@ def _batch_summaries(store: Store, batch_ids: list[str]) -> int:
     print(f"{'BATCH ID':<22}  {'ROWS':>7}  {'DONE':>7}  {'FAILED':>7}  {'CANCELLED':>9}  {'IN FLIGHT':>9}  NAME")
     for batch_id in batch_ids:
         t = kept_totals(store, batch_id)
-        print(f"{batch_id:<22}  {t.rows:>7,}  {t.done:>7,}  {t.failed:>7,}  {t.cancelled:>9,}  {t.in_flight:>9,}  "
-              f"{names[batch_id]}")  # last, in full: never cut
+        print(
+            f"{batch_id:<22}  {t.rows:>7,}  {t.done:>7,}  {t.failed:>7,}  {t.cancelled:>9,}  {t.in_flight:>9,}  {names[batch_id]}"
+        )  # last, in full: never cut
     print(f"{len(batch_ids)} batch(es). List one batch's rows with: python -m storyteller_core status --batch ID")
     return 0
 
@@ -377,9 +412,14 @@ def _no_such_batch(store: Store, wanted: str, settings: Settings) -> int:
     from storyteller_core.records.batch import Batch
 
     batches = store.many(Batch, store.batch_ids())
-    _error(f"no batch with the id or name '{terminal_text(wanted)}' in {settings.data_dir}. "
-           + ("Give one of these to --batch (id, then name), or leave --batch out to see every row:" if batches
-              else "There are no batches yet: run process first."))
+    _error(
+        f"no batch with the id or name '{terminal_text(wanted)}' in {settings.data_dir}. "
+        + (
+            "Give one of these to --batch (id, then name), or leave --batch out to see every row:"
+            if batches
+            else "There are no batches yet: run process first."
+        )
+    )
     for batch in batches[:10]:
         print(f"  {batch.id}  {terminal_text(batch.name)}", file=sys.stderr)
     if len(batches) > 10:
@@ -443,8 +483,10 @@ def _team_worker(argv: list[str]) -> int:
     from storyteller_core.team import broker_url
 
     if not broker_url():
-        _error("team mode needs STORYTELLER_BROKER_URL=redis://host:port/0 (see docs/TEAM.md); on one machine, "
-               "`process` and the app need no worker.")
+        _error(
+            "team mode needs STORYTELLER_BROKER_URL=redis://host:port/0 (see docs/TEAM.md); on one machine, "
+            "`process` and the app need no worker."
+        )
         return 2
     from storyteller_core.team.worker import main as worker_main
 

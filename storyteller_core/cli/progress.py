@@ -104,8 +104,13 @@ class LiveDisplay:
         self._rows: list[Row] = []
         self._note: str | None = None
         self._started = time.monotonic()
-        self._live = Live(console=self.console, get_renderable=self._render, refresh_per_second=REFRESH_PER_SECOND,
-                          transient=False, vertical_overflow="crop")
+        self._live = Live(
+            console=self.console,
+            get_renderable=self._render,
+            refresh_per_second=REFRESH_PER_SECOND,
+            transient=False,
+            vertical_overflow="crop",
+        )
 
     def __enter__(self) -> LiveDisplay:
         self._started = time.monotonic()
@@ -157,7 +162,7 @@ def pick_rows(rows: Sequence[Row], slots: int) -> list[Row]:
     in_flight = sorted((r for r in rows if not r.ended and r.status is not Status.WAITING), key=lambda r: r.since, reverse=True)
     ended = sorted((r for r in rows if r.ended), key=lambda r: r.since, reverse=True)
     ended.sort(key=lambda r: r.status is Status.DONE)  # stable: failures and cancels first, each most recent first
-    return (in_flight + ended)[:max(0, slots)]
+    return (in_flight + ended)[: max(0, slots)]
 
 
 def render(rows: Sequence[Row], console: Console, *, elapsed_s: float = 0.0, note: str | None = None) -> RenderableType:
@@ -176,8 +181,9 @@ def render(rows: Sequence[Row], console: Console, *, elapsed_s: float = 0.0, not
     summary.add_column(no_wrap=True, overflow="ellipsis")
     summary.add_column(ratio=1, min_width=5)
     summary.add_column(no_wrap=True, justify="right")
-    summary.add_row(Text(counts.words()), ProgressBar(total=100, completed=counts.percent),
-                    Text(f"{counts.percent:3d} % {minutes}:{seconds:02d}"))
+    summary.add_row(
+        Text(counts.words()), ProgressBar(total=100, completed=counts.percent), Text(f"{counts.percent:3d} % {minutes}:{seconds:02d}")
+    )
     parts: list[RenderableType] = [summary]
 
     if note:
@@ -197,8 +203,9 @@ def render(rows: Sequence[Row], console: Console, *, elapsed_s: float = 0.0, not
     show_bar = width >= 60
     if show_bar:
         table.add_column(width=BAR_WIDTH, no_wrap=True)
-    table.add_column(no_wrap=True, overflow="ellipsis", min_width=len(Status.PROCESSING.value) if show_bar else None,
-                     max_width=max(10, width // 3))  # the bars stay put as the words change
+    table.add_column(
+        no_wrap=True, overflow="ellipsis", min_width=len(Status.PROCESSING.value) if show_bar else None, max_width=max(10, width // 3)
+    )  # the bars stay put as the words change
     for row in shown:
         cells: list[RenderableType] = [Text(shown_name(row))]
         if show_bar:
@@ -210,8 +217,16 @@ def render(rows: Sequence[Row], console: Console, *, elapsed_s: float = 0.0, not
     if more:
         on_screen = {id(row) for row in shown}
         left = Counts.of([row for row in rows if id(row) not in on_screen])
-        detail = ", ".join(f"{n} {word}" for n, word in ((left.done, "done"), (left.failed, "failed"),
-                                                          (left.cancelled, "cancelled"), (left.in_flight, "in flight"),
-                                                          (left.waiting, "waiting")) if n)
+        detail = ", ".join(
+            f"{n} {word}"
+            for n, word in (
+                (left.done, "done"),
+                (left.failed, "failed"),
+                (left.cancelled, "cancelled"),
+                (left.in_flight, "in flight"),
+                (left.waiting, "waiting"),
+            )
+            if n
+        )
         parts.append(Text(f"... and {more} more ({detail})", style="dim", no_wrap=True, overflow="ellipsis"))
     return Group(*parts)

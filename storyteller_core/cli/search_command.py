@@ -22,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add this command to the CLI's subcommands (imports nothing heavy: `status` must answer at once)."""
     search = sub.add_parser("search", help="search every story, key moment, person, place and tag of the library")
     search.add_argument("terms", metavar="TERMS", help="words to find (searched as words: no query syntax)")
-    search.add_argument("--json", type=Path, help='write the hits to a JSON file: [{"file_name", "video_sha256", '
-                                                  '"start_s", "kind", "snippet"}]')
+    search.add_argument(
+        "--json", type=Path, help='write the hits to a JSON file: [{"file_name", "video_sha256", "start_s", "kind", "snippet"}]'
+    )
     search.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT, help=f"at most this many hits (default {DEFAULT_LIMIT})")
     search.set_defaults(run=run)
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from storyteller_core.sanitize import plain_data, terminal_text
 
     if not words_of(args.terms):
-        _error("nothing to search for: give at least one word with a letter or a digit, e.g. search \"pricing\".")
+        _error('nothing to search for: give at least one word with a letter or a digit, e.g. search "pricing".')
         return 2
     if args.json and not _writable(args.json):
         return 2
@@ -55,8 +56,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         at = hit.time or "--:--"
         print(f"{terminal_text(hit.file_name)[:40]:<40}  {at:>8}  {hit.kind:<7}  {terminal_text(hit.snippet)}")
     if args.json:
-        args.json.write_text(json.dumps(plain_data([hit.to_json() for hit in hits]), ensure_ascii=False, indent=2),
-                             encoding="utf-8")
+        args.json.write_text(json.dumps(plain_data([hit.to_json() for hit in hits]), ensure_ascii=False, indent=2), encoding="utf-8")
         print(f"Wrote {len(hits)} hit(s) to {args.json}")
     return 0 if hits else 1
 

@@ -34,10 +34,10 @@ class AnswerStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, record TEXT NOT NULL, "
-                             "updated_at REAL NOT NULL)")
-            self._db.execute("CREATE TABLE IF NOT EXISTS checks (key TEXT NOT NULL, idx INTEGER NOT NULL, "
-                             "outcome TEXT NOT NULL, PRIMARY KEY (key, idx))")
+            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, record TEXT NOT NULL, updated_at REAL NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS checks (key TEXT NOT NULL, idx INTEGER NOT NULL, outcome TEXT NOT NULL, PRIMARY KEY (key, idx))"
+            )
             self._db.execute(f"PRAGMA user_version={SCHEMA}")
         for db_file in folder.glob("answers.db*"):  # the database, its WAL and shared memory: owner only
             db_file.chmod(0o600)
@@ -61,16 +61,18 @@ class AnswerStore:
     def put(self, key: str, record: dict[str, Any]) -> None:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         with self._lock:
-            self._db.execute("INSERT INTO answers (key, record, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
-                             "SET record = excluded.record, updated_at = excluded.updated_at", (key, text, time.time()))
+            self._db.execute(
+                "INSERT INTO answers (key, record, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE "
+                "SET record = excluded.record, updated_at = excluded.updated_at",
+                (key, text, time.time()),
+            )
 
     def put_first(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
         """Store ``record`` unless an answer to this key is stored already; the stored one. Two processes asking the
         same question at once keep one answer, so the checks (by citation index) always refer to its citations."""
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO answers (key, record, updated_at) VALUES (?, ?, ?)",
-                             (key, text, time.time()))
+            self._db.execute("INSERT OR IGNORE INTO answers (key, record, updated_at) VALUES (?, ?, ?)", (key, text, time.time()))
             row = self._db.execute("SELECT record FROM answers WHERE key = ?", (key,)).fetchone()
         return _load(row[0]) or record
 

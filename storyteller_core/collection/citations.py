@@ -67,11 +67,14 @@ class ClipCheck(BaseModel):
 
     verdict: Literal["confirmed", "corrected", "unsupported"] = Field(
         description="confirmed: the cited span shows it; corrected: the clip shows it at another time; "
-                    "unsupported: the clip does not show it")
-    corrected_start_s: float | None = Field(default=None, description="When corrected: where it starts, in seconds "
-                                            "from the start of the whole video (not of the clip)")
-    corrected_end_s: float | None = Field(default=None, description="When corrected: where it ends, in seconds from "
-                                          "the start of the whole video")
+        "unsupported: the clip does not show it"
+    )
+    corrected_start_s: float | None = Field(
+        default=None, description="When corrected: where it starts, in seconds from the start of the whole video (not of the clip)"
+    )
+    corrected_end_s: float | None = Field(
+        default=None, description="When corrected: where it ends, in seconds from the start of the whole video"
+    )
     reason: str = Field(description="One sentence: what the clip shows")
 
 
@@ -129,10 +132,17 @@ def citations_of(answer: CollectionAnswer, sources: list[Source]) -> list[Citati
     for claim in answer.claims:
         for cited in claim.citations:
             source = by_label.get(cited.video.strip().strip("[]").upper())
-            out.append(Citation(claim=claim.text.strip(), video_label=cited.video.strip()[:20],
-                                file_name=source.file_name if source else "", video_sha256=source.video_id if source else "",
-                                start_s=float(cited.start_s), end_s=float(cited.end_s),
-                                quote=one_line(cited.quote)[:MAX_QUOTE_CHARS]))
+            out.append(
+                Citation(
+                    claim=claim.text.strip(),
+                    video_label=cited.video.strip()[:20],
+                    file_name=source.file_name if source else "",
+                    video_sha256=source.video_id if source else "",
+                    start_s=float(cited.start_s),
+                    end_s=float(cited.end_s),
+                    quote=one_line(cited.quote)[:MAX_QUOTE_CHARS],
+                )
+            )
     return out
 
 
@@ -184,22 +194,44 @@ def outcome_of(raw: str, citation: Citation, clip: tuple[float, float], duration
     try:
         check = ClipCheck.model_validate(json.loads(raw))
     except (json.JSONDecodeError, ValidationError):
-        return Outcome(UNSUPPORTED, "Gemini's verdict did not match the check format, so the claim stays unproven",
-                       clip_start_s=clip[0], clip_end_s=clip[1], asked=True)
+        return Outcome(
+            UNSUPPORTED,
+            "Gemini's verdict did not match the check format, so the claim stays unproven",
+            clip_start_s=clip[0],
+            clip_end_s=clip[1],
+            asked=True,
+        )
     reason = one_line(check.reason)[:400]
     if check.verdict == CONFIRMED:
         return Outcome(CONFIRMED, reason, clip_start_s=clip[0], clip_end_s=clip[1], asked=True)
     if check.verdict == CORRECTED:
         start, end = check.corrected_start_s, check.corrected_end_s
         if start is None or end is None or end < start:
-            return Outcome(UNSUPPORTED, f"Gemini said the time was wrong but gave no usable span ({reason})",
-                           clip_start_s=clip[0], clip_end_s=clip[1], asked=True)
+            return Outcome(
+                UNSUPPORTED,
+                f"Gemini said the time was wrong but gave no usable span ({reason})",
+                clip_start_s=clip[0],
+                clip_end_s=clip[1],
+                asked=True,
+            )
         inside_clip = clip[0] - END_TOLERANCE_S <= start and end <= clip[1] + END_TOLERANCE_S
         inside_video = duration_s is None or end <= duration_s + END_TOLERANCE_S
         if not (inside_clip and inside_video):
-            return Outcome(UNSUPPORTED, f"Gemini's corrected span {start:g}-{end:g} s lies outside the clip it was shown "
-                           f"({clip[0]:g}-{clip[1]:g} s), so it is not shown as real", clip_start_s=clip[0],
-                           clip_end_s=clip[1], asked=True)
-        return Outcome(CORRECTED, reason, corrected_start_s=round(start, 3), corrected_end_s=round(end, 3),
-                       clip_start_s=clip[0], clip_end_s=clip[1], asked=True)
+            return Outcome(
+                UNSUPPORTED,
+                f"Gemini's corrected span {start:g}-{end:g} s lies outside the clip it was shown "
+                f"({clip[0]:g}-{clip[1]:g} s), so it is not shown as real",
+                clip_start_s=clip[0],
+                clip_end_s=clip[1],
+                asked=True,
+            )
+        return Outcome(
+            CORRECTED,
+            reason,
+            corrected_start_s=round(start, 3),
+            corrected_end_s=round(end, 3),
+            clip_start_s=clip[0],
+            clip_end_s=clip[1],
+            asked=True,
+        )
     return Outcome(UNSUPPORTED, reason, clip_start_s=clip[0], clip_end_s=clip[1], asked=True)

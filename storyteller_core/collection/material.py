@@ -87,8 +87,9 @@ def gather(store: Store, scope: Scope, backend: str) -> list[Source]:
         known = set(store.batch_ids())
         missing = [b for b in scope.batch_ids if b not in known]
         if missing:
-            raise ScopeError(f"no batch with the id {', '.join(missing)} in this data folder; "
-                             "`python -m storyteller_core status` lists the batches.")
+            raise ScopeError(
+                f"no batch with the id {', '.join(missing)} in this data folder; `python -m storyteller_core status` lists the batches."
+            )
         items: list[Item] = [item for b in dict.fromkeys(scope.batch_ids) for item in store.items(b)]
     else:
         items = store.items()
@@ -114,12 +115,24 @@ def _best_analysis(analyses: list[Analysis], backend: str) -> Analysis | None:
 
 def _source(label: str, video: Video, analysis: Analysis) -> Source:
     data = analysis.structured or {}
-    moments = [(float(m["seconds"]), str(m.get("description") or "")) for m in data.get("key_moments") or []
-               if isinstance(m, dict) and isinstance(m.get("seconds"), (int, float))]
-    return Source(label=label, video_id=video.sha256 or video.id, file_name=video.display_name, duration_s=video.duration_s,
-                  analysis_id=analysis.id, title=data.get("title"), story=str(data.get("story") or analysis.story or ""),
-                  moments=moments, people=[str(p) for p in data.get("people") or []],
-                  places=[str(p) for p in data.get("places") or []], tags=[str(t) for t in data.get("tags") or []])
+    moments = [
+        (float(m["seconds"]), str(m.get("description") or ""))
+        for m in data.get("key_moments") or []
+        if isinstance(m, dict) and isinstance(m.get("seconds"), (int, float))
+    ]
+    return Source(
+        label=label,
+        video_id=video.sha256 or video.id,
+        file_name=video.display_name,
+        duration_s=video.duration_s,
+        analysis_id=analysis.id,
+        title=data.get("title"),
+        story=str(data.get("story") or analysis.story or ""),
+        moments=moments,
+        people=[str(p) for p in data.get("people") or []],
+        places=[str(p) for p in data.get("places") or []],
+        tags=[str(t) for t in data.get("tags") or []],
+    )
 
 
 def fingerprint(sources: list[Source]) -> str:

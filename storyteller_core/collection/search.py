@@ -71,8 +71,7 @@ _LAYOUT = (
     "CREATE INDEX IF NOT EXISTS doc_by_owner ON doc(owner)",
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, content='doc', content_rowid='id',"
     " tokenize='porter unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS doc_added AFTER INSERT ON doc BEGIN"
-    " INSERT INTO fts(rowid, body) VALUES (new.id, new.body); END",
+    "CREATE TRIGGER IF NOT EXISTS doc_added AFTER INSERT ON doc BEGIN INSERT INTO fts(rowid, body) VALUES (new.id, new.body); END",
     "CREATE TRIGGER IF NOT EXISTS doc_removed AFTER DELETE ON doc BEGIN"
     " INSERT INTO fts(fts, rowid, body) VALUES ('delete', old.id, old.body); END",
 )
@@ -91,8 +90,13 @@ class Hit:
 
     def to_json(self) -> dict[str, Any]:
         """What `search --json` writes for a hit."""
-        return {"file_name": self.file_name, "video_sha256": self.video_sha256, "start_s": self.start_s,
-                "kind": self.kind, "snippet": self.snippet}
+        return {
+            "file_name": self.file_name,
+            "video_sha256": self.video_sha256,
+            "start_s": self.start_s,
+            "kind": self.kind,
+            "snippet": self.snippet,
+        }
 
     @property
     def time(self) -> str:
@@ -203,8 +207,9 @@ class SearchIndex:
             gone = [item_id for item_id in done.union(held) if item_id not in listed]
             for chunk in _chunks(gone):
                 marks = ",".join("?" * len(chunk))
-                touched.update(a for (a,) in db.execute(
-                    f"SELECT analysis_id FROM items WHERE item_id IN ({marks}) AND analysis_id IS NOT NULL", chunk))
+                touched.update(
+                    a for (a,) in db.execute(f"SELECT analysis_id FROM items WHERE item_id IN ({marks}) AND analysis_id IS NOT NULL", chunk)
+                )
                 db.execute(f"DELETE FROM items WHERE item_id IN ({marks})", chunk)
             # a done row shows the same COMPLETED answer for good: only new rows and unfinished ones are read
             items = store.many(Item, ids if full else [i for i in ids if i not in done])
@@ -227,22 +232,26 @@ class SearchIndex:
                     "INSERT INTO items(item_id, fingerprint, analysis_id, ready, name, seq) VALUES (?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(item_id) DO UPDATE SET fingerprint = excluded.fingerprint, "
                     "analysis_id = excluded.analysis_id, ready = excluded.ready, name = excluded.name",
-                    (item.id, fingerprint, item.analysis_id if ready else None, ready, item.display_name, seq))
+                    (item.id, fingerprint, item.analysis_id if ready else None, ready, item.display_name, seq),
+                )
                 seq += 1
             added, removed = self._reconcile_owners(db, store, touched, analyses)
-        return SyncReport(rows=len(ids), rows_read=len(items), rows_changed=changed + len(gone), added=added,
-                          removed=removed, seconds=time.perf_counter() - started)
+        return SyncReport(
+            rows=len(ids),
+            rows_read=len(items),
+            rows_changed=changed + len(gone),
+            added=added,
+            removed=removed,
+            seconds=time.perf_counter() - started,
+        )
 
-    def _reconcile_owners(self, db: sqlite3.Connection, store: Store, analysis_ids: set[str],
-                          read: dict[str, Analysis]) -> tuple[int, int]:
+    def _reconcile_owners(self, db: sqlite3.Connection, store: Store, analysis_ids: set[str], read: dict[str, Analysis]) -> tuple[int, int]:
         """Index the analyses some ready row shows and that are not indexed yet; drop those no row shows any more."""
         added = removed = 0
         missing: list[str] = []
         for analysis_id in sorted(analysis_ids):
-            shown = db.execute("SELECT name FROM items WHERE analysis_id = ? ORDER BY seq LIMIT 1",
-                               (analysis_id,)).fetchone()
-            indexed = db.execute("SELECT fingerprint FROM owners WHERE owner = ? AND origin = 'store'",
-                                 (analysis_id,)).fetchone()
+            shown = db.execute("SELECT name FROM items WHERE analysis_id = ? ORDER BY seq LIMIT 1", (analysis_id,)).fetchone()
+            indexed = db.execute("SELECT fingerprint FROM owners WHERE owner = ? AND origin = 'store'", (analysis_id,)).fetchone()
             if shown is None:
                 if indexed is not None:
                     self._drop_owner(db, analysis_id)
@@ -256,8 +265,7 @@ class SearchIndex:
             analysis = read.get(analysis_id)
             if analysis is None or analysis.state is not AnalysisState.COMPLETED:
                 continue
-            shown = db.execute("SELECT name FROM items WHERE analysis_id = ? ORDER BY seq LIMIT 1",
-                               (analysis_id,)).fetchone()
+            shown = db.execute("SELECT name FROM items WHERE analysis_id = ? ORDER BY seq LIMIT 1", (analysis_id,)).fetchone()
             if shown is None:
                 continue
             fingerprint = _answer_fingerprint(analysis)
@@ -279,8 +287,9 @@ class SearchIndex:
         return self.sync(store)
 
     # -- other documents (collection answers) -----------------------------------------------------
-    def index_document(self, doc_id: str, documents: Iterable[Document], *, video_sha256: str = "", file_name: str = "",
-                       kind: str = "answer") -> None:
+    def index_document(
+        self, doc_id: str, documents: Iterable[Document], *, video_sha256: str = "", file_name: str = "", kind: str = "answer"
+    ) -> None:
         """Index (or replace) the text of ``doc_id``: e.g. a collection answer and its citations, each with the
         video and the time it points at. It stays until ``remove_document``; the store's sync never touches it."""
         with self._write() as db:
@@ -294,8 +303,12 @@ class SearchIndex:
             raise ValueError("give the documents' id prefix (e.g. 'ask:'), so other documents are left alone")
         added = removed = 0
         with self._write() as db:
-            held = [owner for (owner,) in db.execute(
-                "SELECT owner FROM owners WHERE origin = 'doc' AND substr(owner, 1, ?) = ?", (len(prefix), prefix))]
+            held = [
+                owner
+                for (owner,) in db.execute(
+                    "SELECT owner FROM owners WHERE origin = 'doc' AND substr(owner, 1, ?) = ?", (len(prefix), prefix)
+                )
+            ]
             for owner in held:
                 if owner not in documents:
                     self._drop_owner(db, owner)
@@ -306,8 +319,9 @@ class SearchIndex:
                 added += self._put_document(db, doc_id, list(docs), "", "", "answer")
         return added, removed
 
-    def _put_document(self, db: sqlite3.Connection, doc_id: str, documents: list[Document], video_sha256: str,
-                      file_name: str, kind: str) -> bool:
+    def _put_document(
+        self, db: sqlite3.Connection, doc_id: str, documents: list[Document], video_sha256: str, file_name: str, kind: str
+    ) -> bool:
         docs = [d if d.kind else Document(kind, d.body, d.start_s, d.video_sha256, d.file_name) for d in documents]
         fingerprint = json.dumps([asdict(d) for d in docs] + [video_sha256, file_name], ensure_ascii=False, sort_keys=True)
         held = db.execute("SELECT fingerprint, origin FROM owners WHERE owner = ?", (doc_id,)).fetchone()
@@ -330,12 +344,17 @@ class SearchIndex:
             return True
 
     @staticmethod
-    def _add_owner(db: sqlite3.Connection, owner: str, origin: str, video_sha256: str, file_name: str,
-                   fingerprint: str, documents: Iterable[Document]) -> None:
-        db.execute("INSERT INTO owners(owner, origin, video_sha256, file_name, fingerprint) VALUES (?, ?, ?, ?, ?)",
-                   (owner, origin, video_sha256, file_name, fingerprint))
-        db.executemany("INSERT INTO doc(owner, kind, start_s, body, video_sha256, file_name) VALUES (?, ?, ?, ?, ?, ?)",
-                       [(owner, d.kind, d.start_s, d.body, d.video_sha256, d.file_name) for d in documents if d.body.strip()])
+    def _add_owner(
+        db: sqlite3.Connection, owner: str, origin: str, video_sha256: str, file_name: str, fingerprint: str, documents: Iterable[Document]
+    ) -> None:
+        db.execute(
+            "INSERT INTO owners(owner, origin, video_sha256, file_name, fingerprint) VALUES (?, ?, ?, ?, ?)",
+            (owner, origin, video_sha256, file_name, fingerprint),
+        )
+        db.executemany(
+            "INSERT INTO doc(owner, kind, start_s, body, video_sha256, file_name) VALUES (?, ?, ?, ?, ?, ?)",
+            [(owner, d.kind, d.start_s, d.body, d.video_sha256, d.file_name) for d in documents if d.body.strip()],
+        )
 
     @staticmethod
     def _drop_owner(db: sqlite3.Connection, owner: str) -> None:
@@ -359,8 +378,10 @@ class SearchIndex:
         """Ranked in two steps: the best ``limit`` text ids by bm25 (the cost grows with the matches), then the snippet
         and video of those only (a snippet for every match would cost as much again)."""
         if kinds:
-            ranked_sql = ("SELECT fts.rowid, bm25(fts) AS score FROM fts JOIN doc ON doc.id = fts.rowid "
-                          f"WHERE fts MATCH ? AND doc.kind IN ({','.join('?' * len(kinds))}) ORDER BY score LIMIT ?")
+            ranked_sql = (
+                "SELECT fts.rowid, bm25(fts) AS score FROM fts JOIN doc ON doc.id = fts.rowid "
+                f"WHERE fts MATCH ? AND doc.kind IN ({','.join('?' * len(kinds))}) ORDER BY score LIMIT ?"
+            )
         else:
             ranked_sql = "SELECT rowid, bm25(fts) AS score FROM fts WHERE fts MATCH ? ORDER BY score LIMIT ?"
         with self._lock:
@@ -369,35 +390,52 @@ class SearchIndex:
                 return []
             marks = ",".join("?" * len(ranked))
             ids = [rowid for rowid, _ in ranked]
-            snippets = dict(self._db.execute(
-                f"SELECT rowid, snippet(fts, 0, ?, ?, '…', {SNIPPET_TOKENS}) FROM fts WHERE fts MATCH ? AND rowid IN ({marks})",
-                (SNIPPET_OPEN, SNIPPET_CLOSE, query, *ids)).fetchall())
-            about = {row[0]: row[1:] for row in self._db.execute(
-                "SELECT doc.id, COALESCE(doc.file_name, owners.file_name), COALESCE(doc.video_sha256, owners.video_sha256), "
-                f"doc.start_s, doc.kind, doc.owner FROM doc JOIN owners ON owners.owner = doc.owner WHERE doc.id IN ({marks})",
-                ids).fetchall()}
+            snippets = dict(
+                self._db.execute(
+                    f"SELECT rowid, snippet(fts, 0, ?, ?, '…', {SNIPPET_TOKENS}) FROM fts WHERE fts MATCH ? AND rowid IN ({marks})",
+                    (SNIPPET_OPEN, SNIPPET_CLOSE, query, *ids),
+                ).fetchall()
+            )
+            about = {
+                row[0]: row[1:]
+                for row in self._db.execute(
+                    "SELECT doc.id, COALESCE(doc.file_name, owners.file_name), COALESCE(doc.video_sha256, owners.video_sha256), "
+                    f"doc.start_s, doc.kind, doc.owner FROM doc JOIN owners ON owners.owner = doc.owner WHERE doc.id IN ({marks})",
+                    ids,
+                ).fetchall()
+            }
         hits = []
         for rowid, score in ranked:
             if rowid not in about:
                 continue
             name, sha, start, kind, owner = about[rowid]
-            hits.append(Hit(file_name=name, video_sha256=sha, start_s=start, kind=kind,
-                            snippet=" ".join(str(snippets.get(rowid, "")).split()), owner=owner, score=float(score),
-                            match=match))
+            hits.append(
+                Hit(
+                    file_name=name,
+                    video_sha256=sha,
+                    start_s=start,
+                    kind=kind,
+                    snippet=" ".join(str(snippets.get(rowid, "")).split()),
+                    owner=owner,
+                    score=float(score),
+                    match=match,
+                )
+            )
         return hits
 
     def counts(self) -> dict[str, int]:
         """How much is indexed: rows seen, analyses and documents, text rows."""
         with self._lock:
             db = self._db
-            return {"rows": db.execute("SELECT COUNT(*) FROM items").fetchone()[0],
-                    "analyses": db.execute("SELECT COUNT(*) FROM owners WHERE origin = 'store'").fetchone()[0],
-                    "documents": db.execute("SELECT COUNT(*) FROM owners WHERE origin = 'doc'").fetchone()[0],
-                    "texts": db.execute("SELECT COUNT(*) FROM doc").fetchone()[0]}
+            return {
+                "rows": db.execute("SELECT COUNT(*) FROM items").fetchone()[0],
+                "analyses": db.execute("SELECT COUNT(*) FROM owners WHERE origin = 'store'").fetchone()[0],
+                "documents": db.execute("SELECT COUNT(*) FROM owners WHERE origin = 'doc'").fetchone()[0],
+                "texts": db.execute("SELECT COUNT(*) FROM doc").fetchone()[0],
+            }
 
 
-def search_library(store: Store, data_dir: Path, terms: str, *, limit: int = 20,
-                   kinds: Iterable[str] | None = None) -> list[Hit]:
+def search_library(store: Store, data_dir: Path, terms: str, *, limit: int = 20, kinds: Iterable[str] | None = None) -> list[Hit]:
     """Bring the data dir's index in step (``sync_all``), then search it (what the CLI and the page call)."""
     with SearchIndex.of(data_dir) as index:
         sync_all(index, store, data_dir)
@@ -456,4 +494,4 @@ def _answer_fingerprint(analysis: Analysis) -> str:
 
 def _chunks(values: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(values), _CHUNK):
-        yield values[start:start + _CHUNK]
+        yield values[start : start + _CHUNK]

@@ -45,7 +45,14 @@ def documents_of_answer(record: dict[str, Any], checks: dict[int, dict[str, Any]
             body = str(claim.get("text") or "")
             if cited.get("quote"):
                 body += f"\n{cited['quote']}"
-            docs.append(Document("answer", body, float(start) if start is not None else None,
-                                 video_sha256=str(cited.get("video_sha256") or ""), file_name=str(cited.get("file_name") or "")))
+            docs.append(
+                Document(
+                    "answer",
+                    body,
+                    float(start) if start is not None else None,
+                    video_sha256=str(cited.get("video_sha256") or ""),
+                    file_name=str(cited.get("file_name") or ""),
+                )
+            )
             break
     return docs

@@ -39,9 +39,21 @@ if TYPE_CHECKING:
     from storyteller_core.commands import Commands
 
 TYPES = ("text", "number", "yes/no", "span", "list")
-_TYPE_ALIASES = {"yes/no": "yes/no", "yesno": "yes/no", "yes-no": "yes/no", "bool": "yes/no", "boolean": "yes/no",
-                 "text": "text", "string": "text", "number": "number", "num": "number", "span": "span",
-                 "time span": "span", "timespan": "span", "list": "list"}
+_TYPE_ALIASES = {
+    "yes/no": "yes/no",
+    "yesno": "yes/no",
+    "yes-no": "yes/no",
+    "bool": "yes/no",
+    "boolean": "yes/no",
+    "text": "text",
+    "string": "text",
+    "number": "number",
+    "num": "number",
+    "span": "span",
+    "time span": "span",
+    "timespan": "span",
+    "list": "list",
+}
 RESERVED = frozenset({"file_name", "video_sha256", "status"})
 MAX_FIELDS = 30
 MAX_NAME = 60
@@ -102,7 +114,7 @@ def fields_of(fields: Iterable[Field]) -> list[Field]:
         names.add(name.lower())
         out.append(Field(name=name, type=kind, instruction=" ".join(f.instruction.split()), key=key))
     if not out:
-        raise ValueError("give at least one field, e.g. --field \"mentions price:yes/no\"")
+        raise ValueError('give at least one field, e.g. --field "mentions price:yes/no"')
     if len(out) > MAX_FIELDS:
         raise ValueError(f"at most {MAX_FIELDS} fields in one table (got {len(out)})")
     return out
@@ -123,17 +135,25 @@ def schema_of(fields: list[Field]) -> dict[str, Any]:
             node = {"type": "array", "items": {"type": "string"}}
         else:
             moment = {"type": "string", "description": "MM:SS (or H:MM:SS) from the start of the video"}
-            node = {"anyOf": [{"type": "object", "properties": {"start_time": moment, "end_time": moment},
-                               "required": ["start_time", "end_time"]}, {"type": "null"}]}
+            node = {
+                "anyOf": [
+                    {"type": "object", "properties": {"start_time": moment, "end_time": moment}, "required": ["start_time", "end_time"]},
+                    {"type": "null"},
+                ]
+            }
         properties[f.key] = {**node, **about}
     return {"type": "object", "properties": properties, "required": [f.key for f in fields]}
 
 
 def prompt_of(fields: list[Field]) -> str:
     """What Gemini is asked of each video: fill in every field from what the video shows and says."""
-    lines = ["Watch this video and fill in one answer for each field below, from what the video shows and says. "
-             "Answer with JSON that matches the schema: one key per field. Do not guess: when the video does not "
-             "show something, give the empty answer its type allows.", "", "Fields:"]
+    lines = [
+        "Watch this video and fill in one answer for each field below, from what the video shows and says. "
+        "Answer with JSON that matches the schema: one key per field. Do not guess: when the video does not "
+        "show something, give the empty answer its type allows.",
+        "",
+        "Fields:",
+    ]
     for f in fields:
         lines.append(f"- {f.key} ({f.name!r}, {f.type}: {_TYPE_WORDS[f.type]})" + (f": {f.instruction}" if f.instruction else ""))
     return "\n".join(lines)
@@ -179,19 +199,25 @@ def ask_table(commands: Commands, batch_id: str, fields: list[Field], model: str
     analyses = store.by_id(Analysis, [_key_of(ask, row.video_id or "", settings.backend) for row in rows])
     wanted = [row for row in rows if _needs_asking(analyses.get(_key_of(ask, row.video_id or "", settings.backend)))]
     videos = store.by_id(Video, [row.video_id or "" for row in wanted])
-    estimate = None if settings.demo else sum(
-        estimate_cost(model, videos[row.video_id].duration_s if row.video_id in videos else None, ask.prompt, ask.options,
-                      tier) or 0.0 for row in wanted)
+    estimate = (
+        None
+        if settings.demo
+        else sum(
+            estimate_cost(model, videos[row.video_id].duration_s if row.video_id in videos else None, ask.prompt, ask.options, tier) or 0.0
+            for row in wanted
+        )
+    )
     in_flight = [a for a in analyses.values() if not a.state.terminal and not _needs_asking(a)]
     follow = [items[0].id for items in (store.items_of(a.id) for a in in_flight) if items]  # asked by an earlier run
     if not wanted:
         return Asked(follow, None, len(rows), len(rows), estimate)
     source = store.get(Batch, batch_id)
-    made = commands.analyze_again([row.id for row in wanted], ask,
-                                  batch_name=f"Table ({', '.join(f.name for f in fields)[:60]}): "
-                                             f"{source.name if source else batch_id}")
-    return Asked([i.id for i in made] + follow, made[0].batch_id if made else None, len(rows), len(rows) - len(wanted),
-                 estimate)
+    made = commands.analyze_again(
+        [row.id for row in wanted],
+        ask,
+        batch_name=f"Table ({', '.join(f.name for f in fields)[:60]}): {source.name if source else batch_id}",
+    )
+    return Asked([i.id for i in made] + follow, made[0].batch_id if made else None, len(rows), len(rows) - len(wanted), estimate)
 
 
 def _key_of(ask: Any, video_id: str, backend: str) -> str:
@@ -302,21 +328,22 @@ class Table:
             present = [v for v in values if v is not None and v != [] and v != ""]
             summary: dict[str, Any] = {"type": f.type, "rows": len(answered), "count": len(present)}
             if f.type == "number":
-                summary.update(mean=sum(present) / len(present) if present else None, min=min(present, default=None),
-                               max=max(present, default=None))
+                summary.update(
+                    mean=sum(present) / len(present) if present else None, min=min(present, default=None), max=max(present, default=None)
+                )
             elif f.type == "yes/no":
                 yes = sum(bool(v) for v in present)
                 summary.update(yes=yes, no=len(present) - yes, share_yes=yes / len(present) if present else None)
             elif f.type == "list":
                 items = Counter(item for v in present for item in v)
-                summary.update(mean_items=sum(len(v) for v in present) / len(present) if present else None,
-                               top=items.most_common(5))
+                summary.update(mean_items=sum(len(v) for v in present) / len(present) if present else None, top=items.most_common(5))
             elif f.type == "text":
                 summary.update(distinct=len(set(present)), top=Counter(present).most_common(3))
             else:
-                summary.update(left_out=sum(p.startswith(f"{f.name}: outside the video") for row in answered
-                                            for p in row.problems),
-                               checks=dict(Counter(v.check for v in present)))
+                summary.update(
+                    left_out=sum(p.startswith(f"{f.name}: outside the video") for row in answered for p in row.problems),
+                    checks=dict(Counter(v.check for v in present)),
+                )
             out[f.name] = summary
         return out
 
@@ -339,20 +366,27 @@ class Table:
             record: dict[str, Any] = {"file_name": row.file_name, "video_sha256": row.video_sha256, "status": row.status}
             for f in self.fields:
                 value = row.values.get(f.name)
-                record[f.name] = ({"start_s": value.start_s, "end_s": value.end_s, "text": value.text,
-                                   "check": value.check} if isinstance(value, Span) else value)
+                record[f.name] = (
+                    {"start_s": value.start_s, "end_s": value.end_s, "text": value.text, "check": value.check}
+                    if isinstance(value, Span)
+                    else value
+                )
             record["problems"] = row.problems
             record["cost_usd"] = row.cost_usd
             record["reused"] = row.reused
             rows.append(record)
-        document = {"fields": [{"name": f.name, "type": f.type, "instruction": f.instruction, "key": f.key}
-                               for f in self.fields],
-                    "rows": rows, "summaries": self.summaries(), "cost_usd": self.cost_usd}
+        document = {
+            "fields": [{"name": f.name, "type": f.type, "instruction": f.instruction, "key": f.key} for f in self.fields],
+            "rows": rows,
+            "summaries": self.summaries(),
+            "cost_usd": self.cost_usd,
+        }
         return json.dumps(plain_data(document), ensure_ascii=False, indent=2).encode("utf-8")
 
 
-def build_table(store: Store, batch_id: str, fields: list[Field], model: str, backend: str, *,
-                check_span: SpanChecker | None = None) -> Table:
+def build_table(
+    store: Store, batch_id: str, fields: list[Field], model: str, backend: str, *, check_span: SpanChecker | None = None
+) -> Table:
     """The table of a batch as it stands: one row per video, its typed values from the table's analysis of it."""
     ask = table_ask(fields, model)
     rows = source_rows(store, batch_id)
@@ -364,8 +398,9 @@ def build_table(store: Store, batch_id: str, fields: list[Field], model: str, ba
     for item in rows:
         analysis = analyses.get(keys[item.id])
         video = videos.get(item.video_id or "")
-        row = TableRow(file_name=item.display_name, video_sha256=video.sha256 if video else item.video_id or "",
-                       status=_status_of(analysis))
+        row = TableRow(
+            file_name=item.display_name, video_sha256=video.sha256 if video else item.video_id or "", status=_status_of(analysis)
+        )
         if analysis is not None and analysis.cost_usd is not None:
             row.cost_usd = analysis.cost_usd
             costs[analysis.id] = analysis.cost_usd
@@ -454,8 +489,10 @@ def _checked(check: SpanChecker, row: TableRow, f: Field, span: Span, duration_s
         verdict = check(SpanClaim(row.video_sha256, row.file_name, f, span.start_s, span.end_s))
     except Exception as exc:  # Gemini could not be asked, or the footage is gone: the span stays unchecked, said so
         log.warning("a span could not be checked", extra={"field": f.name, "error": type(exc).__name__})
-        row.problems.append(f"{f.name}: not checked ({getattr(exc, 'message', None) or type(exc).__name__}); "
-                            "run the table again with --check-spans to check it")
+        row.problems.append(
+            f"{f.name}: not checked ({getattr(exc, 'message', None) or type(exc).__name__}); "
+            "run the table again with --check-spans to check it"
+        )
         return Span(span.start_s, span.end_s, "unchecked")
     if verdict.status == "confirmed":
         return Span(span.start_s, span.end_s, "confirmed")

@@ -70,14 +70,21 @@ def entries(rows: Iterable[Row]) -> Iterator[Entry]:
         if story is None:
             continue
         source = row.item.source_path
-        placeholder = ("Frame not available: the video is a link, not a local file." if source and "://" in source
-                       else "Frame not available: the source file is gone.")
+        placeholder = (
+            "Frame not available: the video is a link, not a local file."
+            if source and "://" in source
+            else "Frame not available: the source file is gone."
+        )
         yield Entry(
-            name=clean(row.name), title=clean(story.title or row.name),
+            name=clean(row.name),
+            title=clean(story.title or row.name),
             paragraphs=[clean(p.strip()) for p in story.text.split("\n\n") if p.strip()],
             moments=[Moment(m.seconds, clean(m.description)) for m in story.moments],
-            people=[clean(p) for p in story.people], places=[clean(p) for p in story.places],
-            tags=[clean(t) for t in story.tags], source=source, placeholder=placeholder,
+            people=[clean(p) for p in story.people],
+            places=[clean(p) for p in story.places],
+            tags=[clean(t) for t in story.tags],
+            source=source,
+            placeholder=placeholder,
         )
 
 

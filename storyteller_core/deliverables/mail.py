@@ -107,8 +107,7 @@ def save(data_dir: Path, url: str | None, recipient: str | None, include_stories
         values = _read(data_dir)
         if url:
             parse(url, recipient or "", include_stories)
-            values.update(smtp_url=url.strip(), recipient=(recipient or "").strip(), include_stories=include_stories,
-                          saved_at=time.time())
+            values.update(smtp_url=url.strip(), recipient=(recipient or "").strip(), include_stories=include_stories, saved_at=time.time())
         else:
             for key in ("smtp_url", "recipient", "include_stories", "saved_at"):
                 values.pop(key, None)
@@ -156,15 +155,18 @@ def _log_once(data_dir: Path, key: str, event: str, reason: str) -> None:
 
 
 # -- the message ------------------------------------------------------------------------------------
-def message(report: BatchReport, rows: list[Row], sender: str, recipient: str, *, cost_usd: float | None,
-            include_stories: bool = False) -> EmailMessage:
+def message(
+    report: BatchReport, rows: list[Row], sender: str, recipient: str, *, cost_usd: float | None, include_stories: bool = False
+) -> EmailMessage:
     """Plain text only: names and errors are untrusted and stay text."""
     mail = EmailMessage()
     name = " ".join(scrub(report.name).split())[:120]
-    mail["Subject"] = f"Video Storyteller: batch \"{name}\" finished ({summary(report)})"
+    mail["Subject"] = f'Video Storyteller: batch "{name}" finished ({summary(report)})'
     mail["From"], mail["To"] = sender, recipient
-    lines = [f"Batch \"{name}\" finished: {summary(report)}.",
-             f"Cost: ${cost_usd:.4f}" if cost_usd is not None else "Cost: not priced (demo mode or unknown prices)."]
+    lines = [
+        f'Batch "{name}" finished: {summary(report)}.',
+        f"Cost: ${cost_usd:.4f}" if cost_usd is not None else "Cost: not priced (demo mode or unknown prices).",
+    ]
     link = clean_link(report.link)
     if link:
         lines.append(f"Open it: {link}")
@@ -184,8 +186,9 @@ def message(report: BatchReport, rows: list[Row], sender: str, recipient: str, *
 def deliver(t: Target, mail: EmailMessage, *, timeout: float = 15.0) -> None:
     """Send one message; OSError/smtplib.SMTPException on failure (their text never holds the password)."""
     context = ssl.create_default_context()
-    smtp: smtplib.SMTP = (smtplib.SMTP_SSL(t.host, t.port, timeout=timeout, context=context) if t.tls
-                          else smtplib.SMTP(t.host, t.port, timeout=timeout))
+    smtp: smtplib.SMTP = (
+        smtplib.SMTP_SSL(t.host, t.port, timeout=timeout, context=context) if t.tls else smtplib.SMTP(t.host, t.port, timeout=timeout)
+    )
     with smtp:
         if not t.tls:
             smtp.ehlo()
@@ -229,8 +232,7 @@ def claim(data_dir: Path, batch_id: str, completion: str) -> bool:
 def completion_of(batch_id: str, rows: list[Row]) -> str:
     """Names one completion of a batch, the same string the board's notify.completion_id gives."""
     t = totals(rows)
-    last = t.last_finished if t.last_finished is not None else max(
-        (row.finished_at or row.item.created_at for row in rows), default=0.0)
+    last = t.last_finished if t.last_finished is not None else max((row.finished_at or row.item.created_at for row in rows), default=0.0)
     return f"{batch_id}-{int(last)}-{t.done}-{t.failed}-{t.cancelled}"
 
 
@@ -246,8 +248,16 @@ def since(data_dir: Path) -> float:
     return float(values.get(key) or 0.0)
 
 
-def mail_once(data_dir: Path, report: BatchReport, rows: list[Row] | Callable[[], list[Row]], completion: str, *, demo: bool,
-              finished_at: float | None = None, background: bool = True) -> bool:
+def mail_once(
+    data_dir: Path,
+    report: BatchReport,
+    rows: list[Row] | Callable[[], list[Row]],
+    completion: str,
+    *,
+    demo: bool,
+    finished_at: float | None = None,
+    background: bool = True,
+) -> bool:
     """Send this batch's e-mail unless sent already, or set up, or in demo mode; True if this call sends it.
 
     ``rows`` is the batch's rows or a function that reads them. The claim is per batch and completion, like

@@ -37,8 +37,10 @@ def spans(moments: list[Moment], end_s: float | None) -> list[tuple[float, float
 def to_srt(moments: list[Moment], end_s: float | None) -> str:
     import srt
 
-    subs = [srt.Subtitle(index=n + 1, start=timedelta(seconds=a), end=timedelta(seconds=b), content=text)
-            for n, (a, b, text) in enumerate(spans(moments, end_s))]
+    subs = [
+        srt.Subtitle(index=n + 1, start=timedelta(seconds=a), end=timedelta(seconds=b), content=text)
+        for n, (a, b, text) in enumerate(spans(moments, end_s))
+    ]
     return str(srt.compose(subs, reindex=False))
 
 

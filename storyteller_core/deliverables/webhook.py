@@ -187,7 +187,7 @@ def clean_link(link: str | None) -> str | None:
 
 
 def summary(report: BatchReport) -> str:
-    """"9 done, 1 failed of 10" in words."""
+    """ "9 done, 1 failed of 10" in words."""
     parts = [f"{report.done} done"]
     if report.failed:
         parts.append(f"{report.failed} failed")
@@ -199,14 +199,19 @@ def summary(report: BatchReport) -> str:
 def payload(report: BatchReport) -> dict[str, Any]:
     """A body Slack and Teams incoming webhooks both show (``text``), plus the figures for other receivers."""
     link = clean_link(report.link)
-    text = f"Video Storyteller: batch \"{_slack_text(report.name)}\" finished: {summary(report)}."
+    text = f'Video Storyteller: batch "{_slack_text(report.name)}" finished: {summary(report)}.'
     if link:
         text += f" Open it: {link}"
     return {
         "text": text,
         "batch": {
-            "id": report.batch_id, "name": scrub(report.name), "total": report.total, "done": report.done,
-            "failed": report.failed, "cancelled": report.cancelled, "link": link,
+            "id": report.batch_id,
+            "name": scrub(report.name),
+            "total": report.total,
+            "done": report.done,
+            "failed": report.failed,
+            "cancelled": report.cancelled,
+            "link": link,
         },
     }
 
@@ -215,8 +220,9 @@ def payload(report: BatchReport) -> dict[str, Any]:
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect is answered as the failure it is: a 302 once sent our POST on as a GET to another host."""
 
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> urllib.request.Request | None:
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
         return None
 
 
@@ -226,7 +232,9 @@ _opener = urllib.request.build_opener(_NoRedirects)
 def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> int:
     """One POST; the status on 2xx, WebhookError otherwise."""
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "video-storyteller"},
     )
     host = urllib.parse.urlsplit(url).hostname
@@ -235,16 +243,16 @@ def post(url: str, body: dict[str, Any], *, timeout: float = 10.0) -> int:
             return int(answer.status)
     except urllib.error.HTTPError as exc:
         if 300 <= exc.code < 400:
-            raise WebhookError(f"{host} answered HTTP {exc.code} (a redirect, not followed: save the webhook's final "
-                               "URL in Settings)", transient=False) from None
+            raise WebhookError(
+                f"{host} answered HTTP {exc.code} (a redirect, not followed: save the webhook's final URL in Settings)", transient=False
+            ) from None
         raise WebhookError(f"{host} answered HTTP {exc.code}", transient=exc.code in RETRY_STATUSES) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise WebhookError(f"could not reach {host} ({reason})", transient=True) from None
 
 
-def send(url: str, body: dict[str, Any], *, attempts: int = 4, wait: tenacity.wait.wait_base | None = None,
-         timeout: float = 10.0) -> int:
+def send(url: str, body: dict[str, Any], *, attempts: int = 4, wait: tenacity.wait.wait_base | None = None, timeout: float = 10.0) -> int:
     """POST ``body``, retrying transient failures; the final status, or the last WebhookError."""
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts),
@@ -285,8 +293,15 @@ def claim(data_dir: Path, batch_id: str, completion: str, *, marker_dir: str = M
     return True
 
 
-def fire_once(data_dir: Path, report: BatchReport, completion: str, *, finished_at: float,
-              start: Callable[[Callable[[], Any]], Any] | None = None, **kwargs: Any) -> bool:
+def fire_once(
+    data_dir: Path,
+    report: BatchReport,
+    completion: str,
+    *,
+    finished_at: float,
+    start: Callable[[Callable[[], Any]], Any] | None = None,
+    **kwargs: Any,
+) -> bool:
     """Send the report for this completion unless it was sent already; True if this call sends it.
 
     Nothing is sent with no URL, or for a completion that happened before the URL

@@ -33,8 +33,12 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     config = EmulatorConfig(
-        processing_delay_s=args.processing_delay, analysis_delay_s=args.analysis_delay, stream_chunk_delay_s=args.stream_chunk_delay,
-        youtube_duration_s=args.youtube_duration, batch_pending_s=args.batch_delay / 5, batch_running_s=args.batch_delay * 4 / 5,
+        processing_delay_s=args.processing_delay,
+        analysis_delay_s=args.analysis_delay,
+        stream_chunk_delay_s=args.stream_chunk_delay,
+        youtube_duration_s=args.youtube_duration,
+        batch_pending_s=args.batch_delay / 5,
+        batch_running_s=args.batch_delay * 4 / 5,
     )
     emulator = Emulator(config, port=args.port, storage_root=args.storage_root).start()
     try:

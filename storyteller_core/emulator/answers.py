@@ -61,8 +61,12 @@ def model_entries(emu: Emulator) -> list[dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
     for n in names:
         entries[n] = {
-            "name": f"models/{n}", "version": "001", "displayName": MODELS[n].label if n in MODELS else n,
-            "description": "Emulated by the local Gemini emulator.", "inputTokenLimit": 1_048_576, "outputTokenLimit": 65_536,
+            "name": f"models/{n}",
+            "version": "001",
+            "displayName": MODELS[n].label if n in MODELS else n,
+            "description": "Emulated by the local Gemini emulator.",
+            "inputTokenLimit": 1_048_576,
+            "outputTokenLimit": 65_536,
             "supportedGenerationMethods": list(METHODS),
         }
     for extra in emu.config.extra_models:
@@ -81,11 +85,18 @@ def check_model(emu: Emulator, model: str, method: str) -> None:
     verb = "generateContent" if method == "streamGenerateContent" else method  # models.list names no stream method
     short = model.removeprefix("models/")
     if entry is None and short in emu.config.retired:  # what Gemini answers for a retired model (2.5 since 2026-12)
-        raise ApiError(404, "NOT_FOUND", f"This model models/{short} is no longer available to new users. "
-                       f"Please update your code to use {emu.config.retired[short]}.")
+        raise ApiError(
+            404,
+            "NOT_FOUND",
+            f"This model models/{short} is no longer available to new users. Please update your code to use {emu.config.retired[short]}.",
+        )
     if entry is None or verb not in entry.get("supportedGenerationMethods", []):
-        raise ApiError(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta, or is not supported for "
-                       f"{verb}. Call ListModels to see the list of available models and their supported methods.")
+        raise ApiError(
+            404,
+            "NOT_FOUND",
+            f"models/{model} is not found for API version v1beta, or is not supported for "
+            f"{verb}. Call ListModels to see the list of available models and their supported methods.",
+        )
 
 
 def find_target(emu: Emulator, request: GenerateRequest, *, analysis: bool) -> Target:
@@ -135,16 +146,24 @@ def prompt_usage(target: Target, request: GenerateRequest) -> dict[str, Any]:
     return {"promptTokenCount": video + audio + text, "promptTokensDetails": details}
 
 
-def record(emu: Emulator, method: str, model: str, target: Target, request: GenerateRequest, body: dict[str, Any],
-           cached_tokens: int = 0) -> None:
+def record(
+    emu: Emulator, method: str, model: str, target: Target, request: GenerateRequest, body: dict[str, Any], cached_tokens: int = 0
+) -> None:
     usage = prompt_usage(target, request)
     call = WireCall(
-        method=method, model=model, display_name=target.display_name,
-        video_metadata=dict(request.video.metadata) if request.video else {}, media_resolution=request.media_resolution,
-        service_tier=request.service_tier, schema_field=request.schema_field, response_mime_type=request.response_mime_type,
-        file_uri=request.video.file_uri if request.video else "", prompt_tokens=usage["promptTokenCount"],
+        method=method,
+        model=model,
+        display_name=target.display_name,
+        video_metadata=dict(request.video.metadata) if request.video else {},
+        media_resolution=request.media_resolution,
+        service_tier=request.service_tier,
+        schema_field=request.schema_field,
+        response_mime_type=request.response_mime_type,
+        file_uri=request.video.file_uri if request.video else "",
+        prompt_tokens=usage["promptTokenCount"],
         media_processing=request.video.processing if request.video else None,
-        cached_content=str(body.get("cachedContent")) if body.get("cachedContent") else None, cached_tokens=cached_tokens,
+        cached_content=str(body.get("cachedContent")) if body.get("cachedContent") else None,
+        cached_tokens=cached_tokens,
     )
     stats = emu.stats
     with emu.lock:
@@ -171,18 +190,22 @@ def answer(emu: Emulator, model: str, target: Target, request: GenerateRequest, 
         raise invalid(f"Request with key {key} refused: see [details](http://phish.example/x).")
     text = "" if cfg.empty_marker in name else collection.reply(target.facts, request)
     if text is None:
-        text = answer_text(target.facts, request, late_moment=cfg.late_moment_marker in name,
-                           break_schema=cfg.bad_json_marker in name)
+        text = answer_text(target.facts, request, late_moment=cfg.late_moment_marker in name, break_schema=cfg.bad_json_marker in name)
     usage = prompt_usage(target, request)
     out_tokens = len(text) // 4
     return {
-        "candidates": [{
-            "content": {"role": "model", "parts": [{"text": text}] if text else []},
-            "finishReason": "STOP" if text else "OTHER", "index": 0,
-        }],
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": text}] if text else []},
+                "finishReason": "STOP" if text else "OTHER",
+                "index": 0,
+            }
+        ],
         "usageMetadata": {
-            "promptTokenCount": usage["promptTokenCount"], "candidatesTokenCount": out_tokens,
-            "totalTokenCount": usage["promptTokenCount"] + out_tokens, "promptTokensDetails": usage["promptTokensDetails"],
+            "promptTokenCount": usage["promptTokenCount"],
+            "candidatesTokenCount": out_tokens,
+            "totalTokenCount": usage["promptTokenCount"] + out_tokens,
+            "promptTokensDetails": usage["promptTokensDetails"],
         },
         "modelVersion": f"{model}-emulator",
         "responseId": uuid.uuid4().hex[:22],
@@ -208,14 +231,23 @@ def stream_events(response: dict[str, Any], count: int) -> list[dict[str, Any]]:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
         if last:
             candidate["finishReason"] = candidates[0]["finishReason"]
-        event_usage = {"promptTokenCount": usage["promptTokenCount"], "candidatesTokenCount": out,
-                       "totalTokenCount": usage["promptTokenCount"] + out}
+        event_usage = {
+            "promptTokenCount": usage["promptTokenCount"],
+            "candidatesTokenCount": out,
+            "totalTokenCount": usage["promptTokenCount"] + out,
+        }
         if last:
             event_usage["promptTokensDetails"] = usage["promptTokensDetails"]
         if "cachedContentTokenCount" in usage:
             event_usage["cachedContentTokenCount"] = usage["cachedContentTokenCount"]
-        events.append({"candidates": [candidate], "usageMetadata": event_usage, "modelVersion": response["modelVersion"],
-                       "responseId": response["responseId"]})
+        events.append(
+            {
+                "candidates": [candidate],
+                "usageMetadata": event_usage,
+                "modelVersion": response["modelVersion"],
+                "responseId": response["responseId"],
+            }
+        )
     return events
 
 

@@ -63,9 +63,14 @@ class Batch:
         elif not done:
             batch_stats["pendingRequestCount"] = str(len(self.items))
         metadata: dict[str, Any] = {
-            "@type": _TYPE + "GenerateContentBatch", "model": f"models/{self.model}", "displayName": self.display_name,
-            "createTime": iso(self.created), "updateTime": iso(min(now, self.ended(cfg)) if done else now),
-            "batchStats": batch_stats, "state": state, "name": self.name,
+            "@type": _TYPE + "GenerateContentBatch",
+            "model": f"models/{self.model}",
+            "displayName": self.display_name,
+            "createTime": iso(self.created),
+            "updateTime": iso(min(now, self.ended(cfg)) if done else now),
+            "batchStats": batch_stats,
+            "state": state,
+            "name": self.name,
         }
         op: dict[str, Any] = {"name": self.name, "metadata": metadata}
         if done:

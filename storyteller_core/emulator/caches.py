@@ -18,13 +18,26 @@ from storyteller_core.emulator.wire import ApiError, GenerateRequest, invalid, p
 
 # google.ai.generativelanguage.v1beta CachedContent (google-ai-generativelanguage 0.12.1), in JSON spelling;
 # createTime, updateTime and usageMetadata are output only
-CACHE_FIELDS = frozenset({"expireTime", "ttl", "name", "displayName", "model", "systemInstruction", "contents", "tools",
-                          "toolConfig"})
+CACHE_FIELDS = frozenset({"expireTime", "ttl", "name", "displayName", "model", "systemInstruction", "contents", "tools", "toolConfig"})
 # v1beta Part (0.12.1), plus mediaResolution and mediaProcessing: the per-part options of Gemini 3 models, which
 # google-genai 3.6.1 sends (types.Part.media_resolution / media_processing) though 0.12.1 predates them
-PART_FIELDS = frozenset({"text", "inlineData", "functionCall", "functionResponse", "fileData", "executableCode",
-                         "codeExecutionResult", "videoMetadata", "thought", "thoughtSignature", "partMetadata",
-                         "mediaResolution", "mediaProcessing"})
+PART_FIELDS = frozenset(
+    {
+        "text",
+        "inlineData",
+        "functionCall",
+        "functionResponse",
+        "fileData",
+        "executableCode",
+        "codeExecutionResult",
+        "videoMetadata",
+        "thought",
+        "thoughtSignature",
+        "partMetadata",
+        "mediaResolution",
+        "mediaProcessing",
+    }
+)
 VIDEO_METADATA_FIELDS = frozenset({"startOffset", "endOffset", "fps"})
 MEDIA_PROCESSING = ("MEDIA_PROCESSING_UNSPECIFIED", "STATIC", "AGENTIC")
 MIN_CACHE_TOKENS = 1024  # smaller contents are refused, as Gemini refuses them (its minimum is per model)
@@ -42,9 +55,15 @@ class Cache:
     tokens: int = 0
 
     def json(self) -> dict[str, Any]:
-        return {"name": self.name, "model": f"models/{self.model}", "displayName": self.display_name,
-                "createTime": _iso(self.created), "updateTime": _iso(self.created), "expireTime": _iso(self.expires),
-                "usageMetadata": {"totalTokenCount": self.tokens}}
+        return {
+            "name": self.name,
+            "model": f"models/{self.model}",
+            "displayName": self.display_name,
+            "createTime": _iso(self.created),
+            "updateTime": _iso(self.created),
+            "expireTime": _iso(self.expires),
+            "usageMetadata": {"totalTokenCount": self.tokens},
+        }
 
 
 def _camel(name: str) -> str:
@@ -75,8 +94,10 @@ def check_part(part: Any, where: str) -> None:
             raise _unknown(key, where + ".video_metadata")
     mode = part.get("mediaProcessing", part.get("media_processing"))
     if mode is not None and str(mode).upper() not in MEDIA_PROCESSING:
-        raise invalid(f"Invalid value at '{where}.media_processing' (type.googleapis.com/google.ai.generativelanguage."
-                      f"v1beta.Part.MediaProcessing), \"{mode}\"")
+        raise invalid(
+            f"Invalid value at '{where}.media_processing' (type.googleapis.com/google.ai.generativelanguage."
+            f'v1beta.Part.MediaProcessing), "{mode}"'
+        )
 
 
 def new_cache(body: dict[str, Any], now: float) -> Cache:
@@ -93,8 +114,15 @@ def new_cache(body: dict[str, Any], now: float) -> Cache:
     else:
         expires = now + (ttl if ttl is not None else 3600.0)
     request = parse_generate({"contents": body.get("contents") or []})
-    return Cache(name=f"cachedContents/{uuid.uuid4().hex[:12]}", model=model, display_name=str(body.get("displayName") or ""),
-                 request=request, body=body, created=now, expires=expires)
+    return Cache(
+        name=f"cachedContents/{uuid.uuid4().hex[:12]}",
+        model=model,
+        display_name=str(body.get("displayName") or ""),
+        request=request,
+        body=body,
+        created=now,
+        expires=expires,
+    )
 
 
 def live(caches: dict[str, Cache], name: str, model: str | None = None) -> Cache:
@@ -106,8 +134,9 @@ def live(caches: dict[str, Cache], name: str, model: str | None = None) -> Cache
     if cache is None:
         raise ApiError(403, "PERMISSION_DENIED", f"CachedContent not found (or permission denied): {name}")
     if model is not None and cache.model != model.removeprefix("models/"):
-        raise invalid(f"Model used by GenerateContent request (models/{model}) and CachedContent "
-                      f"(models/{cache.model}) has to be the same.")
+        raise invalid(
+            f"Model used by GenerateContent request (models/{model}) and CachedContent (models/{cache.model}) has to be the same."
+        )
     return cache
 
 

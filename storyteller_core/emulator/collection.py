@@ -41,7 +41,7 @@ _SPAN = re.compile(r"^Cited span: ([\d.]+)-([\d.]+) s$", re.MULTILINE)
 
 
 def kind_of(request: GenerateRequest) -> str | None:
-    """"answer", "reduce" or "check" for the requests this module answers; None for every other request."""
+    """ "answer", "reduce" or "check" for the requests this module answers; None for every other request."""
     title = str((request.schema or {}).get("title") or "")
     if not request.wants_json:
         return None
@@ -70,7 +70,7 @@ def _videos(prompt: str) -> list[dict[str, Any]]:
     blocks = list(_BLOCK.finditer(prompt))
     out = []
     for i, block in enumerate(blocks):
-        body = prompt[block.end(): blocks[i + 1].start() if i + 1 < len(blocks) else len(prompt)]
+        body = prompt[block.end() : blocks[i + 1].start() if i + 1 < len(blocks) else len(prompt)]
         moments = [(float(m.group(1)), m.group(2).strip()) for m in _MOMENT.finditer(body)]
         out.append({"label": block.group(1), "file": block.group(2), "duration": float(block.group(4)), "moments": moments})
     return out
@@ -94,22 +94,27 @@ def collection_answer(prompt: str) -> dict[str, Any]:
             start, end, quote = first, min(duration, first + 2.0), MADE_UP_QUOTE
         if end <= start:
             end = start + 1.0
-        claims.append({"text": f"[Demo] {video['file']}: {quote}",
-                       "citations": [{"video": video["label"], "start_s": start, "end_s": end, "quote": quote}]})
+        claims.append(
+            {
+                "text": f"[Demo] {video['file']}: {quote}",
+                "citations": [{"video": video["label"], "start_s": start, "end_s": end, "quote": quote}],
+            }
+        )
     question = _line(prompt, "Question: ")
-    answer = (f"{LABEL} The emulator read the stories of {len(_videos(prompt))} video(s) for the question "
-              f"\"{question[:140]}\" and cites one key moment of each; some citations are wrong on purpose so that "
-              "their checks have something to catch." if claims else
-              f"{LABEL} The material holds no key moments, so the emulator cannot cite anything.")
+    answer = (
+        f"{LABEL} The emulator read the stories of {len(_videos(prompt))} video(s) for the question "
+        f'"{question[:140]}" and cites one key moment of each; some citations are wrong on purpose so that '
+        "their checks have something to catch."
+        if claims
+        else f"{LABEL} The material holds no key moments, so the emulator cannot cite anything."
+    )
     return {"answer": answer, "claims": claims}
 
 
 def reduce_answer(prompt: str) -> dict[str, Any]:
-    claims = [{"text": f"[Demo] {m.group(3)}: {m.group(6)}", "citation_ids": [f"C{m.group(1)}"]}
-              for m in _CITATION.finditer(prompt)]
+    claims = [{"text": f"[Demo] {m.group(3)}: {m.group(6)}", "citation_ids": [f"C{m.group(1)}"]} for m in _CITATION.finditer(prompt)]
     parts = len(re.findall(r"^Partial answer \d+:", prompt, re.MULTILINE))
-    return {"answer": f"{LABEL} The emulator combined {parts} partial answer(s) into one, keeping every citation.",
-            "claims": claims}
+    return {"answer": f"{LABEL} The emulator combined {parts} partial answer(s) into one, keeping every citation.", "claims": claims}
 
 
 def truth(facts: Facts) -> list[tuple[float, str]]:
@@ -124,29 +129,43 @@ def truth(facts: Facts) -> list[tuple[float, str]]:
 def clip_check(facts: Facts, prompt: str) -> dict[str, Any]:
     quote_match, span_match = _QUOTE.search(prompt), _SPAN.search(prompt)
     if not quote_match or not span_match:
-        return {"verdict": "unsupported", "corrected_start_s": None, "corrected_end_s": None,
-                "reason": "[Demo] The check named no quote or span."}
+        return {
+            "verdict": "unsupported",
+            "corrected_start_s": None,
+            "corrected_end_s": None,
+            "reason": "[Demo] The check named no quote or span.",
+        }
     quote = " ".join(quote_match.group(1).split())
     start, end = float(span_match.group(1)), float(span_match.group(2))
     moment = next((m for m in truth(facts) if quote and (quote in m[1] or m[1] in quote)), None)
     if moment is None:
-        return {"verdict": "unsupported", "corrected_start_s": None, "corrected_end_s": None,
-                "reason": "[Demo] Nothing in the clip matches the quote."}
+        return {
+            "verdict": "unsupported",
+            "corrected_start_s": None,
+            "corrected_end_s": None,
+            "reason": "[Demo] Nothing in the clip matches the quote.",
+        }
     at = moment[0]
     if start - SLACK_S <= at <= end + SLACK_S:
-        return {"verdict": "confirmed", "corrected_start_s": None, "corrected_end_s": None,
-                "reason": f"[Demo] The clip shows it at {at:g} s, inside the cited span."}
+        return {
+            "verdict": "confirmed",
+            "corrected_start_s": None,
+            "corrected_end_s": None,
+            "reason": f"[Demo] The clip shows it at {at:g} s, inside the cited span.",
+        }
     if facts.start_s <= at <= facts.end_s:
         length = max(0.0, end - start)
-        return {"verdict": "corrected", "corrected_start_s": at,
-                "corrected_end_s": min(facts.duration_s, at + length, facts.end_s),
-                "reason": f"[Demo] The clip shows it at {at:g} s, not in the cited span."}
-    return {"verdict": "unsupported", "corrected_start_s": None, "corrected_end_s": None,
-            "reason": "[Demo] The clip does not show it."}
+        return {
+            "verdict": "corrected",
+            "corrected_start_s": at,
+            "corrected_end_s": min(facts.duration_s, at + length, facts.end_s),
+            "reason": f"[Demo] The clip shows it at {at:g} s, not in the cited span.",
+        }
+    return {"verdict": "unsupported", "corrected_start_s": None, "corrected_end_s": None, "reason": "[Demo] The clip does not show it."}
 
 
 def _line(prompt: str, head: str) -> str:
     for line in prompt.splitlines():
         if line.startswith(head):
-            return line[len(head):].strip()
+            return line[len(head) :].strip()
     return ""

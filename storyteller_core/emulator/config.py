@@ -11,7 +11,8 @@ from storyteller_core.settings import API_VERSION, MODELS, RETIRED
 # An extra model as models.list shows it: one that cannot generateContent, so a client filtering by
 # supportedGenerationMethods can be tested (EmulatorConfig(extra_models=[EMBEDDING_MODEL])).
 EMBEDDING_MODEL: dict[str, Any] = {
-    "name": "gemini-embedding-001", "displayName": "Gemini Embedding 001",
+    "name": "gemini-embedding-001",
+    "displayName": "Gemini Embedding 001",
     "supportedGenerationMethods": ["embedContent", "countTextTokens", "countTokens", "asyncBatchEmbedContent"],
 }
 

@@ -21,8 +21,21 @@ from typing import Any
 _TIME_NAMES = {"time", "timestamp", "start", "start_time", "starttime", "at", "timecode", "time_code", "when", "ts", "offset"}
 _MOMENT_HINTS = ("moment", "chapter", "timeline", "highlight", "event", "scene", "shot", "timestamp")
 _DESCRIPTION_NAMES = {"description", "summary", "text", "event", "what", "caption", "label", "content", "detail", "details", "note"}
-_PROSE_NAMES = {"story", "summary", "narrative", "description", "text", "overview", "synopsis", "abstract", "content", "body",
-                "answer", "report", "analysis"}
+_PROSE_NAMES = {
+    "story",
+    "summary",
+    "narrative",
+    "description",
+    "text",
+    "overview",
+    "synopsis",
+    "abstract",
+    "content",
+    "body",
+    "answer",
+    "report",
+    "analysis",
+}
 _TITLE_NAMES = {"title", "headline", "name", "video_title", "heading"}
 _PEOPLE_NAMES = {"people", "persons", "person", "speakers", "characters", "participants", "subjects", "who", "cast", "individuals"}
 _PLACE_NAMES = {"places", "place", "locations", "location", "settings", "setting", "where", "venues", "venue"}
@@ -201,8 +214,12 @@ class _Filler:
             if listed is not None:
                 return _clamp_list(listed, low, high, lambda i: f"{listed[0] if listed else 'item'} ({i + 1})")
         count = 2
-        return _clamp_list([self.value(items, _singular(name), depth + 1) for _ in range(count)], low, high,
-                           lambda i: self.value(items, _singular(name), depth + 1))
+        return _clamp_list(
+            [self.value(items, _singular(name), depth + 1) for _ in range(count)],
+            low,
+            high,
+            lambda i: self.value(items, _singular(name), depth + 1),
+        )
 
     def is_moments(self, name: str, items: dict[str, Any]) -> bool:
         kind = self.type_of(items)
@@ -345,8 +362,7 @@ def _ordered(node: dict[str, Any]) -> list[str]:
 
 def _is_end_name(name: str) -> bool:
     words = _words(name)
-    return words in ("end", "end_time", "endtime", "until", "end_s", "stop") or words.startswith("end_") \
-        or words.endswith("_end")
+    return words in ("end", "end_time", "endtime", "until", "end_s", "stop") or words.startswith("end_") or words.endswith("_end")
 
 
 def _span_end(facts: Any) -> float:

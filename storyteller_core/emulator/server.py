@@ -109,7 +109,11 @@ class Stats:
 
 class Emulator:
     def __init__(
-        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0, storage_root: Path | None = None,
+        self,
+        config: EmulatorConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        storage_root: Path | None = None,
         storage_prefix: str = "gemini-emulator-",
     ) -> None:
         self.config = config or EmulatorConfig()
@@ -268,7 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
         if key and key not in cfg.rejected_keys and (cfg.valid_keys is None or key in cfg.valid_keys):
             return True
         self._error(
-            400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
             [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
         )
         return False
@@ -447,7 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
             emu.stats.list_times.append(time.time())
             live = [f for f in (emu.live_file(n) for n in list(emu.files)) if f]
             live.sort(key=lambda f: f.created, reverse=True)
-            page = [emu.file_json(f) for f in live[start:start + size]]
+            page = [emu.file_json(f) for f in live[start : start + size]]
         body: dict[str, Any] = {"files": page} if page else {}
         if start + size < len(live):
             body["nextPageToken"] = str(start + size)
@@ -461,7 +467,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("X-Goog-Upload-Protocol") != "resumable" or self.headers.get("X-Goog-Upload-Command") != "start":
             self._error(400, "INVALID_ARGUMENT", "Only resumable uploads are supported.")
             return
-        meta = (json.loads(body or b"{}").get("file") or {})
+        meta = json.loads(body or b"{}").get("file") or {}
         size = int(self.headers.get("X-Goog-Upload-Header-Content-Length") or meta.get("size_bytes") or 0)
         emu = self.emu
         name = meta.get("name") or f"files/{uuid.uuid4().hex[:12]}"
@@ -528,10 +534,16 @@ class _Handler(BaseHTTPRequestHandler):
         now = time.time()
         ttl = cfg.expire_after_s if cfg.expire_after_s is not None else FILE_TTL_S
         f = _File(
-            name=session.name, display_name=session.display_name, mime_type=session.mime_type,
-            size=session.received, path=session.path, created=now,
+            name=session.name,
+            display_name=session.display_name,
+            mime_type=session.mime_type,
+            size=session.received,
+            path=session.path,
+            created=now,
             active_at=now + cfg.processing_delay(session.display_name),
-            failed=cfg.fail_marker in session.display_name, expires=now + ttl, sha256=session.digest.digest(),
+            failed=cfg.fail_marker in session.display_name,
+            expires=now + ttl,
+            sha256=session.digest.digest(),
         )
         with emu.lock:  # check and record in one step, so two finalizes of one name cannot both win
             emu.sessions.pop(session_id, None)
@@ -578,14 +590,14 @@ class _Handler(BaseHTTPRequestHandler):
             if body.get("cachedContent"):
                 with emu.lock:
                     cached = caches.live(emu.caches, str(body["cachedContent"]), model)
-                request = dataclasses.replace(request, video=cached.request.video,
-                                              media_resolution=request.media_resolution or cached.request.media_resolution)
+                request = dataclasses.replace(
+                    request, video=cached.request.video, media_resolution=request.media_resolution or cached.request.media_resolution
+                )
             target = answers.find_target(emu, request, analysis=True)
         except ApiError as exc:
             self._api_error(exc)
             return
-        answers.record(emu, "stream" if stream else "generate", model, target, request, body,
-                       cached_tokens=cached.tokens if cached else 0)
+        answers.record(emu, "stream" if stream else "generate", model, target, request, body, cached_tokens=cached.tokens if cached else 0)
         if cached:
             with emu.lock:
                 emu.stats.cached_generates[cached.name] += 1
@@ -654,8 +666,9 @@ class _Handler(BaseHTTPRequestHandler):
             target = answers.find_target(emu, cache.request, analysis=False)
             cache.tokens = answers.prompt_usage(target, cache.request)["promptTokenCount"]
             if cache.tokens < caches.MIN_CACHE_TOKENS:
-                raise invalid(f"Cached content is too small. total_token_count={cache.tokens}, "
-                              f"min_total_token_count={caches.MIN_CACHE_TOKENS}")
+                raise invalid(
+                    f"Cached content is too small. total_token_count={cache.tokens}, min_total_token_count={caches.MIN_CACHE_TOKENS}"
+                )
         except ApiError as exc:
             self._api_error(exc)
             return
@@ -752,8 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
                 item["metadata"] = pick(entry, "metadata")
             items.append(item)
         display_name = str(pick(batch, "displayName") or "")
-        new = Batch(name=f"batches/{uuid.uuid4().hex[:20]}", display_name=display_name, model=model, items=items,
-                    text="\n".join(texts))
+        new = Batch(name=f"batches/{uuid.uuid4().hex[:20]}", display_name=display_name, model=model, items=items, text="\n".join(texts))
         with emu.lock:
             emu.batches[new.name] = new
             emu.stats.batches_created[display_name] += 1
@@ -821,12 +833,14 @@ def _page(path: str, items: list[Any], default: int, most: int) -> tuple[list[An
         start = max(0, int((query.get("pageToken") or ["0"])[0] or 0))
     except ValueError:
         size, start = default, 0
-    page = items[start:start + size]
+    page = items[start : start + size]
     return page, str(start + size) if start + size < len(items) else None
 
 
-_HTML_PAGE = (b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
-              b"<body><h1>Sign in to the network</h1><p>This page is not Gemini.</p></body></html>")
+_HTML_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Sign in to the network</title></head>"
+    b"<body><h1>Sign in to the network</h1><p>This page is not Gemini.</p></body></html>"
+)
 _TRUNCATED_FILE = b'{"name": "files/abc", "displayName": "video.mp4", "mimeType": "video/mp4", "state": "ACTIVE"}'
 
 

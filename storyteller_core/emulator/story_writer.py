@@ -24,9 +24,14 @@ AUDIO_TOKENS_PER_SECOND = 32
 TOKENS_PER_SECOND = TOKENS_PER_FRAME[None] + AUDIO_TOKENS_PER_SECOND  # at 1 frame per second, default resolution
 DEFAULT_SCHEMA: dict[str, Any] = {  # application/json asked for with no schema
     "type": "object",
-    "properties": {"title": {"type": "string"}, "story": {"type": "string"},
-                   "key_moments": {"type": "array", "items": {"type": "object", "properties": {
-                       "time": {"type": "string"}, "description": {"type": "string"}}}}},
+    "properties": {
+        "title": {"type": "string"},
+        "story": {"type": "string"},
+        "key_moments": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"time": {"type": "string"}, "description": {"type": "string"}}},
+        },
+    },
 }
 
 
@@ -68,14 +73,24 @@ def file_facts(path: Path, display_name: str, request: GenerateRequest) -> Facts
     start, end = clip_seconds(info.duration_s, video.start_s if video else None, video.end_s if video else None)
     sound = f"with {info.audio_codec} audio" if info.audio_codec else "without an audio track"
     fps = f" at {info.fps:.0f} frames per second" if info.fps else ""
-    facts = Facts(display_name, info.duration_s, start, end, title=f"[Demo] {Path(display_name).stem}", prose="",
-                  width=info.width, height=info.height, video_codec=info.video_codec, audio_codec=info.audio_codec)
+    facts = Facts(
+        display_name,
+        info.duration_s,
+        start,
+        end,
+        title=f"[Demo] {Path(display_name).stem}",
+        prose="",
+        width=info.width,
+        height=info.height,
+        video_codec=info.video_codec,
+        audio_codec=info.audio_codec,
+    )
     prose = (
         f"{LABEL}\n\n"
         f"{display_name} is a {info.duration_s:.1f}-second video, {info.width}x{info.height} pixels, "
         f"encoded as {info.video_codec}{fps}, {sound}. "
         f"{_looked_at(facts, request)}"
-        f"A real Gemini model would now answer the request \"{_ask(request.prompt)}\" by describing what "
+        f'A real Gemini model would now answer the request "{_ask(request.prompt)}" by describing what '
         "happens on screen. Set a Gemini API key in Settings to get real stories."
     )
     return replace(facts, prose=prose)
@@ -84,20 +99,28 @@ def file_facts(path: Path, display_name: str, request: GenerateRequest) -> Facts
 def youtube_facts(video_id: str, uri: str, duration_s: float, title: str | None, request: GenerateRequest) -> Facts:
     video = request.video
     start, end = clip_seconds(duration_s, video.start_s if video else None, video.end_s if video else None)
-    facts = Facts(f"youtube:{video_id}", duration_s, start, end, title=title or f"[Demo] YouTube video {video_id}",
-                  prose="", source="youtube", uri=uri)
+    facts = Facts(
+        f"youtube:{video_id}",
+        duration_s,
+        start,
+        end,
+        title=title or f"[Demo] YouTube video {video_id}",
+        prose="",
+        source="youtube",
+        uri=uri,
+    )
     prose = (
         f"{LABEL}\n\n"
         f"{uri} is a YouTube video (id {video_id}). The emulator does not fetch YouTube: it assumes the video "
         f"lasts {timestamp(duration_s)}. {_looked_at(facts, request)}"
-        f"A real Gemini model would now watch it and answer the request \"{_ask(request.prompt)}\". "
+        f'A real Gemini model would now watch it and answer the request "{_ask(request.prompt)}". '
         "Set a Gemini API key in Settings to get real stories."
     )
     return replace(facts, prose=prose)
 
 
 def text_only_facts(request: GenerateRequest) -> Facts:
-    prose = f"{LABEL}\n\nNo video came with this request. A real Gemini model would answer \"{_ask(request.prompt)}\"."
+    prose = f'{LABEL}\n\nNo video came with this request. A real Gemini model would answer "{_ask(request.prompt)}".'
     return Facts("(no video)", 0.0, 0.0, 0.0, title="[Demo] No video", prose=prose)
 
 
@@ -142,5 +165,15 @@ def _ask(prompt: str, limit: int = 140) -> str:
     return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
 
-__all__ = ["LABEL", "TOKENS_PER_SECOND", "answer_text", "describe", "file_facts", "moment_count", "moment_times",
-           "token_split", "video_tokens", "youtube_facts"]
+__all__ = [
+    "LABEL",
+    "TOKENS_PER_SECOND",
+    "answer_text",
+    "describe",
+    "file_facts",
+    "moment_count",
+    "moment_times",
+    "token_split",
+    "video_tokens",
+    "youtube_facts",
+]

@@ -65,8 +65,10 @@ def seconds(value: Any, where: str) -> float | None:
         return float(value.get("seconds") or 0) + float(value.get("nanos") or 0) / 1e9
     match = _DURATION.match(str(value))
     if not match:
-        raise invalid(f"Invalid value at '{where}' (type.googleapis.com/google.protobuf.Duration), \"{value}\": "
-                      "a duration is seconds with an s suffix, e.g. \"40s\" or \"1.5s\".")
+        raise invalid(
+            f"Invalid value at '{where}' (type.googleapis.com/google.protobuf.Duration), \"{value}\": "
+            'a duration is seconds with an s suffix, e.g. "40s" or "1.5s".'
+        )
     return float(match.group(1))
 
 
@@ -132,10 +134,12 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
             where = f"contents[{c}].parts[{p}].video_metadata"
             received = {snake(k): v for k, v in meta.items()} if isinstance(meta, dict) else {}
             video = VideoPart(
-                file_uri=str(uri), mime_type=pick(data, "mimeType"),
+                file_uri=str(uri),
+                mime_type=pick(data, "mimeType"),
                 start_s=seconds(pick(meta, "startOffset"), where + ".start_offset"),
                 end_s=seconds(pick(meta, "endOffset"), where + ".end_offset"),
-                fps=_fps(pick(meta, "fps"), where + ".fps"), metadata=received,
+                fps=_fps(pick(meta, "fps"), where + ".fps"),
+                metadata=received,
                 processing=str(pick(part, "mediaProcessing")).upper() if pick(part, "mediaProcessing") else None,
                 part_resolution=part_resolution,
             )
@@ -146,8 +150,7 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
     media_resolution = _resolution(resolution, "generation_config.media_resolution") if resolution else None
     tier = pick(body, "serviceTier") or pick(config, "serviceTier")
     if tier is not None and str(tier).lower() not in SERVICE_TIERS:
-        raise invalid(f"Invalid value at 'service_tier' (type.googleapis.com/google.ai.generativelanguage.v1beta.ServiceTier), "
-                      f"\"{tier}\"")
+        raise invalid(f"Invalid value at 'service_tier' (type.googleapis.com/google.ai.generativelanguage.v1beta.ServiceTier), \"{tier}\"")
     schema, schema_field = None, None
     for name in ("responseJsonSchema", "responseSchema"):
         value = pick(config, name)
@@ -160,9 +163,13 @@ def parse_generate(body: dict[str, Any]) -> GenerateRequest:
     if schema is not None and (mime or "").lower() not in ("application/json", "text/x.enum"):
         raise invalid("response_schema and response_json_schema need response_mime_type application/json (or text/x.enum).")
     return GenerateRequest(
-        video=video, prompt="\n".join(texts), media_resolution=part_resolution or media_resolution,
-        service_tier=str(tier).lower() if tier is not None else None, response_mime_type=mime,
-        schema=schema, schema_field=schema_field,
+        video=video,
+        prompt="\n".join(texts),
+        media_resolution=part_resolution or media_resolution,
+        service_tier=str(tier).lower() if tier is not None else None,
+        response_mime_type=mime,
+        schema=schema,
+        schema_field=schema_field,
     )
 
 
@@ -181,6 +188,8 @@ def _fps(value: Any, where: str) -> float | None:
 def _resolution(value: Any, where: str) -> str | None:
     text = str(value).upper()
     if text not in RESOLUTIONS:
-        raise invalid(f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
-                      f"GenerationConfig.MediaResolution), \"{value}\"")
+        raise invalid(
+            f"Invalid value at '{where}' (type.googleapis.com/google.ai.generativelanguage.v1beta."
+            f'GenerationConfig.MediaResolution), "{value}"'
+        )
     return None if text == "MEDIA_RESOLUTION_UNSPECIFIED" else text

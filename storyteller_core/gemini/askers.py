@@ -80,8 +80,11 @@ def describe(backend: str, data_dir: Path | None = None, api_key: str | None = N
             entry = _load(data_dir / FILE_NAME).get(backend)
         end = str(entry.get("key_end")) if isinstance(entry, dict) and entry.get("key_end") else None
     parts = urlsplit(backend)
-    where = "Gemini" if backend == GOOGLE_BACKEND.rstrip("/") else f"the Gemini server at {parts.scheme}://{parts.hostname}" + (
-        f":{parts.port}" if parts.port else "")
+    where = (
+        "Gemini"
+        if backend == GOOGLE_BACKEND.rstrip("/")
+        else f"the Gemini server at {parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    )
     return f"{where}, the key ending …{end}" if end else f"{where} (with a key)"
 
 

@@ -54,8 +54,13 @@ def _version(name: str) -> tuple[int, ...]:
 class Catalog:
     """The models the current key is offered, refreshed now and then; never blocks a page on the network."""
 
-    def __init__(self, list_models: Callable[[], list[str]], settings: Callable[[], Settings],
-                 on_key_rejected: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        list_models: Callable[[], list[str]],
+        settings: Callable[[], Settings],
+        on_key_rejected: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._list_models = list_models
         self._settings = settings
         self._on_key_rejected = on_key_rejected
@@ -84,8 +89,10 @@ class Catalog:
                 self._next_at = self._clock() + wait
                 first = self._failures == 1
             if first:
-                log.warning("could not list the models offered; trying again later, less and less often",
-                            extra={"error": exc.label, "retry_in_s": wait})
+                log.warning(
+                    "could not list the models offered; trying again later, less and less often",
+                    extra={"error": exc.label, "retry_in_s": wait},
+                )
             if not quiet:
                 raise
             return None
@@ -145,8 +152,10 @@ class Catalog:
             return retired_sentence(model, self._instead(model, offered))
         if offered is None:
             return None
-        return (f"The model {model} is not offered to this key any more (models.list). Pick another model; "
-                f"{self.default} is the current default.")
+        return (
+            f"The model {model} is not offered to this key any more (models.list). Pick another model; "
+            f"{self.default} is the current default."
+        )
 
     def _instead(self, model: str, offered: list[str] | None) -> str:
         """Google's named replacement when the key is offered it (or nothing is known), else the key's default."""

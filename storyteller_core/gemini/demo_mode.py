@@ -42,8 +42,11 @@ def emulator(data_dir: Path) -> Emulator:
             root = data_dir / "demo-gemini"
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             _sweep(root)
-            _emulator = Emulator(EmulatorConfig(processing_delay_s=1.5, analysis_delay_s=1.0, stream_chunk_delay_s=0.4),
-                                 storage_root=root, storage_prefix=f"{os.getpid()}-").start()
+            _emulator = Emulator(
+                EmulatorConfig(processing_delay_s=1.5, analysis_delay_s=1.0, stream_chunk_delay_s=0.4),
+                storage_root=root,
+                storage_prefix=f"{os.getpid()}-",
+            ).start()
             atexit.register(_emulator.stop)
         return _emulator
 

@@ -40,6 +40,7 @@ class Estimate:
     def __add__(self, other: Estimate) -> Estimate:
         def add(a: float | None, b: float | None) -> float | None:
             return None if a is None or b is None else a + b
+
         return Estimate(self.videos + other.videos, add(self.full_usd, other.full_usd), add(self.usd, other.usd))
 
 
@@ -57,8 +58,7 @@ def question_estimate(store: Store, settings: Settings, video: Video, ask: Ask) 
     key = part_key_of(ask.model, ask.options)
     stored = video.caches.get(key)
     live = stored is not None and float(stored.get("expires_at") or 0) - time.time() > REUSE_MARGIN_S
-    others = any(a.state in _OPEN and a.tier != "batch" and a.prompt != ask.prompt and _part(a) == key
-                 for a in store.analyses_of(video.id))
+    others = any(a.state in _OPEN and a.tier != "batch" and a.prompt != ask.prompt and _part(a) == key for a in store.analyses_of(video.id))
     if not live and not others:
         return Estimate(1, full, full)
     prompt_tokens = tokens + len(ask.prompt) // 4

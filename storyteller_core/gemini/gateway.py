@@ -121,8 +121,9 @@ class BatchJob:
         return self.state in BATCH_ENDED
 
 
-BATCH_ENDED = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED",
-                         "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+BATCH_ENDED = frozenset(
+    {"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+)
 
 
 def file_name_for(sha256: str) -> str:
@@ -136,9 +137,7 @@ class Gateway:
         options = types.HttpOptions(timeout=int(request_timeout_s * 1000), base_url=base_url, api_version=api_version)
         self._client = genai.Client(api_key=api_key, http_options=options)
 
-    def upload(
-        self, path: Path, *, name: str, display_name: str, mime_type: str, on_progress: ProgressFn
-    ) -> Uploaded:
+    def upload(self, path: Path, *, name: str, display_name: str, mime_type: str, on_progress: ProgressFn) -> Uploaded:
         """Stream ``path`` to the File API, hashing the bytes as they are read; 409 (name taken) returns the existing file."""
         with path.open("rb") as raw, _HashingReader(raw, on_progress) as reader:
             try:
@@ -173,8 +172,16 @@ class Gateway:
                 raise
 
     def generate(
-        self, *, model: str, video: VideoPart, prompt: str, timeout_s: float, json_schema: dict[str, Any] | None = None,
-        resolution: str | None = None, on_text: Callable[[str], None] | None = None, flex: bool = False,
+        self,
+        *,
+        model: str,
+        video: VideoPart,
+        prompt: str,
+        timeout_s: float,
+        json_schema: dict[str, Any] | None = None,
+        resolution: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+        flex: bool = False,
         cache: str | None = None,
     ) -> Answer:
         """Ask ``prompt`` of ``video``, streamed: ``on_text`` sees the text so far; a cut stream raises (retry it whole).
@@ -188,8 +195,7 @@ class Gateway:
         contents: list[Any] = [prompt] if cache else _contents(video, prompt, model, resolution)
         if cache:
             config.cached_content = cache
-        return _call(lambda: _collect(self._client.models.generate_content_stream(model=model, contents=contents,
-                                                                                   config=config), on_text))
+        return _call(lambda: _collect(self._client.models.generate_content_stream(model=model, contents=contents, config=config), on_text))
 
     def ask_text(self, *, model: str, prompt: str, json_schema: dict[str, Any], timeout_s: float) -> Answer:
         """A text-only question with a structured answer (no video part): one generateContent call, not streamed.
@@ -200,11 +206,11 @@ class Gateway:
         config = _answer_config(json_schema, None, model)
         config.http_options = types.HttpOptions(timeout=int(timeout_s * 1000))
         contents: list[Any] = [prompt]
-        return _call(lambda: _collect([self._client.models.generate_content(model=model, contents=contents, config=config)],
-                                      None))
+        return _call(lambda: _collect([self._client.models.generate_content(model=model, contents=contents, config=config)], None))
 
-    def ask_clip(self, *, model: str, video: VideoPart, prompt: str, json_schema: dict[str, Any], timeout_s: float,
-                 resolution: str | None = None) -> Answer:
+    def ask_clip(
+        self, *, model: str, video: VideoPart, prompt: str, json_schema: dict[str, Any], timeout_s: float, resolution: str | None = None
+    ) -> Answer:
         """A question about one clip of an uploaded file (``video.start_s``/``end_s`` become videoMetadata
         start_offset/end_offset), answered in the schema: one generateContent call, not streamed. A file that
         expired answers GeminiError(Kind.GONE): upload it again, then ask again."""
@@ -213,12 +219,12 @@ class Gateway:
         config = _answer_config(json_schema, resolution, model)
         config.http_options = types.HttpOptions(timeout=int(timeout_s * 1000))
         contents = _contents(video, prompt, model, resolution)
-        return _call(lambda: _collect([self._client.models.generate_content(model=model, contents=contents, config=config)],
-                                      None), about_file=True)
+        return _call(
+            lambda: _collect([self._client.models.generate_content(model=model, contents=contents, config=config)], None), about_file=True
+        )
 
     # -- explicit context caching: one video, many questions, cached input at about a tenth of the price ----------
-    def create_cache(self, *, model: str, video: VideoPart, ttl_s: float, display_name: str,
-                     resolution: str | None = None) -> CachedVideo:
+    def create_cache(self, *, model: str, video: VideoPart, ttl_s: float, display_name: str, resolution: str | None = None) -> CachedVideo:
         """A cache of the video part, living ``ttl_s`` unless deleted first. Not idempotent: store its name at once."""
         content = types.Content(role="user", parts=[_video_part(video, model, resolution)])
         config = types.CreateCachedContentConfig(contents=[content], ttl=f"{max(1, int(ttl_s))}s", display_name=display_name[:128])
@@ -244,11 +250,15 @@ class Gateway:
     # -- the Batch API: about half price, results within hours ---------------------------------
     def create_batch(self, *, model: str, requests: list[BatchRequest], display_name: str) -> BatchJob:
         """One batch job of inlined requests. Not idempotent: a second call makes a second job (and a second bill)."""
-        src = [types.InlinedRequest(contents=_contents(r.video, r.prompt, model, r.resolution),
-                                    config=_answer_config(r.json_schema, r.resolution, model), metadata={"key": r.key})
-               for r in requests]
-        job = _call(self._client.batches.create, model=model, src=src,
-                    config=types.CreateBatchJobConfig(display_name=display_name))
+        src = [
+            types.InlinedRequest(
+                contents=_contents(r.video, r.prompt, model, r.resolution),
+                config=_answer_config(r.json_schema, r.resolution, model),
+                metadata={"key": r.key},
+            )
+            for r in requests
+        ]
+        job = _call(self._client.batches.create, model=model, src=src, config=types.CreateBatchJobConfig(display_name=display_name))
         return _batch_job(job)
 
     def get_batch(self, name: str) -> BatchJob | None:
@@ -262,6 +272,7 @@ class Gateway:
 
     def find_batch(self, token: str, *, most: int = 500) -> BatchJob | None:
         """The newest job whose display name holds ``token``, among the ``most`` newest (a batches.list page per 100)."""
+
         def look() -> BatchJob | None:
             for seen, job in enumerate(self._client.batches.list(config={"page_size": 100})):
                 if token in (job.display_name or ""):
@@ -291,17 +302,25 @@ class Gateway:
     def list_models(self) -> list[str]:
         # the pager fetches pages while it is iterated: iterate inside _call so those errors are translated too
         models = _call(lambda: list(self._client.models.list()))
-        return [m.name.removeprefix("models/") for m in models
-                if m.name and (not m.supported_actions or "generateContent" in m.supported_actions)]
+        return [
+            m.name.removeprefix("models/")
+            for m in models
+            if m.name and (not m.supported_actions or "generateContent" in m.supported_actions)
+        ]
 
 
-_RESOLUTION = {"low": types.MediaResolution.MEDIA_RESOLUTION_LOW, "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
-               "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH}
+_RESOLUTION = {
+    "low": types.MediaResolution.MEDIA_RESOLUTION_LOW,
+    "medium": types.MediaResolution.MEDIA_RESOLUTION_MEDIUM,
+    "high": types.MediaResolution.MEDIA_RESOLUTION_HIGH,
+}
 
 
-_PART_RESOLUTION = {"low": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_LOW,
-                    "medium": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_MEDIUM,
-                    "high": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_HIGH}
+_PART_RESOLUTION = {
+    "low": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_LOW,
+    "medium": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_MEDIUM,
+    "high": types.PartMediaResolutionLevel.MEDIA_RESOLUTION_HIGH,
+}
 
 
 def per_part_options(model: str) -> bool:
@@ -327,9 +346,12 @@ def _answer_config(json_schema: dict[str, Any] | None, resolution: str | None, m
 
 def _cached(cache: types.CachedContent, model: str) -> CachedVideo:
     usage = cache.usage_metadata
-    return CachedVideo(name=cache.name or "", model=(cache.model or model).removeprefix("models/"),
-                       expires_at=cache.expire_time.timestamp() if cache.expire_time else None,
-                       tokens=usage.total_token_count if usage else None)
+    return CachedVideo(
+        name=cache.name or "",
+        model=(cache.model or model).removeprefix("models/"),
+        expires_at=cache.expire_time.timestamp() if cache.expire_time else None,
+        tokens=usage.total_token_count if usage else None,
+    )
 
 
 def _batch_job(job: types.BatchJob) -> BatchJob:
@@ -340,10 +362,16 @@ def _batch_job(job: types.BatchJob) -> BatchJob:
             results.append(BatchResult(key, _collect([item.response], None)))
         else:
             error = item.error
-            results.append(BatchResult(key, None, error.code if error else None,
-                                       (error.message if error else None) or "no answer and no reason given"))
-    return BatchJob(name=job.name or "", display_name=job.display_name or "", state=_enum_name(job.state) or "",
-                    created_at=job.create_time.timestamp() if job.create_time else None, results=tuple(results))
+            results.append(
+                BatchResult(key, None, error.code if error else None, (error.message if error else None) or "no answer and no reason given")
+            )
+    return BatchJob(
+        name=job.name or "",
+        display_name=job.display_name or "",
+        state=_enum_name(job.state) or "",
+        created_at=job.create_time.timestamp() if job.create_time else None,
+        results=tuple(results),
+    )
 
 
 def duration_text(seconds: float) -> str:
@@ -356,7 +384,8 @@ def _video_part(video: VideoPart, model: str = "", resolution: str | None = None
     if video.start_s is not None or video.end_s is not None or video.fps is not None:
         metadata = types.VideoMetadata(
             start_offset=duration_text(video.start_s) if video.start_s is not None else None,
-            end_offset=duration_text(video.end_s) if video.end_s is not None else None, fps=video.fps,
+            end_offset=duration_text(video.end_s) if video.end_s is not None else None,
+            fps=video.fps,
         )
     part = types.Part(file_data=types.FileData(file_uri=video.uri, mime_type=video.mime_type), video_metadata=metadata)
     if per_part_options(model):
@@ -385,7 +414,9 @@ def _collect(stream: Any, on_text: Callable[[str], None] | None) -> Answer:
                 on_text(text)
     usage = last.usage_metadata if last else None
     return Answer(
-        text=text.strip(), finish_reason=finish, block_reason=block,
+        text=text.strip(),
+        finish_reason=finish,
+        block_reason=block,
         prompt_tokens=usage.prompt_token_count if usage else None,
         output_tokens=usage.candidates_token_count if usage else None,
         total_tokens=usage.total_token_count if usage else None,
@@ -436,7 +467,7 @@ class _HashingReader(io.RawIOBase):
         if start > self._hashed:
             self._hole = True
             return
-        self._hash.update(memoryview(data)[self._hashed - start:])
+        self._hash.update(memoryview(data)[self._hashed - start :])
         self._hashed = end
 
     def sha256(self) -> str | None:
@@ -475,7 +506,8 @@ def _call(fn: Callable[..., Any], *, about_file: bool = False, **kwargs: Any) ->
         if not any(text in str(exc) for text in _UPLOAD_ANSWER_PROBLEMS):
             raise
         raise GeminiError(
-            Kind.TRANSIENT, "Gemini's upload answer lacked its upload headers (not a Gemini answer?); retrying",
+            Kind.TRANSIENT,
+            "Gemini's upload answer lacked its upload headers (not a Gemini answer?); retrying",
             status="BAD_RESPONSE",
         ) from None
 
@@ -499,8 +531,7 @@ def _describe_body(exc: Exception) -> str:
 # files/NAME or it may not exist."
 # A retired model (gemini-2.5-flash since 2026-12-01): 404 "... is no longer available to new users. Please update
 # your code to use ...".
-_MODEL_MISSING = re.compile(r"\bmodels/\S+ is not found|\bmodel\b[^.]*\bnot found|no longer available to new users",
-                            re.IGNORECASE)
+_MODEL_MISSING = re.compile(r"\bmodels/\S+ is not found|\bmodel\b[^.]*\bnot found|no longer available to new users", re.IGNORECASE)
 _ABOUT_FILE = re.compile(r"\bfiles?\b", re.IGNORECASE)
 
 
@@ -543,7 +574,11 @@ def _remote(file: types.File) -> RemoteFile:
     expires = file.expiration_time.timestamp() if file.expiration_time else None
     error = file.error.message if file.error else None
     return RemoteFile(
-        name=file.name or "", uri=file.uri or "", state=state, expires_at=expires, error=error,
+        name=file.name or "",
+        uri=file.uri or "",
+        state=state,
+        expires_at=expires,
+        error=error,
         sha256=normalize_sha256(file.sha256_hash),
     )
 

@@ -112,7 +112,8 @@ class Reach:
         """The note of a row: its analysis's step, else its video's (an upload or processing wait)."""
         with self._lock:
             return (self._notes.get(f"analysis:{analysis_id}") if analysis_id else None) or (
-                self._notes.get(f"video:{video_id}") if video_id else None)
+                self._notes.get(f"video:{video_id}") if video_id else None
+            )
 
     @property
     def since(self) -> float | None:
@@ -127,8 +128,9 @@ class Reach:
         if since is None:
             return None
         at = datetime.fromtimestamp(since).strftime("%H:%M")
-        return (f"Can't reach Gemini since {at}; retrying. Check the network connection "
-                "(or GOOGLE_GEMINI_BASE_URL); nothing is lost meanwhile.")
+        return (
+            f"Can't reach Gemini since {at}; retrying. Check the network connection (or GOOGLE_GEMINI_BASE_URL); nothing is lost meanwhile."
+        )
 
     def clear(self) -> None:
         """Forget everything (a new key or server: what the old one did says nothing)."""

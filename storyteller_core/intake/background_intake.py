@@ -119,9 +119,14 @@ class BackgroundIntake:
 
 def _fail_row(store: Store, item_id: str, exc: Exception) -> None:
     with suppress(Exception):  # the store itself may be what failed: the next sweep tries the row again
-        store.update(Item, item_id, intake=None, error_code="intake_failed",
-                     error_message=f"This file could not be checked ({type(exc).__name__}). Remove it and add it again; "
-                                   "if it happens again, the log in the data folder says more.")
+        store.update(
+            Item,
+            item_id,
+            intake=None,
+            error_code="intake_failed",
+            error_message=f"This file could not be checked ({type(exc).__name__}). Remove it and add it again; "
+            "if it happens again, the log in the data folder says more.",
+        )
 
 
 def _intake_done(store: Store, batch_id: str) -> None:

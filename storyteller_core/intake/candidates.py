@@ -174,8 +174,14 @@ def inspect_url(text: str) -> Candidate:
     url = youtube_url(text)
     if url is None:
         candidate = Candidate(display_name=safe_display_name(text.strip()[:200]) or "link", path=Path(), url=text.strip())
-        return _refuse(candidate, MediaError(Code.NOT_FOUND, "Only public YouTube links can be analyzed from the web "
-                                             "(https://www.youtube.com/watch?v=...). Download other videos and add the file."))
+        return _refuse(
+            candidate,
+            MediaError(
+                Code.NOT_FOUND,
+                "Only public YouTube links can be analyzed from the web "
+                "(https://www.youtube.com/watch?v=...). Download other videos and add the file.",
+            ),
+        )
     key = hashlib.sha256(f"youtube:{url}".encode()).hexdigest()
     return Candidate(display_name=url, path=Path(), sha256=key, url=url)
 
@@ -186,8 +192,7 @@ def inspect_path(path: Path, settings: Settings) -> Candidate:
     candidate = Candidate(display_name=name, path=path.expanduser().absolute())
     try:
         if not path.exists():
-            raise MediaError(Code.NOT_FOUND, f"Nothing is at {path}: no such file or folder. Check the path for a typo "
-                             "and try again.")
+            raise MediaError(Code.NOT_FOUND, f"Nothing is at {path}: no such file or folder. Check the path for a typo and try again.")
         if not path.is_file():
             raise MediaError(Code.NOT_A_FILE, f"{path} is not a file. Give a video file or a folder of videos.")
         check_extension(name)
@@ -223,9 +228,15 @@ def inspect_stream(stream: BinaryIO, name: str, settings: Settings) -> Candidate
         path, sha, size = spool_stream(stream, settings.data_dir / "spool", display)
     except OSError as exc:
         candidate = Candidate(display_name=display, path=settings.data_dir / "spool")
-        return _refuse(candidate, MediaError(Code.NOT_SAVED, f"{display} could not be saved to {settings.data_dir} "
-                                             f"({exc.strerror or exc}). Free some disk space or set "
-                                             "STORYTELLER_DATA_DIR to another folder, then add it again."))
+        return _refuse(
+            candidate,
+            MediaError(
+                Code.NOT_SAVED,
+                f"{display} could not be saved to {settings.data_dir} "
+                f"({exc.strerror or exc}). Free some disk space or set "
+                "STORYTELLER_DATA_DIR to another folder, then add it again.",
+            ),
+        )
     candidate = probe_candidate(Candidate(display_name=display, path=path, size_bytes=size, sha256=sha), settings)
     if not candidate.ok:
         path.unlink(missing_ok=True)  # a refused copy is never kept: the same bytes would be refused again
@@ -248,8 +259,11 @@ def check_extension(display_name: str) -> None:
     """
     suffix = Path(display_name).suffix.lower()
     if suffix and suffix not in VIDEO_EXTENSIONS:
-        raise MediaError(Code.NOT_VIDEO, f"{display_name} is not a video file ({suffix}); only "
-                         f"{', '.join(sorted(VIDEO_EXTENSIONS))} files are accepted. Convert it to MP4, then add it again.")
+        raise MediaError(
+            Code.NOT_VIDEO,
+            f"{display_name} is not a video file ({suffix}); only "
+            f"{', '.join(sorted(VIDEO_EXTENSIONS))} files are accepted. Convert it to MP4, then add it again.",
+        )
 
 
 def _refuse(candidate: Candidate, exc: MediaError) -> Candidate:

@@ -56,7 +56,7 @@ def safe_display_name(name: str) -> str:
     if len(cleaned) <= MAX_NAME_CHARS:
         return cleaned
     suffix = Path(cleaned).suffix[:10]  # a long name keeps its extension: it says what the file is
-    return cleaned[:MAX_NAME_CHARS - len(suffix)].rstrip() + suffix
+    return cleaned[: MAX_NAME_CHARS - len(suffix)].rstrip() + suffix
 
 
 def spool_stream(stream: BinaryIO, spool_dir: Path, display_name: str) -> tuple[Path, str, int]:
@@ -96,8 +96,15 @@ def hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float, *,
-          timeout_s: float = PROBE_TIMEOUT_S, formats: tuple[str, ...] = ALLOWED_FORMATS) -> Probe:
+def probe(
+    path: Path,
+    display_name: str,
+    max_bytes: int,
+    max_duration_s: float,
+    *,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    formats: tuple[str, ...] = ALLOWED_FORMATS,
+) -> Probe:
     """Check that ``path`` is a whole, readable video within limits, or raise MediaError.
 
     Only the demuxers in ``formats`` may open it, every read is interrupted after ``timeout_s`` and the
@@ -136,13 +143,13 @@ def probe(path: Path, display_name: str, max_bytes: int, max_duration_s: float, 
     except av.ArgumentError as exc:  # no allowed demuxer recognised the file
         raise _not_a_container(display_name) from exc
     except (av.FFmpegError, StopIteration, ValueError, OSError) as exc:
-        raise MediaError(Code.UNREADABLE,
+        raise MediaError(
+            Code.UNREADABLE,
             f"{display_name} is not a video file we can read, or it is truncated or damaged ({_short(exc)}).",
         ) from exc
 
 
-def open_video(path: Path, timeout_s: float = PROBE_TIMEOUT_S,
-               formats: tuple[str, ...] = ALLOWED_FORMATS) -> av.container.InputContainer:
+def open_video(path: Path, timeout_s: float = PROBE_TIMEOUT_S, formats: tuple[str, ...] = ALLOWED_FORMATS) -> av.container.InputContainer:
     """Open a local file with only the allowed demuxers and the file protocol, each read limited in time."""
     options = {"format_whitelist": ",".join(formats), "protocol_whitelist": "file"}
     return av.open(str(path), metadata_errors="ignore", options=options, timeout=(timeout_s, timeout_s))
@@ -151,7 +158,8 @@ def open_video(path: Path, timeout_s: float = PROBE_TIMEOUT_S,
 def check_frame_size(display_name: str, width: int, height: int) -> None:
     """Refuse frames too large to decode safely (a 16000x16000 frame took 4.7 GB for one thumbnail)."""
     if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
-        raise MediaError(Code.TOO_LARGE,
+        raise MediaError(
+            Code.TOO_LARGE,
             f"{display_name} has frames of {width}x{height} pixels, over the limit of {MAX_FRAME_SIDE} pixels a side "
             f"and {MAX_FRAME_PIXELS / 1e6:.1f} megapixels a frame. Export it at 4K or less, then add it again.",
         )
@@ -163,9 +171,15 @@ def _check_format(display_name: str, container: av.container.InputContainer, for
 
 
 def _not_a_container(display_name: str, format_name: str = "") -> MediaError:
-    what = "an image" if "pipe" in format_name or format_name.startswith("image") else "a playlist" \
-        if format_name in ("hls", "concat", "dash") else ""
-    return MediaError(Code.NOT_VIDEO,
+    what = (
+        "an image"
+        if "pipe" in format_name or format_name.startswith("image")
+        else "a playlist"
+        if format_name in ("hls", "concat", "dash")
+        else ""
+    )
+    return MediaError(
+        Code.NOT_VIDEO,
         f"{display_name} is not a video file" + (f" (it is {what})" if what else "") + ": only MP4/MOV, MKV/WebM, "
         "AVI, MPEG, FLV and WMV videos are accepted; playlists such as .m3u8 are refused. Convert it to MP4, then "
         "add it again.",
@@ -173,7 +187,8 @@ def _not_a_container(display_name: str, format_name: str = "") -> MediaError:
 
 
 def _too_slow(display_name: str, timeout_s: float) -> MediaError:
-    return MediaError(Code.UNREADABLE,
+    return MediaError(
+        Code.UNREADABLE,
         f"{display_name} could not be checked within {timeout_s:.0f} s (it kept the reader waiting), so it was "
         "refused. A live stream or a damaged file does this; save the video as an MP4 file and add that.",
     )
@@ -194,7 +209,8 @@ def check_size(display_name: str, size: int, max_bytes: int) -> None:
     if size == 0:
         raise MediaError(Code.EMPTY_FILE, f"{display_name} is empty (0 bytes). Check the file and add it again.")
     if size > max_bytes:
-        raise MediaError(Code.TOO_LARGE,
+        raise MediaError(
+            Code.TOO_LARGE,
             f"{display_name} is {size / 1024**3:.2f} GB, over the {max_bytes / 1024**3:.2f} GB limit "
             "per file. Split or compress it, then add it again.",
         )
@@ -202,7 +218,8 @@ def check_size(display_name: str, size: int, max_bytes: int) -> None:
 
 def check_duration(display_name: str, duration_s: float, max_duration_s: float) -> None:
     if duration_s > max_duration_s:
-        raise MediaError(Code.TOO_LONG,
+        raise MediaError(
+            Code.TOO_LONG,
             f"{display_name} lasts {duration_s / 3600:.1f} h, over the {max_duration_s / 3600:.1f} h limit. "
             "Cut it into parts, then add them.",
         )
@@ -225,9 +242,11 @@ def thumbnail(path: Path, out: Path, width: int = 160, *, timeout_s: float = PRO
             for frame in container.decode(stream):
                 if time.monotonic() > deadline:
                     return None
-                small = frame.reformat(width=min(width, frame.width),
-                                       height=max(1, round(frame.height * min(width, frame.width) / max(1, frame.width))),
-                                       format="rgb24")
+                small = frame.reformat(
+                    width=min(width, frame.width),
+                    height=max(1, round(frame.height * min(width, frame.width) / max(1, frame.width))),
+                    format="rgb24",
+                )
                 image = small.to_image()
                 out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 image.save(out, "JPEG", quality=80)

@@ -28,8 +28,14 @@ def make_video(
         x = np.arange(width, dtype=np.int32)
         for i in range(frames):
             row = ((x * 3 + i * 8 + seed * 7) % 256).astype(np.uint8)  # 7 and 256 coprime: 256 distinct seeds
-            rgb = np.stack([np.tile(row, (height, 1)), np.full((height, width), (seed * 11 + seed // 256) % 256, np.uint8),
-                            np.tile(row[::-1], (height, 1))], axis=-1)
+            rgb = np.stack(
+                [
+                    np.tile(row, (height, 1)),
+                    np.full((height, width), (seed * 11 + seed // 256) % 256, np.uint8),
+                    np.tile(row[::-1], (height, 1)),
+                ],
+                axis=-1,
+            )
             for packet in video.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 out.mux(packet)
         for packet in video.encode():
@@ -45,7 +51,7 @@ def _write_tone(out: av.container.OutputContainer, sound: av.AudioStream, second
     t = np.arange(total, dtype=np.float32) / rate
     wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     for start in range(0, total, block):
-        frame = av.AudioFrame.from_ndarray(wave[None, start:start + block], format="fltp", layout="mono")
+        frame = av.AudioFrame.from_ndarray(wave[None, start : start + block], format="fltp", layout="mono")
         frame.sample_rate = rate
         frame.pts = start
         frame.time_base = Fraction(1, rate)

@@ -56,7 +56,7 @@ class SharedPaths:
         """
         if not stored or not stored.startswith(MARK) or self.root is None:
             return stored
-        relative = PurePosixPath(stored[len(MARK):])
+        relative = PurePosixPath(stored[len(MARK) :])
         if not relative.parts or relative.is_absolute() or ".." in relative.parts or "\\" in stored:
             return None
         return str(self.root / relative)
@@ -67,6 +67,8 @@ class SharedPaths:
             raise OutsideSharedRoot(f"Team mode needs {SHARED_ROOT_ENV}: the folder every worker can read.")
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
-            raise OutsideSharedRoot(f"{path} is outside the shared folder {self.root}: workers on other machines "
-                                    "could not read it. Copy it into the shared folder first.")
+            raise OutsideSharedRoot(
+                f"{path} is outside the shared folder {self.root}: workers on other machines "
+                "could not read it. Copy it into the shared folder first."
+            )
         return resolved

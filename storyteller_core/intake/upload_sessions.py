@@ -77,10 +77,17 @@ class _Session:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one piece at a time reaches the file
 
     def snapshot(self) -> dict[str, Any]:
-        state = "finished" if self.candidate else "checking" if self.finishing else (
-            "complete" if self.received == self.size else "receiving")
-        data: dict[str, Any] = {"id": self.id, "name": self.display_name, "size": self.size,
-                                "received": self.received, "state": state, "busy": self.writing or self.finishing}
+        state = (
+            "finished" if self.candidate else "checking" if self.finishing else ("complete" if self.received == self.size else "receiving")
+        )
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.display_name,
+            "size": self.size,
+            "received": self.received,
+            "state": state,
+            "busy": self.writing or self.finishing,
+        }
         if self.candidate is not None:
             data.update(candidate_summary(self.candidate))
         return data
@@ -88,8 +95,14 @@ class _Session:
 
 def candidate_summary(candidate: Candidate) -> dict[str, Any]:
     """What a client may see of a checked upload (never the path on this machine)."""
-    return {"ok": candidate.ok, "name": candidate.display_name, "sha256": candidate.sha256 or None,
-            "size": candidate.size_bytes, "error": candidate.error_message, "error_code": candidate.error_code}
+    return {
+        "ok": candidate.ok,
+        "name": candidate.display_name,
+        "sha256": candidate.sha256 or None,
+        "size": candidate.size_bytes,
+        "error": candidate.error_message,
+        "error_code": candidate.error_code,
+    }
 
 
 def spool_suffix(display_name: str) -> str:
@@ -117,8 +130,12 @@ class Receiver:
             if self._closed or session.generation != self._generation:
                 raise UploadError(409, "superseded", "Another request took over this upload.", session.received)
             if session.received + len(data) > session.size:
-                raise UploadError(413, "too_many_bytes", f"{session.display_name}: more bytes arrived than the "
-                                  f"{session.size:,} announced.", session.received)
+                raise UploadError(
+                    413,
+                    "too_many_bytes",
+                    f"{session.display_name}: more bytes arrived than the {session.size:,} announced.",
+                    session.received,
+                )
             try:
                 with session.partial.open("r+b") as out:
                     out.seek(session.received)
@@ -163,9 +180,17 @@ def refusal(display: str, size: int, max_bytes: int) -> tuple[int, str, str] | N
 class UploadSessions:
     """Every unfinished browser upload of one data dir. Thread-safe; the web layer keeps one per server."""
 
-    def __init__(self, settings: Settings, *, idle_s: float = IDLE_S, finished_keep_s: float = FINISHED_KEEP_S,
-                 stale_writer_s: float = STALE_WRITER_S, max_sessions: int = MAX_SESSIONS,
-                 disk_margin: int = DISK_MARGIN, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        idle_s: float = IDLE_S,
+        finished_keep_s: float = FINISHED_KEEP_S,
+        stale_writer_s: float = STALE_WRITER_S,
+        max_sessions: int = MAX_SESSIONS,
+        disk_margin: int = DISK_MARGIN,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.spool_dir = settings.spool_dir
         self.idle_s = idle_s
@@ -198,22 +223,28 @@ class UploadSessions:
             raise _not_saved(display, self.settings, exc) from exc
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
-                raise UploadError(429, "too_many_uploads", f"{len(self._sessions)} uploads are already open; "
-                                  "wait for some to finish, then add the rest.")
+                raise UploadError(
+                    429, "too_many_uploads", f"{len(self._sessions)} uploads are already open; wait for some to finish, then add the rest."
+                )
             owed = sum(s.size - s.received for s in self._sessions.values() if s.candidate is None)
             if size + owed + self.disk_margin > free:
-                raise UploadError(507, Code.NOT_SAVED, f"{display} ({size / 1024**3:.2f} GB) does not fit: "
-                                  f"{free / 1024**3:.2f} GB free in {self.settings.data_dir}, and uploads under way "
-                                  f"still need {owed / 1024**3:.2f} GB. Free some disk space or set "
-                                  "STORYTELLER_DATA_DIR to another folder, then add it again.")
+                raise UploadError(
+                    507,
+                    Code.NOT_SAVED,
+                    f"{display} ({size / 1024**3:.2f} GB) does not fit: "
+                    f"{free / 1024**3:.2f} GB free in {self.settings.data_dir}, and uploads under way "
+                    f"still need {owed / 1024**3:.2f} GB. Free some disk space or set "
+                    "STORYTELLER_DATA_DIR to another folder, then add it again.",
+                )
             upload_id = secrets.token_hex(16)
             partial = self.spool_dir / f"{PARTIAL_PREFIX}upload-{upload_id}"
             try:
                 os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise _not_saved(display, self.settings, exc) from exc
-            session = _Session(id=upload_id, display_name=display, size=size, suffix=spool_suffix(display),
-                               partial=partial, touched=self.clock())
+            session = _Session(
+                id=upload_id, display_name=display, size=size, suffix=spool_suffix(display), partial=partial, touched=self.clock()
+            )
             self._sessions[upload_id] = session
             return session.snapshot()
 
@@ -226,17 +257,23 @@ class UploadSessions:
         with self._lock:
             session = self._get(upload_id)
             if total is not None and total != session.size:
-                raise UploadError(400, "wrong_size", f"{session.display_name} was announced as {session.size:,} "
-                                  f"bytes, not {total:,}.", session.received)
+                raise UploadError(
+                    400, "wrong_size", f"{session.display_name} was announced as {session.size:,} bytes, not {total:,}.", session.received
+                )
             if session.candidate is not None or session.finishing:
                 raise UploadError(409, "finished", f"{session.display_name} is complete.", session.received)
             if session.writing and self.clock() - session.touched < self.stale_writer_s:
-                raise UploadError(409, "busy", f"{session.display_name} is still receiving an earlier request; "
-                                  "ask again in a moment.", session.received)
+                raise UploadError(
+                    409, "busy", f"{session.display_name} is still receiving an earlier request; ask again in a moment.", session.received
+                )
             if offset != session.received:
-                raise UploadError(409, "wrong_offset", f"{session.display_name}: this piece starts at byte "
-                                  f"{offset:,}, but {session.received:,} bytes have arrived; send from there.",
-                                  session.received)
+                raise UploadError(
+                    409,
+                    "wrong_offset",
+                    f"{session.display_name}: this piece starts at byte "
+                    f"{offset:,}, but {session.received:,} bytes have arrived; send from there.",
+                    session.received,
+                )
             with session.lock:
                 session.generation += 1  # a stale writer, if any, is refused from now on
                 self._check_partial(session)
@@ -255,11 +292,14 @@ class UploadSessions:
             if session.candidate is not None:
                 return session.candidate
             if session.finishing or (session.writing and self.clock() - session.touched < self.stale_writer_s):
-                raise UploadError(409, "busy", f"{session.display_name} is still receiving or being checked.",
-                                  session.received)
+                raise UploadError(409, "busy", f"{session.display_name} is still receiving or being checked.", session.received)
             if session.received != session.size:
-                raise UploadError(409, "incomplete", f"{session.display_name}: {session.received:,} of "
-                                  f"{session.size:,} bytes have arrived; send the rest first.", session.received)
+                raise UploadError(
+                    409,
+                    "incomplete",
+                    f"{session.display_name}: {session.received:,} of {session.size:,} bytes have arrived; send the rest first.",
+                    session.received,
+                )
             if session.checked is None:
                 with session.lock:
                     session.generation += 1  # a stale writer, if any, is refused from now on
@@ -294,9 +334,15 @@ class UploadSessions:
         """Drop sessions idle for too long (deleting their partial files) and old finished ones; their ids."""
         now = self.clock()
         with self._lock:
-            old = [s for s in self._sessions.values() if not s.finishing and (
-                (s.candidate is None and now - s.touched > self.idle_s)  # a hung writer too
-                or (s.candidate is not None and now - s.touched > self.finished_keep_s))]
+            old = [
+                s
+                for s in self._sessions.values()
+                if not s.finishing
+                and (
+                    (s.candidate is None and now - s.touched > self.idle_s)  # a hung writer too
+                    or (s.candidate is not None and now - s.touched > self.finished_keep_s)
+                )
+            ]
         for session in old:
             self.cancel(session.id)
         return [s.id for s in old]
@@ -312,8 +358,11 @@ class UploadSessions:
     def _get(self, upload_id: str) -> _Session:
         session = self._sessions.get(upload_id)
         if session is None:
-            raise UploadError(404, "unknown", "This upload is not known here (finished long ago, cancelled, or the "
-                              "server restarted); start the file again.")
+            raise UploadError(
+                404,
+                "unknown",
+                "This upload is not known here (finished long ago, cancelled, or the server restarted); start the file again.",
+            )
         return session
 
     def _check_partial(self, session: _Session) -> None:
@@ -325,8 +374,7 @@ class UploadSessions:
         if on_disk < session.received:
             self._sessions.pop(session.id, None)
             session.partial.unlink(missing_ok=True)
-            raise UploadError(410, "gone", f"The partial copy of {session.display_name} was removed; start this file "
-                              "again.")
+            raise UploadError(410, "gone", f"The partial copy of {session.display_name} was removed; start this file again.")
         if on_disk > session.received:  # a write that failed half way: those bytes were never hashed
             os.truncate(session.partial, session.received)
 
@@ -347,8 +395,9 @@ class UploadSessions:
             os.replace(session.partial, final)
         except OSError as exc:
             raise _not_saved(session.display_name, self.settings, exc, session.received) from exc
-        candidate = probe_candidate(Candidate(display_name=session.display_name, path=final, size_bytes=session.size,
-                                     sha256=sha), self.settings)
+        candidate = probe_candidate(
+            Candidate(display_name=session.display_name, path=final, size_bytes=session.size, sha256=sha), self.settings
+        )
         if not candidate.ok:
             final.unlink(missing_ok=True)  # a refused copy is never kept: the same bytes would be refused again
         return candidate
@@ -357,5 +406,10 @@ class UploadSessions:
 def _not_saved(display: str, settings: Settings, exc: OSError, received: int | None = None) -> UploadError:
     status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return UploadError(status, Code.NOT_SAVED, f"{display} could not be saved to {settings.data_dir} ({reason}). "
-                       "Free some disk space or set STORYTELLER_DATA_DIR to another folder, then add it again.", received)
+    return UploadError(
+        status,
+        Code.NOT_SAVED,
+        f"{display} could not be saved to {settings.data_dir} ({reason}). "
+        "Free some disk space or set STORYTELLER_DATA_DIR to another folder, then add it again.",
+        received,
+    )

@@ -55,8 +55,15 @@ class VideoOptions:
 
     def to_key(self) -> dict[str, Any]:
         """The options as stored with the analysis and hashed into its key: defaults left out."""
-        values = {"start_s": self.start_s, "end_s": self.end_s, "fps": self.fps, "resolution": self.resolution,
-                  "structured": self.structured or None, "processing": self.processing, "answer_schema": self.answer_schema}
+        values = {
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "fps": self.fps,
+            "resolution": self.resolution,
+            "structured": self.structured or None,
+            "processing": self.processing,
+            "answer_schema": self.answer_schema,
+        }
         return {k: v for k, v in values.items() if v is not None}
 
     @classmethod
@@ -100,4 +107,3 @@ def parse_clip(text: str) -> tuple[float | None, float | None]:
     if (start_text.strip() and start is None) or (end_text.strip() and end is None):
         raise ValueError(f"clip times are MM:SS or H:MM:SS (got {text!r})")
     return start, end
-

@@ -36,16 +36,29 @@ class Story:
     note: str | None = None  # why the structure is missing, for a person
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "story": self.text, "people": self.people, "places": self.places, "tags": self.tags,
-                "key_moments": [{"time": m.time, "seconds": m.seconds, "description": m.description} for m in self.moments],
-                "dropped_moments": self.dropped_moments, "note": self.note}
+        return {
+            "title": self.title,
+            "story": self.text,
+            "people": self.people,
+            "places": self.places,
+            "tags": self.tags,
+            "key_moments": [{"time": m.time, "seconds": m.seconds, "description": m.description} for m in self.moments],
+            "dropped_moments": self.dropped_moments,
+            "note": self.note,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Story:
-        return cls(text=data.get("story") or "", title=data.get("title"), people=list(data.get("people") or []),
-                   places=list(data.get("places") or []), tags=list(data.get("tags") or []),
-                   moments=[Moment(float(m["seconds"]), str(m["description"])) for m in data.get("key_moments") or []],
-                   dropped_moments=int(data.get("dropped_moments") or 0), note=data.get("note"))
+        return cls(
+            text=data.get("story") or "",
+            title=data.get("title"),
+            people=list(data.get("people") or []),
+            places=list(data.get("places") or []),
+            tags=list(data.get("tags") or []),
+            moments=[Moment(float(m["seconds"]), str(m["description"])) for m in data.get("key_moments") or []],
+            dropped_moments=int(data.get("dropped_moments") or 0),
+            note=data.get("note"),
+        )
 
     def markdown(self, name: str | None = None) -> str:
         """Clean Markdown to paste into a report, with the timestamps."""

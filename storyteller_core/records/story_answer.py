@@ -65,8 +65,9 @@ def parse_answer(raw: str, *, start_s: float = 0.0, end_s: float | None = None) 
         answer = StoryAnswer.model_validate(json.loads(raw))
     except (json.JSONDecodeError, ValidationError) as exc:
         reason = "not JSON" if isinstance(exc, json.JSONDecodeError) else f"{exc.error_count()} field(s) wrong or missing"
-        return Story(text=raw.strip(), note=f"Gemini's answer did not match the story format ({reason}); "
-                                            "its raw text is kept as the story.")
+        return Story(
+            text=raw.strip(), note=f"Gemini's answer did not match the story format ({reason}); its raw text is kept as the story."
+        )
     moments, dropped = [], 0
     for moment in answer.key_moments:
         at = seconds_of(moment.time)
@@ -75,5 +76,12 @@ def parse_answer(raw: str, *, start_s: float = 0.0, end_s: float | None = None) 
             continue
         moments.append(Moment(at, moment.description.strip()))
     moments.sort(key=lambda m: m.seconds)
-    return Story(text=answer.story.strip(), title=answer.title.strip() or None, moments=moments, people=answer.people,
-                 places=answer.places, tags=answer.tags, dropped_moments=dropped)
+    return Story(
+        text=answer.story.strip(),
+        title=answer.title.strip() or None,
+        moments=moments,
+        people=answer.people,
+        places=answer.places,
+        tags=answer.tags,
+        dropped_moments=dropped,
+    )

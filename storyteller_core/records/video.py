@@ -37,7 +37,11 @@ VIDEO_TRANSITIONS: dict[VideoState, frozenset[VideoState]] = {
 
 # Share of the row's progress bar a video's states stand for; the analysis takes 85..100.
 VIDEO_PROGRESS: dict[VideoState, int] = {
-    V.CREATED: 0, V.UPLOADING: 5, V.UPLOADED: 60, V.FILE_PROCESSING: 65, V.FILE_ACTIVE: 80,
+    V.CREATED: 0,
+    V.UPLOADING: 5,
+    V.UPLOADED: 60,
+    V.FILE_PROCESSING: 65,
+    V.FILE_ACTIVE: 80,
 }
 UPLOAD_PROGRESS_SPAN = (5, 60)
 EXPIRY_MARGIN_S = 60.0
@@ -86,8 +90,11 @@ class Video(Record):
         if self.url:
             return self.state is VideoState.FILE_ACTIVE
         return (
-            self.state is VideoState.FILE_ACTIVE and self.backend == backend and bool(self.gemini_uri)
-            and self.gemini_expires_at is not None and (at or now()) < self.gemini_expires_at - EXPIRY_MARGIN_S
+            self.state is VideoState.FILE_ACTIVE
+            and self.backend == backend
+            and bool(self.gemini_uri)
+            and self.gemini_expires_at is not None
+            and (at or now()) < self.gemini_expires_at - EXPIRY_MARGIN_S
         )
 
     def spooled_sources(self, spool_dir: Path) -> list[Path]:

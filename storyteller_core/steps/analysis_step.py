@@ -42,11 +42,18 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
     try:
         answer = ctx.call(
             lambda: ctx.gateway.generate(
-                model=analysis.model, video=part, prompt=analysis.prompt, timeout_s=budget,
-                json_schema=schema_for(options), resolution=options.resolution,
-                on_text=_partial_writer(ctx, analysis.id, should_stop), flex=flex, cache=cache,
+                model=analysis.model,
+                video=part,
+                prompt=analysis.prompt,
+                timeout_s=budget,
+                json_schema=schema_for(options),
+                resolution=options.resolution,
+                on_text=_partial_writer(ctx, analysis.id, should_stop),
+                flex=flex,
+                cache=cache,
             ),
-            budget, should_stop,
+            budget,
+            should_stop,
         )
     except GeminiError as exc:
         if cache and "CachedContent" in exc.message:  # expired or deleted under us: forget it, ask again
@@ -55,8 +62,7 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
             return Outcome.now()
         if exc.kind not in (Kind.GONE, Kind.NOT_READY) or video.url:
             raise
-        log.warning("gemini file not usable for analysis; uploading again", extra={"analysis_id": analysis.id,
-                                                                                  "error": exc.label})
+        log.warning("gemini file not usable for analysis; uploading again", extra={"analysis_id": analysis.id, "error": exc.label})
         if store.require(Video, video.id).state is VideoState.FILE_ACTIVE:
             store.transition(Video, video.id, VideoState.CREATED)
         store.transition(Analysis, analysis.id, AnalysisState.WAITING, partial_story=None)
@@ -72,18 +78,24 @@ def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Cal
 
 def video_part(analysis: Analysis, video: Video) -> VideoPart:
     options = analysis.video_options
-    return VideoPart(uri=video.gemini_uri or "", mime_type=video.mime_type, start_s=options.start_s, end_s=options.end_s,
-                     fps=options.fps, processing=options.processing)
+    return VideoPart(
+        uri=video.gemini_uri or "",
+        mime_type=video.mime_type,
+        start_s=options.start_s,
+        end_s=options.end_s,
+        fps=options.fps,
+        processing=options.processing,
+    )
 
 
-def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: Answer, extra_usd: float = 0.0,
-                  **fields: Any) -> None:
+def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: Answer, extra_usd: float = 0.0, **fields: Any) -> None:
     """Check Gemini's answer (a structured one against the video) and store it with its usage and cost at the tier."""
     store, options = ctx.store, analysis.video_options
     if not answer.text:
         reason = answer.block_reason or answer.finish_reason or "no reason given"
-        raise StepFailed(Code.EMPTY_ANSWER, f"Gemini returned no story for {video.display_name} ({reason}). "
-                         "Try another prompt or model, then retry.")
+        raise StepFailed(
+            Code.EMPTY_ANSWER, f"Gemini returned no story for {video.display_name} ({reason}). Try another prompt or model, then retry."
+        )
     story_text, structured, custom = answer.text, None, None
     schema = schema_for(options)
     if options.answer_schema and schema is not None:
@@ -96,13 +108,21 @@ def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: An
         story = parse_answer(answer.text, start_s=options.start_s or 0.0, end_s=_end_of(options.end_s, video.duration_s))
         story_text, structured = story.text, story.to_dict()
         if story.dropped_moments or story.note:
-            log.info("structured answer checked", extra={"analysis_id": analysis.id, "dropped": story.dropped_moments,
-                                                         "note": story.note})
+            log.info("structured answer checked", extra={"analysis_id": analysis.id, "dropped": story.dropped_moments, "note": story.note})
     store.transition(
-        Analysis, analysis.id, AnalysisState.COMPLETED, story=story_text, structured=structured, answer=custom,
+        Analysis,
+        analysis.id,
+        AnalysisState.COMPLETED,
+        story=story_text,
+        structured=structured,
+        answer=custom,
         partial_story=None,
-        finish_reason=answer.finish_reason, model_version=answer.model_version, prompt_tokens=answer.prompt_tokens,
-        output_tokens=answer.output_tokens, total_tokens=answer.total_tokens, cached_tokens=answer.cached_tokens,
+        finish_reason=answer.finish_reason,
+        model_version=answer.model_version,
+        prompt_tokens=answer.prompt_tokens,
+        output_tokens=answer.output_tokens,
+        total_tokens=answer.total_tokens,
+        cached_tokens=answer.cached_tokens,
         cost_usd=None if analysis.demo else _cost(analysis, answer) + extra_usd,
         **fields,
     )
@@ -110,8 +130,12 @@ def record_answer(ctx: StepContext, analysis: Analysis, video: Video, answer: An
 
 def _cost(analysis: Analysis, answer: Answer) -> float:
     """The answer's cost at the tier, cached tokens at the cached price."""
-    return cost_usd(analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0, analysis.tier,
-                    cached_tokens=answer.cached_tokens or 0) or 0.0
+    return (
+        cost_usd(
+            analysis.model, answer.prompt_tokens or 0, answer.output_tokens or 0, analysis.tier, cached_tokens=answer.cached_tokens or 0
+        )
+        or 0.0
+    )
 
 
 def _end_of(clip_end: float | None, duration_s: float | None) -> float | None:

@@ -24,8 +24,10 @@ from storyteller_core.storage.disk_store import NotFound
 
 log = logging.getLogger(__name__)
 FILE_GONE_CODES = {5, 7}  # google.rpc NOT_FOUND, PERMISSION_DENIED: with a message naming a file, it is gone
-NEXT_STEPS = ("Press Retry to send it in a new batch job, or ask again on the standard tier (Ask again, Price: "
-              "standard; or `process --tier standard`) for an answer in seconds.")
+NEXT_STEPS = (
+    "Press Retry to send it in a new batch job, or ask again on the standard tier (Ask again, Price: "
+    "standard; or `process --tier standard`) for an answer in seconds."
+)
 
 
 def analyzing(ctx: StepContext, analysis: Analysis) -> Analysis:
@@ -39,8 +41,9 @@ def settle(ctx: StepContext, name: str, job: BatchJob | None) -> None:
     members = [a for a in ctx.store.unfinished() if a.batch_job == name]
     if job is None or job.state not in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"):
         code, message = _ended_without_answers(name, job)
-        log.warning("batch job ended without answers", extra={"batch_job": name, "state": job.state if job else "GONE",
-                                                              "members": len(members)})
+        log.warning(
+            "batch job ended without answers", extra={"batch_job": name, "state": job.state if job else "GONE", "members": len(members)}
+        )
         for member in members:
             _fail(ctx, member.id, code, message)
         return
@@ -56,8 +59,12 @@ def _record(ctx: StepContext, member: Analysis, name: str, result: BatchResult |
     store = ctx.store
     video = store.require(Video, member.video_id)
     if result is None:
-        _fail(ctx, member.id, Code.BATCH_FAILED, f"Gemini's batch job {name} finished without an answer for "
-              f"{video.display_name}. {NEXT_STEPS}")
+        _fail(
+            ctx,
+            member.id,
+            Code.BATCH_FAILED,
+            f"Gemini's batch job {name} finished without an answer for {video.display_name}. {NEXT_STEPS}",
+        )
         return
     if result.answer is not None:
         member = analyzing(ctx, store.require(Analysis, member.id))
@@ -68,36 +75,52 @@ def _record(ctx: StepContext, member: Analysis, name: str, result: BatchResult |
         return
     text = result.error_message or "no reason given"
     if result.error_code in FILE_GONE_CODES and "file" in text.lower() and not video.url:
-        log.warning("gemini file gone before the batch job ran; uploading again", extra={"analysis_id": member.id,
-                                                                                       "batch_job": name})
+        log.warning("gemini file gone before the batch job ran; uploading again", extra={"analysis_id": member.id, "batch_job": name})
         if video.state is VideoState.FILE_ACTIVE:
             store.transition(Video, video.id, VideoState.CREATED)
         analyzing(ctx, store.require(Analysis, member.id))
         store.transition(Analysis, member.id, AnalysisState.WAITING, batch_job=None, batch_token=None)
         return
-    _fail(ctx, member.id, Code.GEMINI_REFUSED, f"Gemini could not answer this question about {video.display_name} in "
-          f"its batch job {name} ({text.rstrip('. ')}). {NEXT_STEPS}")
+    _fail(
+        ctx,
+        member.id,
+        Code.GEMINI_REFUSED,
+        f"Gemini could not answer this question about {video.display_name} in its batch job {name} ({text.rstrip('. ')}). {NEXT_STEPS}",
+    )
 
 
 def _ended_without_answers(name: str, job: BatchJob | None) -> tuple[Code, str]:
     state = job.state if job else "GONE"
     if state == "JOB_STATE_EXPIRED":
-        return Code.BATCH_EXPIRED, (f"Gemini's batch job {name} expired: Gemini did not run it within 48 hours (it "
-                                    f"does when it is busy), so there is no story and nothing was charged. {NEXT_STEPS}")
+        return Code.BATCH_EXPIRED, (
+            f"Gemini's batch job {name} expired: Gemini did not run it within 48 hours (it "
+            f"does when it is busy), so there is no story and nothing was charged. {NEXT_STEPS}"
+        )
     if state == "JOB_STATE_CANCELLED":
-        return Code.BATCH_FAILED, (f"Gemini's batch job {name} was cancelled outside this app (in AI Studio or by "
-                                   f"another program), so there is no story. {NEXT_STEPS}")
+        return Code.BATCH_FAILED, (
+            f"Gemini's batch job {name} was cancelled outside this app (in AI Studio or by "
+            f"another program), so there is no story. {NEXT_STEPS}"
+        )
     if job is None:
-        return Code.BATCH_FAILED, (f"Gemini no longer knows the batch job {name} (deleted, or kept past its time), "
-                                   f"so its stories are lost. {NEXT_STEPS}")
-    return Code.BATCH_FAILED, (f"Gemini's batch job {name} failed as a whole ({state.removeprefix('JOB_STATE_')}), "
-                               f"so there is no story. {NEXT_STEPS}")
+        return Code.BATCH_FAILED, (
+            f"Gemini no longer knows the batch job {name} (deleted, or kept past its time), so its stories are lost. {NEXT_STEPS}"
+        )
+    return Code.BATCH_FAILED, (
+        f"Gemini's batch job {name} failed as a whole ({state.removeprefix('JOB_STATE_')}), so there is no story. {NEXT_STEPS}"
+    )
 
 
 def _fail(ctx: StepContext, analysis_id: str, code: Code, message: str) -> None:
     """The analysis leaves its job for good: Retry starts a new one."""
     with suppress(TransitionError, NotFound):
-        ctx.store.transition(Analysis, analysis_id, AnalysisState.FAILED, error_code=str(code), error_message=scrub(message),
-                             failed_step="analysis", batch_job=None, batch_token=None)
-    log.warning("step failed", extra={"task": f"analysis:{analysis_id}", "error_code": str(code),
-                                      "failed_step": "analysis"})
+        ctx.store.transition(
+            Analysis,
+            analysis_id,
+            AnalysisState.FAILED,
+            error_code=str(code),
+            error_message=scrub(message),
+            failed_step="analysis",
+            batch_job=None,
+            batch_token=None,
+        )
+    log.warning("step failed", extra={"task": f"analysis:{analysis_id}", "error_code": str(code), "failed_step": "analysis"})

@@ -125,8 +125,16 @@ def _gather(ctx: StepContext, analysis: Analysis) -> tuple[list[Analysis], float
     until = ctx.batch_looks.collecting_until(_model_key(ctx, analysis.model), analysis.id)
     if until is not None:  # looking again, and a scan a moment ago found others on their way: no new scan
         return [], min(until - time.time(), COLLECT_LOOK_S)
-    free = [a for a in store.unfinished() if a.tier == "batch" and a.model == analysis.model
-            and a.backend == analysis.backend and not a.batch_job and not a.batch_token and not a.cancel_requested]
+    free = [
+        a
+        for a in store.unfinished()
+        if a.tier == "batch"
+        and a.model == analysis.model
+        and a.backend == analysis.backend
+        and not a.batch_job
+        and not a.batch_token
+        and not a.cancel_requested
+    ]
     videos = store.by_id(Video, {a.video_id for a in free} | {analysis.video_id})
     ready: dict[str, Analysis] = {analysis.id: analysis}  # its own file is ready: the runner checked
     coming = 0
@@ -175,8 +183,9 @@ def _claim(ctx: StepContext, candidates: list[Analysis], token: str) -> list[Ana
     return claimed
 
 
-def _submit(ctx: StepContext, analysis: Analysis, token: str, members: list[Analysis], should_stop: Callable[[], bool],
-            *, look_first: bool) -> Outcome:
+def _submit(
+    ctx: StepContext, analysis: Analysis, token: str, members: list[Analysis], should_stop: Callable[[], bool], *, look_first: bool
+) -> Outcome:
     """Create the job of ``members`` (or find the one an earlier try created) and store its name on each."""
     store, settings = ctx.store, ctx.settings
     members = [m for m in (_still_asking(ctx, m) for m in members) if m is not None]
@@ -193,10 +202,15 @@ def _submit(ctx: StepContext, analysis: Analysis, token: str, members: list[Anal
         members = _with_usable_files(ctx, analysis, members)  # after a long stop, some files may have expired
     videos = store.by_id(Video, {m.video_id for m in members})
     requests = [
-        BatchRequest(key=m.id, video=video_part(m, videos[m.video_id]), prompt=m.prompt,
-                     json_schema=STORY_SCHEMA if m.video_options.structured else None,
-                     resolution=m.video_options.resolution)
-        for m in members if m.video_id in videos
+        BatchRequest(
+            key=m.id,
+            video=video_part(m, videos[m.video_id]),
+            prompt=m.prompt,
+            json_schema=STORY_SCHEMA if m.video_options.structured else None,
+            resolution=m.video_options.resolution,
+        )
+        for m in members
+        if m.video_id in videos
     ]
     count = len(requests)
     if not count:
@@ -242,15 +256,13 @@ def _with_usable_files(ctx: StepContext, analysis: Analysis, members: list[Analy
     return kept
 
 
-def _stored(ctx: StepContext, analysis: Analysis, token: str, members: list[Analysis], job: BatchJob,
-            count: int) -> Outcome:
+def _stored(ctx: StepContext, analysis: Analysis, token: str, members: list[Analysis], job: BatchJob, count: int) -> Outcome:
     """The job's name, stored on each member before anything waits on it."""
     kept = 0
     for member in members:
         stored = ctx.store.mutate(Analysis, member.id, lambda a: _set_job(a, token, job.name))
         kept += stored.batch_job == job.name
-    log.info("batch job stored on its members", extra={"batch_job": job.name, "model": analysis.model,
-                                                       "requests": count, "members": kept})
+    log.info("batch job stored on its members", extra={"batch_job": job.name, "model": analysis.model, "requests": count, "members": kept})
     return Outcome.later(_delay(ctx.settings, 0.0))
 
 
@@ -304,8 +316,7 @@ def _look(ctx: StepContext, analysis: Analysis, should_stop: Callable[[], bool])
             except GeminiError as exc:
                 if exc.kind is not Kind.TRANSIENT:
                     raise
-                log.warning("could not look at the batch job; looking again later",
-                            extra={"batch_job": name, "error": exc.label})
+                log.warning("could not look at the batch job; looking again later", extra={"batch_job": name, "error": exc.label})
                 return Outcome.later(settings.batch_poll_max_s)  # Gemini keeps the job: a bad hour fails nothing
             age = time.time() - (job.created_at if job and job.created_at else _submitted_at(analysis))
             last = Look(job, now + _delay(settings, age))

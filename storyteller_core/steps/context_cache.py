@@ -48,12 +48,14 @@ def part_key_of(model: str, o: VideoOptions) -> str:
 
 def _others_open(ctx: StepContext, analysis: Analysis) -> list[Analysis]:
     key = part_key(analysis)
-    return [a for a in ctx.store.analyses_of(analysis.video_id)
-            if a.id != analysis.id and a.state in _OPEN and a.tier != "batch" and part_key(a) == key]
+    return [
+        a
+        for a in ctx.store.analyses_of(analysis.video_id)
+        if a.id != analysis.id and a.state in _OPEN and a.tier != "batch" and part_key(a) == key
+    ]
 
 
-def cache_for(ctx: StepContext, analysis: Analysis, video: Video, part: VideoPart,
-              should_stop: Callable[[], bool]) -> str | None:
+def cache_for(ctx: StepContext, analysis: Analysis, video: Video, part: VideoPart, should_stop: Callable[[], bool]) -> str | None:
     """The cachedContents name to ask through, creating the cache when the rule says so; None: ask without one.
 
     Questions of one part asked at once wait for each other here, so one of them creates the cache and the
@@ -68,8 +70,9 @@ def cache_for(ctx: StepContext, analysis: Analysis, video: Video, part: VideoPar
         return _cache_for(ctx, analysis, ctx.store.get(Video, video.id) or video, part, key, should_stop)
 
 
-def _cache_for(ctx: StepContext, analysis: Analysis, video: Video, part: VideoPart, key: str,
-               should_stop: Callable[[], bool]) -> str | None:
+def _cache_for(
+    ctx: StepContext, analysis: Analysis, video: Video, part: VideoPart, key: str, should_stop: Callable[[], bool]
+) -> str | None:
     stored = video.caches.get(key)
     if stored and float(stored.get("expires_at") or 0) - time.time() > REUSE_MARGIN_S:
         return str(stored["name"])
@@ -79,15 +82,27 @@ def _cache_for(ctx: StepContext, analysis: Analysis, video: Video, part: VideoPa
     if tokens < model_info(analysis.model).min_cache_tokens:
         return None
     try:
-        made = ctx.call(lambda: ctx.gateway.create_cache(
-            model=analysis.model, video=part, ttl_s=ctx.settings.cache_ttl_s, display_name=f"vs-{video.id[:16]}",
-            resolution=analysis.video_options.resolution), ctx.settings.analysis_budget_s, should_stop)
+        made = ctx.call(
+            lambda: ctx.gateway.create_cache(
+                model=analysis.model,
+                video=part,
+                ttl_s=ctx.settings.cache_ttl_s,
+                display_name=f"vs-{video.id[:16]}",
+                resolution=analysis.video_options.resolution,
+            ),
+            ctx.settings.analysis_budget_s,
+            should_stop,
+        )
     except GeminiError as exc:  # no cache is no harm: the question is asked with the video, at full price
-        log.warning("could not create a context cache; asking without one", extra={"analysis_id": analysis.id,
-                                                                                  "error": exc.label})
+        log.warning("could not create a context cache; asking without one", extra={"analysis_id": analysis.id, "error": exc.label})
         return None
-    entry = {"name": made.name, "expires_at": made.expires_at or time.time() + ctx.settings.cache_ttl_s,
-             "tokens": made.tokens or tokens, "created_at": time.time(), "model": analysis.model}
+    entry = {
+        "name": made.name,
+        "expires_at": made.expires_at or time.time() + ctx.settings.cache_ttl_s,
+        "tokens": made.tokens or tokens,
+        "created_at": time.time(),
+        "model": analysis.model,
+    }
     kept: dict[str, str] = {}
 
     def store_it(v: Video) -> None:

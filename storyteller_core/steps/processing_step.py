@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 WAKE_MARGIN_S = 0.05  # sleep a little past the budget, so the step that wakes is the one that times out
 
 
-def wait_for_processing(ctx: StepContext, video: Video, should_stop: Callable[[], bool],
-                        watch: StatusWatch | None = None) -> Outcome:
+def wait_for_processing(ctx: StepContext, video: Video, should_stop: Callable[[], bool], watch: StatusWatch | None = None) -> Outcome:
     store, settings = ctx.store, ctx.settings
     if video.state is VideoState.UPLOADED:
         if video.gemini_state == "ACTIVE":  # the upload's answer already said so: nothing to ask
@@ -41,8 +40,9 @@ def wait_for_processing(ctx: StepContext, video: Video, should_stop: Callable[[]
     if watch is not None:
         seen = watch.check(video.id, video.gemini_name)
         if seen is not None and not seen.ask_alone:
-            video = store.update(Video, video.id, poll_attempts=video.poll_attempts + seen.checks,
-                                 gemini_state=seen.remote.state if seen.remote else "GONE")
+            video = store.update(
+                Video, video.id, poll_attempts=video.poll_attempts + seen.checks, gemini_state=seen.remote.state if seen.remote else "GONE"
+            )
             return _settled(ctx, video, seen.remote, started)
         if seen is None:
             left = settings.processing_budget_s - (time.time() - started)
@@ -71,8 +71,7 @@ def _poll_alone(ctx: StepContext, video: Video, started: float) -> Outcome:
                 ctx.cooldown.note_exhausted(exc.retry_after_s)
             video = store.update(Video, video.id, poll_attempts=video.poll_attempts + 1)
             return Outcome.later(max(poll_delay(video.poll_attempts, settings), ctx.cooldown.remaining()))
-    video = store.update(Video, video.id, poll_attempts=video.poll_attempts + 1,
-                         gemini_state=remote.state if remote else "GONE")
+    video = store.update(Video, video.id, poll_attempts=video.poll_attempts + 1, gemini_state=remote.state if remote else "GONE")
     if remote is not None and remote.state not in ("ACTIVE", "FAILED"):
         return Outcome.later(poll_delay(video.poll_attempts, settings))
     return _settled(ctx, video, remote, started)
@@ -85,19 +84,25 @@ def _settled(ctx: StepContext, video: Video, remote: RemoteFile | None, started:
         store.transition(Video, video.id, VideoState.CREATED)
         return Outcome.now()
     if remote.state == "FAILED":
-        raise StepFailed(Code.FILE_FAILED, f"Gemini could not process {video.display_name}: "
-                         f"{(remote.error or 'no reason given').rstrip('. ')}. Check that the video plays, then retry.")
+        raise StepFailed(
+            Code.FILE_FAILED,
+            f"Gemini could not process {video.display_name}: "
+            f"{(remote.error or 'no reason given').rstrip('. ')}. Check that the video plays, then retry.",
+        )
     store.transition(Video, video.id, VideoState.FILE_ACTIVE, gemini_expires_at=remote.expires_at or video.gemini_expires_at)
-    log.info("file active", extra={"video_id": video.id, "poll_attempts": video.poll_attempts,
-                                   "processing_s": round(time.time() - started, 3)})
+    log.info(
+        "file active", extra={"video_id": video.id, "poll_attempts": video.poll_attempts, "processing_s": round(time.time() - started, 3)}
+    )
     return Outcome.done()
 
 
 def _as_remote(video: Video) -> RemoteFile:
-    return RemoteFile(name=video.gemini_name or "", uri=video.gemini_uri or "", state=video.gemini_state or "",
-                      expires_at=video.gemini_expires_at)
+    return RemoteFile(
+        name=video.gemini_name or "", uri=video.gemini_uri or "", state=video.gemini_state or "", expires_at=video.gemini_expires_at
+    )
 
 
 def _timed_out(video: Video, budget_s: float) -> None:
-    raise StepFailed(Code.PROCESSING_TIMEOUT, f"Gemini was still processing {video.display_name} after "
-                     f"{budget_s / 60:.0f} min. Retry later.")
+    raise StepFailed(
+        Code.PROCESSING_TIMEOUT, f"Gemini was still processing {video.display_name} after {budget_s / 60:.0f} min. Retry later."
+    )

@@ -41,23 +41,41 @@ def upload(ctx: StepContext, video: Video, should_stop: Callable[[], bool]) -> O
     if existing:  # FAILED, about to expire, or not this content: start clean
         ctx.call(lambda: ctx.gateway.delete_file(name), budget, should_stop)
     if video.upload_count >= MAX_UPLOADS_PER_VIDEO:
-        raise StepFailed(Code.TOO_MANY_UPLOADS, f"{video.display_name} was uploaded {video.upload_count} times and "
-                         "the file kept disappearing from Gemini. Retry later.")
+        raise StepFailed(
+            Code.TOO_MANY_UPLOADS,
+            f"{video.display_name} was uploaded {video.upload_count} times and the file kept disappearing from Gemini. Retry later.",
+        )
     source = next((Path(s) for s in video.sources if Path(s).is_file()), None)
     if source is None:
-        raise StepFailed(Code.SOURCE_MISSING, f"{video.display_name} is no longer on this computer "
-                         f"({', '.join(video.sources) or 'no copy was kept'}). Add the file again.")
-    ctx.store.transition(Video, video.id, VideoState.UPLOADING, upload_count=video.upload_count + 1, backend=backend,
-                         gemini_name=None, gemini_uri=None, gemini_state=None, gemini_expires_at=None)
+        raise StepFailed(
+            Code.SOURCE_MISSING,
+            f"{video.display_name} is no longer on this computer ({', '.join(video.sources) or 'no copy was kept'}). Add the file again.",
+        )
+    ctx.store.transition(
+        Video,
+        video.id,
+        VideoState.UPLOADING,
+        upload_count=video.upload_count + 1,
+        backend=backend,
+        gemini_name=None,
+        gemini_uri=None,
+        gemini_state=None,
+        gemini_expires_at=None,
+    )
     started = time.monotonic()
     log.info("upload start", extra={"video_id": video.id, "file_size": video.size_bytes, "gemini_name": name})
     sent = ctx.call(
-        lambda: ctx.gateway.upload(source, name=name, display_name=video.display_name, mime_type=video.mime_type,
-                                   on_progress=_progress_writer(ctx, video, should_stop)),
-        budget, should_stop,
+        lambda: ctx.gateway.upload(
+            source,
+            name=name,
+            display_name=video.display_name,
+            mime_type=video.mime_type,
+            on_progress=_progress_writer(ctx, video, should_stop),
+        ),
+        budget,
+        should_stop,
     )
-    log.info("upload end", extra={"video_id": video.id, "gemini_name": sent.file.name,
-                                   "seconds": round(time.monotonic() - started, 3)})
+    log.info("upload end", extra={"video_id": video.id, "gemini_name": sent.file.name, "seconds": round(time.monotonic() - started, 3)})
     found = sent.sha256 or sent.file.sha256
     if found and found != video.sha256:
         return _changed(ctx, video, source, sent.file, should_stop)
@@ -67,8 +85,13 @@ def upload(ctx: StepContext, video: Video, should_stop: Callable[[], bool]) -> O
 
 def record_file(ctx: StepContext, video: Video, remote: RemoteFile) -> None:
     ctx.store.transition(
-        Video, video.id, VideoState.UPLOADED, backend=ctx.settings.backend, gemini_name=remote.name,
-        gemini_uri=remote.uri, gemini_state=remote.state,
+        Video,
+        video.id,
+        VideoState.UPLOADED,
+        backend=ctx.settings.backend,
+        gemini_name=remote.name,
+        gemini_uri=remote.uri,
+        gemini_state=remote.state,
         gemini_expires_at=remote.expires_at or time.time() + ctx.settings.file_ttl_s,
     )
 

@@ -116,9 +116,9 @@ def positions(cache: diskcache.Cache, name: str, members: list[str]) -> dict[str
     found: dict[str, int] = {}
     prefix = f"im:{name}|"
     for start in range(0, len(members), _CHUNK):
-        keys = [prefix + m for m in members[start:start + _CHUNK]]
+        keys = [prefix + m for m in members[start : start + _CHUNK]]
         rows = cache._sql(f"SELECT key, value FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(keys))})", keys)
-        found.update((str(key)[len(prefix):], int(value)) for key, value in rows.fetchall())
+        found.update((str(key)[len(prefix) :], int(value)) for key, value in rows.fetchall())
     return found
 
 
@@ -129,15 +129,16 @@ def add_many(cache: diskcache.Cache, name: str, members: list[str], seqs: list[i
     if seqs is None:
         last = cache.incr(SEQ, len(members))
         seqs = list(range(last - len(members) + 1, last + 1))
-    put_many(cache, [pair for m, seq in zip(members, seqs, strict=True)
-                     for pair in ((f"ix:{name}|{seq:012d}", m), (f"im:{name}|{m}", seq))])
+    put_many(
+        cache, [pair for m, seq in zip(members, seqs, strict=True) for pair in ((f"ix:{name}|{seq:012d}", m), (f"im:{name}|{m}", seq))]
+    )
     cache.incr(f"in:{name}", len(members))
 
 
 def delete_many(cache: diskcache.Cache, keys: list[str]) -> None:
     """Delete many small inline values by key (inside the caller's transaction)."""
     for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start:start + _CHUNK]
+        chunk = keys[start : start + _CHUNK]
         cache._sql(f"DELETE FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(chunk))})", chunk)
 
 

@@ -67,8 +67,9 @@ class NotFound(KeyError):
 
 
 def open_cache(directory: Path) -> diskcache.Cache:
-    return diskcache.Cache(str(directory), eviction_policy="none", size_limit=2**62, timeout=60, disk=SafeDisk,
-                           disk_min_file_size=NEVER_A_FILE)
+    return diskcache.Cache(
+        str(directory), eviction_policy="none", size_limit=2**62, timeout=60, disk=SafeDisk, disk_min_file_size=NEVER_A_FILE
+    )
 
 
 class DiskStore:
@@ -284,8 +285,10 @@ class DiskStore:
                 self._stretch(batch_id, item.created_at, row.finished_at)
         for status, (members, places) in by_status.items():
             ix.add_many(self.cache, f"bst:{batch_id}:{status.name}", members, places)
-        ix.put_many(self.cache, [(f"rs:{item_id}", f"{batch_id}|{status.name}")
-                                 for status, (members, _) in by_status.items() for item_id in members])
+        ix.put_many(
+            self.cache,
+            [(f"rs:{item_id}", f"{batch_id}|{status.name}") for status, (members, _) in by_status.items() for item_id in members],
+        )
         self._stretch(batch_id, min(item.created_at for item in items), None)
         for analysis_id in {item.analysis_id for item in items if item.analysis_id}:
             self._recount(batch_id, analysis_id)
@@ -366,8 +369,9 @@ class DiskStore:
         """{status: rows} of a batch, from the kept counts (no row is read)."""
         return {status: ix.count(self.cache, f"bst:{batch_id}:{status.name}") for status in LIFE_ORDER}
 
-    def item_page(self, batch_id: str, statuses: Iterable[Status] | None = None, *, by_status: bool = False,
-                  offset: int = 0, limit: int | None = None) -> list[str]:
+    def item_page(
+        self, batch_id: str, statuses: Iterable[Status] | None = None, *, by_status: bool = False, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
         """Item ids of a batch in the order added, only those of ``statuses`` if given, a page of them; with
         ``by_status`` in the order of a video's life first. Reads the page's index entries only."""
         if statuses is None and not by_status:
@@ -402,8 +406,13 @@ class DiskStore:
             self._recount(record.batch_id, analysis_before)
             self._recount(record.batch_id, record.analysis_id)
             return
-        analysis_ids = [record.id] if isinstance(record, Analysis) else \
-            ix.members(self.cache, f"video-analyses:{record.id}") if isinstance(record, Video) else []
+        analysis_ids = (
+            [record.id]
+            if isinstance(record, Analysis)
+            else ix.members(self.cache, f"video-analyses:{record.id}")
+            if isinstance(record, Video)
+            else []
+        )
         for analysis_id in analysis_ids:
             item_ids = ix.members(self.cache, f"analysis-items:{analysis_id}")
             self._restatus(item_ids)
@@ -445,8 +454,7 @@ class DiskStore:
             return
         key = f"bt:{batch_id}|{analysis_id}"
         analysis = self.get(Analysis, analysis_id)
-        counted = analysis is not None and any(
-            item.batch_id == batch_id and not item.reused for item in self.items_of(analysis_id))
+        counted = analysis is not None and any(item.batch_id == batch_id and not item.reused for item in self.items_of(analysis_id))
         new = _contribution(analysis) if analysis is not None and counted else {}
         text = self.cache.get(key)
         old = json.loads(text) if text else {}
@@ -570,10 +578,12 @@ class DiskStore:
         now = time.time()
         disk = self.cache.disk
         for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start:start + _CHUNK]
+            chunk = keys[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = (f"SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({marks})"
-                     " AND (expire_time IS NULL OR expire_time > ?)")
+            query = (
+                f"SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({marks})"
+                " AND (expire_time IS NULL OR expire_time > ?)"
+            )
             for key, mode, filename, value in self.cache._sql(query, (*chunk, now)).fetchall():
                 if mode == MODE_RAW and filename is None and type(value) is str:
                     text = value  # a record's JSON kept inline, as nearly all are

@@ -62,8 +62,9 @@ def migrate(store: DiskStore) -> None:
 
 
 def _keys(cache: diskcache.Cache, prefix: str) -> list[str]:
-    rows = cache._sql("SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ? ORDER BY key",
-                      (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))).fetchall()
+    rows = cache._sql(
+        "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ? ORDER BY key", (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    ).fetchall()
     return [str(key) for (key,) in rows]
 
 
@@ -117,7 +118,7 @@ def _reindex_rows(store: DiskStore) -> None:
     item_ids = store.item_ids()
     for start in range(0, len(item_ids), _REINDEX_CHUNK):
         with store.cache.transact():
-            for item in store.many(Item, item_ids[start:start + _REINDEX_CHUNK]):
+            for item in store.many(Item, item_ids[start : start + _REINDEX_CHUNK]):
                 store._reindex(item)
 
 
@@ -138,9 +139,14 @@ def _migrate_job(store: DiskStore, job: dict[str, Any]) -> None:
             job[name] = str(job[name])
     batch_id = str(job.get("batch_id") or "migrated")
     store.add_batch(Batch(id=batch_id, name=_batch_name(batch_id, job.get("display_name")), created_at=job["created_at"]))
-    item = Item(id=str(job["id"]), batch_id=batch_id, display_name=job.get("display_name") or "video",
-                source_path=job.get("source_path") or "", reused=bool(job.get("reused_from")),
-                created_at=job["created_at"])
+    item = Item(
+        id=str(job["id"]),
+        batch_id=batch_id,
+        display_name=job.get("display_name") or "video",
+        source_path=job.get("source_path") or "",
+        reused=bool(job.get("reused_from")),
+        created_at=job["created_at"],
+    )
     if job.get("failed_step") == "intake" or not job.get("sha256"):
         item.error_code, item.error_message = job.get("error_code"), job.get("error_message")
         store.add_item(item)
@@ -157,33 +163,74 @@ def _migrate_job(store: DiskStore, job: dict[str, Any]) -> None:
 
 
 def _video(job: dict[str, Any], backend: str) -> Video:
-    fields = {k: job.get(k) for k in ("size_bytes", "mime_type", "duration_s", "width", "height", "video_codec",
-                                       "audio_codec", "thumbnail_path", "gemini_name", "gemini_uri",
-                                       "gemini_state", "gemini_expires_at")}
+    fields = {
+        k: job.get(k)
+        for k in (
+            "size_bytes",
+            "mime_type",
+            "duration_s",
+            "width",
+            "height",
+            "video_codec",
+            "audio_codec",
+            "thumbnail_path",
+            "gemini_name",
+            "gemini_uri",
+            "gemini_state",
+            "gemini_expires_at",
+        )
+    }
     state = VideoState.CREATED
     if job.get("gemini_name") and job.get("gemini_uri"):
         state = VideoState.FILE_ACTIVE if job.get("gemini_state") == "ACTIVE" else VideoState.UPLOADED
-    return Video(id=job["sha256"], sha256=job["sha256"], display_name=job.get("display_name", "video"),
-                 sources=[job["source_path"]] if job.get("source_path") else [], state=state,
-                 backend=backend if state is not VideoState.CREATED else None,
-                 **{k: v for k, v in fields.items() if v is not None})
+    return Video(
+        id=job["sha256"],
+        sha256=job["sha256"],
+        display_name=job.get("display_name", "video"),
+        sources=[job["source_path"]] if job.get("source_path") else [],
+        state=state,
+        backend=backend if state is not VideoState.CREATED else None,
+        **{k: v for k, v in fields.items() if v is not None},
+    )
 
 
 def _analysis(job: dict[str, Any], video_id: str, backend: str) -> Analysis:
     model, prompt = job.get("model", ""), job.get("prompt", "")
     state = _DONE.get(str(job.get("state")), AnalysisState.WAITING)
-    kept: dict[str, Any] = {k: job.get(k) for k in ("story", "finish_reason", "model_version", "prompt_tokens", "output_tokens",
-                                     "total_tokens", "estimated_cost_usd", "cost_usd", "error_code",
-                                     "error_message", "failed_step", "completed_at")}
+    kept: dict[str, Any] = {
+        k: job.get(k)
+        for k in (
+            "story",
+            "finish_reason",
+            "model_version",
+            "prompt_tokens",
+            "output_tokens",
+            "total_tokens",
+            "estimated_cost_usd",
+            "cost_usd",
+            "error_code",
+            "error_message",
+            "failed_step",
+            "completed_at",
+        )
+    }
     for name in ("prompt_tokens", "output_tokens", "total_tokens"):
         kept[name] = _number(kept[name], int)
     for name in ("estimated_cost_usd", "cost_usd"):
         kept[name] = _number(kept[name], float)
     if state is not AnalysisState.COMPLETED:
         kept.update(story=None, cost_usd=None)
-    return Analysis(id=analysis_key(video_id, model, prompt, {}, backend), video_id=video_id, model=model,
-                    prompt=prompt, backend=backend, priority=job.get("priority", "normal"), state=state,
-                    created_at=job.get("created_at", time.time()), **kept)
+    return Analysis(
+        id=analysis_key(video_id, model, prompt, {}, backend),
+        video_id=video_id,
+        model=model,
+        prompt=prompt,
+        backend=backend,
+        priority=job.get("priority", "normal"),
+        state=state,
+        created_at=job.get("created_at", time.time()),
+        **kept,
+    )
 
 
 def _number(value: Any, kind: type[int] | type[float]) -> Any:
@@ -215,4 +262,3 @@ def _batch_name(batch_id: str, first_file: str | None) -> str:
     except ValueError:
         return batch_id
     return f"{stamp} · {first_file}" if first_file else stamp
-

@@ -131,7 +131,7 @@ class RedisStore:
             decoded.clear()  # bounded: a batch larger than this decodes every read
         out: dict[str, R] = {}
         for start in range(0, len(wanted), MGET_CHUNK):
-            chunk = wanted[start:start + MGET_CHUNK]
+            chunk = wanted[start : start + MGET_CHUNK]
             keys = [self._rkey(cls, i) for i in chunk]
             for record_id, key, text in zip(chunk, keys, self.r.mget(keys), strict=True):
                 if not text:
@@ -151,7 +151,7 @@ class RedisStore:
         """{key: stored text} for Store's unprefixed keys ("video:<id>") that exist: for Store methods built on it."""
         out: dict[str, str] = {}
         for start in range(0, len(keys), MGET_CHUNK):
-            chunk = keys[start:start + MGET_CHUNK]
+            chunk = keys[start : start + MGET_CHUNK]
             out.update((k, t) for k, t in zip(chunk, self.r.mget([self.key(k) for k in chunk]), strict=True) if t)
         return out
 
@@ -179,8 +179,7 @@ class RedisStore:
 
         return self._mutate(cls, record_id, change, index)
 
-    def _mutate(self, cls: type[R], record_id: str, change: Callable[[R], None],
-                index: Callable[[Any, R], None] | None) -> R:
+    def _mutate(self, cls: type[R], record_id: str, change: Callable[[R], None], index: Callable[[Any, R], None] | None) -> R:
         key = self._rkey(cls, record_id)
 
         def txn(pipe: Any) -> R:
@@ -373,15 +372,16 @@ class RedisStore:
         found = Counter(row.status for row in self._rows(batch_id))
         return {status: found[status] for status in LIFE_ORDER}
 
-    def item_page(self, batch_id: str, statuses: Iterable[Status] | None = None, *, by_status: bool = False,
-                  offset: int = 0, limit: int | None = None) -> list[str]:
+    def item_page(
+        self, batch_id: str, statuses: Iterable[Status] | None = None, *, by_status: bool = False, offset: int = 0, limit: int | None = None
+    ) -> list[str]:
         if statuses is None and not by_status:
             return list(self.r.zrange(self.key("idx", "batch", batch_id), offset, -1 if limit is None else offset + limit - 1))
         wanted = set(LIFE_ORDER if statuses is None else statuses)
         rows = [row for row in self._rows(batch_id) if row.status in wanted]
         if by_status:
             rows.sort(key=lambda row: LIFE_ORDER.index(row.status))
-        return [row.item.id for row in rows[offset:None if limit is None else offset + limit]]
+        return [row.item.id for row in rows[offset : None if limit is None else offset + limit]]
 
     def batch_sums(self, batch_id: str) -> dict[str, Any]:
         return sums_of(self._rows(batch_id))

@@ -67,7 +67,8 @@ def disk_full_error(directory: Path) -> DataDirError:
     return DataDirError(
         f"The disk that holds the job store ({directory}) is full: {_size(free)} free. Free at least "
         f"{_size(NEEDED_FREE_BYTES)} on it (or set STORYTELLER_DATA_DIR to a folder on another disk) and start again. "
-        "The job store is not damaged and nothing was changed.")
+        "The job store is not damaged and nothing was changed."
+    )
 
 
 def _size(n: int) -> str:

@@ -52,7 +52,8 @@ def require_credentials(url: str) -> None:
         f"The broker {shown} has no password: any user on this machine (or the network) could read every story "
         "and forge work for the team's workers. Give Redis an ACL user and put it in the URL "
         "(redis://storyteller:PASSWORD@host:6379/0, see docs/TEAM.md), or set "
-        f"{INSECURE_ENV}=1 to run without one anyway.")
+        f"{INSECURE_ENV}=1 to run without one anyway."
+    )
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

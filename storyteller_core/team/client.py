@@ -59,8 +59,7 @@ class TeamCommands(Commands):
         candidate = Candidate.from_dict(item.intake or {})
         refused = self._refused_outside(candidate)
         if not refused.ok and candidate.ok:
-            self.store.update(Item, item.id, error_code=refused.error_code, error_message=refused.error_message,
-                              intake=None)
+            self.store.update(Item, item.id, error_code=refused.error_code, error_message=refused.error_message, intake=None)
             return
         super()._finish_row(batch, item)
 
@@ -70,8 +69,15 @@ def _no_step(task: str, fence: str, parent: str) -> None:
 
 
 class TeamClient:
-    def __init__(self, settings: Settings, config: TeamConfig, *, log_file: Path | None = None,
-                 gateway: Gateway | None = None, shared: SharedPaths | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: TeamConfig,
+        *,
+        log_file: Path | None = None,
+        gateway: Gateway | None = None,
+        shared: SharedPaths | None = None,
+    ) -> None:
         self.config = config
         require_credentials(config.url)
         self.client: Any = connect(config.url)
@@ -80,8 +86,7 @@ class TeamClient:
         self.gate = RedisGate(self.client, config.prefix, self.cooldown, settings.api_key)
         self.polls = RedisPollLimits(self.client, config.prefix, settings.max_polls, settings.polls_per_second)
         self.uploads = UploadSlots(self.client, config.prefix, settings.max_uploads, config.upload_slot_ttl_s)
-        self.storage = StorageBudget(self.client, config.prefix, config.storage_bytes,
-                                     ttl_s=settings.file_ttl_s + settings.upload_budget_s)
+        self.storage = StorageBudget(self.client, config.prefix, config.storage_bytes, ttl_s=settings.file_ttl_s + settings.upload_budget_s)
         self.beats = WorkerBeats(self.client, config.prefix, max(config.heartbeat_timeout_s, config.lease_ttl_s))
         # the client never calls Gemini for a step; a gateway is only needed for models.list (the catalog)
         self.ctx = StepContext(self.store, gateway or cast(Gateway, None), settings, self.polls, self.cooldown)

@@ -121,8 +121,7 @@ class _SlotGateway:
                 uploads.renew(cast(str, token))
                 time.sleep(self.runtime.storage.wait_hint())
             try:
-                return self.inner.upload(path, name=name, display_name=display_name, mime_type=mime_type,
-                                         on_progress=progress)
+                return self.inner.upload(path, name=name, display_name=display_name, mime_type=mime_type, on_progress=progress)
             except BaseException:
                 self.runtime.storage.release(name)  # no file was made (a 409 is not an error): its bytes are free
                 raise
@@ -146,13 +145,14 @@ class WorkerRuntime:
         self.store = RedisStore(self.client, config.prefix, SharedPaths.from_env())
         cooldown = RedisCooldown(self.client, config.prefix, pause_after_s=settings.quota_pause_after_s)
         self.gate = RedisGate(self.client, config.prefix, cooldown, settings.api_key)
-        polls = RedisPollLimits(self.client, config.prefix, settings.max_polls, settings.polls_per_second,
-                                slot_ttl_s=settings.request_timeout_s + 10)
+        polls = RedisPollLimits(
+            self.client, config.prefix, settings.max_polls, settings.polls_per_second, slot_ttl_s=settings.request_timeout_s + 10
+        )
         self.uploads = UploadSlots(self.client, config.prefix, settings.max_uploads, config.upload_slot_ttl_s)
-        self.storage = StorageBudget(self.client, config.prefix, config.storage_bytes,
-                                     ttl_s=settings.file_ttl_s + settings.upload_budget_s)
-        self.generates = (CallRate(self.client, f"{config.prefix}:generate-rate", config.generate_per_minute)
-                          if config.generate_per_minute > 0 else None)
+        self.storage = StorageBudget(self.client, config.prefix, config.storage_bytes, ttl_s=settings.file_ttl_s + settings.upload_budget_s)
+        self.generates = (
+            CallRate(self.client, f"{config.prefix}:generate-rate", config.generate_per_minute) if config.generate_per_minute > 0 else None
+        )
         self.local = threading.local()
         self.owner = make_owner_id("w" + uuid.uuid4().hex[:8])
         self.beats = WorkerBeats(self.client, config.prefix, max(config.heartbeat_timeout_s, config.lease_ttl_s))
@@ -258,8 +258,7 @@ class WorkerRuntime:
         analysis = self.store.get(Analysis, record_id)
         if analysis is None or not analysis.video_id:
             return None
-        return record_problem(Video, analysis.video_id, self.client.get(self.store.key(Video.KIND, analysis.video_id)),
-                              self.store.shared)
+        return record_problem(Video, analysis.video_id, self.client.get(self.store.key(Video.KIND, analysis.video_id)), self.store.shared)
 
     def _release_unless_uploaded(self, video_id: str) -> None:
         """A video left with no file (failed, cancelled, nobody needs it any more, content changed) holds no bytes.
@@ -341,8 +340,13 @@ class WorkerRuntime:
         the file gone and does the same). Work that arrived meanwhile is woken.
         """
         video = self.store.get(Video, video_id)
-        if (video is None or video.url or not video.gemini_name or video.state is not VideoState.FILE_ACTIVE
-                or self.store.needs_video(video_id)):
+        if (
+            video is None
+            or video.url
+            or not video.gemini_name
+            or video.state is not VideoState.FILE_ACTIVE
+            or self.store.needs_video(video_id)
+        ):
             return
         task, token = f"video:{video_id}", new_token()
         lease_value = f"{self.owner}/{token}"
@@ -350,22 +354,28 @@ class WorkerRuntime:
             return  # a live message line has the video: it is wanted again
         try:
             video = self.store.get(Video, video_id)
-            if (video is None or not video.gemini_name or video.state is not VideoState.FILE_ACTIVE
-                    or self.store.needs_video(video_id)):
+            if video is None or not video.gemini_name or video.state is not VideoState.FILE_ACTIVE or self.store.needs_video(video_id):
                 return
             name = video.gemini_name
             try:
                 # upload_count guards against a file that keeps vanishing; this one was deleted on purpose
-                self.store.transition(Video, video_id, VideoState.CREATED, gemini_name=None, gemini_uri=None,
-                                      gemini_state=None, gemini_expires_at=None, progress=0, upload_count=0)
+                self.store.transition(
+                    Video,
+                    video_id,
+                    VideoState.CREATED,
+                    gemini_name=None,
+                    gemini_uri=None,
+                    gemini_state=None,
+                    gemini_expires_at=None,
+                    progress=0,
+                    upload_count=0,
+                )
             except TransitionError:
                 return  # moved meanwhile (another step found it expired): that step deals with the file
             try:
-                self.ctx.call(lambda: self.ctx.gateway.delete_file(name), self.settings.request_timeout_s * 3,
-                              lambda: False)
+                self.ctx.call(lambda: self.ctx.gateway.delete_file(name), self.settings.request_timeout_s * 3, lambda: False)
             except Exception:  # noqa: BLE001 - it expires by itself within 48 h, and its bytes with it
-                log.warning("could not delete a gemini file after its last analysis", extra={"video_id": video_id},
-                            exc_info=True)
+                log.warning("could not delete a gemini file after its last analysis", extra={"video_id": video_id}, exc_info=True)
                 return
             self.storage.release(file_name_for(video.sha256))
             self.stats["files_deleted"] += 1
@@ -468,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Team mode needs a Gemini API key (GEMINI_API_KEY): demo mode stays on one machine.", file=sys.stderr)
         return 2
     return run_worker(settings, config, args.threads or settings.max_jobs)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,8 +18,22 @@ from storyteller_core.records.video import Video
 from storyteller_core.storage.disk_store import Store
 from storyteller_core.views.rows import LIFE_ORDER, Row, Status, row_of
 
-__all__ = ["LIFE_ORDER", "Row", "Status", "Totals", "batch_labels", "batch_rows", "kept_totals", "live_rows", "page_rows", "row_of",
-           "rows_of", "set_aside_note", "totals", "with_videos"]
+__all__ = [
+    "LIFE_ORDER",
+    "Row",
+    "Status",
+    "Totals",
+    "batch_labels",
+    "batch_rows",
+    "kept_totals",
+    "live_rows",
+    "page_rows",
+    "row_of",
+    "rows_of",
+    "set_aside_note",
+    "totals",
+    "with_videos",
+]
 
 
 def rows_of(store: Store, items: Iterable[Item], *, videos_of_done: bool = True) -> list[Row]:
@@ -43,8 +57,7 @@ def with_videos(store: Store, rows: Iterable[Row]) -> list[Row]:
     """These rows, each with its video (rows read with ``videos_of_done=False`` lack it when their story is done)."""
     rows = list(rows)
     videos = store.by_id(Video, (row.item.video_id for row in rows if row.video is None and row.item.video_id))
-    return [replace(row, video=videos[row.item.video_id]) if row.item.video_id in videos and row.video is None else row
-            for row in rows]
+    return [replace(row, video=videos[row.item.video_id]) if row.item.video_id in videos and row.video is None else row for row in rows]
 
 
 def batch_rows(store: Store, batch_id: str | None = None, *, videos_of_done: bool = True) -> list[Row]:
@@ -83,8 +96,7 @@ def totals(rows: list[Row]) -> Totals:
             counted.setdefault(row.analysis.id, row.analysis)
     costs = [a.cost_usd for a in counted.values() if a.cost_usd is not None]
     estimates = [a.estimated_cost_usd for a in counted.values() if a.estimated_cost_usd is not None]
-    done_estimates = [a.estimated_cost_usd for a in counted.values()
-                      if a.estimated_cost_usd is not None and a.cost_usd is not None]
+    done_estimates = [a.estimated_cost_usd for a in counted.values() if a.estimated_cost_usd is not None and a.cost_usd is not None]
     started = min((row.item.created_at for row in rows), default=time.time())
     live = [row for row in rows if not row.ended]
     ended = time.time() if live else max((row.finished_at or started for row in rows), default=started)
@@ -105,13 +117,17 @@ def totals(rows: list[Row]) -> Totals:
 
 # The board's filters: which statuses each shows.
 FILTERS: dict[str, tuple[Status, ...] | None] = {
-    "All": None, "In flight": tuple(s for s in LIFE_ORDER if not s.ended), "Done": (Status.DONE,),
-    "Failed": (Status.FAILED,), "Cancelled": (Status.CANCELLED,),
+    "All": None,
+    "In flight": tuple(s for s in LIFE_ORDER if not s.ended),
+    "Done": (Status.DONE,),
+    "Failed": (Status.FAILED,),
+    "Cancelled": (Status.CANCELLED,),
 }
 
 
-def page_rows(store: Store, batch_id: str, shown: str = "All", order: str = "Added", *, offset: int = 0,
-              limit: int = 25) -> tuple[list[Row], int]:
+def page_rows(
+    store: Store, batch_id: str, shown: str = "All", order: str = "Added", *, offset: int = 0, limit: int = 25
+) -> tuple[list[Row], int]:
     """(one page of a batch's rows with their videos, how many rows match): reads the page's records only, from
     the store's kept indexes, for the orders "Added" and "Status"; "Name" reads the matching rows' items."""
     statuses = FILTERS.get(shown)
@@ -120,10 +136,9 @@ def page_rows(store: Store, batch_id: str, shown: str = "All", order: str = "Add
     if order == "Name":
         items = store.many(Item, store.item_page(batch_id, statuses))
         items.sort(key=lambda item: item.display_name.lower())
-        page = items[offset:offset + limit]
+        page = items[offset : offset + limit]
     else:
-        page = store.many(Item, store.item_page(batch_id, statuses, by_status=order == "Status", offset=offset,
-                                                limit=limit))
+        page = store.many(Item, store.item_page(batch_id, statuses, by_status=order == "Status", offset=offset, limit=limit))
     return with_videos(store, rows_of(store, page, videos_of_done=False)), matching
 
 
@@ -135,12 +150,17 @@ def kept_totals(store: Store, batch_id: str) -> Totals:
     started = sums["first_added"] if sums["first_added"] is not None else time.time()
     ended = time.time() if in_flight else (sums["last_finished"] or started)
     return Totals(
-        rows=sum(counts.values()), done=counts[Status.DONE], failed=counts[Status.FAILED],
-        cancelled=counts[Status.CANCELLED], in_flight=in_flight, tokens=int(sums["tokens"]),
+        rows=sum(counts.values()),
+        done=counts[Status.DONE],
+        failed=counts[Status.FAILED],
+        cancelled=counts[Status.CANCELLED],
+        in_flight=in_flight,
+        tokens=int(sums["tokens"]),
         cost_usd=sums["cost_usd"] if sums["costed"] else None,
         estimated_cost_usd=sums["estimated_cost_usd"] if sums["estimated"] else None,
         estimated_done_usd=sums["estimated_done_usd"] if sums["estimated_done"] else None,
-        elapsed_s=max(0.0, ended - started), last_finished=sums["last_finished"],
+        elapsed_s=max(0.0, ended - started),
+        last_finished=sums["last_finished"],
     )
 
 
@@ -150,9 +170,11 @@ def set_aside_note(store: Store) -> str | None:
     if not count:
         return None
     keys = ", ".join(s["key"] for s in shown) + (", ..." if count > len(shown) else "")
-    return (f"{count} record{'s' if count > 1 else ''} could not be read and {'were' if count > 1 else 'was'} set aside "
-            f"(kept in the job store under aside:<key>; every other row works): {keys}. "
-            "The log names the reason of each; Retry on an affected row asks again.")
+    return (
+        f"{count} record{'s' if count > 1 else ''} could not be read and {'were' if count > 1 else 'was'} set aside "
+        f"(kept in the job store under aside:<key>; every other row works): {keys}. "
+        "The log names the reason of each; Retry on an affected row asks again."
+    )
 
 
 def live_rows(store: Store, failures: int = 10) -> tuple[list[Row], Totals]:
@@ -170,8 +192,15 @@ def live_rows(store: Store, failures: int = 10) -> tuple[list[Row], Totals]:
             item_ids += store.item_page(batch_id, [Status.FAILED], offset=max(0, counts[Status.FAILED] - failures))
     rows = rows_of(store, store.many(Item, item_ids))
     combined = Totals(
-        rows=sum(t.rows for t in running), done=sum(t.done for t in running), failed=sum(t.failed for t in running),
-        cancelled=sum(t.cancelled for t in running), in_flight=sum(t.in_flight for t in running),
-        tokens=sum(t.tokens for t in running), cost_usd=None, estimated_cost_usd=None, estimated_done_usd=None,
-        elapsed_s=max((t.elapsed_s for t in running), default=0.0))
+        rows=sum(t.rows for t in running),
+        done=sum(t.done for t in running),
+        failed=sum(t.failed for t in running),
+        cancelled=sum(t.cancelled for t in running),
+        in_flight=sum(t.in_flight for t in running),
+        tokens=sum(t.tokens for t in running),
+        cost_usd=None,
+        estimated_cost_usd=None,
+        estimated_done_usd=None,
+        elapsed_s=max((t.elapsed_s for t in running), default=0.0),
+    )
     return rows, combined

@@ -27,9 +27,27 @@ if TYPE_CHECKING:
     from storyteller_core.storage.store_protocol import Store
 
 COLUMNS = [  # where a row came from sits together: source_path, batch_name, batch_id, video_sha256
-    "file_name", "status", "prompt", "model", "title", "story", "key_moments", "tags", "error", "duration_s",
-    "prompt_tokens", "output_tokens", "total_tokens", "cost_usd", "reused", "source_path", "batch_name", "batch_id",
-    "video_sha256", "created_at", "completed_at",
+    "file_name",
+    "status",
+    "prompt",
+    "model",
+    "title",
+    "story",
+    "key_moments",
+    "tags",
+    "error",
+    "duration_s",
+    "prompt_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cost_usd",
+    "reused",
+    "source_path",
+    "batch_name",
+    "batch_id",
+    "video_sha256",
+    "created_at",
+    "completed_at",
 ]
 NOT_ADDED = "Not added"  # the status of an input refused before it became a row (CLI CSV only; never in the store)
 
@@ -51,36 +69,48 @@ def row_records(rows: Iterable[Row], batch_names: Mapping[str, str] | None = Non
     records: list[dict[str, object]] = []
     for row in rows:
         analysis, video, story = row.analysis, row.video, story_of(row)
-        records.append({
-            "file_name": row.name,
-            "source_path": row.item.source_path,
-            "status": row.status.value,
-            "prompt": analysis.prompt_label if analysis else "",
-            "model": analysis.model if analysis else "",
-            "title": story.title or "" if story else "",
-            "story": scrub(row.story or ""),
-            "key_moments": "; ".join(f"{m.time} {m.description}" for m in story.moments) if story else "",
-            "tags": ", ".join(story.tags) if story else "",
-            "error": scrub(row.error or ""),
-            "duration_s": round(video.duration_s, 2) if video and video.duration_s is not None else None,
-            "prompt_tokens": analysis.prompt_tokens if row.story and analysis else None,
-            "output_tokens": analysis.output_tokens if row.story and analysis else None,
-            "total_tokens": analysis.total_tokens if row.story and analysis else None,
-            "cost_usd": round(row.cost_usd, 6) if row.cost_usd is not None else None,
-            "reused": row.item.reused,
-            "batch_name": names.get(row.item.batch_id, ""),
-            "batch_id": row.item.batch_id,
-            "video_sha256": video.sha256 if video else "",
-            "created_at": _time(row.item.created_at),
-            "completed_at": _time(row.finished_at),
-        })
+        records.append(
+            {
+                "file_name": row.name,
+                "source_path": row.item.source_path,
+                "status": row.status.value,
+                "prompt": analysis.prompt_label if analysis else "",
+                "model": analysis.model if analysis else "",
+                "title": story.title or "" if story else "",
+                "story": scrub(row.story or ""),
+                "key_moments": "; ".join(f"{m.time} {m.description}" for m in story.moments) if story else "",
+                "tags": ", ".join(story.tags) if story else "",
+                "error": scrub(row.error or ""),
+                "duration_s": round(video.duration_s, 2) if video and video.duration_s is not None else None,
+                "prompt_tokens": analysis.prompt_tokens if row.story and analysis else None,
+                "output_tokens": analysis.output_tokens if row.story and analysis else None,
+                "total_tokens": analysis.total_tokens if row.story and analysis else None,
+                "cost_usd": round(row.cost_usd, 6) if row.cost_usd is not None else None,
+                "reused": row.item.reused,
+                "batch_name": names.get(row.item.batch_id, ""),
+                "batch_id": row.item.batch_id,
+                "video_sha256": video.sha256 if video else "",
+                "created_at": _time(row.item.created_at),
+                "completed_at": _time(row.finished_at),
+            }
+        )
     return records
 
 
 def not_added_records(refused: Iterable[NotAdded], batch_name: str = "") -> list[dict[str, object]]:
     """One dict per refused input, with the export's columns: its name, source, "Not added" and the reason."""
-    return [{**dict.fromkeys(COLUMNS, None), "file_name": r.display_name, "source_path": r.source, "status": NOT_ADDED,
-             "error": scrub(r.reason), "batch_name": batch_name, "reused": False} for r in refused]
+    return [
+        {
+            **dict.fromkeys(COLUMNS, None),
+            "file_name": r.display_name,
+            "source_path": r.source,
+            "status": NOT_ADDED,
+            "error": scrub(r.reason),
+            "batch_name": batch_name,
+            "reused": False,
+        }
+        for r in refused
+    ]
 
 
 def rows_frame(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -93,8 +123,7 @@ def rows_frame(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None
     return neutralize_frame(frame)
 
 
-def to_csv_bytes(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None,
-                 not_added: Iterable[dict[str, object]] = ()) -> bytes:
+def to_csv_bytes(rows: Iterable[Row], batch_names: Mapping[str, str] | None = None, not_added: Iterable[dict[str, object]] = ()) -> bytes:
     """UTF-8 with a BOM, so Excel reads accents and emoji correctly; every text cell neutralized.
 
     ``not_added`` (``not_added_records``): rows for inputs refused before they became rows, after the others.
@@ -107,8 +136,9 @@ def to_csv_bytes(rows: Iterable[Row], batch_names: Mapping[str, str] | None = No
     return out.getvalue().encode("utf-8-sig")
 
 
-def write_csv(rows: Iterable[Row], path: Path, batch_names: Mapping[str, str] | None = None,
-              not_added: Iterable[dict[str, object]] = ()) -> Path:
+def write_csv(
+    rows: Iterable[Row], path: Path, batch_names: Mapping[str, str] | None = None, not_added: Iterable[dict[str, object]] = ()
+) -> Path:
     path.write_bytes(to_csv_bytes(rows, batch_names, not_added))
     return path
 
@@ -150,18 +180,30 @@ def to_json_bytes(rows: Iterable[Row], batch_names: Mapping[str, str] | None = N
     out = []
     for row in rows:
         analysis, video, story = row.analysis, row.video, story_of(row)
-        out.append({
-            "file_name": row.name, "status": row.status.value, "source": row.item.source_path,
-            "prompt": analysis.prompt if analysis else None, "preset": analysis.preset if analysis else None,
-            "model": analysis.model if analysis else None, "options": analysis.options if analysis else {},
-            "story": story.to_dict() if story else None, "error": scrub(row.error) if row.error else None,
-            "tokens": {"prompt": analysis.prompt_tokens, "output": analysis.output_tokens, "total": analysis.total_tokens}
-            if analysis and row.story else None,
-            "cost_usd": row.cost_usd, "reused": row.item.reused, "batch_id": row.item.batch_id,
-            "batch_name": names.get(row.item.batch_id),
-            "video_sha256": video.sha256 if video else None, "duration_s": video.duration_s if video else None,
-            "created_at": _time(row.item.created_at), "completed_at": _time(row.finished_at),
-        })
+        out.append(
+            {
+                "file_name": row.name,
+                "status": row.status.value,
+                "source": row.item.source_path,
+                "prompt": analysis.prompt if analysis else None,
+                "preset": analysis.preset if analysis else None,
+                "model": analysis.model if analysis else None,
+                "options": analysis.options if analysis else {},
+                "story": story.to_dict() if story else None,
+                "error": scrub(row.error) if row.error else None,
+                "tokens": {"prompt": analysis.prompt_tokens, "output": analysis.output_tokens, "total": analysis.total_tokens}
+                if analysis and row.story
+                else None,
+                "cost_usd": row.cost_usd,
+                "reused": row.item.reused,
+                "batch_id": row.item.batch_id,
+                "batch_name": names.get(row.item.batch_id),
+                "video_sha256": video.sha256 if video else None,
+                "duration_s": video.duration_s if video else None,
+                "created_at": _time(row.item.created_at),
+                "completed_at": _time(row.finished_at),
+            }
+        )
     return json.dumps(plain_data(out), ensure_ascii=False, indent=2).encode("utf-8")
 
 

@@ -38,8 +38,12 @@ class Status(StrEnum):
 # The order of a video's life, for charts and sorting.
 LIFE_ORDER = list(Status)
 _BY_VIDEO_STATE = {
-    VideoState.CREATED: Status.WAITING, VideoState.UPLOADING: Status.UPLOADING, VideoState.UPLOADED: Status.PROCESSING,
-    VideoState.FILE_PROCESSING: Status.PROCESSING, VideoState.FILE_ACTIVE: Status.READY, VideoState.FAILED: Status.FAILED,
+    VideoState.CREATED: Status.WAITING,
+    VideoState.UPLOADING: Status.UPLOADING,
+    VideoState.UPLOADED: Status.PROCESSING,
+    VideoState.FILE_PROCESSING: Status.PROCESSING,
+    VideoState.FILE_ACTIVE: Status.READY,
+    VideoState.FAILED: Status.FAILED,
 }
 
 

@@ -39,8 +39,10 @@ class Gate:
         if "no longer available" in gemini_says or model in RETIRED:  # retired: one sentence naming the model to use
             message = retired_sentence(model, replacement_in(gemini_says))
         else:
-            message = (f"The model {model} is not offered by Gemini for this key ({gemini_says[:200]}). "
-                       "Pick another model on the Batch page (or set STORYTELLER_MODEL), then retry.")
+            message = (
+                f"The model {model} is not offered by Gemini for this key ({gemini_says[:200]}). "
+                "Pick another model on the Batch page (or set STORYTELLER_MODEL), then retry."
+            )
         with self._lock:
             self._missing_models[model] = message
         return message

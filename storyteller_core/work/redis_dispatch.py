@@ -138,7 +138,8 @@ class TeamConfig:
         if not found:
             raise RuntimeError("team mode needs STORYTELLER_BROKER_URL (redis://host:port/db)")
         return cls(
-            url=found, prefix=key_prefix(),
+            url=found,
+            prefix=key_prefix(),
             heartbeat_timeout_s=_env_float("STORYTELLER_TEAM_HEARTBEAT_S", 10.0),
             maintenance_chance=int(_env_float("STORYTELLER_TEAM_MAINTENANCE_CHANCE", 100_000)),
             lease_ttl_s=_env_float("STORYTELLER_TEAM_LEASE_TTL_S", 10.0),
@@ -160,17 +161,29 @@ def time_limit_ms(settings: Settings) -> int:
 
 def make_broker(config: TeamConfig, settings: Settings, run: Callable[[str, str, str], None]) -> tuple[RedisBroker, dict[int, Any]]:
     """The Redis broker and the actor on each priority queue; ``run(task, fence, parent)`` does the work (workers only)."""
-    middleware = [AgeLimit(), TimeLimit(time_limit=time_limit_ms(settings)), ShutdownNotifications(), Callbacks(),
-                  Pipelines(), Retries(max_retries=0)]
-    broker = RedisBroker(url=config.url, namespace=config.namespace, middleware=middleware,
-                         heartbeat_timeout=int(config.heartbeat_timeout_s * 1000), maintenance_chance=config.maintenance_chance)
+    middleware = [
+        AgeLimit(),
+        TimeLimit(time_limit=time_limit_ms(settings)),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=0),
+    ]
+    broker = RedisBroker(
+        url=config.url,
+        namespace=config.namespace,
+        middleware=middleware,
+        heartbeat_timeout=int(config.heartbeat_timeout_s * 1000),
+        maintenance_chance=config.maintenance_chance,
+    )
 
     def advance(task: str, fence: str, parent: str = "") -> None:
         run(task, fence, parent)
 
     actors = {
-        rank: dramatiq.actor(broker=broker, actor_name=f"advance_{queue}", queue_name=queue, priority=rank,
-                             max_retries=0, time_limit=time_limit_ms(settings))(advance)
+        rank: dramatiq.actor(
+            broker=broker, actor_name=f"advance_{queue}", queue_name=queue, priority=rank, max_retries=0, time_limit=time_limit_ms(settings)
+        )(advance)
         for rank, queue in enumerate(QUEUES)
     }
     return broker, actors
@@ -227,8 +240,10 @@ class Dispatcher:
     # -- fencing (workers) --------------------------------------------------------------------------
     def begin(self, task: str, fence: str, parent: str, lease_value: str) -> tuple[str, str]:
         """('go' | 'drop' | 'busy-own' | 'busy-parent', the lease holder when busy)."""
-        status, holder = self._begin(keys=[self.fence_key(task), self.store.lease_key(task)], args=[
-            fence, parent, lease_value, _ms(self._fence_ttl(0.0)), _ms(self.config.lease_ttl_s)])
+        status, holder = self._begin(
+            keys=[self.fence_key(task), self.store.lease_key(task)],
+            args=[fence, parent, lease_value, _ms(self._fence_ttl(0.0)), _ms(self.config.lease_ttl_s)],
+        )
         return str(status), str(holder)
 
     def take_lease(self, task: str, holder: str, lease_value: str) -> bool:
@@ -236,8 +251,12 @@ class Dispatcher:
 
     def finish(self, task: str, fence: str, next_fence: str, lease_value: str, delay_s: float = 0.0) -> bool:
         """Move the fence to ``next_fence`` (or end the line with ''), release the lease; False when the fence moved."""
-        return bool(self._finish(keys=[self.fence_key(task), self.store.lease_key(task)], args=[
-            fence, next_fence, lease_value, _ms(self._fence_ttl(delay_s))]))
+        return bool(
+            self._finish(
+                keys=[self.fence_key(task), self.store.lease_key(task)],
+                args=[fence, next_fence, lease_value, _ms(self._fence_ttl(delay_s))],
+            )
+        )
 
     def keep(self, held: dict[str, str]) -> list[str]:
         """Renew the leases (and fences) of the steps running here; the tasks whose lease was lost."""
@@ -264,8 +283,7 @@ class Dispatcher:
             return 0
         tasks = [f"analysis:{a.id}" for a in analyses]
         video_tasks = [f"video:{v}" for v in dict.fromkeys(a.video_id for a in analyses)]
-        fences = dict(zip(tasks + video_tasks, self.r.mget([self.fence_key(t) for t in tasks + video_tasks]),
-                          strict=False))
+        fences = dict(zip(tasks + video_tasks, self.r.mget([self.fence_key(t) for t in tasks + video_tasks]), strict=False))
         sent = 0
         for analysis, task in zip(analyses, tasks, strict=True):
             fence, video_fence = fences.get(task), fences.get(f"video:{analysis.video_id}")
@@ -295,8 +313,7 @@ class TeamRunner(Runner):
     """
 
     def __init__(self, ctx: StepContext, gate: Gate, dispatcher: Dispatcher, log_file: Path, owner: str) -> None:
-        super().__init__(ctx, gate, Scheduler(ctx.settings.max_uploads),
-                         Leases(ctx.store, owner, dispatcher.config.lease_ttl_s), log_file)
+        super().__init__(ctx, gate, Scheduler(ctx.settings.max_uploads), Leases(ctx.store, owner, dispatcher.config.lease_ttl_s), log_file)
         self.dispatcher = dispatcher
 
     def start(self, workers: int) -> None:

@@ -46,7 +46,9 @@ _NOW_S = "local _t = redis.call('TIME'); local now = tonumber(_t[1]) + tonumber(
 
 # KEYS: holders (token -> expiry ms), waiters (task -> order), seen (task -> last try ms)
 # ARGV: task, token, cap, ttl_ms, rank, stale_ms.  Returns 0 (held) or the task's place in line (1 = next).
-_UPLOAD_ACQUIRE = _NOW_MS + """
+_UPLOAD_ACQUIRE = (
+    _NOW_MS
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local stale = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
 for _, w in ipairs(stale) do redis.call('ZREM', KEYS[2], w); redis.call('ZREM', KEYS[3], w) end
@@ -66,20 +68,29 @@ if place < free then
 end
 return place - math.max(free, 0) + 1
 """
-_SLOT_RENEW = _NOW_MS + """
+)
+_SLOT_RENEW = (
+    _NOW_MS
+    + """
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if held and tonumber(held) > now then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]); return 1
 end
 return 0
 """
-_SLOT_COUNT = _NOW_MS + """
+)
+_SLOT_COUNT = (
+    _NOW_MS
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
+)
 # GCRA: KEYS[1] holds the theoretical arrival time (ms). ARGV: interval_ms, burst (extra calls allowed at once).
 # Returns '0' (taken) or the ms to wait, as text.
-_GCRA = _NOW_MS + """
+_GCRA = (
+    _NOW_MS
+    + """
 local interval = tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
@@ -88,11 +99,14 @@ if allow_at > now then return tostring(allow_at - now) end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(interval * (tonumber(ARGV[2]) + 1)) + 1000)
 return '0'
 """
+)
 # Poll slot: a lease among max_at_once (KEYS[1]) and the GCRA rate (KEYS[2]), both or neither.
 # KEYS[3]: this caller's reserved rate slot, when it names itself (ARGV[5] == '1'): a slot not free now is
 # reserved for it, so waiting callers come back one at a time. ARGV: token, max_at_once, ttl_ms, interval_ms, keyed.
 # Returns '0' (taken) or the ms to wait, as text.
-_POLL_TAKE = _NOW_MS + """
+_POLL_TAKE = (
+    _NOW_MS
+    + """
 local interval = tonumber(ARGV[4])
 if ARGV[5] == '1' then
   local at = redis.call('GET', KEYS[3])
@@ -118,10 +132,13 @@ end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 return '0'
 """
+)
 # Call rate with reservations: KEYS[1] the next free time (ms), KEYS[2] this caller's reserved time (ms).
 # ARGV: interval_ms, grace_ms. Returns '0' (call now; a due reservation is used up) or the ms until the caller's
 # reserved slot (taken now if it had none), as text.
-_CALL_TAKE = _NOW_MS + """
+_CALL_TAKE = (
+    _NOW_MS
+    + """
 local at = redis.call('GET', KEYS[2])
 if at then
   if tonumber(at) > now then return tostring(tonumber(at) - now) end
@@ -137,6 +154,7 @@ if slot_at > now then
 end
 return '0'
 """
+)
 # Storage: KEYS: files (name -> bytes), expiry (name -> ms), total bytes. Entries whose time has passed are dropped
 # first (the file expired at Gemini). reserve ARGV: name, bytes, cap, ttl_ms -> 1 (reserved, or already held) | 0.
 _STORAGE_PRUNE = """
@@ -146,7 +164,10 @@ for _, n in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
   redis.call('ZREM', KEYS[2], n)
 end
 """
-_STORAGE_RESERVE = _NOW_MS + _STORAGE_PRUNE + """
+_STORAGE_RESERVE = (
+    _NOW_MS
+    + _STORAGE_PRUNE
+    + """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
   return 1
@@ -158,26 +179,39 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 redis.call('INCRBY', KEYS[3], ARGV[2])
 return 1
 """
+)
 _STORAGE_RELEASE = """
 local b = redis.call('HGET', KEYS[1], ARGV[1])
 if not b then return 0 end
 redis.call('DECRBY', KEYS[3], b); redis.call('HDEL', KEYS[1], ARGV[1]); redis.call('ZREM', KEYS[2], ARGV[1])
 return tonumber(b)
 """
-_STORAGE_USED = _NOW_MS + _STORAGE_PRUNE + """
+_STORAGE_USED = (
+    _NOW_MS
+    + _STORAGE_PRUNE
+    + """
 return tonumber(redis.call('GET', KEYS[3]) or '0')
 """
+)
 # Live worker processes: KEYS[1] a sorted set owner -> last beat (ms, Redis's clock).
-_BEAT = _NOW_MS + """
+_BEAT = (
+    _NOW_MS
+    + """
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 return 1
 """
-_ALIVE = _NOW_MS + """
+)
+_ALIVE = (
+    _NOW_MS
+    + """
 return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 """
+)
 # The quota cool-down: one hash with next_at, streak, streak_start, paused_until (seconds, Redis's clock).
-_COOL_EXHAUSTED = _NOW_S + """
+_COOL_EXHAUSTED = (
+    _NOW_S
+    + """
 local h = KEYS[1]
 if not redis.call('HGET', h, 'streak_start') then redis.call('HSET', h, 'streak_start', tostring(now)) end
 local streak = redis.call('HINCRBY', h, 'streak', 1)
@@ -187,17 +221,24 @@ local next_at = math.max(tonumber(redis.call('HGET', h, 'next_at') or '0'), now 
 redis.call('HSET', h, 'next_at', tostring(next_at))
 return tostring(next_at)
 """
-_COOL_READ = _NOW_S + """
+)
+_COOL_READ = (
+    _NOW_S
+    + """
 local v = redis.call('HMGET', KEYS[1], 'next_at', 'streak_start', 'paused_until')
 return {tostring(now), v[1] or '', v[2] or '', v[3] or ''}
 """
-_COOL_PAUSE = _NOW_S + """
+)
+_COOL_PAUSE = (
+    _NOW_S
+    + """
 local h = KEYS[1]
 local until_ = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('HGET', h, 'next_at') or '0'),
                         tonumber(redis.call('HGET', h, 'paused_until') or '0'))
 redis.call('HSET', h, 'paused_until', tostring(until_))
 return tostring(until_)
 """
+)
 
 
 class UploadSlots:
@@ -360,8 +401,12 @@ class RedisPollLimits(PollLimits):
         self._n += 1
         token = f"{self._token}-{self._n}"
         reservation = f"{self.keys[0]}:reserved:{key}" if key else f"{self.keys[0]}:reserved:-"
-        wait_ms = float(self._take_script(keys=[*self.keys, reservation], args=[
-            token, self.max_at_once, _ms(self.slot_ttl_s), self._interval * 1000.0, "1" if key else "0"]))
+        wait_ms = float(
+            self._take_script(
+                keys=[*self.keys, reservation],
+                args=[token, self.max_at_once, _ms(self.slot_ttl_s), self._interval * 1000.0, "1" if key else "0"],
+            )
+        )
         slot = Slot(True) if wait_ms <= 0 else Slot(False, wait_ms / 1000.0)
         try:
             yield slot

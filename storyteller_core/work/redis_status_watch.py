@@ -95,8 +95,12 @@ class TeamStatusWatch(StatusWatch):
         super().stop(timeout)
         if self._leading:
             try:
-                self.r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-                            1, self.keys["lock"], self.owner)
+                self.r.eval(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                    1,
+                    self.keys["lock"],
+                    self.owner,
+                )
             except Exception:  # noqa: BLE001 - Redis gone: the lock runs out by itself
                 log.debug("could not release the status watch lock", exc_info=True)
 
@@ -153,8 +157,10 @@ class TeamStatusWatch(StatusWatch):
             return
         seen = held[0]
         body = json.dumps({**asdict(seen), "at": time.time()})
-        script = ("if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end "
-                  "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) return 1")
+        script = (
+            "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end "
+            "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) return 1"
+        )
         self.r.eval(script, 2, self.keys["files"], self.keys["seen"], video_id, seen.name, body)
         self._to_wake.add(video_id)
         self._wake_pending()
@@ -181,5 +187,9 @@ class TeamStatusWatch(StatusWatch):
 def _decode(raw: str) -> Seen:
     data = json.loads(raw)
     remote = data.get("remote")
-    return Seen(name=data["name"], remote=RemoteFile(**remote) if remote else None, checks=int(data.get("checks", 0)),
-                ask_alone=bool(data.get("ask_alone", False)))
+    return Seen(
+        name=data["name"],
+        remote=RemoteFile(**remote) if remote else None,
+        checks=int(data.get("checks", 0)),
+        ask_alone=bool(data.get("ask_alone", False)),
+    )

@@ -125,8 +125,10 @@ class Runner:
     def _needed_here(self, video_id: str) -> bool:
         """Some unfinished analysis of this engine's backend still needs the video's file."""
         backend = self.ctx.settings.backend
-        return any(a.state in (AnalysisState.WAITING, AnalysisState.ANALYZING) and a.backend == backend
-                   for a in self.ctx.store.analyses_of(video_id))
+        return any(
+            a.state in (AnalysisState.WAITING, AnalysisState.ANALYZING) and a.backend == backend
+            for a in self.ctx.store.analyses_of(video_id)
+        )
 
     def sweep(self) -> None:
         """Queue every unfinished analysis no engine works on (resume after a crash or a restart)."""
@@ -255,8 +257,9 @@ class Runner:
             return Outcome.done()
         if video.state is not VideoState.CREATED and (video.state is VideoState.FILE_ACTIVE or video.backend != backend):
             video = store.transition(Video, video_id, VideoState.CREATED)  # expired, or on another backend
-        should_stop = self._stop_check(lambda: not (self._needed_here(video_id) if self.leaves_other_backends
-                                                    else store.needs_video(video_id)))
+        should_stop = self._stop_check(
+            lambda: not (self._needed_here(video_id) if self.leaves_other_backends else store.needs_video(video_id))
+        )
         if video.state in UPLOAD_STATES:
             return upload(self.ctx, video, should_stop)
         return wait_for_processing(self.ctx, video, should_stop, self.watch)
@@ -272,8 +275,11 @@ class Runner:
             return Outcome.done()
         if analysis.backend != backend:
             if not self.leaves_other_backends:  # a team worker: no other process on this store will do it
-                raise StepFailed(Code.GEMINI_REFUSED, "This analysis was asked of another Gemini (demo mode, another "
-                                 "server or key) than the team's workers use. Press Retry to ask theirs.")
+                raise StepFailed(
+                    Code.GEMINI_REFUSED,
+                    "This analysis was asked of another Gemini (demo mode, another "
+                    "server or key) than the team's workers use. Press Retry to ask theirs.",
+                )
             log.info("analysis asked of another gemini; leaving it", extra={"analysis_id": analysis_id})
             return Outcome.done()  # the key changed since it was queued: left for the app or CLI that has its key
         hold = self.gate.check(analysis.model)
@@ -282,8 +288,14 @@ class Runner:
         video = store.require(Video, analysis.video_id)
         in_job = analysis.tier == "batch" and bool(analysis.batch_job)  # its answer comes from the job, not the file
         if video.state is VideoState.FAILED and not in_job:
-            store.transition(Analysis, analysis_id, AnalysisState.FAILED, error_code=video.error_code,
-                             error_message=video.error_message, failed_step=video.failed_step)
+            store.transition(
+                Analysis,
+                analysis_id,
+                AnalysisState.FAILED,
+                error_code=video.error_code,
+                error_message=video.error_message,
+                failed_step=video.failed_step,
+            )
             return Outcome.done()
         if video.file_usable(backend) or in_job:
             should_stop = self._stop_check(lambda: store.require(Analysis, analysis_id).cancel_requested)
@@ -338,15 +350,22 @@ class Runner:
     def _fail_internal(self, kind: str, record_id: str, step: str) -> None:
         """A bug of ours: the traceback goes to the log, a plain message to the person."""
         log.exception("unexpected error", extra={"task": f"{kind}:{record_id}", "step": step})
-        self._fail(kind, record_id, Code.INTERNAL, f"Something went wrong inside Video Storyteller during the {step}. "
-                   f"Retry the video; if it happens again, send the log ({self.log_file}).", step)
+        self._fail(
+            kind,
+            record_id,
+            Code.INTERNAL,
+            f"Something went wrong inside Video Storyteller during the {step}. "
+            f"Retry the video; if it happens again, send the log ({self.log_file}).",
+            step,
+        )
 
     def _fail(self, kind: str, record_id: str, code: str, message: str, step: str) -> None:
         log.warning("step failed", extra={"task": f"{kind}:{record_id}", "error_code": str(code), "failed_step": step})
         cls: type[Video] | type[Analysis] = Video if kind == "video" else Analysis
         state = VideoState.FAILED if kind == "video" else AnalysisState.FAILED
-        self.ctx.store.transition(cls, record_id, state, error_code=str(code), error_message=scrub(message),
-                                  failed_step=step)  # a server may echo the key back: never store it
+        self.ctx.store.transition(
+            cls, record_id, state, error_code=str(code), error_message=scrub(message), failed_step=step
+        )  # a server may echo the key back: never store it
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -373,11 +392,12 @@ def describe_gemini_error(exc: GeminiError, step: str) -> tuple[Code, str]:
     """(code, message for a person) for a Gemini error that ended a step."""
     if exc.kind is Kind.TRANSIENT:
         if exc.quota:
-            return (Code.QUOTA_EXHAUSTED, f"Gemini's quota is exhausted (429 RESOURCE_EXHAUSTED) and it did not recover "
-                    f"within the {step} time budget. Wait a few minutes or check your plan's limits, then retry.")
+            return (
+                Code.QUOTA_EXHAUSTED,
+                f"Gemini's quota is exhausted (429 RESOURCE_EXHAUSTED) and it did not recover "
+                f"within the {step} time budget. Wait a few minutes or check your plan's limits, then retry.",
+            )
         if exc.code is None and exc.status != "BAD_RESPONSE":
-            return (Code.NETWORK, f"Could not reach Gemini during the {step} ({exc.message}). Check the network "
-                    "connection, then retry.")
-        return (Code.GEMINI_UNAVAILABLE, f"Gemini was unavailable ({exc.label}) for longer than the {step} time "
-                "budget. Retry later.")
+            return (Code.NETWORK, f"Could not reach Gemini during the {step} ({exc.message}). Check the network connection, then retry.")
+        return (Code.GEMINI_UNAVAILABLE, f"Gemini was unavailable ({exc.label}) for longer than the {step} time budget. Retry later.")
     return (Code.GEMINI_REFUSED, f"Gemini refused the {step} ({exc.label}: {exc.message}).")

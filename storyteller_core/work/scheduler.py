@@ -173,8 +173,7 @@ class Scheduler:
             now = time.monotonic()
             for entry in list(self._entries.values()):
                 if entry.due > now:
-                    self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads, returning=entry.returning),
-                                now)
+                    self._place(_Entry(entry.task, entry.rank, entry.seq, now, entry.uploads, returning=entry.returning), now)
             self._cond.notify_all()
 
     def close(self) -> None:

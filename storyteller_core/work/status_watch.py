@@ -291,7 +291,7 @@ class StatusWatch:
     def _interval(self, checks: int) -> float:
         settings = self._ctx.settings
         cap = min(settings.poll_max_s, settings.poll_initial_s * CAP_FACTOR)
-        return min(cap, settings.poll_initial_s * settings.poll_factor ** checks)
+        return min(cap, settings.poll_initial_s * settings.poll_factor**checks)
 
 
 class _Stopping(Exception):

@@ -23,9 +23,12 @@ def routes() -> list[Route]:
     async def unknown(request: Request) -> Response:
         allowed = sorted({m for r in known if r.matches(request.scope)[0] is Match.PARTIAL for m in r.methods or ()})
         if allowed:
-            return ApiError(405, "method_not_allowed", f"{request.method} is not answered here; use "
-                            f"{', '.join(allowed)}.", {"Allow": ", ".join(allowed)}).response()
-        return ApiError(404, "no_such_route", f"There is no {request.url.path} in this API; see "
-                        f"{prefix()}/openapi.json.").response()
+            return ApiError(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not answered here; use {', '.join(allowed)}.",
+                {"Allow": ", ".join(allowed)},
+            ).response()
+        return ApiError(404, "no_such_route", f"There is no {request.url.path} in this API; see {prefix()}/openapi.json.").response()
 
     return [*known, Route(prefix(), unknown, methods=METHODS), Route(prefix() + "/{rest:path}", unknown, methods=METHODS)]

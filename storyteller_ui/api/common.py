@@ -29,16 +29,18 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": {"code": self.code, "message": self.message}}, status_code=self.status,
-                            headers={"Cache-Control": "no-store", **self.headers})
+        return JSONResponse(
+            {"error": {"code": self.code, "message": self.message}},
+            status_code=self.status,
+            headers={"Cache-Control": "no-store", **self.headers},
+        )
 
 
 def prefix() -> str:
     return base_path() + API_PREFIX
 
 
-def answer(data: BaseModel | dict[str, Any] | list[Any], status: int = 200,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def answer(data: BaseModel | dict[str, Any] | list[Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     body = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 

@@ -54,8 +54,13 @@ async def _health(request: Request) -> Response:
         eng = await engine()
     except ApiError as exc:
         return answer(Health(ok=False, engine=ErrorInfo(code=exc.code, message=exc.message), gemini=None), 503)
-    engine_problem = None if eng.healthy else ErrorInfo(
-        code="engine", message="The engine's workers stopped; restart Video Storyteller (the log in the data folder says why).")
+    engine_problem = (
+        None
+        if eng.healthy
+        else ErrorInfo(
+            code="engine", message="The engine's workers stopped; restart Video Storyteller (the log in the data folder says why)."
+        )
+    )
     try:
         gemini = await asyncio.wait_for(asyncio.to_thread(_ask_gemini, eng), GEMINI_TIMEOUT_S)
     except TimeoutError:

@@ -62,8 +62,12 @@ def allowed_roots() -> list[Path]:
 def check_path(text: str, roots: list[Path]) -> Path:
     """``text`` as a path under one of ``roots`` (links followed before the check), or 403 with how to allow it."""
     if not roots:
-        raise ApiError(403, "paths_not_allowed", f"Local paths are not accepted by this server: set {ROOTS_ENV} to the "
-                       "folders programs may name, and restart; or upload the files (tus at /api/v1/uploads).")
+        raise ApiError(
+            403,
+            "paths_not_allowed",
+            f"Local paths are not accepted by this server: set {ROOTS_ENV} to the "
+            "folders programs may name, and restart; or upload the files (tus at /api/v1/uploads).",
+        )
     path = Path(text).expanduser()
     if not path.is_absolute():
         raise ApiError(400, "bad_path", f"{text}: give an absolute path.")
@@ -72,24 +76,32 @@ def check_path(text: str, roots: list[Path]) -> Path:
             return SharedPaths(root).check(path)
         except OutsideSharedRoot:
             continue
-    raise ApiError(403, "outside_roots", f"{text} is outside the folders this server lets programs name "
-                   f"({', '.join(map(str, roots))}). Move it there, or upload it (tus at /api/v1/uploads).")
+    raise ApiError(
+        403,
+        "outside_roots",
+        f"{text} is outside the folders this server lets programs name "
+        f"({', '.join(map(str, roots))}). Move it there, or upload it (tus at /api/v1/uploads).",
+    )
 
 
 def ask_of(body: models.BatchCreate | models.Ask, eng: Engine) -> Ask:
     preset = body.preset
     if preset is not None and preset not in PROMPT_PRESETS:
-        raise ApiError(400, "unknown_preset", f"There is no preset {preset!r}; use one of {', '.join(PROMPT_PRESETS)} "
-                       "or give a prompt.")
+        raise ApiError(400, "unknown_preset", f"There is no preset {preset!r}; use one of {', '.join(PROMPT_PRESETS)} or give a prompt.")
     prompt = body.prompt if body.prompt is not None else PROMPT_PRESETS.get(preset or "", "")
     if not prompt.strip() and preset is None:
         preset = next(iter(PROMPT_PRESETS))
         prompt = PROMPT_PRESETS[preset]
     try:
         options = VideoOptions.from_key(body.options)
-        return Ask(prompt=prompt, model=body.model or eng.catalog.default,
-                   preset=preset if preset and prompt == PROMPT_PRESETS[preset] else None,
-                   priority=body.priority, options=options, tier=body.tier)
+        return Ask(
+            prompt=prompt,
+            model=body.model or eng.catalog.default,
+            preset=preset if preset and prompt == PROMPT_PRESETS[preset] else None,
+            priority=body.priority,
+            options=options,
+            tier=body.tier,
+        )
     except (TypeError, ValueError) as exc:
         raise ApiError(400, "bad_request", f"{exc}.") from None
 
@@ -112,11 +124,19 @@ def create_batch(eng: Engine, body: models.BatchCreate) -> models.BatchCreated:
     candidates = candidates_of(body, eng)
     if not candidates:
         raise ApiError(400, "no_sources", "Name at least one video: uploads, paths (a folder with videos in it) or urls.")
-    batch = Batch(id=new_batch_id(), name=(body.name or "").strip() or default_batch_name(candidates[0].display_name),
-                  intake=ask.to_dict())
-    items = [Item(id=new_id(), batch_id=batch.id, display_name=c.display_name, source_path=c.source,
-                  error_code=c.error_code, error_message=c.error_message, intake=c.to_dict() if c.ok else None)
-             for c in candidates]
+    batch = Batch(id=new_batch_id(), name=(body.name or "").strip() or default_batch_name(candidates[0].display_name), intake=ask.to_dict())
+    items = [
+        Item(
+            id=new_id(),
+            batch_id=batch.id,
+            display_name=c.display_name,
+            source_path=c.source,
+            error_code=c.error_code,
+            error_message=c.error_message,
+            intake=c.to_dict() if c.ok else None,
+        )
+        for c in candidates
+    ]
     for item in items:  # the rows first, then the batch: an intake sweep never sees the batch with rows missing
         eng.store.add_item(item)
     eng.store.add_batch(batch)
@@ -132,8 +152,14 @@ def batch_view(eng: Engine, batch_id: str) -> models.Batch:
     counts: dict[str, int] = {}
     for job in jobs:
         counts[job.status.value] = counts.get(job.status.value, 0) + 1
-    return models.Batch(id=batch.id, name=batch.name, created_at=iso(batch.created_at), counts=counts, jobs=jobs,
-                        status="ended" if all(j.status.ended for j in jobs) else "running")
+    return models.Batch(
+        id=batch.id,
+        name=batch.name,
+        created_at=iso(batch.created_at),
+        counts=counts,
+        jobs=jobs,
+        status="ended" if all(j.status.ended for j in jobs) else "running",
+    )
 
 
 def item_of(eng: Engine, job_id: str) -> Item:
@@ -161,8 +187,9 @@ async def _run(request: Request, work: Any, *args: Any, status: int = 200) -> Re
 def batch_list(eng: Engine, limit: int) -> models.BatchList:
     ids = eng.store.batch_ids()[:limit]  # newest first
     found = eng.store.by_id(Batch, ids)
-    return models.BatchList(batches=[models.BatchSummary(id=b, name=found[b].name, created_at=iso(found[b].created_at))
-                                     for b in ids if b in found])
+    return models.BatchList(
+        batches=[models.BatchSummary(id=b, name=found[b].name, created_at=iso(found[b].created_at)) for b in ids if b in found]
+    )
 
 
 async def _batches(request: Request) -> Response:
@@ -206,8 +233,7 @@ def _act(eng: Engine, item_ids: list[str], action: str, ask: models.Ask | None) 
         made = eng.commands.analyze_again(item_ids, ask_of(ask, eng), batch_name=ask.name)
         if not made:
             raise ApiError(409, "nothing_to_ask", "None of these jobs has a video to ask again (refused files).")
-        return models.BatchCreated(id=made[0].batch_id, jobs=[models.JobRef(id=i.id, file_name=i.display_name)
-                                                              for i in made])
+        return models.BatchCreated(id=made[0].batch_id, jobs=[models.JobRef(id=i.id, file_name=i.display_name) for i in made])
     return None
 
 
@@ -260,8 +286,11 @@ async def _export(request: Request, kind: str) -> Response:
     except ApiError as exc:
         return exc.response()
     media = "text/csv; charset=utf-8" if kind == "csv" else "application/json"
-    return Response(body, media_type=media, headers={
-        "Cache-Control": "no-store", "Content-Disposition": f'attachment; filename="stories-{batch_id}.{kind}"'})
+    return Response(
+        body,
+        media_type=media,
+        headers={"Cache-Control": "no-store", "Content-Disposition": f'attachment; filename="stories-{batch_id}.{kind}"'},
+    )
 
 
 async def _export_csv(request: Request) -> Response:

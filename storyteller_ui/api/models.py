@@ -44,13 +44,15 @@ class Usage(BaseModel):
 
 class JobResult(BaseModel):
     story: str = Field(description="The story as prose.")
-    structured: dict[str, Any] | None = Field(None, description="The checked structured answer (title, key moments, "
-                                              "tags), when a structured preset was asked.")
+    structured: dict[str, Any] | None = Field(
+        None, description="The checked structured answer (title, key moments, tags), when a structured preset was asked."
+    )
     model: str
     model_version: str | None = None
     usage: Usage
-    cost_usd: float | None = Field(None, description="What this job cost; 0 when it reused an earlier answer, null "
-                                   "in demo mode or when the model's price is unknown.")
+    cost_usd: float | None = Field(
+        None, description="What this job cost; 0 when it reused an earlier answer, null in demo mode or when the model's price is unknown."
+    )
     reused: bool = False
 
 
@@ -77,16 +79,19 @@ class BatchCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    uploads: list[str] = Field(default_factory=list, max_length=10_000,
-                               description="Finished tus uploads: their URLs (Location) or ids.")
-    paths: list[str] = Field(default_factory=list, max_length=10_000,
-                             description="Files or folders on this server, under an allowed root (STORYTELLER_API_ROOTS).")
+    uploads: list[str] = Field(default_factory=list, max_length=10_000, description="Finished tus uploads: their URLs (Location) or ids.")
+    paths: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Files or folders on this server, under an allowed root (STORYTELLER_API_ROOTS).",
+    )
     urls: list[str] = Field(default_factory=list, max_length=10_000, description="Public YouTube links.")
     preset: str | None = Field(None, description="A prompt preset's name (GET /api/v1/presets); or give prompt.")
     prompt: str | None = Field(None, max_length=20_000, description="The question; overrides preset.")
     model: str | None = Field(None, description="A Gemini model; the server's default when left out.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Video options as stored with an analysis "
-                                    "(fps, start/end offsets, media resolution...).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Video options as stored with an analysis (fps, start/end offsets, media resolution...)."
+    )
     priority: Literal["high", "normal", "low"] = "normal"
     tier: Literal["standard", "flex", "batch"] = "standard"
     name: str | None = Field(None, max_length=200)

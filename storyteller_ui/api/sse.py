@@ -111,8 +111,7 @@ class Hub:
                 self.ready.set()
                 if self.clients == 0 and time.monotonic() - self.idle_since > IDLE_HUB_S:
                     return
-                await asyncio.sleep(ERROR_LOOK_S if rows is None else ENDED_LOOK_S if self.all_ended
-                                    else LOOK_S + len(rows) / 4000)
+                await asyncio.sleep(ERROR_LOOK_S if rows is None else ENDED_LOOK_S if self.all_ended else LOOK_S + len(rows) / 4000)
         finally:
             _hubs.pop(self.batch_id, None)
             self.closing = True
@@ -263,8 +262,10 @@ async def stream(hub: Hub, job_id: str | None, last_id: str | None) -> AsyncIter
 
 def routes() -> list[Route]:
     root = prefix()
-    return [Route(f"{root}/batches/{{batch_id}}/events", _batch_events, methods=["GET"]),
-            Route(f"{root}/jobs/{{job_id}}/events", _job_events, methods=["GET"])]
+    return [
+        Route(f"{root}/batches/{{batch_id}}/events", _batch_events, methods=["GET"]),
+        Route(f"{root}/jobs/{{job_id}}/events", _job_events, methods=["GET"]),
+    ]
 
 
 def _last_id(request: Request) -> str | None:
@@ -272,8 +273,11 @@ def _last_id(request: Request) -> str | None:
 
 
 def _respond(hub: Hub, job_id: str | None, request: Request) -> Response:
-    return StreamingResponse(stream(hub, job_id, _last_id(request)), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(hub, job_id, _last_id(request)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _batch_events(request: Request) -> Response:

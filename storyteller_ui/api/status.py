@@ -29,8 +29,14 @@ from storyteller_core.views.rows import Row, Status
 from storyteller_ui.api.models import ErrorInfo, Job, JobEvent, JobResult, JobStatus, Usage
 
 ORDER = list(JobStatus)  # the order of a job's life; FAILED and CANCELLED may follow any state
-_BY_ROW = {Status.UPLOADING: JobStatus.UPLOADING, Status.READY: JobStatus.FILE_ACTIVE, Status.WRITING: JobStatus.ANALYZING,
-           Status.DONE: JobStatus.COMPLETED, Status.FAILED: JobStatus.FAILED, Status.CANCELLED: JobStatus.CANCELLED}
+_BY_ROW = {
+    Status.UPLOADING: JobStatus.UPLOADING,
+    Status.READY: JobStatus.FILE_ACTIVE,
+    Status.WRITING: JobStatus.ANALYZING,
+    Status.DONE: JobStatus.COMPLETED,
+    Status.FAILED: JobStatus.FAILED,
+    Status.CANCELLED: JobStatus.CANCELLED,
+}
 _VIDEO_STEPS = (JobStatus.UPLOADING, JobStatus.UPLOADED, JobStatus.FILE_PROCESSING, JobStatus.FILE_ACTIVE)
 
 
@@ -102,8 +108,12 @@ def event_of(row: Row, status: JobStatus | None = None) -> JobEvent:
 def error_of(row: Row) -> ErrorInfo | None:
     if row.status is not Status.FAILED:
         return None
-    code = row.item.error_code or (row.analysis.error_code if row.analysis else None) or (
-        row.video.error_code if row.video else None) or "failed"
+    code = (
+        row.item.error_code
+        or (row.analysis.error_code if row.analysis else None)
+        or (row.video.error_code if row.video else None)
+        or "failed"
+    )
     return ErrorInfo(code=str(code), message=scrub(row.error or "This job failed; retry it."))
 
 
@@ -111,13 +121,32 @@ def result_of(row: Row) -> JobResult | None:
     analysis = row.analysis
     if row.status is not Status.DONE or analysis is None or row.story is None:
         return None
-    return JobResult(story=row.story, structured=analysis.structured, model=analysis.model,
-                     model_version=analysis.model_version, cost_usd=row.cost_usd, reused=row.item.reused,
-                     usage=Usage(prompt_tokens=analysis.prompt_tokens, output_tokens=analysis.output_tokens,
-                                 total_tokens=analysis.total_tokens, cached_tokens=analysis.cached_tokens))
+    return JobResult(
+        story=row.story,
+        structured=analysis.structured,
+        model=analysis.model,
+        model_version=analysis.model_version,
+        cost_usd=row.cost_usd,
+        reused=row.item.reused,
+        usage=Usage(
+            prompt_tokens=analysis.prompt_tokens,
+            output_tokens=analysis.output_tokens,
+            total_tokens=analysis.total_tokens,
+            cached_tokens=analysis.cached_tokens,
+        ),
+    )
 
 
 def job_of(row: Row) -> Job:
-    return Job(id=row.item.id, batch_id=row.item.batch_id, file_name=row.name, source=row.item.source_path,
-               status=job_status(row), progress=progress(row), error=error_of(row), result=result_of(row),
-               created_at=iso(row.item.created_at), updated_at=iso(since(row)))
+    return Job(
+        id=row.item.id,
+        batch_id=row.item.batch_id,
+        file_name=row.name,
+        source=row.item.source_path,
+        status=job_status(row),
+        progress=progress(row),
+        error=error_of(row),
+        result=result_of(row),
+        created_at=iso(row.item.created_at),
+        updated_at=iso(since(row)),
+    )

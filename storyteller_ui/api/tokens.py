@@ -82,8 +82,13 @@ class ApiTokens:
             tokens = list(self._load())
             if len(tokens) >= MAX_TOKENS:
                 raise ApiError(409, "too_many_tokens", f"{len(tokens)} API tokens exist; revoke some first.")
-            record = {"id": secrets.token_hex(6), "name": name.strip()[:100], "sha256": _digest(secret),
-                      "created_at": time.time(), "last_used_at": None}
+            record = {
+                "id": secrets.token_hex(6),
+                "name": name.strip()[:100],
+                "sha256": _digest(secret),
+                "created_at": time.time(),
+                "last_used_at": None,
+            }
             self._save([*tokens, record])
         return {**self.public(record), "token": secret}
 
@@ -149,8 +154,11 @@ def routes() -> list[Route]:
 
 def _app_only(request: Request) -> None:
     if request.scope.get("state", {}).get(PRINCIPAL, "app") != "app":
-        raise ApiError(403, "forbidden", "API tokens are made and revoked with the app's own token (or on the Settings "
-                       "page), not with another API token.")
+        raise ApiError(
+            403,
+            "forbidden",
+            "API tokens are made and revoked with the app's own token (or on the Settings page), not with another API token.",
+        )
 
 
 async def _collection(request: Request) -> Response:

@@ -59,8 +59,10 @@ async def _store() -> TusStore:
 
 def routes() -> list[Route]:
     root = prefix() + "/uploads"
-    return [Route(root, _collection, methods=["OPTIONS", "POST"]),
-            Route(root + "/{upload_id}", _one, methods=["HEAD", "PATCH", "DELETE", "GET"])]
+    return [
+        Route(root, _collection, methods=["OPTIONS", "POST"]),
+        Route(root + "/{upload_id}", _one, methods=["HEAD", "PATCH", "DELETE", "GET"]),
+    ]
 
 
 async def collection(request: Request) -> Response:
@@ -95,8 +97,9 @@ def _fail(exc: ApiError) -> Response:
 
 def _check_version(request: Request) -> None:
     if request.headers.get("tus-resumable") != TUS_VERSION:
-        raise ApiError(412, "tus_version", f"This server speaks tus {TUS_VERSION}: send Tus-Resumable: {TUS_VERSION}.",
-                       {"Tus-Version": TUS_VERSION})
+        raise ApiError(
+            412, "tus_version", f"This server speaks tus {TUS_VERSION}: send Tus-Resumable: {TUS_VERSION}.", {"Tus-Version": TUS_VERSION}
+        )
 
 
 def _number(request: Request, header: str) -> int:
@@ -124,13 +127,20 @@ async def _collection(request: Request) -> Response:
     try:
         store = await _store()
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers=_headers({
-                "Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS, "Tus-Max-Size": str(store.settings.max_file_bytes),
-                "Tus-Checksum-Algorithm": ",".join(CHECKSUMS)}))
+            return Response(
+                status_code=204,
+                headers=_headers(
+                    {
+                        "Tus-Version": TUS_VERSION,
+                        "Tus-Extension": EXTENSIONS,
+                        "Tus-Max-Size": str(store.settings.max_file_bytes),
+                        "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+                    }
+                ),
+            )
         _check_version(request)
         if request.headers.get("upload-defer-length"):
-            raise ApiError(400, "bad_request", "Give Upload-Length when creating the upload (deferred length is not "
-                           "supported).")
+            raise ApiError(400, "bad_request", "Give Upload-Length when creating the upload (deferred length is not supported).")
         size = _number(request, "upload-length")
         metadata = parse_metadata(request.headers.get("upload-metadata", ""))
         name = metadata.get("filename") or metadata.get("name") or ""
@@ -155,9 +165,16 @@ async def _one(request: Request) -> Response:
             info = await asyncio.to_thread(store.info, upload_id)
             offset = await asyncio.to_thread(store.offset, info)
             metadata = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in info["metadata"].items())
-            return Response(status_code=200, headers=_headers({"Upload-Offset": str(offset),
-                                                               "Upload-Length": str(info["size"]),
-                                                               **({"Upload-Metadata": metadata} if metadata else {})}))
+            return Response(
+                status_code=200,
+                headers=_headers(
+                    {
+                        "Upload-Offset": str(offset),
+                        "Upload-Length": str(info["size"]),
+                        **({"Upload-Metadata": metadata} if metadata else {}),
+                    }
+                ),
+            )
         return await _patch(request, store, upload_id)
     except ApiError as exc:
         return _fail(exc)
@@ -165,9 +182,15 @@ async def _one(request: Request) -> Response:
 
 def _as_json(store: TusStore, upload_id: str) -> Upload:
     info = store.info(upload_id)
-    return Upload(id=info["id"], file_name=info["name"], size=info["size"], offset=store.offset(info),
-                  state=info["state"], sha256=info["sha256"],
-                  error=ErrorInfo(**info["error"]) if info.get("error") else None)
+    return Upload(
+        id=info["id"],
+        file_name=info["name"],
+        size=info["size"],
+        offset=store.offset(info),
+        state=info["state"],
+        sha256=info["sha256"],
+        error=ErrorInfo(**info["error"]) if info.get("error") else None,
+    )
 
 
 def _checksum(request: Request) -> tuple[Any, bytes] | None:
@@ -176,8 +199,7 @@ def _checksum(request: Request) -> tuple[Any, bytes] | None:
         return None
     name, _, value = raw.strip().partition(" ")
     if name not in CHECKSUMS:
-        raise ApiError(400, "bad_checksum", f"Upload-Checksum {name!r} is not supported; use one of "
-                       f"{', '.join(CHECKSUMS)}.")
+        raise ApiError(400, "bad_checksum", f"Upload-Checksum {name!r} is not supported; use one of {', '.join(CHECKSUMS)}.")
     try:
         expected = base64.b64decode(value.strip(), validate=True)
     except binascii.Error:
@@ -199,8 +221,12 @@ async def _patch(request: Request, store: TusStore, upload_id: str) -> Response:
                 got += len(piece)
                 if got > remaining:
                     await asyncio.to_thread(writer.undo)
-                    raise ApiError(413, "too_large", f"{writer.info['name']}: this piece goes past the "
-                                   f"{writer.info['size']:,} bytes announced.", {"Upload-Offset": str(offset)})
+                    raise ApiError(
+                        413,
+                        "too_large",
+                        f"{writer.info['name']}: this piece goes past the {writer.info['size']:,} bytes announced.",
+                        {"Upload-Offset": str(offset)},
+                    )
                 if checksum is not None:
                     checksum[0].update(piece)
                 buffer += piece
@@ -214,8 +240,12 @@ async def _patch(request: Request, store: TusStore, upload_id: str) -> Response:
         if checksum is not None and (cut or checksum[0].digest() != checksum[1]):
             await asyncio.to_thread(writer.undo)
             if not cut:
-                raise ApiError(460, "checksum_mismatch", f"{writer.info['name']}: this piece's checksum does not match "
-                               "its bytes; it was dropped. Send it again.", {"Upload-Offset": str(offset)})
+                raise ApiError(
+                    460,
+                    "checksum_mismatch",
+                    f"{writer.info['name']}: this piece's checksum does not match its bytes; it was dropped. Send it again.",
+                    {"Upload-Offset": str(offset)},
+                )
     finally:
         await asyncio.to_thread(writer.close)
     done = writer.offset
@@ -223,7 +253,5 @@ async def _patch(request: Request, store: TusStore, upload_id: str) -> Response:
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(_checks, store.finish, writer.info, writer.live.digest)
         if info["state"] == "refused":  # the bytes all arrived; the file is no video we take: say so now
-            return Response(status_code=204, headers=_headers({"Upload-Offset": str(done),
-                                                               "Upload-Refused": info["error"]["code"]}))
-    return Response(status_code=204, headers=_headers({"Upload-Offset": str(done),
-                                                       **(_expires() if done < writer.info["size"] else {})}))
+            return Response(status_code=204, headers=_headers({"Upload-Offset": str(done), "Upload-Refused": info["error"]["code"]}))
+    return Response(status_code=204, headers=_headers({"Upload-Offset": str(done), **(_expires() if done < writer.info["size"] else {})}))

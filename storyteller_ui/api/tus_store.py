@@ -82,11 +82,13 @@ class TusStore:
         try:
             info: dict[str, Any] = json.loads(self._meta(upload_id).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ApiError(404, "unknown_upload", "This upload is not known here (finished and used long ago, deleted, "
-                           "or never made); create it again.") from None
+            raise ApiError(
+                404,
+                "unknown_upload",
+                "This upload is not known here (finished and used long ago, deleted, or never made); create it again.",
+            ) from None
         except (OSError, ValueError) as exc:
-            raise ApiError(500, "unreadable_upload", f"This upload's record cannot be read ({exc}); create it "
-                           "again.") from exc
+            raise ApiError(500, "unreadable_upload", f"This upload's record cannot be read ({exc}); create it again.") from exc
         return info
 
     def offset(self, info: dict[str, Any]) -> int:
@@ -95,8 +97,7 @@ class TusStore:
         try:
             return self._part(info["id"]).stat().st_size
         except FileNotFoundError:
-            raise ApiError(410, "gone", f"The partial copy of {info['name']} was removed; upload the file "
-                           "again.") from None
+            raise ApiError(410, "gone", f"The partial copy of {info['name']} was removed; upload the file again.") from None
 
     # -- creation ------------------------------------------------------------------------------
     def create(self, name: str, size: int, metadata: dict[str, str]) -> dict[str, Any]:
@@ -113,18 +114,32 @@ class TusStore:
             raise _not_saved(display, self.settings, exc) from exc
         receiving = [i for i in open_ones if i["state"] == "receiving"]
         if len(receiving) >= MAX_SESSIONS:
-            raise ApiError(429, "too_many_uploads", f"{len(receiving)} uploads are already open; wait for some to "
-                           "finish, then add the rest.")
+            raise ApiError(
+                429, "too_many_uploads", f"{len(receiving)} uploads are already open; wait for some to finish, then add the rest."
+            )
         owed = sum(i["size"] - self._size_on_disk(i["id"]) for i in receiving)
         if size + owed + DISK_MARGIN > free:
-            raise ApiError(507, Code.NOT_SAVED, f"{display} ({size / 1024**3:.2f} GB) does not fit: {free / 1024**3:.2f}"
-                           f" GB free in {self.settings.data_dir}, and uploads under way still need "
-                           f"{owed / 1024**3:.2f} GB. Free some disk space or set STORYTELLER_DATA_DIR to another "
-                           "folder, then add it again.")
+            raise ApiError(
+                507,
+                Code.NOT_SAVED,
+                f"{display} ({size / 1024**3:.2f} GB) does not fit: {free / 1024**3:.2f}"
+                f" GB free in {self.settings.data_dir}, and uploads under way still need "
+                f"{owed / 1024**3:.2f} GB. Free some disk space or set STORYTELLER_DATA_DIR to another "
+                "folder, then add it again.",
+            )
         upload_id = secrets.token_hex(16)
-        info = {"id": upload_id, "name": display, "size": size, "metadata": metadata, "state": "receiving",
-                "created_at": time.time(), "touched_at": time.time(), "sha256": None, "error": None,
-                "candidate": None}
+        info = {
+            "id": upload_id,
+            "name": display,
+            "size": size,
+            "metadata": metadata,
+            "state": "receiving",
+            "created_at": time.time(),
+            "touched_at": time.time(),
+            "sha256": None,
+            "error": None,
+            "candidate": None,
+        }
         try:
             os.close(os.open(self._part(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self._write_info(info)
@@ -154,8 +169,7 @@ class TusStore:
         with self._lock:
             live = self._live.setdefault(upload_id, _Live())
             if live.writing and time.monotonic() - live.touched < STALE_WRITER_S:
-                raise ApiError(423, "busy", f"{info['name']} is still receiving an earlier request; ask again in a "
-                               "moment.")
+                raise ApiError(423, "busy", f"{info['name']} is still receiving an earlier request; ask again in a moment.")
             live.generation += 1  # a stale writer, if any, is refused from now on
             live.writing = True
             live.touched = time.monotonic()
@@ -164,8 +178,12 @@ class TusStore:
             with live.lock:
                 on_disk = self.offset(info)
                 if offset != on_disk:
-                    raise ApiError(409, "wrong_offset", f"{info['name']}: this piece starts at byte {offset:,}, but "
-                                   f"{on_disk:,} bytes have arrived; send from there.", {"Upload-Offset": str(on_disk)})
+                    raise ApiError(
+                        409,
+                        "wrong_offset",
+                        f"{info['name']}: this piece starts at byte {offset:,}, but {on_disk:,} bytes have arrived; send from there.",
+                        {"Upload-Offset": str(on_disk)},
+                    )
                 if live.hashed != on_disk:  # after a restart: hash what is on disk once, then go on in memory
                     live.digest, live.hashed = _hash_prefix(self._part(upload_id), on_disk)
         except BaseException:
@@ -183,8 +201,7 @@ class TusStore:
         """Every byte arrived: the sha256, the probe; a refused file is deleted, its reason kept."""
         part = self._part(info["id"])
         sha = digest.hexdigest()
-        candidate = probe_candidate(Candidate(display_name=info["name"], path=part, size_bytes=info["size"], sha256=sha),
-                                    self.settings)
+        candidate = probe_candidate(Candidate(display_name=info["name"], path=part, size_bytes=info["size"], sha256=sha), self.settings)
         info = {**info, "sha256": sha, "touched_at": time.time(), "candidate": candidate.to_dict()}
         if candidate.ok:
             info["state"] = "complete"
@@ -211,8 +228,9 @@ class TusStore:
         if info["state"] == "receiving" and self.offset(info) == info["size"]:
             info = self.finish(info, self._digest(info))  # every byte is here; the server stopped before the check
         if info["state"] == "receiving":
-            raise ApiError(409, "incomplete", f"{info['name']}: {self.offset(info):,} of {info['size']:,} bytes have "
-                           "arrived; finish the upload first.")
+            raise ApiError(
+                409, "incomplete", f"{info['name']}: {self.offset(info):,} of {info['size']:,} bytes have arrived; finish the upload first."
+            )
         candidate = Candidate.from_dict(info["candidate"])
         if info["state"] == "refused":
             return candidate  # a row with its reason, as any refused file
@@ -226,8 +244,7 @@ class TusStore:
         except OSError as exc:
             raise _not_saved(info["name"], self.settings, exc) from exc
         if not target.exists():
-            raise ApiError(410, "gone", f"{info['name']} was used by an earlier batch and is no longer kept; upload it "
-                           "again.")
+            raise ApiError(410, "gone", f"{info['name']} was used by an earlier batch and is no longer kept; upload it again.")
         candidate.path = target
         self._write_info({**info, "touched_at": time.time(), "candidate": candidate.to_dict()})
         return candidate
@@ -249,8 +266,7 @@ class TusStore:
         cutoff = time.time() - idle_s
         for meta in self.folder.glob("*.json") if self.folder.is_dir() else []:
             try:
-                touched = max(meta.stat().st_mtime, self._part(meta.stem).stat().st_mtime
-                              if self._part(meta.stem).exists() else 0)
+                touched = max(meta.stat().st_mtime, self._part(meta.stem).stat().st_mtime if self._part(meta.stem).exists() else 0)
             except OSError:
                 continue
             if touched < cutoff:
@@ -319,5 +335,9 @@ def _not_saved(display: str, settings: Settings, exc: OSError) -> ApiError:
 
     status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return ApiError(status, Code.NOT_SAVED, f"{display} could not be saved to {settings.data_dir} ({reason}). "
-                    "Free some disk space or set STORYTELLER_DATA_DIR to another folder, then add it again.")
+    return ApiError(
+        status,
+        Code.NOT_SAVED,
+        f"{display} could not be saved to {settings.data_dir} ({reason}). "
+        "Free some disk space or set STORYTELLER_DATA_DIR to another folder, then add it again.",
+    )
