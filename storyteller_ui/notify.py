@@ -20,9 +20,9 @@ from typing import Any
 import streamlit as st
 
 from storyteller_core import Engine
-from storyteller_core.views.board import Row, Totals, batch_rows, totals
 from storyteller_core.deliverables.mail import mail_once
 from storyteller_core.deliverables.webhook import BatchReport, fire_once, summary
+from storyteller_core.views.board import Row, Totals, batch_rows, totals
 
 APP_NAME = "Video Storyteller"
 NOTE_FOR_S = 30.0  # seconds a finished batch's desktop note is offered to the page
@@ -91,13 +91,29 @@ _CSS = """
 _component = st.components.v2.component("video_storyteller_notify", js=_JS, css=_CSS)
 
 
+# Streamlit puts its toasts at the top right, over the banners (the demo mode's, Gemini out of reach) and the
+# title: they sit at the bottom right instead, where a finished batch's toast hides nothing one reads first.
+TOAST_STYLE = """<style>
+.stToastContainer, [data-testid="stToastContainer"] { top: auto !important; bottom: 1rem !important; }
+</style>"""
+
+
+def place_toasts() -> None:
+    """Call on every page (ui.py): a toast outlives the page it was raised on."""
+    st.html(TOAST_STYLE)
+
+
 def desktop(*, offer: bool, notify: dict[str, str] | None = None, key: str = "desktop-notify", explain: bool = False) -> None:
     """Mount the component: the opt-in button when ``offer``, and ``notify`` shown once per id if allowed.
 
     ``explain``: say so when the browser blocks notifications (the Settings page; elsewhere nothing is said).
     """
-    _component(data={"offer": offer, "notify": notify, "explain": explain}, key=key, default={"permission": None},
-               on_permission_change=lambda: None)
+    _component(
+        data={"offer": offer, "notify": notify, "explain": explain},
+        key=key,
+        default={"permission": None},
+        on_permission_change=lambda: None,
+    )
 
 
 def progress_title(totals: Totals) -> str:
@@ -155,18 +171,25 @@ def watch(engine: Engine, batch_id: str, name: str, rows: list[Row], totals: Tot
         watching.add(batch_id)
         pending.pop(batch_id, None)
     elif totals.rows:
-        report = BatchReport(batch_id, name, totals.rows, totals.done, totals.failed, totals.cancelled,
-                             app_link(batch_id))
+        report = BatchReport(batch_id, name, totals.rows, totals.done, totals.failed, totals.cancelled, app_link(batch_id))
         completion = completion_id(batch_id, rows, totals)
         if batch_id in watching:  # this tab saw it run: say so here
             watching.discard(batch_id)
             st.toast(f"Batch finished: {summary(report)}.", icon=":material/task_alt:", duration="long")
-            pending[batch_id] = ({"id": completion, "title": f"{APP_NAME}: batch finished",
-                                  "body": f"{name}: {summary(report)}."}, time.monotonic() + NOTE_FOR_S)
+            pending[batch_id] = (
+                {"id": completion, "title": f"{APP_NAME}: batch finished", "body": f"{name}: {summary(report)}."},
+                time.monotonic() + NOTE_FOR_S,
+            )
         last = totals.last_finished if totals.last_finished is not None else finished_at(rows)
         fire_once(engine.settings.data_dir, report, completion, finished_at=last)
-        mail_once(engine.settings.data_dir, report, rows or (lambda: batch_rows(engine.store, batch_id)), completion,
-                  demo=engine.demo, finished_at=last)  # the board passes no rows: they are read for the one e-mail
+        mail_once(
+            engine.settings.data_dir,
+            report,
+            rows or (lambda: batch_rows(engine.store, batch_id)),
+            completion,
+            demo=engine.demo,
+            finished_at=last,
+        )  # the board passes no rows: they are read for the one e-mail
     note, until = pending.get(batch_id, (None, 0.0))
     if note is not None and time.monotonic() > until:
         pending.pop(batch_id, None)

@@ -72,8 +72,11 @@ def row_of(page, name: str):  # type: ignore[no-untyped-def]
 
 # -- item 1: rows asked of another Gemini are left, not failed ----------------------------------------------
 @pytest.fixture
-def left_by_others(keyed,  # noqa: F811
-                    make_engine, tmp_path):  # type: ignore[no-untyped-def]
+def left_by_others(
+    keyed,  # noqa: F811
+    make_engine,
+    tmp_path,
+):  # type: ignore[no-untyped-def]
     """Before the app starts, its data folder holds two rows it cannot do with its key: one asked in demo mode
     (a CLI without a key), one of another Gemini server with another key. Neither process is running now."""
     data = tmp_path / "data"  # app_env's STORYTELLER_DATA_DIR
@@ -100,23 +103,30 @@ def test_rows_asked_of_another_gemini_wait_for_it_and_retry_makes_them_done(left
     expect(page.get_by_role("combobox", name="Batch")).to_be_visible(timeout=60_000)
     pick_batch(page, "Asked of server B")
     other_row = row_of(page, "asked-of-server-b.mp4")
-    expect(other_row).to_contain_text(reads(f"Waiting for the app or CLI that has the key for the Gemini server at "
-                                            f"{server_b}, the key ending …wxyz; this one uses the Gemini server at"),
-                                      timeout=60_000)
+    expect(other_row).to_contain_text(
+        reads(
+            f"Waiting for the app or CLI that has the key for the Gemini server at "
+            f"{server_b}, the key ending …wxyz; this one uses the Gemini server at"
+        ),
+        timeout=60_000,
+    )
     waiting_sentences_hold(page, other_row)
     shot(page, "item1-waiting-for-another-key")
 
     # The other batch: the row asked in demo mode (a CLI without a key) waits too, never failed meanwhile.
     pick_batch(page, "Asked in demo mode")
     demo_row = row_of(page, "asked-in-demo.mp4")
-    expect(demo_row).to_contain_text("Waiting for an app or CLI in demo mode (no key: the local emulator); this one "
-                                     "uses the Gemini server at", timeout=60_000)
+    expect(demo_row).to_contain_text(
+        "Waiting for an app or CLI in demo mode (no key: the local emulator); this one uses the Gemini server at", timeout=60_000
+    )
     waiting_sentences_hold(page, demo_row)
     shot(page, "item1-waiting-for-demo-mode")
 
     # Retry asks this app's Gemini instead: Done, in each batch.
-    for batch, name, row in (("Asked in demo mode", "asked-in-demo.mp4", demo_row),
-                             ("Asked of server B", "asked-of-server-b.mp4", other_row)):
+    for batch, name, row in (
+        ("Asked in demo mode", "asked-in-demo.mp4", demo_row),
+        ("Asked of server B", "asked-of-server-b.mp4", other_row),
+    ):
         pick_batch(page, batch)
         expect(row.get_by_role("button", name="Retry")).to_be_visible(timeout=30_000)
         if batch == "Asked of server B":  # still left alone while the demo row was done: never failed
@@ -177,8 +187,9 @@ def test_gemini_out_of_reach_shows_on_the_row_and_once_as_a_banner(unreachable, 
     row = row_of(page, "harbour.mp4")
     retrying = re.compile(r"Can't reach Gemini, retrying (in \d+ s|now) \(attempt (\d+)\)")
     expect(row).to_contain_text(retrying, timeout=60_000)
-    expect(row).to_contain_text(re.compile(r"Can't reach Gemini, retrying (in \d+ s|now) \(attempt ([2-9]|\d\d+)\)"),
-                                timeout=60_000)  # the attempt counts up
+    expect(row).to_contain_text(
+        re.compile(r"Can't reach Gemini, retrying (in \d+ s|now) \(attempt ([2-9]|\d\d+)\)"), timeout=60_000
+    )  # the attempt counts up
     found = retrying.search(row.inner_text())
     assert found, row.inner_text()
     expect(row).not_to_contain_text("Failed")
@@ -359,3 +370,81 @@ def test_text_that_looks_like_an_address_is_shown_as_text_not_a_link(keyed, app_
     shot(page, "addresses-shown-as-text")
     links = row.locator('a:not([href^="#"])')  # Streamlit's own heading anchors point inside the page
     assert links.count() == 0, links.evaluate_all("els => els.map(e => e.href)")
+
+
+# -- leftovers: the finished toast covers nothing at the top; the Results page's batch chip fits -------------------
+UNCOVERED = """(e) => {
+    const r = e.getBoundingClientRect(), missed = [];
+    for (const fx of [0.05, 0.25, 0.5, 0.75, 0.95]) for (const fy of [0.2, 0.5, 0.8]) {
+        const x = r.left + fx * r.width, y = r.top + fy * r.height, hit = document.elementFromPoint(x, y);
+        if (!hit || !e.contains(hit)) missed.push([Math.round(x), Math.round(y), hit ? hit.className.toString() : null]);
+    }
+    return missed;
+}"""
+
+
+def main_to_top(page) -> None:  # type: ignore[no-untyped-def]
+    page.evaluate("() => document.querySelector('[data-testid=stMain]').scrollTo(0, 0)")
+
+
+@browser_test
+def test_the_finished_toast_leaves_the_demo_banner_uncovered_at_1024_and_1440_px(app_url, page, tmp_path):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    folder = tmp_path / "footage"
+    make_video(folder / "harbour.mp4", seconds=1.0, seed=1)
+    page.set_viewport_size({"width": 1024, "height": 800})
+    add_from_folder(page, folder)
+    page.get_by_role("button", name="Start batch (1 video(s))").click(timeout=60_000)
+    toast = page.get_by_test_id("stToast").filter(has_text="Batch finished: 1 done of 1")
+    expect(toast).to_be_visible(timeout=90_000)
+    toast.hover()  # a hovered toast stays: the check below never races its ten seconds
+    banner = page.get_by_test_id("stAlert").filter(has_text="Demo mode: no API key")
+    for width in (1024, 1440):
+        page.set_viewport_size({"width": width, "height": 800})
+        main_to_top(page)
+        expect(toast).to_be_visible()
+        expect(banner).to_be_in_viewport()
+        assert banner.evaluate(UNCOVERED) == [], width  # every part of the banner (its words, any link) is reachable
+        links = banner.locator("a")
+        for i in range(links.count()):
+            assert links.nth(i).evaluate(UNCOVERED) == [], (width, i)
+        box = toast.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width and box["y"] + box["height"] <= 800, box
+        SHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"toast-finished-{width}.png"))
+        toast.hover()
+
+
+@browser_test
+def test_the_results_pages_batch_chip_is_whole_at_1024_px(app_url, page, tmp_path):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    folder = tmp_path / "footage"
+    make_video(folder / "harbour-interview.mp4", seconds=1.0, seed=1)
+    make_video(folder / "street-market.mp4", seconds=1.0, seed=2)
+    page.set_viewport_size({"width": 1024, "height": 800})
+    add_from_folder(page, folder)
+    page.get_by_role("button", name="Start batch (2 video(s))").click(timeout=60_000)
+    expect(figure(page, "Done")).to_contain_text("2 / 2", timeout=90_000)
+    page.get_by_role("link", name="Results").click()
+    picker = page.get_by_role("combobox", name="Batch")
+    picker.click()
+    page.get_by_role("option", name=re.compile(r"harbour-interview\.mp4")).click()
+    page.keyboard.press("Escape")
+    chosen = page.locator('[class*="st-key-results-batches"]')
+    tags = chosen.get_by_test_id("stMultiSelectTagsContainer")
+    expect(tags).to_contain_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d · harbour-interview\.mp4$"), timeout=30_000)
+    expect(page.get_by_text("2 row(s): 2 done")).to_be_visible(timeout=30_000)
+    field = chosen.bounding_box()
+    for where in (tags, tags.locator("span").filter(has_text="harbour-interview.mp4").last):
+        box = where.bounding_box()
+        assert box and field and box["x"] >= field["x"] >= 0 and box["x"] + box["width"] <= field["x"] + field["width"] <= 1024, (
+            box,
+            field,
+        )
+    # Not scrolled, not clipped: the chip's whole text shows from its first character.
+    assert tags.evaluate("e => [e.scrollLeft, e.scrollWidth <= e.clientWidth + 1]") == [0, True]
+    label = tags.locator("span").filter(has_text="harbour-interview.mp4").last
+    assert label.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), label.evaluate("e => [e.scrollWidth, e.clientWidth]")
+    shot(page, "results-batch-chip-1024", 1024)
