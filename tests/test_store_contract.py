@@ -159,3 +159,79 @@ def test_queue_reads_the_rows_in_flight_and_the_latest_failures_only(store):
     every = rows_of(store, store.items(BATCH))
     assert {row.item.id for row in rows} == {row.item.id for row in every if not row.ended or row.status is Status.FAILED}
     assert running.rows == 12 and running.in_flight == sum(not row.ended for row in every)
+
+
+class Clock:
+    """time.time() under the test's hand: the stores, the records and the board all read it."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def one_run(store, analysis_id: str, clock: Clock, start: float, seconds: float, *, fails: bool = False) -> None:  # type: ignore[no-untyped-def]
+    clock.at = start
+    store.transition(Analysis, analysis_id, AnalysisState.ANALYZING)
+    clock.at = start + seconds
+    if fails:
+        store.transition(Analysis, analysis_id, AnalysisState.FAILED, error_message="Gemini said no")
+    else:
+        store.transition(Analysis, analysis_id, AnalysisState.COMPLETED, story="s", total_tokens=10)
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["read-during-the-retry", "unread-until-done"])
+def test_elapsed_is_the_busy_time_not_the_idle_hour_before_a_retry(store, monkeypatch, watched):  # type: ignore[no-untyped-def]
+    t0 = 1_800_000_000.0
+    clock = Clock(t0)
+    monkeypatch.setattr("time.time", clock)
+    store.add_batch(Batch(id=BATCH, name="busy"))
+    analyses = []
+    for n in range(2):
+        video = store.add_video(make_video(id=f"{n:064x}", sha256=f"{n:064x}"))
+        analysis, _ = store.add_analysis(make_analysis(video.id, prompt=f"p{n}"))
+        store.add_item(Item(id=f"row-{n}", batch_id=BATCH, display_name=f"{n}.mp4", video_id=video.id, analysis_id=analysis.id))
+        analyses.append(analysis.id)
+    clock.at = t0 + 5
+    assert kept_totals(store, BATCH).elapsed_s == pytest.approx(5)  # in flight: counting
+    one_run(store, analyses[0], clock, t0 + 10, 30, fails=True)
+    one_run(store, analyses[1], clock, t0 + 20, 40)  # the batch finished at t0 + 60
+    assert kept_totals(store, BATCH).elapsed_s == pytest.approx(60)
+    clock.at = t0 + 3660  # an hour later, the failed row is retried
+    store.transition(Analysis, analyses[0], AnalysisState.WAITING)
+    if watched:
+        clock.at = t0 + 3670
+        t = kept_totals(store, BATCH)
+        assert t.in_flight == 1 and t.elapsed_s == pytest.approx(70)  # the hour idle is not counted
+    one_run(store, analyses[0], clock, t0 + 3675, 15)  # done at t0 + 3690
+    clock.at = t0 + 9000
+    t = kept_totals(store, BATCH)
+    assert t.in_flight == 0 and t.elapsed_s == pytest.approx(60 + 30)
+    assert t.last_finished == pytest.approx(t0 + 3690)
+    clock.at = t0 + 9999
+    assert kept_totals(store, BATCH).elapsed_s == pytest.approx(90)  # idle again: it stands
+
+
+def test_sums_kept_before_busy_time_read_as_before_and_go_on_from_there(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    t0 = 1_800_000_000.0
+    clock = Clock(t0)
+    monkeypatch.setattr("time.time", clock)
+    store = DiskStore(tmp_path / "store")
+    try:
+        store.add_batch(Batch(id=BATCH, name="old"))
+        video = store.add_video(make_video(id=f"{1:064x}", sha256=f"{1:064x}"))
+        analysis, _ = store.add_analysis(make_analysis(video.id, prompt="p"))
+        store.add_item(Item(id="row-1", batch_id=BATCH, display_name="1.mp4", video_id=video.id, analysis_id=analysis.id))
+        one_run(store, analysis.id, clock, t0 + 10, 50, fails=True)
+        old = {k: v for k, v in store.batch_sums(BATCH).items() if k not in ("busy_s", "busy_since")}
+        store._write_sums(BATCH, old)  # as an older version kept them
+        clock.at = t0 + 5000
+        assert kept_totals(store, BATCH).elapsed_s == pytest.approx(60)  # first added to last finished, as before
+        clock.at = t0 + 7200
+        store.transition(Analysis, analysis.id, AnalysisState.WAITING)  # retried two hours later
+        one_run(store, analysis.id, clock, t0 + 7200, 20)
+        clock.at = t0 + 9000
+        assert kept_totals(store, BATCH).elapsed_s == pytest.approx(80)
+    finally:
+        store.close()

@@ -440,6 +440,8 @@ class DiskStore:
                 self.cache.set(f"rs:{item_id}", new)
             else:
                 self.cache.delete(f"rs:{item_id}")
+            for batch_id, delta in _flipped(old, new):  # the row came into flight or left it: maybe the batch did
+                self._busy(batch_id, delta)
 
     def _stretch(self, batch_id: str, added_at: float, finished_at: float | None) -> None:
         sums = self.batch_sums(batch_id)
@@ -447,6 +449,16 @@ class DiskStore:
         last = sums["last_finished"] if finished_at is None else max(sums["last_finished"] or 0.0, finished_at)
         if (first, last) != (sums["first_added"], sums["last_finished"]):
             self._write_sums(batch_id, {**sums, "first_added": first, "last_finished": last})
+
+    def _busy(self, batch_id: str, delta: int) -> None:
+        """Open the batch's busy interval when it goes from nothing in flight to something, close it on the way back.
+
+        O(1): the in-flight indexes' kept counts, read only when a row came into flight (``delta`` 1) or left it (-1)."""
+        in_flight = sum(ix.count(self.cache, f"bst:{batch_id}:{s.name}") for s in LIFE_ORDER if not s.ended)
+        sums = self.batch_sums(batch_id)
+        busy = next_busy(sums, in_flight - delta > 0, in_flight > 0, time.time())
+        if busy is not None:
+            self._write_sums(batch_id, {**sums, **busy})
 
     def _recount(self, batch_id: str, analysis_id: str | None) -> None:
         """Keep what ``analysis_id`` adds to ``batch_id``'s sums in step with the analysis and the batch's rows."""
@@ -662,7 +674,57 @@ def owner_process_gone(owner: str) -> bool:
 
 
 _SUMMED = ("tokens", "cost_usd", "costed", "estimated_cost_usd", "estimated", "estimated_done_usd", "estimated_done")
-_EMPTY_SUMS: dict[str, Any] = {**dict.fromkeys(_SUMMED, 0), "first_added": None, "last_finished": None}
+# busy_s: the seconds the batch had something in flight, in closed intervals; busy_since: the start of the open one.
+# Sums kept before these were (busy_s None) read as before: Elapsed from the first row added to the last finished.
+_EMPTY_SUMS: dict[str, Any] = {
+    **dict.fromkeys(_SUMMED, 0),
+    "first_added": None,
+    "last_finished": None,
+    "busy_s": None,
+    "busy_since": None,
+}
+
+
+def _flipped(old: str | None, new: str | None) -> list[tuple[str, int]]:
+    """(batch, +1 or -1) for each batch whose rows in flight a row's move from ``old`` to ``new`` ("batch|STATUS"
+    or None) changed: +1 when the row came into flight there, -1 when it left."""
+
+    def moving(text: str | None) -> str | None:
+        if not text:
+            return None
+        batch_id, _, status = text.partition("|")
+        return None if Status[status].ended else batch_id
+
+    before, after = moving(old), moving(new)
+    if before == after:
+        return []
+    return [(b, d) for b, d in ((before, -1), (after, 1)) if b is not None]
+
+
+def next_busy(sums: dict[str, Any], was_busy: bool, busy: bool, at: float) -> dict[str, Any] | None:
+    """The batch's ``busy_s`` / ``busy_since`` once it goes from ``was_busy`` to ``busy`` (something in flight or
+    not) at ``at``; None when they stay as stored. Sums kept before busy time was start from what Elapsed said."""
+    busy_s, since = sums.get("busy_s"), sums.get("busy_since")
+    if busy_s is None:  # never kept: what Elapsed said so far
+        first, last = sums.get("first_added"), sums.get("last_finished")
+        if was_busy:  # in flight since its first row
+            busy_s, since = 0.0, first if first is not None else at
+        else:
+            busy_s, since = (max(0.0, last - first) if first is not None and last is not None else 0.0), None
+    if busy and since is None:
+        since = at
+    elif not busy and since is not None:
+        busy_s, since = busy_s + max(0.0, at - since), None
+    new = {"busy_s": busy_s, "busy_since": since}
+    return None if new == {"busy_s": sums.get("busy_s"), "busy_since": sums.get("busy_since")} else new
+
+
+def busy_elapsed(sums: dict[str, Any], at: float) -> float | None:
+    """Seconds the batch has had something in flight up to ``at``; None for sums kept before busy time was."""
+    if sums.get("busy_s") is None:
+        return None
+    since = sums.get("busy_since")
+    return float(sums["busy_s"]) + (max(0.0, at - since) if since is not None else 0.0)
 
 
 def _contribution(analysis: Analysis) -> dict[str, float]:
@@ -690,6 +752,38 @@ def sums_of(rows: Iterable[Row]) -> dict[str, Any]:
         finished = [row.finished_at for row in rows if row.ended and row.finished_at is not None]
         sums["last_finished"] = max(finished) if finished else None
     return sums
+
+
+def _run_start(row: Row) -> float:
+    """When the row's present run began: it was added, or its analysis was asked again (a retry)."""
+    asked = row.analysis.state_entered_at.get(AnalysisState.WAITING.value, 0.0) if row.analysis else 0.0
+    return max(row.item.created_at, asked)
+
+
+def busy_from_rows(kept: dict[str, Any] | None, rows: list[Row], sums: dict[str, Any]) -> dict[str, Any] | None:
+    """A batch's busy time ({busy_s, busy_since, closed_at}) brought up to what its ``rows`` say now, from the record
+    ``kept`` at the last read (None: never kept; the first read starts from what Elapsed said until then). For a
+    store that works its figures out from the rows (Redis): a run that began and ended between two reads counts
+    from its rows' start (added, or asked again) to the last finish."""
+    if not rows:
+        return kept
+    live = [row for row in rows if not row.ended]
+    last = sums["last_finished"]
+    if kept is None:
+        first = sums["first_added"]
+        if live:
+            return {"busy_s": 0.0, "busy_since": first, "closed_at": None}
+        return {"busy_s": max(0.0, (last or first) - first), "busy_since": None, "closed_at": last}
+    busy_s, since, closed = float(kept["busy_s"]), kept.get("busy_since"), kept.get("closed_at")
+    floor = closed if closed is not None else float("-inf")
+    since_closed = [row for row in rows if row.ended and row.finished_at is not None and row.finished_at > floor]
+    if live and since is None:
+        since = max(floor, min(_run_start(row) for row in live + since_closed))
+    elif not live and since is not None:
+        busy_s, since, closed = busy_s + max(0.0, (last if last is not None else since) - since), None, last
+    elif not live and since_closed and last is not None:  # a retry began and ended unseen
+        busy_s, closed = busy_s + max(0.0, last - max(floor, min(_run_start(row) for row in since_closed))), last
+    return {"busy_s": busy_s, "busy_since": since, "closed_at": closed}
 
 
 def _pending_id(source: str) -> str:

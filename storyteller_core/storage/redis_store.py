@@ -37,6 +37,7 @@ from storyteller_core.storage.disk_store import (
     _decode,
     _pending_id,
     apply_transition,
+    busy_from_rows,
     owner_process_gone,
     pending_source,
     sums_of,
@@ -384,7 +385,30 @@ class RedisStore:
         return [row.item.id for row in rows[offset : None if limit is None else offset + limit]]
 
     def batch_sums(self, batch_id: str) -> dict[str, Any]:
-        return sums_of(self._rows(batch_id))
+        rows = self._rows(batch_id)
+        sums = sums_of(rows)
+        busy = self._busy(batch_id, rows, sums)
+        return {**sums, "busy_s": busy["busy_s"], "busy_since": busy["busy_since"]} if busy else sums
+
+    def _busy(self, batch_id: str, rows: list[Row], sums: dict[str, Any]) -> dict[str, Any] | None:
+        """The batch's busy time, worked out from its rows and the small record the last read left (written only
+        when it changes: a batch coming into flight or leaving it; readers that race write the same)."""
+        key = self.key("busy", batch_id)
+
+        def txn(pipe: Any) -> dict[str, Any] | None:
+            text = pipe.get(key)
+            kept = json.loads(text) if text else None
+            busy = busy_from_rows(kept, rows, sums)
+            if busy is not None and busy != kept:
+                pipe.multi()
+                pipe.set(key, json.dumps(busy))
+            return busy
+
+        try:
+            return self.r.transaction(txn, key, value_from_callable=True)
+        except redis.WatchError:  # another reader wrote it meanwhile: read what it kept
+            text = self.r.get(key)
+            return json.loads(text) if text else None
 
     def _rows(self, batch_id: str) -> list[Row]:
         from storyteller_core.views.board import rows_of  # the board reads stores; only this fallback reads the board

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from storyteller_core.records.analysis import Analysis, AnalysisState
 from storyteller_core.records.batch import Batch, Item
 from storyteller_core.records.video import Video
-from storyteller_core.storage.disk_store import Store
+from storyteller_core.storage.disk_store import Store, busy_elapsed
 from storyteller_core.views.rows import LIFE_ORDER, Row, Status, row_of
 
 __all__ = [
@@ -147,8 +147,10 @@ def kept_totals(store: Store, batch_id: str) -> Totals:
     counts = store.status_counts(batch_id)
     sums = store.batch_sums(batch_id)
     in_flight = sum(n for status, n in counts.items() if not status.ended)
-    started = sums["first_added"] if sums["first_added"] is not None else time.time()
-    ended = time.time() if in_flight else (sums["last_finished"] or started)
+    now = time.time()
+    started = sums["first_added"] if sums["first_added"] is not None else now
+    ended = now if in_flight else (sums["last_finished"] or started)
+    busy = busy_elapsed(sums, now)  # the time something was in flight: not the idle hour before a retry
     return Totals(
         rows=sum(counts.values()),
         done=counts[Status.DONE],
@@ -159,7 +161,7 @@ def kept_totals(store: Store, batch_id: str) -> Totals:
         cost_usd=sums["cost_usd"] if sums["costed"] else None,
         estimated_cost_usd=sums["estimated_cost_usd"] if sums["estimated"] else None,
         estimated_done_usd=sums["estimated_done_usd"] if sums["estimated_done"] else None,
-        elapsed_s=max(0.0, ended - started),
+        elapsed_s=max(0.0, ended - started) if busy is None else busy,
         last_finished=sums["last_finished"],
     )
 
