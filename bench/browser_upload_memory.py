@@ -223,7 +223,7 @@ def run_once(size_mb: int, piece_mb: int, drop: bool, tmp: Path) -> dict[str, fl
     finally:
         server.terminate()
         server.wait(30)
-    store = DiskStore(data_dir / "jobs")  # the checked list before Start, as the Batch page reads it
+    store = DiskStore(data_dir / "store")  # the checked list before Start, as the Batch page reads it
     listed = any(entry.get("sha256") == local_sha for entry in store.pending())
     store.close()
     return {"idle": idle / MB, "peak": peak[0] / MB, "after": after / MB, "seconds": seconds, "drops": drops, "listed": float(listed)}

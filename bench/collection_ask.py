@@ -60,7 +60,7 @@ def main() -> None:
             poll_initial_s=0.1,
             poll_max_s=0.5,
             request_timeout_s=30,
-            max_jobs=6,
+            max_workers=6,
         )
         engine = Engine(settings, stderr_log_level=logging.CRITICAL + 1).start()
         items = engine.commands.submit_paths(paths, Ask(prompt=PROMPT_PRESETS["Story"], model=args.model, preset="Story"))

@@ -60,7 +60,7 @@ def engine_makespan(base_url: str, videos: list[Path], data_dir: Path, variant: 
             api_key="bench-key",
             base_url=base_url,
             max_uploads=uploads,
-            max_jobs=workers - uploads if one_lane else workers,
+            max_workers=workers - uploads if one_lane else workers,
         ),
         stderr_log_level=logging.CRITICAL + 1,
     )

@@ -142,7 +142,7 @@ def bench(stories: int, reads: int) -> dict[str, float | int]:
     rng = random.Random(stories)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        store = DiskStore(data / "jobs")
+        store = DiskStore(data / "store")
         started = time.perf_counter()
         fill(store, 0, stories, "20261202-000000-big", rng)
         filled_s = time.perf_counter() - started

@@ -208,7 +208,7 @@ def main() -> None:
         for rows in (int(n) for n in args.rows.split(",")):
             for name, tree in (("before", before_tree), ("now", ROOT)):
                 data_dir = Path(scratch) / f"{name}-{rows}"
-                jobs = data_dir / "jobs"
+                jobs = data_dir / "store"
                 added = run("add", str(tree), str(jobs), str(rows), str(args.budget if name == "before" else 1e9), tree=tree)
                 if added["rows"] < rows:  # before ran out of budget: write its layout directly for the reads
                     subprocess.run(["rm", "-rf", str(jobs)], check=True)

@@ -119,7 +119,7 @@ class Run:
             request_timeout_s=30,
             polls_per_second=polls_per_second,
             max_uploads=max_uploads,
-            max_jobs=threads,
+            max_workers=threads,
         )
         self.settings = Settings(data_dir=work / "data", api_key=KEY, base_url=emu.base_url, **self.overrides)  # type: ignore[arg-type]
         self.config = TeamConfig(url=redis_url, prefix=self.prefix, **config)

@@ -201,7 +201,7 @@ st.subheader("Limits")
 s = engine.settings
 st.dataframe(
     [  # one text column: mixed types in a column break the table
-        {"setting": "videos at once", "value": str(s.max_jobs), "change with": "STORYTELLER_MAX_JOBS"},
+        {"setting": "videos at once", "value": str(s.max_workers), "change with": "STORYTELLER_MAX_WORKERS"},
         {"setting": "uploads at once", "value": str(s.max_uploads), "change with": "STORYTELLER_MAX_UPLOADS"},
         {"setting": "status checks per second", "value": f"{s.polls_per_second:g}", "change with": "config.py"},
         {"setting": "largest file", "value": f"{s.max_file_bytes / 1024**3:g} GB", "change with": "config.py"},

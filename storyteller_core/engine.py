@@ -25,7 +25,7 @@ from storyteller_core.logs import setup_logging
 from storyteller_core.records.batch import Item
 from storyteller_core.settings import Settings
 from storyteller_core.steps.step_context import StepContext
-from storyteller_core.storage.datadir import ensure_data_dir
+from storyteller_core.storage.datadir import ensure_data_dir, store_dir
 from storyteller_core.storage.disk_store import DiskStore, Store, make_owner_id
 from storyteller_core.views.board import Row, rows_of
 from storyteller_core.work.cooldown import Cooldown
@@ -43,14 +43,16 @@ class Engine:
     def __init__(self, settings: Settings, *, stderr_log_level: int = logging.INFO) -> None:
         ensure_data_dir(settings.data_dir)  # owner-only, or refused with how to fix it
         self.log_file = setup_logging(settings.data_dir, stderr_log_level)
-        self.store: Store = DiskStore(settings.data_dir / "jobs")
+        self.store: Store = DiskStore(store_dir(settings.data_dir))
         self.owner = make_owner_id(uuid.uuid4().hex[:8])
         self.gate = Gate(Cooldown(pause_after_s=settings.quota_pause_after_s))
         self.ctx = StepContext(
             self.store, gateway_for(settings), settings, PollLimits(settings.max_polls, settings.polls_per_second), self.gate.cooldown
         )
-        # uploads in a lane of their own, kept a look-ahead of files ahead of the max_jobs analysis workers
-        self.scheduler = Scheduler(settings.max_uploads, max_work=settings.max_jobs, look_ahead=LOOK_AHEAD_PER_WORKER * settings.max_jobs)
+        # uploads in a lane of their own, kept a look-ahead of files ahead of the max_workers analysis workers
+        self.scheduler = Scheduler(
+            settings.max_uploads, max_work=settings.max_workers, look_ahead=LOOK_AHEAD_PER_WORKER * settings.max_workers
+        )
         self.runner = Runner(self.ctx, self.gate, self.scheduler, Leases(self.store, self.owner, settings.lease_ttl_s), self.log_file)
         self.commands = Commands(self.store, self.runner, lambda: self.ctx.settings)
         self.runner.on_sweep = self.commands.resume_intake  # a batch a crashed engine was checking is finished here
@@ -73,10 +75,10 @@ class Engine:
         self.catalog.offered  # noqa: B018 - starts the first models.list in the background
         if self.runner.watch is not None:
             self.runner.watch.start()
-        self.runner.start(self.settings.max_jobs + self.settings.max_uploads)  # one thread per lane slot (sweeps first)
+        self.runner.start(self.settings.max_workers + self.settings.max_uploads)  # one thread per lane slot (sweeps first)
         log.info(
             "engine started",
-            extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_jobs, "max_uploads": self.settings.max_uploads},
+            extra={"owner": self.owner, "demo": self.demo, "workers": self.settings.max_workers, "max_uploads": self.settings.max_uploads},
         )
         return self
 
@@ -129,7 +131,7 @@ class Engine:
             "queued": self.scheduler.queued(),
             "uploads_running": self.scheduler.uploads_running(),
             "max_uploads": self.settings.max_uploads,
-            "workers": self.settings.max_jobs,
+            "workers": self.settings.max_workers,
             "polls_per_second": self.settings.polls_per_second,
             "halted": self.gate.message,
             "healthy": self.healthy,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ def _info(name: str, label: str, m: dict[str, object], *, estimated: bool = Fals
     )
 
 
+log = logging.getLogger(__name__)
 _PRICES = json.loads((Path(__file__).parent / "gemini" / "prices.json").read_text(encoding="utf-8"))
 
 
@@ -139,8 +141,16 @@ VIDEO_EXTENSIONS = {
 }
 
 
+# settings renamed so that one word names one idea; the old names still work, with a warning
+RENAMED_ENV = {"STORYTELLER_MAX_WORKERS": "STORYTELLER_MAX_JOBS"}
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
+    old = RENAMED_ENV.get(name)
+    if not raw and old and os.environ.get(old, "").strip():
+        raw = os.environ[old].strip()
+        log.warning(f"{old} is now called {name}: rename it in your environment (the old name still works for now)")
     return int(raw) if raw else default
 
 
@@ -160,7 +170,7 @@ class Settings:
     base_url: str | None = None
     model: str = DEFAULT_MODEL
     model_pinned: bool = False  # STORYTELLER_MODEL: use it even when models.list would choose another
-    max_jobs: int = 3
+    max_workers: int = 3
     max_uploads: int = 2
     max_polls: int = 10
     polls_per_second: float = 5.0
@@ -193,7 +203,7 @@ class Settings:
             base_url=os.environ.get("GOOGLE_GEMINI_BASE_URL") or None,
             model=os.environ.get("STORYTELLER_MODEL") or DEFAULT_MODEL,
             model_pinned=bool(os.environ.get("STORYTELLER_MODEL")),
-            max_jobs=_env_int("STORYTELLER_MAX_JOBS", 3),
+            max_workers=_env_int("STORYTELLER_MAX_WORKERS", 3),
             max_uploads=_env_int("STORYTELLER_MAX_UPLOADS", 2),
             api_version=os.environ.get("STORYTELLER_API_VERSION") or API_VERSION,
             context_cache=os.environ.get("STORYTELLER_CONTEXT_CACHE", "1").strip() not in ("0", "false", "no"),

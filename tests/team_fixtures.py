@@ -177,7 +177,7 @@ def either_store(request, tmp_path):  # type: ignore[no-untyped-def]
     if request.param == "diskcache":
         from storyteller_core.storage.disk_store import DiskStore
 
-        store = DiskStore(tmp_path / "jobs")
+        store = DiskStore(tmp_path / "store")
         yield store
         store.close()
     else:

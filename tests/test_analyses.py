@@ -260,7 +260,7 @@ def test_a_data_dir_of_the_previous_release_is_migrated(tmp_path, make_engine, e
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", emulator.base_url)  # the same server the old release used
 
     sha, size = hash_file(videos[0])
-    old = diskcache.Cache(str(tmp_path / "data" / "jobs"))  # the old release pickled plain dicts
+    old = diskcache.Cache(str(tmp_path / "data" / "store"))  # the old release pickled plain dicts
     jobs = [
         _old_job(
             "j1",
@@ -313,7 +313,7 @@ def test_a_planted_pickle_never_runs_when_the_store_opens(tmp_path, make_engine)
         def __reduce__(self):
             return (shutil.copy, (__file__, str(marker)))
 
-    planted = diskcache.Cache(str(tmp_path / "data" / "jobs"))
+    planted = diskcache.Cache(str(tmp_path / "data" / "store"))
     planted.set("job:x", {"id": "x", "payload": Evil()})
     planted.set("index:all", ["x"])
     planted.close()

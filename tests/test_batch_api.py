@@ -277,7 +277,7 @@ def test_sigkill_while_waiting_on_the_batch_job_then_restart_finishes_on_the_sam
     args = [sys.executable, "-m", "storyteller_core", "process", *map(str, batch), "--tier", "batch", "--csv", str(out)]
 
     first = subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = store_when_ready(data_dir / "jobs", first)
+    store = store_when_ready(data_dir / "store", first)
     wait_until(
         lambda: len(analyses_in(store)) == 3 and all(a.batch_job for a in analyses_in(store)),
         first,
@@ -352,7 +352,7 @@ def test_an_analyst_picks_the_batch_tier_on_the_page_and_sees_half_the_estimate(
     assert estimate() == pytest.approx(standard / 2, abs=1e-4)
     next(b for b in at.button if b.label.startswith("Start batch")).click().run()
 
-    store = DiskStore(tmp_path / "data" / "jobs")
+    store = DiskStore(tmp_path / "data" / "store")
     wait_until(
         lambda: len(batch_rows(store)) == 3 and all(r.ended for r in batch_rows(store)), timeout=120, what="the batch-tier rows to end"
     )

@@ -212,7 +212,7 @@ def test_the_protocol_over_http(app_url: str, data_dir: Path, spool: Path, tmp_p
     assert "path" not in listed
     assert sha256_of(spool / f"{sha}.mp4") == sha
     assert call(app_url, "POST", f"/{upload}/list", None, HEADER)[1] == listed  # asked again: same answer
-    store = DiskStore(data_dir / "jobs")  # the checked list before Start, which the Batch page shows
+    store = DiskStore(data_dir / "store")  # the checked list before Start, which the Batch page shows
     try:
         assert [(e["display_name"], e["sha256"]) for e in store.pending()] == [("clip.mp4", sha)]  # listed once
     finally:
@@ -227,7 +227,7 @@ def test_the_protocol_over_http(app_url: str, data_dir: Path, spool: Path, tmp_p
     assert status == 204 and headers["upload-refused"]
     status, refused, _ = call(app_url, "POST", f"/{fake}/list", None, HEADER)
     assert status == 200 and not refused["ok"] and "fake.mp4" in refused["error"], refused
-    store = DiskStore(data_dir / "jobs")
+    store = DiskStore(data_dir / "store")
     try:
         assert {e["display_name"]: e.get("error_message") for e in store.pending()} == {"clip.mp4": None, "fake.mp4": refused["error"]}
     finally:

@@ -18,7 +18,7 @@ TEN_MINUTES = 600.0
 
 
 def _store(tmp_path: Path) -> DiskStore:
-    return DiskStore(tmp_path / "jobs")
+    return DiskStore(tmp_path / "store")
 
 
 def test_a_lone_question_is_estimated_at_full_price(tmp_path: Path) -> None:

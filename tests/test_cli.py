@@ -140,7 +140,7 @@ def test_another_preset_reuses_the_uploaded_files(tmp_path, videos, emulator):
 def test_status_into_a_closed_pipe_exits_cleanly(tmp_path):
     data_dir = tmp_path / "data"
     ensure_data_dir(data_dir)
-    store = DiskStore(data_dir / "jobs")
+    store = DiskStore(data_dir / "store")
     try:  # ~300 KB of status lines: far more than a pipe holds, so `head` leaves while status still writes
         store.add_batch(Batch(id="20260101-000000-aaaa", name="many"))
         for i in range(100):
@@ -209,7 +209,7 @@ def test_sigkill_during_processing_then_restart_finishes_without_reuploading(tmp
     args = ["process", *map(str, batch), "--csv", str(tmp_path / "out.csv")]
 
     first = start_cli(args, env)
-    store = store_when_ready(data_dir / "jobs", first)
+    store = store_when_ready(data_dir / "store", first)
     wait_until(
         lambda: (
             len(store.items()) == 5 and {v.state for v in videos_in(store)} == {VideoState.FILE_PROCESSING} and len(videos_in(store)) == 5

@@ -59,7 +59,7 @@ def _story_row(
 
 @pytest.fixture
 def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    opened = DiskStore(tmp_path / "jobs")
+    opened = DiskStore(tmp_path / "store")
     yield opened
     opened.close()
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 STAGES = {
     # stage: (emulator settings, engine env, record to watch, state to kill in, state to roll back to)
-    "CREATED": ({"chunk_delay_s": 1.5}, {"STORYTELLER_MAX_JOBS": "1", "STORYTELLER_MAX_UPLOADS": "1"}, Video, VideoState.CREATED, None),
+    "CREATED": ({"chunk_delay_s": 1.5}, {"STORYTELLER_MAX_WORKERS": "1", "STORYTELLER_MAX_UPLOADS": "1"}, Video, VideoState.CREATED, None),
     "UPLOADING": ({"chunk_delay_s": 3.0}, {}, Video, VideoState.UPLOADING, None),
     "UPLOADED": ({"processing_delay_s": 3.0}, {}, Video, VideoState.FILE_PROCESSING, VideoState.UPLOADED),
     "FILE_PROCESSING": ({"processing_delay_s": 4.0}, {}, Video, VideoState.FILE_PROCESSING, None),
@@ -50,7 +50,7 @@ def test_sigkill_at_each_stage_then_restart(stage, tmp_path, videos, emulator):
     args = ["process", *map(str, batch), "--csv", str(tmp_path / "out.csv")]
 
     first = start_cli(args, env)
-    store = store_when_ready(data_dir / "jobs", first)
+    store = store_when_ready(data_dir / "store", first)
     wait_until(
         lambda: len(store.items()) == 4 and any(r.state is kill_in for r in records(store, cls)), first, what=f"crash point ({stage})"
     )
@@ -69,11 +69,11 @@ def test_sigkill_at_each_stage_then_restart(stage, tmp_path, videos, emulator):
     if stage == "UPLOADING":
         assert sum(finished_uploads.values()) < 4  # at least one upload was cut mid-file
 
-    second = run_cli(args, {**env, "STORYTELLER_MAX_JOBS": "3", "STORYTELLER_MAX_UPLOADS": "2"}, timeout=150)
+    second = run_cli(args, {**env, "STORYTELLER_MAX_WORKERS": "3", "STORYTELLER_MAX_UPLOADS": "2"}, timeout=150)
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert "4 of 4 video(s) done." in second.stdout
-    reopened = DiskStore(data_dir / "jobs")  # the store opens cleanly after the kill
+    reopened = DiskStore(data_dir / "store")  # the store opens cleanly after the kill
     rows = batch_rows(reopened)
     assert sorted(row.item.id for row in rows) == rows_before  # none lost, none duplicated
     assert {row.status for row in rows} == {Status.DONE}
@@ -92,7 +92,7 @@ def test_a_data_dir_copied_mid_run_still_opens_and_finishes(tmp_path, videos, em
     data_dir = tmp_path / "data"
     env = cli_env(data_dir, emulator.base_url)
     run = start_cli(["process", *map(str, videos[:6])], env)
-    store = store_when_ready(data_dir / "jobs", run)
+    store = store_when_ready(data_dir / "store", run)
     wait_until(
         lambda: len(store.items()) == 6 and any(v.state is VideoState.FILE_PROCESSING for v in videos_in(store)), run, what="copy point"
     )
@@ -104,5 +104,5 @@ def test_a_data_dir_copied_mid_run_still_opens_and_finishes(tmp_path, videos, em
     resumed = run_cli(["process", *map(str, videos[:6])], copy_env, timeout=90)
 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    rows = batch_rows(DiskStore(snapshot / "jobs"))
+    rows = batch_rows(DiskStore(snapshot / "store"))
     assert len(rows) == 6 and {row.status for row in rows} == {Status.DONE}

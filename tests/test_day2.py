@@ -331,7 +331,7 @@ def test_status_of_a_large_data_folder_prints_every_batch_name_in_full(tmp_path,
     from storyteller_core.storage.disk_store import DiskStore
 
     ensure_data_dir(tmp_path / "data")
-    store = DiskStore(tmp_path / "data" / "jobs")
+    store = DiskStore(tmp_path / "data" / "store")
     name = "Field interviews, second week of December, north site"
     try:
         store.add_batch(Batch(id="20261202-130000-abcd", name=name))

@@ -46,7 +46,7 @@ def test_503_on_polls_only_delays_the_poll(make_engine, emulator, videos):
 @pytest.mark.slow
 def test_a_key_rejected_mid_batch_stops_the_rest_with_one_message(make_engine, emulator, videos):
     emulator.config.analysis_delay_s = 0.3
-    engine = make_engine(max_jobs=1, max_uploads=1)
+    engine = make_engine(max_workers=1, max_uploads=1)
     items = engine.commands.submit_paths(videos[:6], ask(engine, "P"))
     wait_for_state(engine, items[0].id, Status.DONE)
     emulator.config.rejected_keys = {TEST_KEY}

@@ -101,13 +101,13 @@ def test_one_question_of_a_long_video_makes_no_cache(make_engine, emulator, long
 
 def test_a_restart_mid_way_reuses_the_stored_cache(make_engine, emulator, long_video, tmp_path) -> None:
     emulator.config.analysis_delay_s = 0.5
-    first = make_engine(start=False, max_jobs=1, data_dir=tmp_path / "d")
+    first = make_engine(start=False, max_workers=1, data_dir=tmp_path / "d")
     ids = _three_questions(first, long_video)
     first.start()
     wait_until(lambda: any(a.state == "COMPLETED" for a in analyses_in(first.store)), timeout=30)
     first.shutdown(timeout=5)
     assert len(emulator.live_caches()) == 1  # not deleted: two questions are left
-    second = make_engine(data_dir=tmp_path / "d", max_jobs=1)
+    second = make_engine(data_dir=tmp_path / "d", max_workers=1)
     rows = second.wait(ids, timeout=60)
     assert all(r.analysis.state == "COMPLETED" for r in rows)
     assert sum(emulator.stats.caches_created.values()) == 1  # reused after the restart, not made again
@@ -120,14 +120,14 @@ def test_a_restart_mid_way_reuses_the_stored_cache(make_engine, emulator, long_v
 
 def test_an_expired_cache_is_forgotten_and_the_question_asked_again(make_engine, emulator, long_video, tmp_path) -> None:
     emulator.config.analysis_delay_s = 0.5
-    first = make_engine(start=False, max_jobs=1, data_dir=tmp_path / "d")
+    first = make_engine(start=False, max_workers=1, data_dir=tmp_path / "d")
     ids = _three_questions(first, long_video)
     first.start()
     wait_until(lambda: any(a.state == "COMPLETED" for a in analyses_in(first.store)), timeout=30)
     first.shutdown(timeout=5)
     [name] = emulator.live_caches()
     emulator.expire_cache(name)  # its TTL ends while the app is stopped
-    second = make_engine(data_dir=tmp_path / "d", max_jobs=1)
+    second = make_engine(data_dir=tmp_path / "d", max_workers=1)
     rows = second.wait(ids, timeout=60)
     assert all(r.analysis.state == "COMPLETED" for r in rows), [r.analysis.error_message for r in rows]
     wait_until(lambda: not second.store.require(Video, rows[0].video.id).caches, timeout=10)

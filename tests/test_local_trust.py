@@ -194,9 +194,9 @@ def test_symlinked_subfolder_pointing_elsewhere_is_refused(tmp_path: Path, elsew
         os.chown(target, 65534, 65534)
     else:
         pytest.skip("needs root to give a folder away")
-    (root / "jobs").rmdir()
-    (root / "jobs").symlink_to(target)
-    with pytest.raises(DataDirError, match=r"jobs is a link to .*elsewhere.*rm "):
+    (root / "store").rmdir()
+    (root / "store").symlink_to(target)
+    with pytest.raises(DataDirError, match=r"store is a link to .*elsewhere.*rm "):
         ensure_data_dir(root)
     assert not any(target.iterdir())
 

@@ -40,7 +40,7 @@ def text_of(at: AppTest) -> str:
 
 
 def wait_ended(data_dir: Path, count: int, timeout: float = 60) -> list:
-    store = DiskStore(data_dir / "jobs")
+    store = DiskStore(data_dir / "store")
     deadline = time.monotonic() + timeout
     while True:
         rows = batch_rows(store)
@@ -131,7 +131,7 @@ def test_retry_and_remove_act_on_the_row(data_dir, one_video, emulator):
     assert emulator.uploads_of(video.name) == 1  # the retry reused the ACTIVE file
     at.run()
     at.button(key=f"remove-{row.item.id}").click().run()
-    assert DiskStore(data_dir / "jobs").item_ids() == []
+    assert DiskStore(data_dir / "store").item_ids() == []
 
 
 @pytest.mark.slow
@@ -185,7 +185,7 @@ def test_demo_banner_when_no_key(data_dir, monkeypatch):
 def test_two_batches_with_the_same_name_stay_apart_in_the_picker(data_dir):
     # Started in the same minute from the same first file, two batches share their default name. The picker told its
     # options apart by label, so every rerun after the first jumped to the older one (another tab's new batch too).
-    store = DiskStore(data_dir / "jobs")
+    store = DiskStore(data_dir / "store")
     older, newer = "20261128-093614-1357", "20261128-093647-21fc"
     for batch_id, files in ((older, 1), (newer, 2)):
         store.add_batch(Batch(id=batch_id, name="2026-11-28 09:36 · clip-000.mp4"))
@@ -296,7 +296,7 @@ def test_cancel_button_stops_a_running_row(data_dir, videos, emulator):
     at = app().run()
     at.file_uploader[0].set_value([(videos[0].name, videos[0].read_bytes(), "video/mp4")]).run()
     start(at)
-    [item_id] = DiskStore(data_dir / "jobs").item_ids()
+    [item_id] = DiskStore(data_dir / "store").item_ids()
 
     at.button(key=f"cancel-{item_id}").click().run()
 
@@ -343,7 +343,7 @@ def test_removing_a_row_keeps_its_place_until_the_batch_changes(data_dir, videos
 
     at.button(key=f"remove-{middle}").click().run()
 
-    assert middle not in DiskStore(data_dir / "jobs").item_ids()  # removed for real...
+    assert middle not in DiskStore(data_dir / "store").item_ids()  # removed for real...
     removed = at.button(key=f"removed-{middle}")  # ...and drawn in its place, faded, with nothing to click
     assert removed.disabled and removed.label == "Removed"
     names = [m.value for m in at.markdown if "· " in m.value]

@@ -228,10 +228,10 @@ def test_priorities_hold_across_lanes(make_engine, emulator, videos):
     # every question asked before the one worker starts, it takes each high question before any low one, whatever
     # the order they were asked in. (Asserting completion order while files were still processing raced the
     # notice of each file's ACTIVE state on a busy machine: a worker never idles waiting for a high file.)
-    first = make_engine(max_jobs=1, max_uploads=1)
+    first = make_engine(max_workers=1, max_uploads=1)
     run_all(first, videos[:5], prompt="first question")
     first.shutdown(timeout=5)
-    engine = make_engine(max_jobs=1, max_uploads=1, start=False)  # the same data dir
+    engine = make_engine(max_workers=1, max_uploads=1, start=False)  # the same data dir
     low = engine.commands.submit_paths(videos[:3], ask(engine, "P", priority="low"))
     high = engine.commands.submit_paths(videos[3:5], ask(engine, "P", priority="high"))
     engine.start()
@@ -280,7 +280,7 @@ def test_board_rows_are_the_same_read_in_bulk(make_engine, emulator, videos):
 
 
 def test_the_board_reads_videos_only_for_rows_whose_status_needs_them(tmp_path):
-    store = DiskStore(tmp_path / "jobs")
+    store = DiskStore(tmp_path / "store")
     store.add_batch(Batch(id="b", name="b"))
     cases = {  # name: (video state and its error, analysis state)
         "done": (VideoState.FILE_ACTIVE, None, AnalysisState.COMPLETED),

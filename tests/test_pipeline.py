@@ -25,7 +25,7 @@ def video_of(engine, row) -> Video:
 @pytest.mark.slow
 def test_batch_of_twelve_completes_within_the_upload_cap(make_engine, emulator, videos):
     emulator.config.chunk_delay_s = 0.3  # uploads take long enough to overlap
-    engine = make_engine(max_jobs=3, max_uploads=2)
+    engine = make_engine(max_workers=3, max_uploads=2)
 
     rows = run_all(engine, videos)
 
@@ -76,7 +76,7 @@ def test_a_file_gemini_cannot_process_fails_with_its_reason_and_no_retry(make_en
 
 def test_a_rejected_key_fails_every_row_once_with_one_message(make_engine, emulator, videos):
     emulator.config.rejected_keys = {"bad-key-000"}
-    engine = make_engine(api_key="bad-key-000", max_jobs=2)
+    engine = make_engine(api_key="bad-key-000", max_workers=2)
 
     rows = run_all(engine, videos[:8])
 
@@ -140,7 +140,7 @@ def test_submitting_a_running_path_again_returns_the_same_row(make_engine, emula
 @pytest.mark.slow
 def test_cancel_a_queued_row_at_once_and_retry_it(make_engine, emulator, videos):
     emulator.config.processing_delay_s = 1.0
-    engine = make_engine(max_jobs=1, max_uploads=1, start=False)
+    engine = make_engine(max_workers=1, max_uploads=1, start=False)
     items = engine.commands.submit_paths(videos[:3], ask(engine, "P", priority="low"))
     last = items[-1]
 
@@ -225,7 +225,7 @@ def test_blocked_and_empty_answers_fail_with_the_reason(make_engine, emulator, o
 def test_priorities_run_high_before_low(make_engine, emulator, videos):
     # Everything is queued before the one worker starts, so the order depends on priority alone, not on
     # how fast this machine submits (the old version of this test raced the worker on a busy machine).
-    engine = make_engine(max_jobs=1, max_uploads=1, start=False)
+    engine = make_engine(max_workers=1, max_uploads=1, start=False)
     low = engine.commands.submit_paths(videos[:3], ask(engine, "P", priority="low"))
     high = engine.commands.submit_paths(videos[3:5], ask(engine, "P", priority="high"))
     engine.start()

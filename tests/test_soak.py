@@ -68,7 +68,7 @@ def test_soak_nothing_lost_no_leaks(soak_env, app_server, page, tmp_path, emulat
     page.get_by_text("Drop videos here").wait_for(timeout=60_000)
     second.get_by_text("Drop videos here").wait_for(timeout=60_000)
     proc = psutil.Process(server.pid)
-    store = DiskStore(tmp_path / "data" / "jobs")
+    store = DiskStore(tmp_path / "data" / "store")
     warm = tmp_path / "warm-up"
     make_batch(warm, 6, seconds=0.5)
     for i in range(6):  # other content than the soak batch

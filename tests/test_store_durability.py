@@ -54,7 +54,7 @@ def kill_at_random(proc: subprocess.Popen[str], rng: random.Random) -> list[str]
 
 
 def test_an_exception_inside_a_transaction_leaves_every_large_record_readable(tmp_path):
-    store = DiskStore(tmp_path / "jobs")
+    store = DiskStore(tmp_path / "store")
     video = store.add_video(make_video())
     analysis, _ = store.add_analysis(make_analysis(video.id, prompt="p" * 100_000))
     store.transition(Analysis, analysis.id, AnalysisState.ANALYZING)
@@ -70,16 +70,16 @@ def test_an_exception_inside_a_transaction_leaves_every_large_record_readable(tm
 
     with pytest.raises(ValueError):
         store.mutate(Analysis, analysis.id, fail)
-    again = DiskStore(tmp_path / "jobs")
+    again = DiskStore(tmp_path / "store")
     for reader in (store, again):
         kept = reader.get(Analysis, analysis.id)
         assert kept is not None and kept.story == "s" * 100_000 and kept.prompt == "p" * 100_000
-    assert not list((tmp_path / "jobs").rglob("*.val"))  # no value lives outside SQLite
+    assert not list((tmp_path / "store").rglob("*.val"))  # no value lives outside SQLite
 
 
 @pytest.mark.slow
 def test_sigkill_while_rows_are_added_to_a_3000_row_store_never_loses_a_listed_row(tmp_path):
-    directory = tmp_path / "jobs"
+    directory = tmp_path / "store"
     store = DiskStore(directory)
     batch = store.add_batch(Batch(id="20261202-000000-aaaa", name="big"))
     with store.cache.transact():
@@ -103,7 +103,7 @@ def test_sigkill_while_rows_are_added_to_a_3000_row_store_never_loses_a_listed_r
 
 @pytest.mark.slow
 def test_sigkill_while_40_kb_stories_are_finished_loses_no_story(tmp_path):
-    directory = tmp_path / "jobs"
+    directory = tmp_path / "store"
     store = DiskStore(directory)
     video = store.add_video(make_video())
     batch = store.add_batch(Batch(id="20261202-000000-bbbb", name="stories"))
@@ -157,7 +157,7 @@ def old_release_1_store(directory: Path, jobs: int) -> None:
 
 @pytest.mark.slow
 def test_sigkill_during_the_migration_of_400_jobs_then_a_restart_keeps_all_400_stories(tmp_path):
-    directory = tmp_path / "jobs"
+    directory = tmp_path / "store"
     old_release_1_store(directory, 400)
     rng = random.Random(18)
     for _ in range(3):
@@ -175,7 +175,7 @@ def test_sigkill_during_the_migration_of_400_jobs_then_a_restart_keeps_all_400_s
 
 
 def test_an_odd_old_record_is_migrated_with_what_can_be_read_and_a_broken_one_set_aside(tmp_path):
-    directory = tmp_path / "jobs"
+    directory = tmp_path / "store"
     old = diskcache.Cache(str(directory))
     old.set(
         "job:a",
@@ -214,7 +214,7 @@ def test_an_odd_old_record_is_migrated_with_what_can_be_read_and_a_broken_one_se
 
 
 def test_a_release_2_store_with_json_lists_is_migrated_to_one_record_per_member(tmp_path):
-    directory = tmp_path / "jobs"
+    directory = tmp_path / "store"
     old = diskcache.Cache(str(directory))  # release 2: JSON records, each index one JSON list
     video, analysis = make_video(), make_analysis("ab" * 32)
     items = [
@@ -257,7 +257,7 @@ def test_a_bad_record_is_set_aside_and_everything_else_works(make_engine, videos
     assert result.returncode == 0, result.stderr
     assert "2 records could not be read and were set aside" in result.stdout + result.stderr
     assert f"item:{broken.item.id}" in result.stdout + result.stderr
-    store = DiskStore(engine.settings.data_dir / "jobs")
+    store = DiskStore(engine.settings.data_dir / "store")
     count, shown = store.set_aside()
     assert count == 2 and {s["key"] for s in shown} == {f"item:{broken.item.id}", f"analysis:{unknown.analysis.id}"}
     assert store.cache.get(f"aside:item:{broken.item.id}") == "{not json"  # kept as it was, never deleted
@@ -273,7 +273,7 @@ def test_a_full_disk_at_start_is_called_full_and_leaves_nothing_behind(tmp_path)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
     try:
         data_dir = disk / "data"
-        store = DiskStore(data_dir / "jobs")
+        store = DiskStore(data_dir / "store")
         store.add_batch(Batch(id="20261202-000000-dddd", name="kept"))
         store.close()
         with open(disk / "filler", "wb") as filler:  # the rest of the disk
@@ -284,13 +284,13 @@ def test_a_full_disk_at_start_is_called_full_and_leaves_nothing_behind(tmp_path)
             except OSError:
                 pass
         with pytest.raises(DataDirError, match="is full") as raised:
-            DiskStore(data_dir / "jobs")
+            DiskStore(data_dir / "store")
         assert "not damaged" in str(raised.value) and "Free at least" in str(raised.value)
         result = run_cli(["status"], cli_env(data_dir))
         assert result.returncode != 0 and "full" in result.stdout + result.stderr
         assert "damaged" not in (result.stdout + result.stderr).replace("not damaged", "")
-        assert not [p for p in (data_dir / "jobs").iterdir() if ".damaged-" in p.name]
+        assert not [p for p in (data_dir / "store").iterdir() if ".damaged-" in p.name]
         (disk / "filler").unlink()
-        assert DiskStore(data_dir / "jobs").batch_ids() == ["20261202-000000-dddd"]  # healthy all along
+        assert DiskStore(data_dir / "store").batch_ids() == ["20261202-000000-dddd"]  # healthy all along
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -39,7 +39,7 @@ pytestmark = needs_redis
 @pytest.fixture(params=["diskcache", "redis"])
 def store(request, tmp_path) -> Iterator[Store]:
     if request.param == "diskcache":
-        s = DiskStore(tmp_path / "jobs")
+        s = DiskStore(tmp_path / "store")
     else:
         from storyteller_core.storage.redis_store import RedisStore
 
@@ -390,7 +390,7 @@ def _team_settings(data_dir: Path, emu, **overrides) -> dict:
         request_timeout_s=5,
         polls_per_second=20,
         max_uploads=2,
-        max_jobs=3,
+        max_workers=3,
     )
     values.update(overrides)
     return values
@@ -878,6 +878,6 @@ def test_the_cli_is_a_client_in_team_mode_and_the_workers_do_the_work(team_facto
     rows = read_csv(tmp_path / "out.csv")
     assert sorted(r["file_name"] for r in rows) == sorted(p.name for p in videos[:4]) and {r["status"] for r in rows} == {"Done"}
     assert {p.name: emulator.uploads_of(p.name) for p in videos[:4]} == {p.name: 1 for p in videos[:4]}
-    assert not (tmp_path / "client-data" / "jobs").exists() or not list((tmp_path / "client-data" / "jobs").glob("cache.db"))
+    assert not (tmp_path / "client-data" / "store").exists() or not list((tmp_path / "client-data" / "store").glob("cache.db"))
     status = run_cli(["status"], env)
     assert "4 row(s): 4 done" in status.stdout  # read from Redis, not from a local store

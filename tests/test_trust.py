@@ -83,7 +83,7 @@ def test_answers_that_are_not_json_are_retried_as_gemini_faults(make_engine, emu
 
 @pytest.mark.slow
 def test_a_model_gemini_does_not_offer_stops_the_batch_asking_and_never_re_uploads(make_engine, emulator, videos):
-    engine = make_engine(max_jobs=1)
+    engine = make_engine(max_workers=1)
 
     rows = run_all(engine, videos[:3], model="gemini-0-retired")
 
@@ -96,16 +96,16 @@ def test_a_model_gemini_does_not_offer_stops_the_batch_asking_and_never_re_uploa
 
 def test_a_damaged_store_is_reported_and_kept_by_the_cli(tmp_path):
     data = tmp_path / "data"
-    (data / "jobs").mkdir(parents=True, mode=0o700)
+    (data / "store").mkdir(parents=True, mode=0o700)
     os.chmod(data, 0o700)
-    (data / "jobs" / "cache.db").write_bytes(b"")
+    (data / "store" / "cache.db").write_bytes(b"")
 
     result = run_cli(["status"], cli_env(data))
 
     assert result.returncode == 2
     assert "is damaged (the file is empty (0 bytes))" in result.stderr and "Traceback" not in result.stderr
-    assert (data / "jobs" / "cache.db").read_bytes() == b""
-    assert list((data / "jobs").glob("cache.db.damaged-*"))
+    assert (data / "store" / "cache.db").read_bytes() == b""
+    assert list((data / "store").glob("cache.db.damaged-*"))
 
 
 def test_a_data_dir_other_users_can_write_is_refused_with_the_fix(tmp_path):
@@ -116,4 +116,4 @@ def test_a_data_dir_other_users_can_write_is_refused_with_the_fix(tmp_path):
     result = run_cli(["status"], cli_env(data))
 
     assert result.returncode == 2 and "chmod 700" in result.stderr and "Traceback" not in result.stderr
-    assert not (data / "jobs").exists()
+    assert not (data / "store").exists()

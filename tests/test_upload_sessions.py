@@ -181,7 +181,7 @@ def test_partials_are_cleaned(sessions: UploadSessions, settings: Settings, cloc
     # a crash leaves a partial behind: the spool sweep at engine start removes it once it is old enough
     left = sessions.start("c.mp4", len(video))["id"]
     send(sessions, left, video, 0, 2000)
-    store = DiskStore(settings.data_dir / "jobs")
+    store = DiskStore(settings.data_dir / "store")
     try:
         sweep(store, settings.spool_dir)
         assert len(partials(settings)) == 1  # fresh: may be an upload under way

@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     worker = sub.add_parser("worker", help="team mode: run a worker process (needs STORYTELLER_BROKER_URL and a key)")
-    worker.add_argument("--threads", type=int, help="steps at once in this process (default STORYTELLER_MAX_JOBS)")
+    worker.add_argument("--threads", type=int, help="steps at once in this process (default STORYTELLER_MAX_WORKERS)")
     worker.set_defaults(run=cmd_worker)
 
     resume = sub.add_parser("resume", help="team mode: send a step again for every unfinished video (after a Redis restore)")
@@ -510,7 +510,7 @@ def _clip(text: str) -> tuple[float | None, float | None]:
 
 def _open_store(settings: Settings) -> Store:
     """This machine's store, or in team mode (STORYTELLER_BROKER_URL) the team's store in Redis."""
-    from storyteller_core.storage.datadir import ensure_data_dir
+    from storyteller_core.storage.datadir import ensure_data_dir, store_dir
     from storyteller_core.storage.disk_store import DiskStore
     from storyteller_core.team import broker_url, key_prefix
 
@@ -522,7 +522,7 @@ def _open_store(settings: Settings) -> Store:
         return RedisStore(connect(url), key_prefix(), SharedPaths.from_env())
 
     ensure_data_dir(settings.data_dir)
-    return DiskStore(settings.data_dir / "jobs")
+    return DiskStore(store_dir(settings.data_dir))
 
 
 def _writable(path: Path) -> bool:

@@ -1,6 +1,6 @@
 """Refuse a data dir that another local user could tamper with.
 
-The data dir holds pickled job records (diskcache) and logs: whoever can write
+The data dir holds the store's records (diskcache) and logs: whoever can write
 there can run code as the user. So every folder must be ours and writable by
 nobody else. A symlink is accepted only when it is ours and points at a folder
 that passes the same checks (a spool on a bigger disk, say). On platforms
@@ -9,6 +9,7 @@ without POSIX owners and modes (Windows) only the folders' existence is ensured.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import stat
@@ -16,7 +17,10 @@ from pathlib import Path
 
 from storyteller_core.errors import DataDirError
 
-SUBFOLDERS = ("jobs", "logs", "spool", "thumbs")
+log = logging.getLogger(__name__)
+
+SUBFOLDERS = ("store", "logs", "spool", "thumbs")
+STORE_FOLDER = "store"  # releases before 0.3 called it "jobs": renamed on first open (see store_dir)
 _POSIX = hasattr(os, "geteuid")
 _ELSEWHERE = "set STORYTELLER_DATA_DIR to a folder of your own"
 
@@ -24,9 +28,25 @@ _ELSEWHERE = "set STORYTELLER_DATA_DIR to a folder of your own"
 def ensure_data_dir(root: Path) -> Path:
     """The data dir and its subfolders, created 0700 where absent and checked where present."""
     root = ensure_private_dir(root)
+    _rename_old_store(root)
     for name in SUBFOLDERS:
         ensure_private_dir(root / name, label="The data subfolder")
     return root
+
+
+def store_dir(root: Path) -> Path:
+    """The store's folder in a data dir (``store``; an older release's ``jobs`` folder is renamed to it)."""
+    _rename_old_store(Path(root))
+    return Path(root) / STORE_FOLDER
+
+
+def _rename_old_store(root: Path) -> None:
+    old, new = root / "jobs", root / STORE_FOLDER
+    if old.is_dir() and not old.is_symlink() and not new.exists():
+        os.replace(old, new)  # one rename on one file system: the store moves whole or not at all
+        log.warning(
+            "renamed the data dir's store folder from jobs to store (the old name of an earlier release)", extra={"data_dir": str(root)}
+        )
 
 
 def ensure_private_dir(path: Path, *, label: str = "The data folder") -> Path:

@@ -456,7 +456,7 @@ def run_worker(settings: Settings, config: TeamConfig, threads: int, stop: threa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m storyteller_core.team.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=None, help="steps at once in this process (default STORYTELLER_MAX_JOBS)")
+    parser.add_argument("--threads", type=int, default=None, help="steps at once in this process (default STORYTELLER_MAX_WORKERS)")
     parser.add_argument("--resume", action="store_true", help="re-send a step for unfinished work, then exit")
     parser.add_argument("--force", action="store_true", help="with --resume: every unfinished task (after a Redis restore)")
     args = parser.parse_args(argv)
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.demo:
         print("Team mode needs a Gemini API key (GEMINI_API_KEY): demo mode stays on one machine.", file=sys.stderr)
         return 2
-    return run_worker(settings, config, args.threads or settings.max_jobs)
+    return run_worker(settings, config, args.threads or settings.max_workers)
 
 
 if __name__ == "__main__":
