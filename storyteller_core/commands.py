@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,55 +18,15 @@ from storyteller_core.intake.background_intake import BackgroundIntake
 from storyteller_core.intake.candidates import Candidate, inspect_path
 from storyteller_core.intake.media import thumbnail
 from storyteller_core.intake.spool import discard, release_spool
-from storyteller_core.records.analysis import PRIORITY_RANK, Analysis, AnalysisState, analysis_key
+from storyteller_core.records.analysis import PRIORITY_RANK, Analysis, AnalysisState, Ask, analysis_key
 from storyteller_core.records.batch import Batch, Item, default_batch_name, new_batch_id, new_id
 from storyteller_core.records.options import VideoOptions
 from storyteller_core.records.video import Video, VideoState
-from storyteller_core.settings import PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS, Settings
+from storyteller_core.settings import Settings
 from storyteller_core.storage.disk_store import NotFound, Store
 from storyteller_core.work.runner import Runner
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Ask:
-    """What to ask of each video."""
-
-    prompt: str
-    model: str
-    preset: str | None = None
-    priority: str = "normal"
-    options: VideoOptions = field(default_factory=VideoOptions)
-    tier: str = "standard"  # flex / batch: about half price, minutes / hours; not part of the key (the same answer)
-
-    @property
-    def key_options(self) -> dict[str, Any]:
-        """The options that make the answer: a structured preset asks for the JSON story."""
-        structured = self.preset in STRUCTURED_PRESETS and self.prompt == PROMPT_PRESETS.get(self.preset or "")
-        return replace(self.options, structured=structured).to_key()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt,
-            "model": self.model,
-            "preset": self.preset,
-            "priority": self.priority,
-            "options": self.options.to_key(),
-            "tier": self.tier,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Ask:
-        return cls(**{**data, "options": VideoOptions.from_key(data.get("options") or {})})
-
-    def __post_init__(self) -> None:
-        if self.priority not in PRIORITY_RANK:
-            raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
-        if self.tier not in TIERS:
-            raise ValueError(f"tier must be one of {', '.join(TIERS)}")
-        if not self.prompt.strip():
-            raise ValueError("the prompt is empty: write what to ask Gemini about each video")
 
 
 class Commands:

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 import re
 
-from storyteller_ui.view import plain
+WORD_JOINER = "\u2060"  # invisible, and keeps the text as it reads
+_AUTOLINK = re.compile(r"(?i)(www|https?|ftp|mailto|xmpp)(?=[.:])|@")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
+
+
+def plain(text: str | None) -> str:
+    """``text`` escaped so Streamlit's Markdown shows it literally: no links, images, HTML, icons or maths."""
+    if not text:
+        return ""
+    flat = " ".join(text.split())  # no line breaks that would start a list, a heading or a quote
+    # GFM turns www.x, http(s):// and a@b.c into links after escapes are read: a word joiner breaks each pattern.
+    flat = _AUTOLINK.sub(lambda m: m.group(0) + WORD_JOINER, flat)
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
+
 
 _HEADING = re.compile(r"^\s*(#{1,6})\s+(.*)$")
 _BULLET = re.compile(r"^\s*[-*+•]\s+(.*)$")

@@ -7,7 +7,6 @@ text as text (st.code, st.dataframe, st.text).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from storyteller_core.settings import PROMPT_PRESETS, TIERS, model_info
 from storyteller_core.views.board import Row, Status
 from storyteller_core.views.export import copy_text, story_of
 from storyteller_core.views.rows import waiting_for
+from storyteller_ui.story_view import plain, safe_markdown
 
 PLAYABLE_BYTES = 300 * 1024**2  # st.video reads a local file into the server's memory: larger ones are not played here
 
@@ -40,19 +40,6 @@ STATUS_ICON = {
     Status.FAILED: ":material/error:",
     Status.CANCELLED: ":material/block:",
 }
-WORD_JOINER = "\u2060"  # invisible, and keeps the text as it reads
-_AUTOLINK = re.compile(r"(?i)(www|https?|ftp|mailto|xmpp)(?=[.:])|@")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=^\"'])")
-
-
-def plain(text: str | None) -> str:
-    """``text`` escaped so Streamlit's Markdown shows it literally: no links, images, HTML, icons or maths."""
-    if not text:
-        return ""
-    flat = " ".join(text.split())  # no line breaks that would start a list, a heading or a quote
-    # GFM turns www.x, http(s):// and a@b.c into links after escapes are read: a word joiner breaks each pattern.
-    flat = _AUTOLINK.sub(lambda m: m.group(0) + WORD_JOINER, flat)
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", flat)
 
 
 def banners(engine: Engine) -> None:
@@ -168,8 +155,6 @@ def row_view(engine: Engine, row: Row, *, compact: bool = False, removed: bool =
         if story:
             markdown = copy_text(row) if story.moments or story.title else plain_text(story.text)
             if not compact:  # read as formatted text; the box below copies the Markdown in one click
-                from storyteller_ui.story_view import safe_markdown
-
                 st.markdown(safe_markdown(markdown))
             with st.container(key=f"story-{item.id}"):  # copy gives clean Markdown with the timestamps
                 st.code(markdown, language=None, wrap_lines=True, height=90)

@@ -9,7 +9,7 @@ from docx import Document
 from pypdf import PdfReader
 
 from storyteller_core.deliverables import mail
-from storyteller_ui.view import WORD_JOINER
+from storyteller_ui.story_view import WORD_JOINER
 
 from .test_email import smtp, wait_for  # noqa: F401 (the loopback SMTP server fixture)
 from .test_pages import app, data_dir, finished_batch, text_of  # noqa: F401 (data_dir is a fixture)

@@ -35,7 +35,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import logging
     from datetime import datetime
 
-    from storyteller_core.cli.main import _batches_named, _error, _open_store, _writable
+    from storyteller_core.cli.support import batches_named as _batches_named
+    from storyteller_core.cli.support import error as _error
+    from storyteller_core.cli.support import open_store as _open_store
+    from storyteller_core.cli.support import writable as _writable
     from storyteller_core.collection.ask import AskError, Scope, open_asker
     from storyteller_core.collection.material import ScopeError
     from storyteller_core.errors import GeminiError, Kind, QuotaPaused

@@ -11,17 +11,21 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
+from storyteller_core.cli.support import batches_named as _batches_named
+from storyteller_core.cli.support import error as _error
+from storyteller_core.cli.support import follow as _follow
+from storyteller_core.cli.support import no_such_batch as _no_such_batch
+from storyteller_core.cli.support import open_store as _open_store
+from storyteller_core.cli.support import writable as _writable
 from storyteller_core.errors import DataDirError
 from storyteller_core.records.options import PROCESSING_MODES, RESOLUTIONS, VideoOptions, parse_clip
 from storyteller_core.sanitize import terminal_text
 from storyteller_core.settings import PRIORITIES, PROMPT_PRESETS, TIERS, VIDEO_EXTENSIONS, Settings
 
 if TYPE_CHECKING:
-    from storyteller_core.engine import Engine
     from storyteller_core.storage.disk_store import Store
     from storyteller_core.views.board import Row
 
@@ -254,32 +258,6 @@ def _mail(settings: Settings, rows: list[Row], *, demo: bool) -> None:
                 print(f"Warning: {terminal_text(outcome.message)}. The batch is not affected.")
 
 
-def _follow(engine: Engine, item_ids: list[str], out: TextIO, poll_s: float = 0.25) -> list[Row]:
-    """Show the rows until every one has ended or waits for another Gemini: live on a terminal, one line per
-    status change otherwise. A row asked of another backend (demo mode, another key's server) is never this
-    engine's to do (runner.py): waiting for it would never end, so it is reported (``_left_for_others``)."""
-    from storyteller_core.cli.progress import display_for
-    from storyteller_core.records.batch import Item
-    from storyteller_core.views.rows import waiting_for
-
-    display = display_for(out)
-    rows = engine.rows(engine.store.many(Item, item_ids))
-    display.show(rows, _note(engine))
-    with display:
-        while not all(row.ended or waiting_for(row, engine.settings) for row in rows):
-            time.sleep(poll_s)
-            rows = engine.rows(engine.store.many(Item, item_ids))
-            display.show(rows, _note(engine))
-    return rows
-
-
-def _note(engine: Engine) -> str | None:
-    """The banner line: a stop for every worker (key, quota), else Gemini out of reach."""
-    from storyteller_core.gemini.reach import banner
-
-    return engine.gate.message or banner()
-
-
 def _left_for_others(rows: list[Row], settings: Settings) -> int:
     """Say on stderr which rows wait for another Gemini, and what to do; how many."""
     from storyteller_core.views.rows import waiting_for
@@ -398,35 +376,6 @@ def _rows_named(store: Store, wanted: str | None) -> list[Row] | None:
     return [row for batch_id in batch_ids for row in batch_rows(store, batch_id)] if batch_ids else None
 
 
-def _batches_named(store: Store, wanted: str) -> list[str]:
-    """The batch with this id, else every batch with this name (a person remembers names, not ids)."""
-    from storyteller_core.records.batch import Batch
-
-    ids = store.batch_ids()
-    if wanted in ids:
-        return [wanted]
-    return [batch.id for batch in store.many(Batch, ids) if batch.name == wanted]
-
-
-def _no_such_batch(store: Store, wanted: str, settings: Settings) -> int:
-    from storyteller_core.records.batch import Batch
-
-    batches = store.many(Batch, store.batch_ids())
-    _error(
-        f"no batch with the id or name '{terminal_text(wanted)}' in {settings.data_dir}. "
-        + (
-            "Give one of these to --batch (id, then name), or leave --batch out to see every row:"
-            if batches
-            else "There are no batches yet: run process first."
-        )
-    )
-    for batch in batches[:10]:
-        print(f"  {batch.id}  {terminal_text(batch.name)}", file=sys.stderr)
-    if len(batches) > 10:
-        print(f"  ... and {len(batches) - 10} older batch(es)", file=sys.stderr)
-    return 1
-
-
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from storyteller_core.views.export import batch_names, write_csv, write_json
 
@@ -508,37 +457,6 @@ def _clip(text: str) -> tuple[float | None, float | None]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _open_store(settings: Settings) -> Store:
-    """This machine's store, or in team mode (STORYTELLER_BROKER_URL) the team's store in Redis."""
-    from storyteller_core.storage.datadir import ensure_data_dir, store_dir
-    from storyteller_core.storage.disk_store import DiskStore
-    from storyteller_core.team import broker_url, key_prefix
-
-    url = broker_url()
-    if url:
-        from storyteller_core.intake.shared_root import SharedPaths
-        from storyteller_core.storage.redis_store import RedisStore, connect
-
-        return RedisStore(connect(url), key_prefix(), SharedPaths.from_env())
-
-    ensure_data_dir(settings.data_dir)
-    return DiskStore(store_dir(settings.data_dir))
-
-
-def _writable(path: Path) -> bool:
-    """Check an output path before any work is done, so a typo does not cost a whole batch."""
-    existed = path.exists()
-    try:
-        with path.open("ab"):
-            pass
-    except OSError as exc:
-        _error(f"cannot write the CSV file {path} ({exc.strerror or exc}). Give a path in a folder you can write to.")
-        return False
-    if not existed:
-        path.unlink(missing_ok=True)
-    return True
-
-
 def _log_failure(settings: Settings) -> Path | None:
     """The traceback of the exception being handled, into the log file (never the terminal); None if there is none."""
     try:
@@ -549,7 +467,3 @@ def _log_failure(settings: Settings) -> Path | None:
         return None
     logging.getLogger("storyteller_core").exception("command failed")
     return log_file
-
-
-def _error(message: str) -> None:
-    print(f"error: {terminal_text(message)}", file=sys.stderr)

@@ -32,7 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from storyteller_core.cli.main import _error, _open_store, _writable
+    from storyteller_core.cli.support import error as _error
+    from storyteller_core.cli.support import open_store as _open_store
+    from storyteller_core.cli.support import writable as _writable
     from storyteller_core.collection.search import SearchIndex, sync_all, words_of
     from storyteller_core.sanitize import plain_data, terminal_text
 

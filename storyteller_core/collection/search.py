@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from storyteller_core.collection.search_answers import Document
 from storyteller_core.records.analysis import Analysis, AnalysisState
 from storyteller_core.records.batch import Item
 from storyteller_core.records.timecode import timestamp
@@ -111,17 +112,6 @@ class SyncReport:
     added: int  # analyses indexed now
     removed: int  # analyses removed from the index
     seconds: float
-
-
-@dataclass(frozen=True)
-class Document:
-    """One piece of text to index: what it says, and where it points."""
-
-    kind: str
-    body: str
-    start_s: float | None = None
-    video_sha256: str | None = None  # the video this text points at, when not its owner's (a citation of an answer)
-    file_name: str | None = None
 
 
 def words_of(terms: str) -> list[str]:

@@ -8,10 +8,21 @@ or not yet checked citation is not indexed, so a search never shows it as fact. 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storyteller_core.collection.search import Document
+
+@dataclass(frozen=True)
+class Document:
+    """One piece of text to index: what it says, and where it points."""
+
+    kind: str
+    body: str
+    start_s: float | None = None
+    video_sha256: str | None = None  # the video this text points at, when not its owner's (a citation of an answer)
+    file_name: str | None = None
+
 
 PREFIX = "ask:"
 SUPPORTED = ("confirmed", "corrected")

@@ -17,7 +17,7 @@ from storyteller_core.settings import EXPECTED_OUTPUT_TOKENS, Settings, cache_st
 from storyteller_core.steps.context_cache import REUSE_MARGIN_S, part_key_of
 
 if TYPE_CHECKING:
-    from storyteller_core.commands import Ask
+    from storyteller_core.records.analysis import Ask
     from storyteller_core.records.video import Video
     from storyteller_core.storage.store_protocol import Store
 

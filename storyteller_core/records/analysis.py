@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from storyteller_core.records.options import VideoOptions
 from storyteller_core.records.record import Record, now
-from storyteller_core.settings import DEMO_BACKEND
+from storyteller_core.settings import DEMO_BACKEND, PROMPT_PRESETS, STRUCTURED_PRESETS, TIERS
 
 
 class AnalysisState(StrEnum):
@@ -105,3 +105,43 @@ class Analysis(Record):
     def prompt_label(self) -> str:
         """What to call the question in a table: the preset's name, else the prompt text."""
         return self.preset or self.prompt
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What to ask of each video."""
+
+    prompt: str
+    model: str
+    preset: str | None = None
+    priority: str = "normal"
+    options: VideoOptions = field(default_factory=VideoOptions)
+    tier: str = "standard"  # flex / batch: about half price, minutes / hours; not part of the key (the same answer)
+
+    @property
+    def key_options(self) -> dict[str, Any]:
+        """The options that make the answer: a structured preset asks for the JSON story."""
+        structured = self.preset in STRUCTURED_PRESETS and self.prompt == PROMPT_PRESETS.get(self.preset or "")
+        return replace(self.options, structured=structured).to_key()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "model": self.model,
+            "preset": self.preset,
+            "priority": self.priority,
+            "options": self.options.to_key(),
+            "tier": self.tier,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ask:
+        return cls(**{**data, "options": VideoOptions.from_key(data.get("options") or {})})
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITY_RANK:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
+        if self.tier not in TIERS:
+            raise ValueError(f"tier must be one of {', '.join(TIERS)}")
+        if not self.prompt.strip():
+            raise ValueError("the prompt is empty: write what to ask Gemini about each video")

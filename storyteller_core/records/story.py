@@ -71,14 +71,3 @@ class Story:
             if values:
                 lines.append(f"**{label}:** {', '.join(values)}")
         return "\n".join(lines).strip() + "\n"
-
-
-def webvtt(moments: list[Moment], end_s: float | None) -> str:
-    """WebVTT chapters: one cue per key moment, running to the next one (or the end).
-
-    Written by webvtt-py (deliverables/subtitles.py), each moment folded onto one line:
-    a newline in a key moment from the model used to end the cue and start one of its own.
-    """
-    from storyteller_core.deliverables.subtitles import to_vtt
-
-    return to_vtt(moments, end_s)

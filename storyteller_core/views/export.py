@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from storyteller_core.records.story import Story, webvtt
+from storyteller_core.deliverables.subtitles import to_vtt
+from storyteller_core.records.story import Story
 from storyteller_core.sanitize import neutralize_frame, plain_data, plain_text, scrub, spreadsheet_cell
 from storyteller_core.views.board import Row
 
@@ -224,7 +225,7 @@ def chapters_vtt(row: Row) -> str | None:
     story = story_of(row)
     if not story or not story.moments:
         return None
-    return webvtt(story.moments, row.video.duration_s if row.video else None)
+    return to_vtt(story.moments, row.video.duration_s if row.video else None)
 
 
 def _time(ts: float | None) -> str:
