@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from storyteller_core.errors import Code, GeminiError, Kind, StepFailed
 from storyteller_core.gemini.gateway import RemoteFile
+from storyteller_core.gemini.reach import REACH
 from storyteller_core.gemini.retry import poll_delay
 from storyteller_core.records.video import Video, VideoState
 from storyteller_core.steps import Outcome
@@ -70,11 +71,21 @@ def _poll_alone(ctx: StepContext, video: Video, started: float) -> Outcome:
             if exc.quota:
                 ctx.cooldown.note_exhausted(exc.retry_after_s)
             video = store.update(Video, video.id, poll_attempts=video.poll_attempts + 1)
-            return Outcome.later(max(poll_delay(video.poll_attempts, settings), ctx.cooldown.remaining()))
+            delay = max(poll_delay(video.poll_attempts, settings), ctx.cooldown.remaining())
+            # the row says why it waits, as the other steps' waits do; the note outlives this look (to the next)
+            REACH.retrying(f"video:{video.id}", exc, retry_attempt(video.id), delay, store, lasting=True)
+            return Outcome.later(delay)
+    REACH.answered(f"video:{video.id}")  # a store write only when a note was there
     video = store.update(Video, video.id, poll_attempts=video.poll_attempts + 1, gemini_state=remote.state if remote else "GONE")
     if remote is not None and remote.state not in ("ACTIVE", "FAILED"):
         return Outcome.later(poll_delay(video.poll_attempts, settings))
     return _settled(ctx, video, remote, started)
+
+
+def retry_attempt(video_id: str) -> int:
+    """The number of the next look at a file whose looks fail: counts on from its note (the first look was 1)."""
+    note = REACH.note(f"video:{video_id}")
+    return note.attempt + 1 if note else 2
 
 
 def _settled(ctx: StepContext, video: Video, remote: RemoteFile | None, started: float) -> Outcome:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from storyteller_core.gemini.reach import noting
 from storyteller_core.gemini.retry import call_with_retry
 from storyteller_core.steps.batch_tier_looks import BatchLooks
 
@@ -30,4 +31,5 @@ class StepContext:
 
     def call(self, fn: Callable[[], T], budget_s: float, should_stop: Callable[[], bool]) -> T:
         """One Gemini call under the one retry policy, sharing the quota cool-down, cancellable."""
-        return call_with_retry(fn, budget_s, should_stop=should_stop, cooldown=self.cooldown)
+        with noting(self.store):  # a wait's note is kept in the store too: any process showing the row sees it
+            return call_with_retry(fn, budget_s, should_stop=should_stop, cooldown=self.cooldown)

@@ -494,6 +494,29 @@ class DiskStore:
     def pending_count(self) -> int:
         return ix.count(self.cache, _PENDING)
 
+    # -- why a step waits to call Gemini again (reach.py), for every process that shows the row ---------
+    def retry_notes(self) -> dict[str, dict[str, Any]]:
+        """{task ("video:<id>" / "analysis:<id>"): its retry note's fields}: the steps waiting now, one read."""
+        text = self.cache.get(_NOTES)
+        return json.loads(text) if text else {}
+
+    def put_retry_notes(self, notes: dict[str, dict[str, Any] | None]) -> None:
+        """Keep these tasks' notes (None: removed), in one transaction; notes long past their next attempt (their
+        process is gone) are dropped meanwhile."""
+        with self.cache.transact():
+            kept = self.retry_notes()
+            for task, note in notes.items():
+                if note is None:
+                    kept.pop(task, None)
+                else:
+                    kept[task] = note
+            stale = time.time() - STALE_NOTE_S
+            kept = {task: note for task, note in kept.items() if float(note.get("next_at", 0)) >= stale}
+            if kept:
+                self.cache.set(_NOTES, json.dumps(kept))
+            else:
+                self.cache.delete(_NOTES)
+
     def add_pending(self, entries: Iterable[dict[str, Any]]) -> None:
         """Add entries to the checked list; a source already listed keeps its entry unless the new one is a refusal
         (the latest news of that file). Atomic: two tabs adding at once lose nothing. In bulk: a folder of 50,000
@@ -673,6 +696,8 @@ def owner_process_gone(owner: str) -> bool:
     return not psutil.pid_exists(int(pid))
 
 
+_NOTES = "retry-notes"
+STALE_NOTE_S = 600.0  # a note this long past its next attempt was left by a process that is gone
 _SUMMED = ("tokens", "cost_usd", "costed", "estimated_cost_usd", "estimated", "estimated_done_usd", "estimated_done")
 # busy_s: the seconds the batch had something in flight, in closed intervals; busy_since: the start of the open one.
 # Sums kept before these were (busy_s None) read as before: Elapsed from the first row added to the last finished.

@@ -32,6 +32,7 @@ from storyteller_core.records.batch import Batch, Item
 from storyteller_core.records.record import Record
 from storyteller_core.records.video import Video
 from storyteller_core.storage.disk_store import (
+    STALE_NOTE_S,
     NotFound,
     _assign,
     _decode,
@@ -430,6 +431,22 @@ class RedisStore:
         self.r.hset(self.key("aside", "why"), short, f"{type(exc).__name__}: {str(exc)[:200]}")
         self.r.zadd(self.key("aside"), {short: time.time()})
         log.warning("a record could not be read and was set aside", extra={"key": short, "reason": str(exc)[:200]})
+
+    # -- why a step waits to call Gemini again (reach.py): one hash field per task --------------------------
+    def retry_notes(self) -> dict[str, dict[str, Any]]:
+        return {task: json.loads(text) for task, text in self.r.hgetall(self.key("retry-notes")).items()}
+
+    def put_retry_notes(self, notes: dict[str, dict[str, Any] | None]) -> None:
+        key = self.key("retry-notes")
+        kept = {task: json.dumps(note) for task, note in notes.items() if note is not None}
+        gone = [task for task, note in notes.items() if note is None]
+        pipe = self.r.pipeline()
+        if kept:
+            pipe.hset(key, mapping=kept)
+        if gone:
+            pipe.hdel(key, *gone)
+        pipe.expire(key, int(STALE_NOTE_S))  # a team whose every worker stopped leaves no notes behind for long
+        pipe.execute()
 
     # -- the checked list before Start: one hash field per source, in a sorted set's order -----------------
     def pending(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from storyteller_core.gemini.reach import RetryNote
 from storyteller_core.records.analysis import Analysis, AnalysisState
 from storyteller_core.records.batch import Batch, Item
 from storyteller_core.records.video import Video
@@ -50,7 +51,29 @@ def rows_of(store: Store, items: Iterable[Item], *, videos_of_done: bool = True)
         return analysis is not None and analysis.state is AnalysisState.COMPLETED
 
     videos = store.by_id(Video, (item.video_id for item in items if item.video_id and (videos_of_done or not done(item))))
-    return [row_of(item, analyses.get(item.analysis_id or ""), videos.get(item.video_id or "")) for item in items]
+    rows = [row_of(item, analyses.get(item.analysis_id or ""), videos.get(item.video_id or "")) for item in items]
+    return with_notes(store, rows)
+
+
+def with_notes(store: Store, rows: list[Row]) -> list[Row]:
+    """These rows, each in flight with the retry note the store keeps for its step (written by whichever process
+    works on it: the app, the CLI, a team worker); one read, and none when every row has ended."""
+    if all(row.ended for row in rows):
+        return rows
+    kept = store.retry_notes()
+    if not kept:
+        return rows
+    out = []
+    for row in rows:
+        fields = (
+            None
+            if row.ended
+            else kept.get(f"analysis:{row.analysis.id}" if row.analysis else "")
+            or kept.get(f"video:{row.video.id}" if row.video else (f"video:{row.item.video_id}" if row.item.video_id else ""))
+        )
+        note = RetryNote.stored(fields) if fields else None
+        out.append(replace(row, note=note) if note is not None else row)
+    return out
 
 
 def with_videos(store: Store, rows: Iterable[Row]) -> list[Row]:

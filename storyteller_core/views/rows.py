@@ -54,6 +54,7 @@ class Row:
     video: Video | None
     status: Status
     progress: int  # 0..100 across the video's states and the analysis's
+    note: RetryNote | None = None  # the retry note another process kept in the store for this row (board.rows_of)
 
     @property
     def ended(self) -> bool:
@@ -61,13 +62,14 @@ class Row:
 
     @property
     def retry_note(self) -> RetryNote | None:
-        """Why this row's step waits to call Gemini again, when this process works on it (reach.py); else None.
+        """Why this row's step waits to call Gemini again (reach.py), whichever process works on it; else None.
 
+        This process's own note first (the freshest), else the one the store holds (``note``, read by rows_of).
         ``note.reason``, ``note.next_at`` (wall clock), ``note.attempt``; ``note.words()`` is the sentence.
         """
         if self.ended:
             return None
-        return REACH.note_for(self.analysis.id if self.analysis else None, self.video.id if self.video else None)
+        return REACH.note_for(self.analysis.id if self.analysis else None, self.video.id if self.video else None) or self.note
 
     @property
     def label(self) -> str:

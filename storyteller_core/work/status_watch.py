@@ -33,6 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from storyteller_core.errors import GeminiError, Kind, StepFailed
+from storyteller_core.gemini.reach import REACH
 
 if TYPE_CHECKING:
     from storyteller_core.gemini.gateway import RemoteFile
@@ -178,9 +179,10 @@ class StatusWatch:
                 for watched in due:
                     self._observe(watched, self._get(watched.name))
         except GeminiError as exc:
-            self._failed(exc, due)
+            self._failed(exc, due, entries)
             return
         self._ctx.cooldown.note_ok()
+        REACH.answered_all(f"video:{w.video_id}" for w in entries)  # the waits it noted end (a write only if any)
         self._prune()
 
     def _sweep_list(self, entries: list[_Watched], due: list[_Watched], started: float) -> None:
@@ -252,7 +254,7 @@ class StatusWatch:
         self.stats["settled"] += 1
         self._wake(watched.video_id)
 
-    def _failed(self, exc: GeminiError, due: list[_Watched]) -> None:
+    def _failed(self, exc: GeminiError, due: list[_Watched], entries: list[_Watched]) -> None:
         if exc.kind is Kind.AUTH:
             self._gate.reject_key()
             log.error("api key rejected while checking files; no more calls until a new key is set")
@@ -262,7 +264,10 @@ class StatusWatch:
             if exc.quota:
                 self._ctx.cooldown.note_exhausted(exc.retry_after_s)
             log.info("status check failed; trying again", extra={"error": exc.label})
-            self._not_before = time.monotonic() + max(ERROR_BACKOFF_S, self._ctx.cooldown.remaining())
+            wait = max(ERROR_BACKOFF_S, self._ctx.cooldown.remaining())
+            self._not_before = time.monotonic() + wait
+            # each waiting row says why and when the next look is, as the other steps' waits do (one store write)
+            REACH.retrying_all([f"video:{w.video_id}" for w in entries], exc, wait, self._ctx.store, lasting=True)
             return
         for watched in due:  # something only the file's own step can report: hand it back
             self._hand_back(watched)
