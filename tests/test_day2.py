@@ -341,3 +341,85 @@ def test_status_of_a_large_data_folder_prints_every_batch_name_in_full(tmp_path,
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["BATCH", "ID"]
     assert out[1].startswith("20261202-130000-abcd") and out[1].endswith(name)
+
+
+# -- leftovers: a row's retry note travels through the store ---------------------------------------------------
+def test_a_row_the_cli_works_on_shows_its_retry_note_in_another_process(tmp_path, emulator, make_engine, one_video):  # type: ignore[no-untyped-def]
+    from storyteller_core.views.board import batch_rows
+    from storyteller_core.views.rows import Status
+
+    emulator.config.rate_503, emulator.config.fault_on = 1.0, {"generate"}  # Gemini answers 503 to every question
+    data = tmp_path / "data"
+    video = one_video("harbour.mp4")
+    cli_run = subprocess.Popen(
+        [sys.executable, "-m", "storyteller_core", "process", str(video), "--csv", str(tmp_path / "out.csv")],
+        env=cli_env(data, emulator.base_url),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (data / "settings.json").exists() or any(data.glob("*/cache.db")), cli_run, what="data folder")
+        app = make_engine(data_dir=data, start=False)  # the app: no worker of its own, it only shows the rows
+        noted: list = []
+
+        def note_shown() -> bool:
+            rows = batch_rows(app.store)
+            noted[:] = [row.retry_note for row in rows if row.retry_note is not None]
+            return bool(noted) and noted[0].attempt >= 3
+
+        wait_until(note_shown, cli_run, timeout=90, what="the CLI's retry note on the app's row")
+        words = noted[0].words()
+        assert re.fullmatch(r"Gemini is unavailable \(503 UNAVAILABLE\), retrying (in \d+ s|now) \(attempt \d+\)", words), words
+        [row] = batch_rows(app.store)
+        assert REACH.note_for(row.analysis.id if row.analysis else None, row.video.id if row.video else None) is None  # not this process's
+        assert row.label == words and row.status is Status.WRITING
+
+        emulator.config.rate_503 = 0.0  # Gemini answers again: the CLI finishes, the note is gone from the store
+        out, err = cli_run.communicate(timeout=120)
+        assert cli_run.returncode == 0, err
+        [row] = batch_rows(app.store)
+        assert row.status is Status.DONE and row.retry_note is None
+        assert app.store.retry_notes() == {}
+    finally:
+        if cli_run.poll() is None:
+            cli_run.kill()
+            cli_run.communicate()
+
+
+def test_the_processing_wait_says_why_it_waits_and_polls_write_no_note_when_nothing_changes(make_engine, emulator, one_video):  # type: ignore[no-untyped-def]
+    from storyteller_core.views.board import batch_rows
+    from storyteller_core.views.rows import Status
+
+    emulator.config.processing_delay_s = 600  # Gemini processes the file for a long time: the step keeps looking
+    engine = make_engine(processing_budget_s=300)
+    writes: list[dict] = []
+    put = engine.store.put_retry_notes
+    engine.store.put_retry_notes = lambda notes: (writes.append(dict(notes)), put(notes))[1]  # type: ignore[method-assign]
+    [item] = engine.commands.submit_paths([one_video("harbour.mp4")], ask(engine))
+
+    def looks() -> int:
+        return len(emulator.stats.poll_times)  # files.get calls
+
+    wait_until(lambda: looks() >= 3, timeout=30, what="three looks at the processing file")
+    assert writes == []  # looks that answer write nothing
+
+    emulator.config.rate_503, emulator.config.fault_on = 1.0, {"poll"}  # files.get now answers 503
+    wait_until(lambda: any(f"video:{item.video_id}" in w for w in writes), timeout=30, what="the processing wait's note")
+    task = f"video:{item.video_id}"
+    wait_until(lambda: (n := REACH.note(task)) is not None and n.attempt >= 3, timeout=30, what="the attempts counting up")
+    kept = engine.store.retry_notes()[task]  # kept in the store, for every process showing the row
+    assert kept["reason"] == "Gemini is unavailable (503 UNAVAILABLE)" and kept["attempt"] >= 2
+    [row] = batch_rows(engine.store)
+    assert row.status is Status.PROCESSING
+    assert re.fullmatch(r"Gemini is unavailable \(503 UNAVAILABLE\), retrying (in \d+ s|now) \(attempt \d+\)", row.label), row.label
+
+    emulator.config.rate_503 = 0.0
+    wait_until(lambda: task not in engine.store.retry_notes(), timeout=30, what="the note removed once files.get answers")
+    assert batch_rows(engine.store)[0].retry_note is None
+    before = len(writes)
+    polls = looks()
+    wait_until(lambda: looks() >= polls + 3, timeout=30, what="three more looks")
+    assert len(writes) == before  # no write per look while nothing changes
