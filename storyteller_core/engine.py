@@ -137,14 +137,3 @@ class Engine:
             "healthy": self.healthy,
             "demo": self.demo,
         }
-
-
-def open_engine(settings: Settings, **kwargs: Any) -> Engine:
-    """The embedded engine, or with STORYTELLER_BROKER_URL set, team mode's client (same API, workers elsewhere)."""
-    from storyteller_core.team import broker_url
-
-    if broker_url():
-        from storyteller_core.team.team_engine import TeamEngine
-
-        return TeamEngine(settings, **kwargs)
-    return Engine(settings, **kwargs)

@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from storyteller_core import Engine, Settings
-from storyteller_core.engine import open_engine
+from storyteller_core.assembly import open_engine
 from storyteller_core.errors import DataDirError
 from storyteller_core.gemini import demo_mode as demo
 from storyteller_core.settings import api_key_from_env, default_data_dir

@@ -138,8 +138,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    from storyteller_core.assembly import open_engine
     from storyteller_core.commands import Ask
-    from storyteller_core.engine import open_engine
     from storyteller_core.intake.candidates import expand, inspect_path, inspect_url, split_refused
     from storyteller_core.views.export import batch_names, not_added_records
 

@@ -49,13 +49,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import logging
     import sys
 
+    from storyteller_core.assembly import open_engine
     from storyteller_core.cli.support import batches_named as _batches_named
     from storyteller_core.cli.support import error as _error
     from storyteller_core.cli.support import follow as _follow
     from storyteller_core.cli.support import no_such_batch as _no_such_batch
     from storyteller_core.cli.support import writable as _writable
     from storyteller_core.collection.table import Field, ask_table, fields_of
-    from storyteller_core.engine import open_engine
     from storyteller_core.sanitize import terminal_text
 
     try:

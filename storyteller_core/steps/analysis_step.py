@@ -28,10 +28,7 @@ PARTIAL_EVERY_S = 1.0
 
 
 def analyze(ctx: StepContext, analysis: Analysis, video: Video, should_stop: Callable[[], bool]) -> Outcome:
-    if analysis.tier == "batch":  # asked through a Gemini batch job: see batch_job.py
-        from storyteller_core.steps.batch_tier_submit import in_batch_job
-
-        return in_batch_job(ctx, analysis, video, should_stop)
+    """Ask now (standard or flex tier); the Batch tier's analyses go through steps/batch_tier_submit.py instead."""
     store, settings = ctx.store, ctx.settings
     analysis = store.transition(Analysis, analysis.id, AnalysisState.ANALYZING, partial_story=None)
     options = analysis.video_options

@@ -27,7 +27,7 @@ from storyteller_core.records.video import Video, VideoState
 from storyteller_core.sanitize import scrub
 from storyteller_core.steps import Next, Outcome
 from storyteller_core.steps.analysis_step import analyze
-from storyteller_core.steps.batch_tier_submit import left_batch_job
+from storyteller_core.steps.batch_tier_submit import in_batch_job, left_batch_job
 from storyteller_core.steps.processing_step import wait_for_processing
 from storyteller_core.steps.step_context import StepContext
 from storyteller_core.steps.upload_step import upload
@@ -299,6 +299,8 @@ class Runner:
             return Outcome.done()
         if video.file_usable(backend) or in_job:
             should_stop = self._stop_check(lambda: store.require(Analysis, analysis_id).cancel_requested)
+            if analysis.tier == "batch":  # asked through a Gemini batch job (steps/batch_tier_submit.py)
+                return in_batch_job(self.ctx, analysis, video, should_stop)
             return analyze(self.ctx, analysis, video, should_stop)
         if analysis.state is AnalysisState.ANALYZING:
             store.transition(Analysis, analysis_id, AnalysisState.WAITING)
