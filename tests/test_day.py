@@ -334,7 +334,9 @@ def test_retry_on_a_finished_batch_goes_live_to_done_and_the_webhook_tells_each_
         make_video(folder / "street.mp4", seconds=1.0, seed=4)
 
         page.get_by_role("link", name="Settings").click()
-        page.get_by_label("Webhook URL (Slack, Teams, or anything that takes a JSON POST)").fill(hook.url)
+        page.get_by_label("Webhook URL (Slack, Teams, or anything that takes a JSON POST)").fill(
+            hook.url, timeout=90_000
+        )  # Settings draws late on a loaded machine
         page.get_by_role("button", name="Save webhook").click()
         expect(page.get_by_text("127.0.0.1/…part")).to_be_visible(timeout=30_000)
 
